@@ -1,0 +1,1 @@
+//! Images, colour conversion, metrics, MATLAB bicubic and benchmark datasets.

@@ -1,0 +1,11 @@
+//! SwinIR: configuration, checkpoints, weights, the CPU reference and the GPU graph.
+
+pub mod checkpoint;
+pub mod config;
+pub mod cpu;
+pub mod tensor;
+pub mod weights;
+
+pub use config::SwinConfig;
+pub use tensor::{StateDict, Tensor, TensorData};
+pub use weights::SwinWeights;
