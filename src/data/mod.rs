@@ -1,1 +1,11 @@
 //! Images, colour conversion, metrics, MATLAB bicubic and benchmark datasets.
+
+pub mod bicubic;
+pub mod dataset;
+pub mod image_io;
+pub mod metrics;
+
+pub use bicubic::{downscale_matlab, imresize_u8, upscale_matlab};
+pub use dataset::{benchmark_pairs, dataset_name, list_images, Pair};
+pub use image_io::{is_image_file, load_rgb, load_rgb_u8, save_png, RgbImage, RgbU8};
+pub use metrics::{psnr_y, ssim_y, y_channel};

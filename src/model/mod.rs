@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;
+pub mod graph;
 pub mod tensor;
 pub mod weights;
 

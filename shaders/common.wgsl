@@ -1,0 +1,37 @@
+// Helpers shared by several kernel families (prepended to their source).
+
+// Flat invocation index for 1-D work dispatched as a 2-D grid of 256-wide
+// workgroups (a single dimension is capped at 65535 workgroups).
+fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * 256u;
+}
+
+// erf in f32, max error about 1 ulp (minimax polynomials; the |x| > 0.927 branch
+// goes through exp). WGSL has no erf builtin.
+fn erf_f32(a: f32) -> f32 {
+    let t = abs(a);
+    let s = a * a;
+    if (t > 0.927734375) {
+        var r = fma(-1.72853470e-5, t, 3.83197126e-4);
+        let u = fma(-3.88396438e-3, t, 2.42546219e-2);
+        r = fma(r, s, u);
+        r = fma(r, t, -1.06777877e-1);
+        r = fma(r, t, -6.34846687e-1);
+        r = fma(r, t, -1.28717512e-1);
+        r = fma(r, t, -t);
+        r = 1.0 - exp(r);
+        return select(r, -r, a < 0.0);
+    }
+    var r = -5.96761703e-4;
+    r = fma(r, s, 4.99119423e-3);
+    r = fma(r, s, -2.67681349e-2);
+    r = fma(r, s, 1.12819925e-1);
+    r = fma(r, s, -3.76125336e-1);
+    r = fma(r, s, 1.28379166e-1);
+    return fma(r, a, a);
+}
+
+// Exact (erf-based) GELU, as torch.nn.GELU() computes it.
+fn gelu(x: f32) -> f32 {
+    return 0.5 * x * (1.0 + erf_f32(x * 0.70710678118654752));
+}

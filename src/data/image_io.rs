@@ -1,0 +1,241 @@
+//! Image loading and saving.
+//!
+//! Two in-memory forms:
+//! - [`RgbImage`]: planar float RGB (3×H×W, channel-major, values in [0,1]); this is
+//!   exactly the (1,3,H,W) tensor layout the model consumes, so upload is a memcpy.
+//! - [`RgbU8`]: interleaved 8-bit RGB; metrics and MATLAB bicubic work on it because the
+//!   evaluation protocol (SPEC §2) is defined on integer pixel values.
+//!
+//! Colour handling on load: grayscale is replicated to R=G=B; an alpha channel is
+//! dropped as-is (no compositing onto a background), since SR benchmarks never carry
+//! meaningful alpha and compositing would invent colours; 16-bit samples keep their full
+//! precision in [`RgbImage`] (value/65535).
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Result};
+use image::{ColorType, DynamicImage, ImageEncoder, ImageReader};
+
+/// Planar float RGB image: `data[c*H*W + y*W + x]`, values nominally in [0,1].
+#[derive(Clone, Debug, PartialEq)]
+pub struct RgbImage {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<f32>,
+}
+
+/// Interleaved 8-bit RGB image: `data[(y*W + x)*3 + c]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RgbU8 {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<u8>,
+}
+
+impl RgbImage {
+    /// Black image of the given size.
+    pub fn zeros(width: usize, height: usize) -> Self {
+        RgbImage {
+            width,
+            height,
+            data: vec![0.0; 3 * width * height],
+        }
+    }
+
+    /// Quantize to 8 bits as the evaluation protocol does (SPEC §2): clamp to [0,1],
+    /// ×255, round. BasicSR rounds with numpy, i.e. half to even, so we do too.
+    pub fn to_u8(&self) -> RgbU8 {
+        let plane = self.width * self.height;
+        let mut data = vec![0u8; 3 * plane];
+        for c in 0..3 {
+            for (i, &v) in self.data[c * plane..(c + 1) * plane].iter().enumerate() {
+                // NaN clamps to NaN and `as u8` maps it to 0.
+                data[i * 3 + c] = (v.clamp(0.0, 1.0) * 255.0).round_ties_even() as u8;
+            }
+        }
+        RgbU8 {
+            width: self.width,
+            height: self.height,
+            data,
+        }
+    }
+}
+
+impl RgbU8 {
+    /// Black image of the given size.
+    pub fn zeros(width: usize, height: usize) -> Self {
+        RgbU8 {
+            width,
+            height,
+            data: vec![0; 3 * width * height],
+        }
+    }
+
+    /// Exact conversion to planar float (value/255).
+    pub fn to_f32(&self) -> RgbImage {
+        let plane = self.width * self.height;
+        let mut data = vec![0f32; 3 * plane];
+        for (i, px) in self.data.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                data[c * plane + i] = px[c] as f32 / 255.0;
+            }
+        }
+        RgbImage {
+            width: self.width,
+            height: self.height,
+            data,
+        }
+    }
+
+    /// Sub-image with top-left corner (x, y). Panics if it does not fit.
+    pub fn crop(&self, x: usize, y: usize, width: usize, height: usize) -> RgbU8 {
+        assert!(
+            x + width <= self.width && y + height <= self.height,
+            "crop out of bounds"
+        );
+        let mut data = Vec::with_capacity(3 * width * height);
+        for row in y..y + height {
+            let start = (row * self.width + x) * 3;
+            data.extend_from_slice(&self.data[start..start + 3 * width]);
+        }
+        RgbU8 {
+            width,
+            height,
+            data,
+        }
+    }
+}
+
+/// True if the file name has an image extension we can read (case-insensitive).
+pub fn is_image_file(path: impl AsRef<Path>) -> bool {
+    let ext = path
+        .as_ref()
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase());
+    matches!(
+        ext.as_deref(),
+        Some("png" | "jpg" | "jpeg" | "bmp" | "tif" | "tiff")
+    )
+}
+
+/// Decode any supported file; every failure becomes a one-line "{path}: reason" error.
+fn decode(path: &Path) -> Result<DynamicImage> {
+    let reader = ImageReader::open(path)
+        .map_err(|e| anyhow!("{}: cannot open: {e}", path.display()))?
+        .with_guessed_format()
+        .map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
+    let img = reader
+        .decode()
+        .map_err(|e| anyhow!("{}: cannot decode image: {e}", path.display()))?;
+    if img.width() == 0 || img.height() == 0 {
+        bail!(
+            "{}: image has zero size ({}x{})",
+            path.display(),
+            img.width(),
+            img.height()
+        );
+    }
+    Ok(img)
+}
+
+/// Load an image as planar float RGB in [0,1] (see module docs for colour handling).
+pub fn load_rgb(path: impl AsRef<Path>) -> Result<RgbImage> {
+    let path = path.as_ref();
+    let img = decode(path)?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    // Pick the conversion by bit depth so 16-bit data is not squeezed through 8 bits.
+    let interleaved: Vec<f32> = match img.color() {
+        ColorType::L8 | ColorType::La8 | ColorType::Rgb8 | ColorType::Rgba8 => img
+            .to_rgb8()
+            .into_raw()
+            .into_iter()
+            .map(|v| v as f32 / 255.0)
+            .collect(),
+        ColorType::L16 | ColorType::La16 | ColorType::Rgb16 | ColorType::Rgba16 => img
+            .to_rgb16()
+            .into_raw()
+            .into_iter()
+            .map(|v| v as f32 / 65535.0)
+            .collect(),
+        _ => img.to_rgb32f().into_raw(),
+    };
+    Ok(planar_from_interleaved(w, h, &interleaved))
+}
+
+/// Load an image as interleaved 8-bit RGB (exact for 8-bit files; 16-bit is rounded to 8).
+pub fn load_rgb_u8(path: impl AsRef<Path>) -> Result<RgbU8> {
+    let path = path.as_ref();
+    let img = decode(path)?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    Ok(RgbU8 {
+        width: w,
+        height: h,
+        data: img.to_rgb8().into_raw(),
+    })
+}
+
+fn planar_from_interleaved(w: usize, h: usize, src: &[f32]) -> RgbImage {
+    let plane = w * h;
+    let mut data = vec![0f32; 3 * plane];
+    for (i, px) in src.chunks_exact(3).enumerate() {
+        data[i] = px[0];
+        data[plane + i] = px[1];
+        data[2 * plane + i] = px[2];
+    }
+    RgbImage {
+        width: w,
+        height: h,
+        data,
+    }
+}
+
+/// Write an 8-bit RGB PNG atomically: encode into a temp file in the target folder,
+/// then rename over `path`, so readers never see a half-written file.
+pub fn save_png(img: &RgbU8, path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let fail = |what: &str, e: &dyn std::fmt::Display| anyhow!("{}: {what}: {e}", path.display());
+    if img.data.len() != 3 * img.width * img.height || img.width == 0 || img.height == 0 {
+        bail!(
+            "{}: refusing to write a {}x{} image with {} bytes",
+            path.display(),
+            img.width,
+            img.height,
+            img.data.len()
+        );
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".swinq-")
+        .suffix(".png.tmp")
+        .tempfile_in(dir)
+        .map_err(|e| fail("cannot create file", &e))?;
+    {
+        let mut w = BufWriter::new(tmp.as_file());
+        image::codecs::png::PngEncoder::new(&mut w)
+            .write_image(
+                &img.data,
+                img.width as u32,
+                img.height as u32,
+                image::ExtendedColorType::Rgb8,
+            )
+            .map_err(|e| fail("cannot encode PNG", &e))?;
+        w.flush().map_err(|e| fail("cannot write", &e))?;
+    }
+    // Temp files are created private (0600); give the result ordinary file permissions.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    // On failure the NamedTempFile inside the error is dropped, which deletes it.
+    tmp.persist(path)
+        .map_err(|e| fail("cannot write", &e.error))?;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! GPU storage buffers of f32 (or u32) elements, upload and readback.
+
+use wgpu::util::DeviceExt;
+
+use super::GpuContext;
+
+/// A storage buffer and its length in 4-byte elements.
+pub struct GpuBuffer {
+    pub buffer: wgpu::Buffer,
+    pub len: usize,
+}
+
+const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+impl GpuBuffer {
+    /// Zero-filled buffer of `len` 4-byte elements (at least one, since wgpu rejects empty bindings).
+    pub fn zeros(ctx: &GpuContext, label: &str, len: usize) -> Self {
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (len.max(1) * 4) as u64,
+            usage: STORAGE,
+            mapped_at_creation: false,
+        });
+        Self { buffer, len }
+    }
+
+    pub fn from_slice<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, data: &[T]) -> Self {
+        assert_eq!(std::mem::size_of::<T>(), 4, "GpuBuffer holds 4-byte elements");
+        let bytes: &[u8] = if data.is_empty() { &[0; 4] } else { bytemuck::cast_slice(data) };
+        let buffer = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytes,
+            usage: STORAGE,
+        });
+        Self { buffer, len: data.len() }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.len as u64 * 4
+    }
+
+    pub fn write<T: bytemuck::Pod>(&self, ctx: &GpuContext, data: &[T]) {
+        assert!(data.len() <= self.len, "write of {} elements into a buffer of {}", data.len(), self.len);
+        ctx.queue.write_buffer(&self.buffer, 0, bytemuck::cast_slice(data));
+    }
+
+    /// Whole-buffer binding.
+    pub fn bind(&self) -> wgpu::BindingResource<'_> {
+        self.buffer.as_entire_binding()
+    }
+
+    /// Binding of elements [start, start+len).
+    pub fn bind_range(&self, start: usize, len: usize) -> wgpu::BindingResource<'_> {
+        assert!(start + len <= self.len.max(1), "binding past the end of a buffer");
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: start as u64 * 4,
+            size: std::num::NonZeroU64::new(len.max(1) as u64 * 4),
+        })
+    }
+
+    /// Copies the buffer back to the host (waits for the GPU).
+    pub fn read<T: bytemuck::Pod>(&self, ctx: &GpuContext) -> Vec<T> {
+        read_bytes(ctx, &self.buffer, 0, self.bytes()).chunks_exact(4).map(bytemuck::pod_read_unaligned).collect()
+    }
+}
+
+/// Reads `size` bytes from `offset` through a staging buffer.
+pub fn read_bytes(ctx: &GpuContext, src: &wgpu::Buffer, offset: u64, size: u64) -> Vec<u8> {
+    if size == 0 {
+        return Vec::new();
+    }
+    let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("readback"),
+        size,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    enc.copy_buffer_to_buffer(src, offset, &staging, 0, size);
+    ctx.queue.submit([enc.finish()]);
+    let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+    staging.map_async(wgpu::MapMode::Read, .., move |r| {
+        tx.send(r).ok();
+    });
+    ctx.wait();
+    pollster::block_on(rx.receive()).expect("map callback dropped").expect("mapping the readback buffer failed");
+    let view = staging.get_mapped_range(..).expect("mapped range");
+    let out = view.to_vec();
+    drop(view);
+    staging.unmap();
+    out
+}

@@ -1,0 +1,154 @@
+//! Adapter choice, device creation and the features the kernels may use.
+
+use anyhow::{bail, Context as _, Result};
+
+use super::kernels::{Const, PipelineCache, Shader};
+
+/// The optional features swinq uses when an adapter has them; every kernel also
+/// has a path that works without them.
+pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
+    .union(wgpu::Features::SUBGROUP)
+    .union(wgpu::Features::TIMESTAMP_QUERY);
+
+/// How to pick the adapter: a name substring (from `--adapter` or
+/// `WGPU_ADAPTER_NAME`) and the backends (from `WGPU_BACKEND`).
+#[derive(Clone, Debug, Default)]
+pub struct AdapterChoice {
+    pub name: Option<String>,
+}
+
+impl AdapterChoice {
+    /// `--adapter` wins over `WGPU_ADAPTER_NAME`.
+    pub fn from_cli(name: Option<String>) -> Self {
+        let name = name.or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok()).filter(|n| !n.is_empty());
+        Self { name }
+    }
+}
+
+/// One wgpu device and queue shared by everything in a process.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub features: wgpu::Features,
+    pub limits: wgpu::Limits,
+    pipelines: PipelineCache,
+}
+
+/// Backends from `WGPU_BACKEND`, else Vulkan, Metal and DX12.
+fn backends() -> wgpu::Backends {
+    wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY)
+}
+
+pub fn list_adapters() -> Vec<wgpu::Adapter> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends();
+    let instance = wgpu::Instance::new(desc);
+    pollster::block_on(instance.enumerate_adapters(backends()))
+}
+
+/// Higher is preferred: a discrete GPU over an integrated one over a software rasteriser.
+fn device_rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 4,
+        wgpu::DeviceType::IntegratedGpu => 3,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 1,
+        wgpu::DeviceType::Other => 0,
+    }
+}
+
+fn choose_adapter(adapters: Vec<wgpu::Adapter>, choice: &AdapterChoice) -> Result<wgpu::Adapter> {
+    let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+    if adapters.is_empty() {
+        bail!("no GPU adapter found (install a Vulkan driver, e.g. `apt-get install mesa-vulkan-drivers libvulkan1` for the software one, or check WGPU_BACKEND)");
+    }
+    let candidates: Vec<wgpu::Adapter> = match &choice.name {
+        Some(want) => {
+            let want = want.to_lowercase();
+            let found: Vec<_> = adapters.into_iter().filter(|a| a.get_info().name.to_lowercase().contains(&want)).collect();
+            if found.is_empty() {
+                bail!("no adapter name contains `{want}`; available: {}", names.join(", "));
+            }
+            found
+        }
+        None => adapters,
+    };
+    Ok(candidates.into_iter().max_by_key(|a| device_rank(a.get_info().device_type)).expect("non-empty"))
+}
+
+impl GpuContext {
+    pub fn new(choice: &AdapterChoice) -> Result<Self> {
+        let adapter = choose_adapter(list_adapters(), choice)?;
+        let info = adapter.get_info();
+        let features = adapter.features() & OPTIONAL_FEATURES;
+        let limits = adapter.limits();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("swinq"),
+            required_features: features,
+            required_limits: limits.clone(),
+            ..Default::default()
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .with_context(|| format!("could not open a device on adapter `{}`", info.name))?;
+        Ok(Self { device, queue, info, features, limits, pipelines: PipelineCache::default() })
+    }
+
+    /// The compiled pipeline for `shader`'s `entry` with the given header constants.
+    pub fn pipeline(&self, shader: Shader, entry: &str, consts: &[Const]) -> std::sync::Arc<wgpu::ComputePipeline> {
+        self.pipelines.get(self, shader, entry, consts)
+    }
+
+    pub fn has(&self, f: wgpu::Features) -> bool {
+        self.features.contains(f)
+    }
+
+    /// One line naming the adapter, for logs and reports.
+    pub fn describe(&self) -> String {
+        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+    }
+
+    /// Largest storage binding in bytes (128 MiB on lavapipe).
+    pub fn max_binding(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+    }
+
+    /// Blocks until all submitted work is done.
+    pub fn wait(&self) {
+        self.device.poll(wgpu::PollType::wait_indefinitely()).expect("device lost while waiting for the GPU");
+    }
+}
+
+/// Text for `swinq info`: every adapter with its features and key limits.
+pub fn adapters_report() -> String {
+    let mut out = String::new();
+    let adapters = list_adapters();
+    if adapters.is_empty() {
+        out.push_str("no adapters found\n");
+    }
+    for a in adapters {
+        let i = a.get_info();
+        let f = a.features();
+        let l = a.limits();
+        out.push_str(&format!(
+            "{} — {:?} {:?}, driver {} {}\n",
+            i.name, i.backend, i.device_type, i.driver, i.driver_info
+        ));
+        let flag = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
+        out.push_str(&format!(
+            "  shader-f16 {}  subgroup {}  timestamp-query {}\n",
+            flag(wgpu::Features::SHADER_F16),
+            flag(wgpu::Features::SUBGROUP),
+            flag(wgpu::Features::TIMESTAMP_QUERY)
+        ));
+        out.push_str(&format!(
+            "  max storage binding {} MiB, max buffer {} MiB, workgroup storage {} KiB, invocations {}, workgroups/dim {}\n",
+            l.max_storage_buffer_binding_size >> 20,
+            l.max_buffer_size >> 20,
+            l.max_compute_workgroup_storage_size >> 10,
+            l.max_compute_invocations_per_workgroup,
+            l.max_compute_workgroups_per_dimension
+        ));
+    }
+    out
+}

@@ -1,0 +1,148 @@
+//! WGSL sources (loaded at compile time), compile-time constants, the pipeline cache
+//! and recorded dispatches.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use super::GpuContext;
+
+/// A kernel family: one WGSL file, prefixed with the shared helpers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    Matmul,
+    LayerNorm,
+    Attention,
+    Image,
+}
+
+impl Shader {
+    fn source(self) -> &'static str {
+        match self {
+            Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Shader::LayerNorm => include_str!("../../shaders/layernorm.wgsl"),
+            Shader::Attention => include_str!("../../shaders/attention.wgsl"),
+            Shader::Image => include_str!("../../shaders/image.wgsl"),
+        }
+    }
+}
+
+const COMMON: &str = include_str!("../../shaders/common.wgsl");
+
+/// A compile-time constant written into the shader header.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Const {
+    U32(&'static str, u32),
+    F32(&'static str, f32),
+    Bool(&'static str, bool),
+}
+
+impl Const {
+    fn wgsl(&self) -> String {
+        match self {
+            Const::U32(n, v) => format!("const {n}: u32 = {v}u;\n"),
+            // `{:?}` prints the shortest string that parses back to the same f32.
+            Const::F32(n, v) => format!("const {n}: f32 = {v:?};\n"),
+            Const::Bool(n, v) => format!("const {n}: bool = {v};\n"),
+        }
+    }
+}
+
+/// Compiled pipelines keyed by shader, entry point and constants.
+#[derive(Default)]
+pub struct PipelineCache {
+    map: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl PipelineCache {
+    pub fn get(&self, ctx: &GpuContext, shader: Shader, entry: &str, consts: &[Const]) -> Arc<wgpu::ComputePipeline> {
+        let header: String = consts.iter().map(Const::wgsl).collect();
+        let key = format!("{shader:?}/{entry}/{header}");
+        let mut map = self.map.lock().expect("pipeline cache poisoned");
+        map.entry(key)
+            .or_insert_with(|| {
+                let label = format!("{shader:?}.{entry}");
+                let code = format!("{header}{COMMON}{}", shader.source());
+                let module = ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(&label),
+                    source: wgpu::ShaderSource::Wgsl(code.into()),
+                });
+                Arc::new(ctx.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(&label),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                }))
+            })
+            .clone()
+    }
+}
+
+/// One recorded kernel launch: pipeline, bindings and grid, replayed on every run.
+pub struct Dispatch {
+    pub pipeline: Arc<wgpu::ComputePipeline>,
+    pub bind_group: wgpu::BindGroup,
+    pub groups: [u32; 3],
+    /// Name of the stage it belongs to, for the timestamp breakdown.
+    pub stage: &'static str,
+}
+
+impl Dispatch {
+    /// Binds `params` (a uniform) at binding 0 and `buffers` at bindings 1.. in order.
+    pub fn new<P: bytemuck::Pod>(
+        ctx: &GpuContext,
+        pipeline: Arc<wgpu::ComputePipeline>,
+        params: &P,
+        buffers: &[wgpu::BindingResource<'_>],
+        groups: [u32; 3],
+        stage: &'static str,
+    ) -> Self {
+        let uniform = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.clone() });
+        }
+        let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(stage),
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        Self { pipeline, bind_group, groups, stage }
+    }
+
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+}
+
+/// Grid for `n` invocations of a 256-wide kernel that uses `flat_index`.
+pub fn grid_1d(n: usize) -> [u32; 3] {
+    let groups = n.div_ceil(256).max(1);
+    if groups <= 65535 {
+        [groups as u32, 1, 1]
+    } else {
+        [65535, groups.div_ceil(65535) as u32, 1]
+    }
+}
+
+/// Runs dispatches in one compute pass and waits for them.
+pub fn run_now(ctx: &GpuContext, dispatches: &[Dispatch]) {
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        for d in dispatches {
+            d.record(&mut pass);
+        }
+    }
+    ctx.queue.submit([enc.finish()]);
+    ctx.wait();
+}

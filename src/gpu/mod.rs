@@ -1,0 +1,11 @@
+//! The GPU: device, buffers, kernels and their host-side launchers, timing.
+
+mod buffer;
+mod context;
+mod kernels;
+pub mod ops;
+pub mod profiler;
+
+pub use buffer::{read_bytes, GpuBuffer};
+pub use context::{adapters_report, AdapterChoice, GpuContext};
+pub use kernels::{grid_1d, run_now, Const, Dispatch, PipelineCache, Shader};

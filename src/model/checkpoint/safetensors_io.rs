@@ -1,0 +1,106 @@
+//! safetensors reading (any float or int dtype, widened to f32 / i64) and atomic writing.
+
+use anyhow::{anyhow, bail, Context, Result};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+use crate::model::tensor::{StateDict, Tensor, TensorData};
+
+/// Parses a whole safetensors file (errors name the problem, not the file).
+pub(crate) fn parse_safetensors(bytes: &[u8]) -> Result<StateDict> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| anyhow!("not a valid safetensors file: {e}"))?;
+    let mut sd = StateDict::new();
+    for (name, view) in st.iter() {
+        let data = convert(name, &view)?;
+        sd.insert(name.to_string(), Tensor { shape: view.shape().to_vec(), data });
+    }
+    Ok(sd)
+}
+
+/// Widens one tensor's raw little-endian bytes to the StateDict's f32 / i64.
+fn convert(name: &str, view: &TensorView<'_>) -> Result<TensorData> {
+    let d = view.data();
+    Ok(match view.dtype() {
+        Dtype::F32 => {
+            TensorData::F32(d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        }
+        Dtype::F64 => TensorData::F32(d.chunks_exact(8).map(|c| f64::from_le_bytes(arr8(c)) as f32).collect()),
+        Dtype::F16 => {
+            TensorData::F32(d.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect())
+        }
+        Dtype::BF16 => {
+            TensorData::F32(d.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect())
+        }
+        Dtype::I64 => TensorData::I64(d.chunks_exact(8).map(|c| i64::from_le_bytes(arr8(c))).collect()),
+        Dtype::I32 => TensorData::I64(
+            d.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+        ),
+        other => bail!("tensor `{name}` has dtype {other:?}; only F32/F16/BF16/F64/I32/I64 are read"),
+    })
+}
+
+fn arr8(c: &[u8]) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(c);
+    b
+}
+
+/// Writes F32/I64 tensors and string metadata as safetensors. The bytes go to a
+/// temporary file in the same directory that is then renamed over `path`, so a
+/// reader never sees a half-written file, even if we are killed mid-write.
+pub fn save_safetensors(sd: &StateDict, metadata: &BTreeMap<String, String>, path: &Path) -> Result<()> {
+    let bytes = serialize(sd, metadata).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
+    write_atomic(path, &bytes).map_err(|e| anyhow!("{}: {e:#}", path.display()))
+}
+
+fn serialize(sd: &StateDict, metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    let raw: Vec<(&str, Dtype, &[usize], Vec<u8>)> = sd
+        .iter()
+        .map(|(k, t)| {
+            let (dtype, bytes) = match &t.data {
+                TensorData::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                TensorData::I64(v) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            };
+            (k.as_str(), dtype, t.shape.as_slice(), bytes)
+        })
+        .collect();
+    let mut views = Vec::with_capacity(raw.len());
+    for (k, dtype, shape, bytes) in &raw {
+        let view = TensorView::new(*dtype, shape.to_vec(), bytes)
+            .map_err(|e| anyhow!("tensor `{k}`: shape {shape:?} does not match its data ({e})"))?;
+        views.push((*k, view));
+    }
+    let info: Option<HashMap<String, String>> =
+        (!metadata.is_empty()).then(|| metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    safetensors::serialize(views, info).map_err(|e| anyhow!("cannot serialize: {e}"))
+}
+
+/// Temp file in the target directory (same filesystem, so the rename is atomic).
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".swinq-").suffix(".tmp");
+    // tempfile defaults to 0600; a model file should be as readable as any other.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let mut tmp =
+        builder.tempfile_in(dir).with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes).context("cannot write")?;
+    tmp.as_file().sync_all().context("cannot flush to disk")?;
+    tmp.persist(path).map_err(|e| anyhow!("cannot move the finished file into place: {}", e.error))?;
+    Ok(())
+}
+
+/// The string metadata (`__metadata__`) of a safetensors file; empty if it has none.
+pub fn read_safetensors_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow!("{}: not a valid safetensors file: {e}", path.display()))?;
+    Ok(meta.metadata().clone().unwrap_or_default().into_iter().collect())
+}

@@ -1,0 +1,143 @@
+//! Every WGSL kernel against the CPU reference on fresh random data of odd sizes.
+
+mod common;
+
+use common::{assert_close, gpu, random, rng};
+use swinq::gpu::ops::{self, AttnShape, GpuLinear, GpuNorm, ImageShape, MatmulInput};
+use swinq::gpu::{run_now, GpuBuffer};
+use swinq::model::config::RGB_MEAN;
+use swinq::model::cpu;
+use swinq::model::weights::{Conv3x3, LayerNorm, Linear};
+
+const TOL: f64 = 1e-5;
+
+fn random_linear(seed: u64, out_dim: usize, in_dim: usize) -> Linear {
+    let mut r = rng(seed);
+    Linear {
+        weight: random(&mut r, out_dim * in_dim, -0.3, 0.3),
+        bias: random(&mut r, out_dim, -0.1, 0.1),
+        out_dim,
+        in_dim,
+    }
+}
+
+#[test]
+fn linear_with_gelu_and_residual() {
+    let ctx = gpu();
+    let (m, k, n) = (333, 47, 61);
+    let mut r = rng(1);
+    let x = random(&mut r, m * k, -2.0, 2.0);
+    let res = random(&mut r, m * n, -1.0, 1.0);
+    let lin = random_linear(2, n, k);
+    let layer = GpuLinear::linear(ctx, "w", &lin);
+    let (xb, rb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::from_slice(ctx, "r", &res), GpuBuffer::zeros(ctx, "o", m * n));
+    let plain = cpu::linear(&x, &lin);
+    for (gelu, residual) in [(false, false), (true, false), (false, true), (true, true)] {
+        let d = ops::matmul(ctx, xb.bind(), &layer, out.bind(), m, MatmulInput::Tokens, gelu, residual.then(|| rb.bind()), "t");
+        run_now(ctx, &[d]);
+        let want: Vec<f32> = plain
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (if gelu { cpu::gelu(v) } else { v }) + if residual { res[i] } else { 0.0 })
+            .collect();
+        assert_close(&format!("linear gelu={gelu} residual={residual}"), &out.read(ctx), &want, TOL);
+    }
+}
+
+#[test]
+fn gelu_matches_f64_erf() {
+    // k = 1, weight 1, bias 0: the matmul's output is gelu(x).
+    let ctx = gpu();
+    let x: Vec<f32> = (0..2001).map(|i| -10.0 + i as f32 * 0.01).collect();
+    let layer = GpuLinear::new(ctx, "id", &[1.0], &[0.0], 1);
+    let (xb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::zeros(ctx, "o", x.len()));
+    run_now(ctx, &[ops::matmul(ctx, xb.bind(), &layer, out.bind(), x.len(), MatmulInput::Tokens, true, None, "t")]);
+    let got: Vec<f32> = out.read(ctx);
+    // f32 GELU loses relative precision where 1 + erf(x/√2) cancels (x ≪ 0), as
+    // PyTorch's does: measure the error against max(|gelu(x)|, 1e-2).
+    let mut worst = (0f64, 0f32);
+    for (&xi, &g) in x.iter().zip(&got) {
+        let want = cpu::gelu(xi) as f64;
+        let e = (g as f64 - want).abs() / want.abs().max(1e-2);
+        if e > worst.0 {
+            worst = (e, xi);
+        }
+    }
+    eprintln!("gelu: worst error {:.3e} at x = {}", worst.0, worst.1);
+    assert!(worst.0 < 1e-5, "gelu: worst error {:.3e} at x = {}", worst.0, worst.1);
+    assert_close("gelu (whole range)", &got, &x.iter().map(|&v| cpu::gelu(v)).collect::<Vec<_>>(), 1e-6);
+}
+
+#[test]
+fn conv3x3_nhwc() {
+    let ctx = gpu();
+    let (b, h, w, cin, cout) = (2, 13, 11, 7, 9);
+    let mut r = rng(3);
+    let x = random(&mut r, b * h * w * cin, -1.0, 1.0);
+    let conv = Conv3x3 { weight: random(&mut r, cout * cin * 9, -0.3, 0.3), bias: random(&mut r, cout, -0.1, 0.1), out_ch: cout, in_ch: cin };
+    let res = random(&mut r, b * h * w * cout, -1.0, 1.0);
+    let layer = GpuLinear::conv(ctx, "c", &conv);
+    let (xb, rb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::from_slice(ctx, "r", &res), GpuBuffer::zeros(ctx, "o", res.len()));
+    let input = MatmulInput::Conv3x3 { h, w };
+    run_now(ctx, &[ops::matmul(ctx, xb.bind(), &layer, out.bind(), b * h * w, input, false, Some(rb.bind()), "t")]);
+    let want: Vec<f32> = cpu::conv3x3(&x, b, h, w, &conv).iter().zip(&res).map(|(a, c)| a + c).collect();
+    assert_close("conv3x3", &out.read(ctx), &want, TOL);
+}
+
+#[test]
+fn layer_norm_tokens() {
+    let ctx = gpu();
+    let (t, c) = (301, 37);
+    let mut r = rng(4);
+    let x: Vec<f32> = random(&mut r, t * c, -3.0, 5.0);
+    let ln = LayerNorm { weight: random(&mut r, c, 0.5, 1.5), bias: random(&mut r, c, -0.2, 0.2) };
+    let norm = GpuNorm::new(ctx, "ln", &ln);
+    let (xb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::zeros(ctx, "o", x.len()));
+    run_now(ctx, &[ops::layer_norm(ctx, xb.bind(), &norm, out.bind(), t, "t")]);
+    assert_close("layer_norm", &out.read(ctx), &cpu::layer_norm(&x, c, &ln, ops::LN_EPS), TOL);
+}
+
+#[test]
+fn window_attention_shifted_and_not() {
+    let ctx = gpu();
+    let (b, h, w, window, heads, hd): (usize, usize, usize, usize, usize, usize) = (2, 12, 20, 4, 3, 5);
+    let c = heads * hd;
+    let t = b * h * w;
+    let mut r = rng(5);
+    let qkv: Vec<f32> = random(&mut r, t * 3 * c, -1.5, 1.5);
+    let table = random(&mut r, (2 * window - 1).pow(2) * heads, -0.5, 0.5);
+    // Split the fused (tokens, 3C) tensor into q, k and v.
+    let part = |p: usize| -> Vec<f32> { (0..t).flat_map(|i| qkv[i * 3 * c + p * c..i * 3 * c + (p + 1) * c].to_vec()).collect() };
+    let bufs: Vec<GpuBuffer> = (0..3).map(|p| GpuBuffer::from_slice(ctx, "qkv", &part(p))).collect();
+    let tb = GpuBuffer::from_slice(ctx, "table", &table);
+    let out = GpuBuffer::zeros(ctx, "o", t * c);
+    for shift in [0, window / 2] {
+        let shape = AttnShape { window, heads, head_dim: hd, shift };
+        let d = ops::window_attention(ctx, [bufs[0].bind(), bufs[1].bind(), bufs[2].bind()], &tb, out.bind(), (b, h, w), shape, "t");
+        run_now(ctx, &[d]);
+        let want = cpu::window_attention(&qkv, b, h, w, c, heads, window, shift, &table);
+        assert_close(&format!("window_attention shift={shift}"), &out.read(ctx), &want, TOL);
+    }
+}
+
+#[test]
+fn image_prepare_and_finish() {
+    let ctx = gpu();
+    let (b, h, w, window, scale): (usize, usize, usize, usize, usize) = (2, 13, 6, 8, 3);
+    let (hp, wp) = (h.div_ceil(window) * window, w.div_ceil(window) * window);
+    let mut r = rng(6);
+    let img = random(&mut r, b * 3 * h * w, 0.0, 1.0);
+    let shape = ImageShape { b, ch: 3, h, w, hp, wp, scale, img_range: 1.0, mean: RGB_MEAN };
+    let src = GpuBuffer::from_slice(ctx, "img", &img);
+    let tokens = GpuBuffer::zeros(ctx, "tok", b * hp * wp * 3);
+    run_now(ctx, &[ops::prepare(ctx, &src, &tokens, &shape)]);
+    let (want, _, _) = cpu::prepare_input(&img, b, h, w, window, 1.0);
+    assert_close("prepare", &tokens.read(ctx), &want, TOL);
+
+    let up = random(&mut r, b * hp * wp * 3 * scale * scale, -0.5, 0.5);
+    let upb = GpuBuffer::from_slice(ctx, "up", &up);
+    let out = GpuBuffer::zeros(ctx, "out", b * 3 * h * scale * w * scale);
+    run_now(ctx, &[ops::finish(ctx, &upb, &out, &shape)]);
+    let want = cpu::pixel_shuffle_output(&up, b, hp, wp, scale, h * scale, w * scale, 1.0);
+    assert_close("finish", &out.read(ctx), &want, TOL);
+}
