@@ -25,10 +25,13 @@ struct Params {
 
 const TILE: u32 = 64u;   // rows and columns of C per workgroup
 const TK: u32 = 16u;     // depth of one shared-memory slice
-const REG: u32 = 4u;     // rows and columns of C per thread
+const QUADS: u32 = 16u;  // TILE / 4: each thread owns a 4×4 block of C
 
-var<workgroup> a_tile: array<f32, 1024>;  // [TK][TILE]
-var<workgroup> w_tile: array<f32, 1024>;  // [TK][TILE]
+// Tiles as vec4s of four consecutive rows (a) or columns (w) at one depth, so a
+// thread reads its operands with two loads and no dynamically indexed arrays
+// (those spill to memory on CPU drivers such as lavapipe).
+var<workgroup> a_tile: array<vec4<f32>, 256>;  // [TK][QUADS]
+var<workgroup> w_tile: array<vec4<f32>, 256>;  // [TK][QUADS]
 
 fn load_a(row: u32, kk: u32) -> f32 {
     if (row >= p.m || kk >= p.k) {
@@ -57,51 +60,58 @@ fn load_w(col: u32, kk: u32) -> f32 {
     return w[col * p.k + kk];
 }
 
+fn epilogue(row: u32, col0: u32, acc: vec4<f32>) {
+    if (row >= p.m) {
+        return;
+    }
+    for (var j = 0u; j < 4u; j++) {
+        let col = col0 + j;
+        if (col < p.n) {
+            var v = acc[j] + bias[col];
+            if (GELU) {
+                v = gelu(v);
+            }
+            let idx = row * p.n + col;
+            if (p.has_residual != 0u) {
+                v += residual[idx];
+            }
+            c[idx] = v;
+        }
+    }
+}
+
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
     let tid = lid.y * 16u + lid.x;
-    var acc: array<f32, 16>;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    // Each thread fills one vec4 of each tile: depth kk, quad q (rows or columns 4q..4q+3).
+    let kk = tid % TK;
+    let q = tid / TK;
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
-        for (var i = 0u; i < 4u; i++) {
-            let e = tid + i * 256u;
-            let r = e / TK;
-            let kk = e % TK;
-            a_tile[kk * TILE + r] = load_a(row0 + r, k0 + kk);
-            w_tile[kk * TILE + r] = load_w(col0 + r, k0 + kk);
-        }
+        let r = row0 + 4u * q;
+        let n = col0 + 4u * q;
+        a_tile[kk * QUADS + q] = vec4<f32>(load_a(r, k0 + kk), load_a(r + 1u, k0 + kk), load_a(r + 2u, k0 + kk), load_a(r + 3u, k0 + kk));
+        w_tile[kk * QUADS + q] = vec4<f32>(load_w(n, k0 + kk), load_w(n + 1u, k0 + kk), load_w(n + 2u, k0 + kk), load_w(n + 3u, k0 + kk));
         workgroupBarrier();
-        for (var kk = 0u; kk < TK; kk++) {
-            var af: array<f32, 4>;
-            var wf: array<f32, 4>;
-            for (var i = 0u; i < REG; i++) {
-                af[i] = a_tile[kk * TILE + lid.y * REG + i];
-                wf[i] = w_tile[kk * TILE + lid.x * REG + i];
-            }
-            for (var i = 0u; i < REG; i++) {
-                for (var j = 0u; j < REG; j++) {
-                    acc[i * REG + j] = fma(af[i], wf[j], acc[i * REG + j]);
-                }
-            }
+        for (var d = 0u; d < TK; d++) {
+            let av = a_tile[d * QUADS + lid.y];
+            let wv = w_tile[d * QUADS + lid.x];
+            acc0 = fma(vec4<f32>(av.x), wv, acc0);
+            acc1 = fma(vec4<f32>(av.y), wv, acc1);
+            acc2 = fma(vec4<f32>(av.z), wv, acc2);
+            acc3 = fma(vec4<f32>(av.w), wv, acc3);
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < REG; i++) {
-        let row = row0 + lid.y * REG + i;
-        for (var j = 0u; j < REG; j++) {
-            let col = col0 + lid.x * REG + j;
-            if (row < p.m && col < p.n) {
-                var v = acc[i * REG + j] + bias[col];
-                if (GELU) {
-                    v = gelu(v);
-                }
-                let idx = row * p.n + col;
-                if (p.has_residual != 0u) {
-                    v += residual[idx];
-                }
-                c[idx] = v;
-            }
-        }
-    }
+    let row = row0 + 4u * lid.y;
+    let col = col0 + 4u * lid.x;
+    epilogue(row, col, acc0);
+    epilogue(row + 1u, col, acc1);
+    epilogue(row + 2u, col, acc2);
+    epilogue(row + 3u, col, acc3);
 }

@@ -1,5 +1,9 @@
 //! swinq: 2DQuant+ low-bit quantization of SwinIR-light, run on the GPU through wgpu.
 
+pub mod bench;
 pub mod data;
+pub mod eval;
 pub mod gpu;
 pub mod model;
+pub mod upscale;
+pub mod weights_registry;

@@ -1,1 +1,238 @@
-fn main() {}
+//! The `swinq` command line: parse arguments, call the library, print.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use swinq::data::{self, RgbU8};
+use swinq::eval::{evaluate, EvalReport};
+use swinq::gpu::{adapters_report, AdapterChoice, GpuContext};
+use swinq::model::checkpoint::{load_weights, save_safetensors, sha256_file};
+use swinq::model::SwinWeights;
+use swinq::upscale::{Tiling, Upscaler};
+use swinq::weights_registry::resolve_weights;
+
+/// Quantize SwinIR-light super-resolution transformers to 2–4 bits (2DQuant+) and run
+/// them on any GPU that wgpu reaches (Vulkan, Metal, DX12; lavapipe without a GPU).
+#[derive(Parser)]
+#[command(name = "swinq", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the GPU adapters wgpu finds, with their features and limits.
+    Info,
+    /// Check a checkpoint (.pth or .safetensors) and write a clean safetensors copy.
+    Convert {
+        /// Input checkpoint: an official SwinIR .pth file or a safetensors file.
+        input: PathBuf,
+        /// Output safetensors file.
+        output: PathBuf,
+    },
+    /// Upscale images (files or folders) with the float model.
+    Upscale {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Image files or folders of images (PNG, JPEG, BMP, TIFF).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Output folder, or an output .png file when there is a single input image.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// PSNR-Y/SSIM-Y on a benchmark folder (<DIR>/HR, <DIR>/LR_bicubic/X<s>) as SwinIR reports them.
+    Eval {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Benchmark folder, e.g. ../shared/datasets/Set5.
+        #[arg(long)]
+        dataset: PathBuf,
+        /// Upscaling factor; must match the checkpoint (default: the checkpoint's).
+        #[arg(long)]
+        scale: Option<usize>,
+        /// Print one JSON object on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// Checkpoint path (.pth or .safetensors) or a model name: swinir-light-x2, -x3, -x4
+    /// (downloaded once into the cache).
+    #[arg(long, env = "SWINQ_WEIGHTS")]
+    weights: String,
+    /// Use the adapter whose name contains this text (default: WGPU_ADAPTER_NAME, else
+    /// the high-performance one; WGPU_BACKEND limits the backends).
+    #[arg(long)]
+    adapter: Option<String>,
+    /// Process images in overlapping tiles of N LR pixels (a multiple of the window).
+    /// Without it, images run whole, or in the largest tiles that fit the adapter.
+    #[arg(long, value_name = "N")]
+    tile: Option<usize>,
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<(SwinWeights, GpuContext)> {
+        let path = resolve_weights(&self.weights)?;
+        let weights = load_weights(&path)?;
+        let ctx = GpuContext::new(&AdapterChoice::from_cli(self.adapter.clone()))?;
+        Ok((weights, ctx))
+    }
+
+    fn tiling(&self) -> Tiling {
+        self.tile.map_or(Tiling::Auto, Tiling::Tile)
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Info => {
+            print!("{}", adapters_report());
+            Ok(())
+        }
+        Command::Convert { input, output } => convert(&input, &output),
+        Command::Upscale { model, inputs, output } => upscale(&model, &inputs, &output),
+        Command::Eval { model, dataset, scale, json } => eval(&model, &dataset, scale, json),
+    }
+}
+
+fn convert(input: &Path, output: &Path) -> Result<()> {
+    let weights = load_weights(input)?;
+    let mut meta = BTreeMap::new();
+    meta.insert("source".to_string(), input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    meta.insert("source_sha256".to_string(), sha256_file(input)?);
+    meta.insert("config".to_string(), weights.config.describe());
+    save_safetensors(&weights.to_state_dict(), &meta, output)?;
+    eprintln!("{}: {} → {}", weights.config.describe(), input.display(), output.display());
+    Ok(())
+}
+
+fn progress_bar(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Every input image: files as given, folders expanded in name order.
+fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            files.extend(data::list_images(p)?);
+        } else if p.exists() {
+            files.push(p.clone());
+        } else {
+            bail!("{}: no such file or folder", p.display());
+        }
+    }
+    Ok(files)
+}
+
+/// Where each output goes: `output` itself for one input and a .png name, else
+/// `<output>/<stem>_x<s>.png`.
+fn output_paths(files: &[PathBuf], output: &Path, scale: usize) -> Result<Vec<PathBuf>> {
+    let ext = output.extension().map(|e| e.to_string_lossy().to_lowercase());
+    if let Some(ext) = ext.filter(|_| !output.is_dir()) {
+        if ext != "png" {
+            bail!("{}: outputs are written as PNG; name the file .png or give a folder", output.display());
+        }
+        if files.len() != 1 {
+            bail!("{}: {} input images need an output folder, not a file name", output.display(), files.len());
+        }
+        return Ok(vec![output.to_path_buf()]);
+    }
+    std::fs::create_dir_all(output).with_context(|| format!("{}: cannot create the output folder", output.display()))?;
+    let mut seen = std::collections::HashSet::new();
+    files
+        .iter()
+        .map(|f| {
+            let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let out = output.join(format!("{stem}_x{scale}.png"));
+            if !seen.insert(out.clone()) {
+                bail!("{}: two inputs would both be written to {}", f.display(), out.display());
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+fn upscale(model: &ModelArgs, inputs: &[PathBuf], output: &Path) -> Result<()> {
+    let files = collect_inputs(inputs)?;
+    let (weights, ctx) = model.load()?;
+    let outs = output_paths(&files, output, weights.config.scale)?;
+    let mut up = Upscaler::new(&ctx, &weights, model.tiling())?;
+    let bar = progress_bar(files.len(), "upscaling");
+    for (file, out) in files.iter().zip(&outs) {
+        let img = data::load_rgb(file)?;
+        if let Some(t) = up.tile_for(img.height, img.width) {
+            bar.println(format!("{}: processing in overlapping {t}×{t} tiles", file.display()));
+        }
+        let sr: RgbU8 = up.upscale(&img).with_context(|| file.display().to_string())?.to_u8();
+        data::save_png(&sr, out)?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    eprintln!("{} image(s) upscaled ×{} on {} → {}", files.len(), weights.config.scale, ctx.describe(), output.display());
+    Ok(())
+}
+
+fn eval(model: &ModelArgs, dataset: &Path, scale: Option<usize>, json: bool) -> Result<()> {
+    let (weights, ctx) = model.load()?;
+    let s = weights.config.scale;
+    if let Some(want) = scale.filter(|&want| want != s) {
+        bail!("--scale {want} does not match the checkpoint, which is a ×{s} model");
+    }
+    let pairs = data::benchmark_pairs(dataset, s)?;
+    let mut up = Upscaler::new(&ctx, &weights, model.tiling())?;
+    let bar = progress_bar(pairs.len(), &data::dataset_name(dataset));
+    let report = evaluate(&mut up, &data::dataset_name(dataset), "fp32", &pairs, |score| {
+        if !json {
+            bar.println(format!("{:<24} {:>8.4} dB  {:.4}", score.name, score.psnr_y, score.ssim_y));
+        }
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    print_report(&report, json, &ctx)
+}
+
+fn print_report(report: &EvalReport, json: bool, ctx: &GpuContext) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        println!(
+            "{} x{} ({}): PSNR-Y {:.4} dB, SSIM-Y {:.4} over {} images in {:.1} s on {}",
+            report.dataset,
+            report.scale,
+            report.engine,
+            report.psnr_y,
+            report.ssim_y,
+            report.images.len(),
+            report.seconds,
+            ctx.describe()
+        );
+    }
+    Ok(())
+}

@@ -247,7 +247,7 @@ fn tiny_archive_loads() {
 }
 
 #[test]
-fn params_ema_is_preferred() {
+fn params_is_preferred_over_params_ema() {
     let dir = tempfile::tempdir().unwrap();
     let a = |p: &mut Pk| {
         p.tensor("FloatStorage", "0", 2, 0, &[2], &[1]);
@@ -262,7 +262,7 @@ fn params_ema_is_preferred() {
     pk.op(b'u');
     let bytes = make_pth(&pk.stop(), &[("0", f32_bytes(&[1.0, 1.0])), ("1", f32_bytes(&[7.0, 7.0]))]);
     let sd = load_state_dict(&write_tmp(&dir, "ema.pth", &bytes)).unwrap();
-    assert_eq!(sd["w"].as_f32().unwrap(), &[7.0, 7.0]);
+    assert_eq!(sd["w"].as_f32().unwrap(), &[1.0, 1.0]);
 }
 
 #[test]

@@ -226,3 +226,54 @@ fn put_norm(sd: &mut StateDict, p: &str, n: &LayerNorm) {
     sd.insert(format!("{p}.weight"), Tensor::f32(vec![n.weight.len()], n.weight.clone()));
     sd.insert(format!("{p}.bias"), Tensor::f32(vec![n.bias.len()], n.bias.clone()));
 }
+
+impl SwinWeights {
+    /// Random weights of a given architecture (benchmarks and tiny test models):
+    /// uniform values scaled like PyTorch's default fan-in initialisation.
+    pub fn random(config: &SwinConfig, seed: u64) -> Self {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut uniform = |n: usize, bound: f32| -> Vec<f32> { (0..n).map(|_| rng.random_range(-bound..bound)).collect() };
+        let mut sd = StateDict::new();
+        let mut put = |sd: &mut StateDict, key: String, shape: Vec<usize>, bound: f32| {
+            let n = shape.iter().product();
+            sd.insert(key, Tensor::f32(shape, uniform(n, bound)));
+        };
+        let c = config.embed_dim;
+        let fan = |n: usize| 1.0 / (n as f32).sqrt();
+        let mut conv = |sd: &mut StateDict, p: &str, out: usize, inp: usize| {
+            put(sd, format!("{p}.weight"), vec![out, inp, 3, 3], fan(inp * 9));
+            put(sd, format!("{p}.bias"), vec![out], fan(inp * 9));
+        };
+        conv(&mut sd, "conv_first", c, config.in_chans);
+        for r in 0..config.depths.len() {
+            conv(&mut sd, &format!("layers.{r}.conv"), c, c);
+        }
+        conv(&mut sd, "conv_after_body", c, c);
+        conv(&mut sd, "upsample.0", config.in_chans * config.scale * config.scale, c);
+        let norms = std::iter::once("patch_embed.norm".to_string()).chain(std::iter::once("norm".to_string()));
+        let mut norm_keys: Vec<String> = norms.collect();
+        let mut linears: Vec<(String, usize, usize)> = Vec::new();
+        for (r, &depth) in config.depths.iter().enumerate() {
+            for j in 0..depth {
+                let p = block_prefix(r, j);
+                norm_keys.push(format!("{p}.norm1"));
+                norm_keys.push(format!("{p}.norm2"));
+                linears.push((format!("{p}.attn.qkv"), 3 * c, c));
+                linears.push((format!("{p}.attn.proj"), c, c));
+                linears.push((format!("{p}.mlp.fc1"), config.mlp_hidden, c));
+                linears.push((format!("{p}.mlp.fc2"), c, config.mlp_hidden));
+                put(&mut sd, format!("{p}.attn.relative_position_bias_table"), vec![config.bias_table_rows(), config.heads[r]], 0.04);
+            }
+        }
+        for (p, out, inp) in linears {
+            put(&mut sd, format!("{p}.weight"), vec![out, inp], fan(inp));
+            put(&mut sd, format!("{p}.bias"), vec![out], fan(inp));
+        }
+        for p in norm_keys {
+            sd.insert(format!("{p}.weight"), Tensor::f32(vec![c], vec![1.0; c]));
+            sd.insert(format!("{p}.bias"), Tensor::f32(vec![c], vec![0.0; c]));
+        }
+        Self::with_config(&sd, config.clone()).expect("random weights match their own config")
+    }
+}

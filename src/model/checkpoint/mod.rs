@@ -20,7 +20,7 @@ pub use safetensors_io::{read_safetensors_metadata, save_safetensors};
 
 /// Reads a `.pth` (torch.save zip) or `.safetensors` checkpoint into a state dict.
 ///
-/// For `.pth` files the state dict is `params_ema` if present, else `params`, else
+/// For `.pth` files the state dict is `params` if present, else `params_ema`, else
 /// the pickled dict itself; a `module.` prefix on every key is removed. The
 /// `attn_mask` buffers are kept (the weights layer ignores them). Safetensors keys
 /// are returned unchanged.

@@ -97,13 +97,13 @@ fn read_entry<R: Read + Seek>(zip: &mut ZipArchive<R>, name: &str, cap: u64) -> 
     Ok(buf)
 }
 
-/// Picks the state dict: `params_ema`, then `params` (the official test script's
-/// order), else the top-level dict itself. Every entry must be a named tensor.
+/// Picks the state dict: `params` (what SwinIR's test script loads for classical and
+/// lightweight SR), then `params_ema`, else the top-level dict itself. Every entry must be a named tensor.
 fn select_state_dict(p: &Pickle, root: &Value) -> Result<Vec<(String, Rc<TensorRef>)>> {
     if p.dict_items(root).is_none() {
         bail!("the pickled object is a {}, not a dict", root.kind());
     }
-    let sd = ["params_ema", "params"]
+    let sd = ["params", "params_ema"]
         .iter()
         .find_map(|k| p.dict_get(root, k).filter(|v| p.dict_items(v).is_some()))
         .unwrap_or(root);
@@ -120,7 +120,7 @@ fn select_state_dict(p: &Pickle, root: &Value) -> Result<Vec<(String, Rc<TensorR
         }
     }
     if out.is_empty() {
-        bail!("the checkpoint holds no tensors (looked in `params_ema`, `params` and the top level)");
+        bail!("the checkpoint holds no tensors (looked in `params`, `params_ema` and the top level)");
     }
     Ok(out)
 }

@@ -1,0 +1,42 @@
+//! `cargo bench --bench forward`: FP32 SwinIR-light x2 forward at 64², 128², 256² LR,
+//! median wall time and the per-stage GPU time from timestamp queries.
+//! SWINQ_BENCH_SIZES (e.g. "64,128"), SWINQ_BENCH_REPEATS and WGPU_ADAPTER_NAME adjust it.
+
+use swinq::bench::time_forward;
+use swinq::gpu::{AdapterChoice, GpuContext};
+use swinq::model::graph::GpuModel;
+use swinq::model::{SwinConfig, SwinWeights};
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    // `cargo test` runs bench targets with --bench absent; do nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let ctx = GpuContext::new(&AdapterChoice::from_cli(None)).expect("GPU adapter");
+    let sizes: Vec<usize> = std::env::var("SWINQ_BENCH_SIZES")
+        .unwrap_or_else(|_| "64,128,256".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let repeats = env_or("SWINQ_BENCH_REPEATS", 5);
+    // Speed does not depend on the weights' values: random SwinIR-light weights.
+    let model = GpuModel::upload(&ctx, &SwinWeights::random(&SwinConfig::light(2), 0));
+    println!("FP32 SwinIR-light x2 forward on {}", ctx.describe());
+    for s in sizes {
+        let t = time_forward(&ctx, &model, (1, s, s), 2, repeats).expect("forward");
+        let stages: Vec<String> = t.stages_ms.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
+        let gpu_total: f64 = t.stages_ms.values().sum();
+        println!(
+            "{s}x{s}: median {:.2} ms, min {:.2} ms over {} runs; GPU stages (ms, sum {:.2}): {}",
+            t.median_ms,
+            t.min_ms,
+            t.repeats,
+            gpu_total,
+            stages.join(", ")
+        );
+    }
+}

@@ -1,0 +1,62 @@
+//! Timing the GPU forward: wall time per run (median of repeats after warm-up)
+//! and a per-stage breakdown from GPU timestamp queries.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::gpu::profiler::Profiler;
+use crate::gpu::GpuContext;
+use crate::model::graph::{GpuModel, Plan};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ForwardTiming {
+    /// LR input height and width.
+    pub height: usize,
+    pub width: usize,
+    pub batch: usize,
+    pub repeats: usize,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    /// GPU milliseconds per stage for one forward (empty without timestamp queries).
+    pub stages_ms: BTreeMap<String, f64>,
+}
+
+/// Median of the samples (upper median for even counts).
+pub fn median(samples: &[f64]) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
+}
+
+/// Times `repeats` forwards of a (batch, 3, h, w) input after `warmup` untimed ones.
+pub fn time_forward(ctx: &GpuContext, model: &GpuModel, (batch, h, w): (usize, usize, usize), warmup: usize, repeats: usize) -> Result<ForwardTiming> {
+    let plan = Plan::new(ctx, model, batch, h, w, false)?;
+    let input: Vec<f32> = (0..batch * 3 * h * w).map(|i| (i % 251) as f32 / 250.0).collect();
+    plan.forward(ctx, &input, None);
+    for _ in 0..warmup {
+        plan.execute(ctx, None);
+    }
+    let mut samples = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        let t = Instant::now();
+        plan.execute(ctx, None);
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut stages_ms = BTreeMap::new();
+    if let Some(mut prof) = Profiler::new(ctx, 2048) {
+        plan.execute(ctx, Some(&mut prof));
+        stages_ms = prof.take(ctx).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    }
+    Ok(ForwardTiming {
+        height: h,
+        width: w,
+        batch,
+        repeats: samples.len(),
+        median_ms: median(&samples),
+        min_ms: samples.iter().cloned().fold(f64::INFINITY, f64::min),
+        stages_ms,
+    })
+}

@@ -1,0 +1,153 @@
+//! Upscaling whole images with the GPU graph: one plan per input size, and
+//! overlapping tiles (as the official SwinIR test script does) when asked to, or
+//! when an image is too large for the adapter's storage-binding limit.
+
+use anyhow::{bail, Result};
+
+use crate::data::RgbImage;
+use crate::gpu::GpuContext;
+use crate::model::graph::{fits_exactly, GpuModel, Plan};
+use crate::model::SwinWeights;
+
+/// Overlap between neighbouring tiles, in LR pixels (the official script's default).
+pub const TILE_OVERLAP: usize = 32;
+
+/// How an image is split for the GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tiling {
+    /// Whole image when it fits, else tiles of the largest size that fits.
+    Auto,
+    /// Tiles of this LR size (a multiple of the window), overlapping by TILE_OVERLAP.
+    Tile(usize),
+}
+
+pub struct Upscaler<'a> {
+    ctx: &'a GpuContext,
+    model: GpuModel,
+    tiling: Tiling,
+    /// The last plan, reused while image sizes repeat.
+    plan: Option<Plan>,
+}
+
+impl<'a> Upscaler<'a> {
+    pub fn new(ctx: &'a GpuContext, weights: &SwinWeights, tiling: Tiling) -> Result<Self> {
+        if let Tiling::Tile(t) = tiling {
+            let win = weights.config.window;
+            if t == 0 || t % win != 0 {
+                bail!("--tile {t}: the tile size must be a positive multiple of the window size {win}");
+            }
+            if t <= TILE_OVERLAP {
+                bail!("--tile {t}: the tile size must exceed the overlap of {TILE_OVERLAP} pixels");
+            }
+        }
+        Ok(Self { ctx, model: GpuModel::upload(ctx, weights), tiling, plan: None })
+    }
+
+    pub fn scale(&self) -> usize {
+        self.model.config.scale
+    }
+
+    /// The tile size this image will be processed with, or None for the whole image.
+    pub fn tile_for(&self, h: usize, w: usize) -> Option<usize> {
+        match self.tiling {
+            Tiling::Tile(t) if t < h.max(w) => Some(t),
+            Tiling::Tile(_) => None,
+            Tiling::Auto if fits_exactly(self.ctx, &self.model.config, 1, h, w) => None,
+            Tiling::Auto => Some(self.largest_tile()),
+        }
+    }
+
+    fn largest_tile(&self) -> usize {
+        let win = self.model.config.window;
+        let mut t = win;
+        while fits_exactly(self.ctx, &self.model.config, 1, t + win, t + win) && t < 4096 {
+            t += win;
+        }
+        t
+    }
+
+    /// Runs the model on a planar RGB image; output un-clamped, (3, s·h, s·w).
+    pub fn upscale(&mut self, img: &RgbImage) -> Result<RgbImage> {
+        if img.width == 0 || img.height == 0 {
+            bail!("empty image");
+        }
+        match self.tile_for(img.height, img.width) {
+            None => self.run_whole(img),
+            Some(t) => self.run_tiled(img, t),
+        }
+    }
+
+    fn run_whole(&mut self, img: &RgbImage) -> Result<RgbImage> {
+        let (h, w) = (img.height, img.width);
+        let reuse = matches!(&self.plan, Some(p) if p.height == h && p.width == w && p.batch == 1);
+        if !reuse {
+            self.plan = None; // free the old activations before allocating new ones
+            self.plan = Some(Plan::new(self.ctx, &self.model, 1, h, w, false)?);
+        }
+        let plan = self.plan.as_ref().expect("plan");
+        let data = plan.forward(self.ctx, &img.data, None);
+        Ok(RgbImage { width: w * self.scale(), height: h * self.scale(), data })
+    }
+
+    /// Overlapping tiles, averaged where they overlap (SwinIR's `test` with `--tile`).
+    fn run_tiled(&mut self, img: &RgbImage, tile: usize) -> Result<RgbImage> {
+        let s = self.scale();
+        let (h, w) = (img.height, img.width);
+        let (th, tw) = (tile.min(h), tile.min(w));
+        let (oh, ow) = (h * s, w * s);
+        let mut acc = vec![0f32; 3 * oh * ow];
+        let mut weight = vec![0f32; oh * ow];
+        for y0 in tile_starts(h, th) {
+            for x0 in tile_starts(w, tw) {
+                let patch = crop(img, x0, y0, tw, th);
+                let out = self.run_whole(&patch)?;
+                for c in 0..3 {
+                    for y in 0..th * s {
+                        let row = ((c * oh) + y0 * s + y) * ow + x0 * s;
+                        let src = &out.data[(c * th * s + y) * tw * s..][..tw * s];
+                        acc[row..row + tw * s].iter_mut().zip(src).for_each(|(a, v)| *a += v);
+                    }
+                }
+                for y in 0..th * s {
+                    let row = (y0 * s + y) * ow + x0 * s;
+                    weight[row..row + tw * s].iter_mut().for_each(|v| *v += 1.0);
+                }
+            }
+        }
+        for c in 0..3 {
+            acc[c * oh * ow..(c + 1) * oh * ow].iter_mut().zip(&weight).for_each(|(a, n)| *a /= n);
+        }
+        Ok(RgbImage { width: ow, height: oh, data: acc })
+    }
+}
+
+/// Tile origins along one axis: every (tile − overlap) pixels, plus a last tile flush with the end.
+fn tile_starts(n: usize, tile: usize) -> Vec<usize> {
+    let stride = tile.saturating_sub(TILE_OVERLAP).max(1);
+    let mut v: Vec<usize> = (0..n.saturating_sub(tile)).step_by(stride).collect();
+    v.push(n - tile);
+    v
+}
+
+fn crop(img: &RgbImage, x0: usize, y0: usize, w: usize, h: usize) -> RgbImage {
+    let mut data = Vec::with_capacity(3 * w * h);
+    for c in 0..3 {
+        for y in y0..y0 + h {
+            let row = (c * img.height + y) * img.width;
+            data.extend_from_slice(&img.data[row + x0..row + x0 + w]);
+        }
+    }
+    RgbImage { width: w, height: h, data }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_cover_the_axis() {
+        assert_eq!(tile_starts(100, 64), vec![0, 36]);
+        assert_eq!(tile_starts(64, 64), vec![0]);
+        assert_eq!(tile_starts(200, 64), vec![0, 32, 64, 96, 128, 136]);
+    }
+}

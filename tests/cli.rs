@@ -1,0 +1,140 @@
+//! The `swinq` binary end to end: info, convert, upscale, eval, tiling and bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::shared;
+use swinq::data::{load_rgb_u8, save_png, RgbU8};
+
+fn swinq(args: &[&str]) -> Output {
+    // XDG_RUNTIME_DIR keeps Mesa's window-system probe quiet on headless machines.
+    Command::new(env!("CARGO_BIN_EXE_swinq")).args(args).env("XDG_RUNTIME_DIR", std::env::temp_dir()).output().expect("run swinq")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn standin() -> String {
+    shared().join("weights/swinir_light_x2_standin.pth").to_string_lossy().into_owned()
+}
+
+/// A small crop of Set5's bird as a tiny benchmark set (HR and x2 LR).
+fn tiny_dataset(dir: &Path) -> PathBuf {
+    let set = shared().join("datasets/Set5");
+    let hr = load_rgb_u8(set.join("HR/bird.png")).unwrap().crop(40, 40, 48, 40);
+    let lr = load_rgb_u8(set.join("LR_bicubic/X2/birdx2.png")).unwrap().crop(20, 20, 24, 20);
+    let root = dir.join("Tiny");
+    std::fs::create_dir_all(root.join("HR")).unwrap();
+    std::fs::create_dir_all(root.join("LR_bicubic/X2")).unwrap();
+    save_png(&hr, root.join("HR/bird.png")).unwrap();
+    save_png(&lr, root.join("LR_bicubic/X2/birdx2.png")).unwrap();
+    root
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn info_lists_an_adapter() {
+    let o = swinq(&["info"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("max storage binding"), "{text}");
+}
+
+#[test]
+fn convert_then_eval_json_matches_pth() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("standin.safetensors");
+    let o = swinq(&["convert", &standin(), s(&st)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let set = tiny_dataset(dir.path());
+    let mut psnrs = Vec::new();
+    for w in [standin(), s(&st).to_string()] {
+        let o = swinq(&["eval", "--weights", &w, "--dataset", s(&set), "--scale", "2", "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON object on stdout");
+        for key in ["dataset", "scale", "engine", "psnr_y", "ssim_y", "images", "seconds"] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        assert_eq!(v["dataset"], "Tiny");
+        assert_eq!(v["images"][0]["name"], "bird");
+        psnrs.push(v["psnr_y"].as_f64().unwrap());
+    }
+    eprintln!("tiny bird PSNR-Y: {psnrs:?}");
+    assert!(psnrs[0] > 25.0 && psnrs[0] == psnrs[1]);
+    let o = swinq(&["eval", "--weights", &standin(), "--dataset", s(&set), "--scale", "3"]);
+    assert!(!o.status.success() && stderr(&o).contains("×2 model"), "{}", stderr(&o));
+}
+
+#[test]
+fn upscale_gray_rgba_and_16bit_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir_all(&inputs).unwrap();
+    let gray = image::GrayImage::from_fn(13, 9, |x, y| image::Luma([(x * 19 + y * 7) as u8]));
+    gray.save(inputs.join("gray.png")).unwrap();
+    let rgba = image::RgbaImage::from_fn(10, 11, |x, y| image::Rgba([x as u8 * 20, y as u8 * 20, 90, 128]));
+    rgba.save(inputs.join("rgba.png")).unwrap();
+    let deep = image::ImageBuffer::<image::Rgb<u16>, _>::from_fn(9, 12, |x, y| image::Rgb([x as u16 * 5000, y as u16 * 4000, 30000]));
+    deep.save(inputs.join("deep.png")).unwrap();
+    let out = dir.path().join("out");
+    let o = swinq(&["upscale", "--weights", &standin(), s(&inputs), "-o", s(&out)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (name, w, h) in [("gray", 13, 9), ("rgba", 10, 11), ("deep", 9, 12)] {
+        let img = load_rgb_u8(out.join(format!("{name}_x2.png"))).unwrap();
+        assert_eq!((img.width, img.height), (2 * w, 2 * h), "{name}");
+    }
+}
+
+#[test]
+fn tiled_upscale_is_close_to_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let lr = load_rgb_u8(shared().join("datasets/Set5/LR_bicubic/X2/birdx2.png")).unwrap().crop(30, 30, 56, 48);
+    let input = dir.path().join("bird.png");
+    save_png(&lr, &input).unwrap();
+    let (whole, tiled) = (dir.path().join("whole.png"), dir.path().join("tiled.png"));
+    for (out, extra) in [(&whole, vec![]), (&tiled, vec!["--tile", "40"])] {
+        let mut args = vec!["upscale", "--weights", &*Box::leak(standin().into_boxed_str()), s(&input), "-o", s(out)];
+        args.extend(extra);
+        let o = swinq(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (a, b): (RgbU8, RgbU8) = (load_rgb_u8(&whole).unwrap(), load_rgb_u8(&tiled).unwrap());
+    let mse = a.data.iter().zip(&b.data).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum::<f64>() / a.data.len() as f64;
+    let psnr = 10.0 * (255.0f64 * 255.0 / mse.max(1e-12)).log10();
+    eprintln!("tiled vs whole: PSNR {psnr:.2} dB");
+    assert!(psnr > 35.0, "tiled output differs too much from the whole-image output: {psnr:.2} dB");
+}
+
+#[test]
+fn bad_inputs_give_one_line_errors_and_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.png");
+    save_png(&RgbU8::zeros(8, 8), &good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = dir.path().join("cut.png");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = dir.path().join("out.png");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["upscale".into(), "--weights".into(), standin(), s(&cut).into(), "-o".into(), s(&out).into()], "cut.png"),
+        (vec!["upscale".into(), "--weights".into(), "nonexistent.pth".into(), s(&good).into(), "-o".into(), s(&out).into()], "not a known model name"),
+        (vec!["upscale".into(), "--weights".into(), s(&good).into(), s(&good).into(), "-o".into(), s(&out).into()], "good.png"),
+        (vec!["upscale".into(), "--weights".into(), standin(), s(&good).into(), "-o".into(), "/nonexistent/dir/x.png".into()], "x.png"),
+        (vec!["upscale".into(), "--weights".into(), standin(), s(&good).into(), "-o".into(), s(&out).into(), "--tile".into(), "20".into()], "multiple of the window"),
+        (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(dir.path()).into()], "HR"),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = swinq(&args);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(err.contains(needle), "{args:?}: error should mention `{needle}`: {err}");
+        assert_eq!(err.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "one error line: {err}");
+        assert!(!out.exists(), "{args:?} left an output file");
+    }
+}
