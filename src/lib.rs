@@ -5,5 +5,6 @@ pub mod data;
 pub mod eval;
 pub mod gpu;
 pub mod model;
+pub mod quant;
 pub mod upscale;
 pub mod weights_registry;

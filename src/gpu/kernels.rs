@@ -15,6 +15,8 @@ pub enum Shader {
     LayerNorm,
     Attention,
     Image,
+    Sort,
+    Search,
 }
 
 impl Shader {
@@ -24,6 +26,8 @@ impl Shader {
             Shader::LayerNorm => include_str!("../../shaders/layernorm.wgsl"),
             Shader::Attention => include_str!("../../shaders/attention.wgsl"),
             Shader::Image => include_str!("../../shaders/image.wgsl"),
+            Shader::Sort => include_str!("../../shaders/sort.wgsl"),
+            Shader::Search => include_str!("../../shaders/search.wgsl"),
         }
     }
 }
@@ -100,14 +104,28 @@ impl Dispatch {
         groups: [u32; 3],
         stage: &'static str,
     ) -> Self {
+        let numbered: Vec<(u32, wgpu::BindingResource<'_>)> =
+            buffers.iter().enumerate().map(|(i, b)| (i as u32 + 1, b.clone())).collect();
+        Self::with_bindings(ctx, pipeline, params, &numbered, groups, stage)
+    }
+
+    /// Like `new`, for entry points that use only some of their file's bindings.
+    pub fn with_bindings<P: bytemuck::Pod>(
+        ctx: &GpuContext,
+        pipeline: Arc<wgpu::ComputePipeline>,
+        params: &P,
+        buffers: &[(u32, wgpu::BindingResource<'_>)],
+        groups: [u32; 3],
+        stage: &'static str,
+    ) -> Self {
         let uniform = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("params"),
             contents: bytemuck::bytes_of(params),
             usage: wgpu::BufferUsages::UNIFORM,
         });
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        for (i, b) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.clone() });
+        for (binding, b) in buffers {
+            entries.push(wgpu::BindGroupEntry { binding: *binding, resource: b.clone() });
         }
         let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(stage),
