@@ -35,3 +35,13 @@ fn erf_f32(a: f32) -> f32 {
 fn gelu(x: f32) -> f32 {
     return 0.5 * x * (1.0 + erf_f32(x * 0.70710678118654752));
 }
+
+// The fake quantizer of SPEC §3 with 2DQuant's operation order:
+// q = (lower, upper, bias c, unused); levels = 2^b − 1.
+fn fake_quant(x: f32, q: vec4<f32>, levels: f32) -> f32 {
+    let s = (q.y - q.x) / levels;
+    if (!(s > 0.0)) {
+        return q.x + q.z;
+    }
+    return round((clamp(x, q.x, q.y) - q.x) / s) * s + q.x + q.z;
+}

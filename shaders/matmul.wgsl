@@ -2,7 +2,9 @@
 // The one tiled matmul behind every linear layer and every 3×3 convolution.
 // Header constants: A_MODE (0: A is a dense (m, k) matrix; 1: A is the im2col
 // view of an NHWC image for a 3×3 convolution with padding 1, k = ci·9 + ky·3 + kx,
-// matching PyTorch's (out, in, 3, 3) weights), GELU (bool).
+// matching PyTorch's (out, in, 3, 3) weights), GELU (bool), LEVELS (2^b − 1 of the
+// fake-quantized model; A is fake-quantized on load with qparams[act_quant − 1]
+// when act_quant > 0).
 
 struct Params {
     m: u32,
@@ -13,7 +15,7 @@ struct Params {
     img_h: u32,
     img_w: u32,
     cin: u32,
-    _pad: u32,
+    act_quant: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -22,6 +24,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
+@group(0) @binding(6) var<storage, read> qparams: array<vec4<f32>>;
 
 const TILE: u32 = 64u;   // rows and columns of C per workgroup
 const TK: u32 = 16u;     // depth of one shared-memory slice
@@ -38,7 +41,11 @@ fn load_a(row: u32, kk: u32) -> f32 {
         return 0.0;
     }
     if (A_MODE == 0u) {
-        return a[row * p.k + kk];
+        let v = a[row * p.k + kk];
+        if (p.act_quant > 0u) {
+            return fake_quant(v, qparams[p.act_quant - 1u], LEVELS);
+        }
+        return v;
     }
     // im2col: row = (b·H + y)·W + x, kk = ci·9 + ky·3 + kx.
     let ci = kk / 9u;

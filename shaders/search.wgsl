@@ -31,11 +31,7 @@ var<workgroup> red: array<vec2<f32>, 256>;
 var<workgroup> stage: array<f32, 1024>;
 
 fn fq(v: f32, l: f32, u: f32) -> f32 {
-    let s = (u - l) / LEVELS;
-    if (!(s > 0.0)) {
-        return l;
-    }
-    return round((clamp(v, l, u) - l) / s) * s + l;
+    return fake_quant(v, vec4<f32>(l, u, 0.0, 0.0), LEVELS);
 }
 
 fn reduce_minmax(lid: u32, v: vec2<f32>) -> vec2<f32> {

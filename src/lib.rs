@@ -6,5 +6,6 @@ pub mod eval;
 pub mod gpu;
 pub mod model;
 pub mod quant;
+pub mod sort;
 pub mod upscale;
 pub mod weights_registry;

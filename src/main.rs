@@ -13,6 +13,10 @@ use swinq::eval::{evaluate, EvalReport};
 use swinq::gpu::{adapters_report, AdapterChoice, GpuContext};
 use swinq::model::checkpoint::{load_weights, save_safetensors, sha256_file};
 use swinq::model::SwinWeights;
+use swinq::quant::calib::{load_patches, PatchMode};
+use swinq::quant::file::QuantFile;
+use swinq::quant::phase1::calibrate;
+use swinq::quant::search::Method;
 use swinq::upscale::{Tiling, Upscaler};
 use swinq::weights_registry::resolve_weights;
 
@@ -60,6 +64,42 @@ enum Command {
         /// Print one JSON object on stdout instead of a table.
         #[arg(long)]
         json: bool,
+        /// Evaluate the fake-quantized model of this file (from `swinq calibrate`).
+        #[arg(long)]
+        quantized: Option<PathBuf>,
+    },
+    /// Phase 1: search every quantizer's bounds on calibration patches and write a
+    /// quantized model file.
+    Calibrate {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Folder of LR calibration images, e.g. ../shared/datasets/calib/LR_bicubic/X2.
+        #[arg(long)]
+        calib: PathBuf,
+        /// Upscaling factor; must match the checkpoint (default: the checkpoint's).
+        #[arg(long)]
+        scale: Option<usize>,
+        /// Bits for weights and activations (2..=8).
+        #[arg(long, default_value_t = 4)]
+        bits: u32,
+        /// Bound search: minmax, dobi (2DQuant's released code), dobi-paper.
+        #[arg(long, default_value = "dobi")]
+        method: String,
+        /// Number of 64×64 calibration patches.
+        #[arg(long, default_value_t = 32)]
+        patches: usize,
+        /// center: the centre crop of the first N images (file-name order); random: random crops.
+        #[arg(long, default_value = "center")]
+        patch_mode: String,
+        /// Seed of the random patch mode.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Also store the float weights in the file.
+        #[arg(long)]
+        embed_weights: bool,
+        /// Output quantized model (.safetensors).
+        #[arg(short, long)]
+        output: PathBuf,
     },
 }
 
@@ -81,10 +121,18 @@ struct ModelArgs {
 
 impl ModelArgs {
     fn load(&self) -> Result<(SwinWeights, GpuContext)> {
+        let (weights, _) = self.load_with_hash()?;
+        Ok((weights, self.gpu()?))
+    }
+
+    fn gpu(&self) -> Result<GpuContext> {
+        GpuContext::new(&AdapterChoice::from_cli(self.adapter.clone()))
+    }
+
+    /// The float weights and the SHA-256 of their file.
+    fn load_with_hash(&self) -> Result<(SwinWeights, String)> {
         let path = resolve_weights(&self.weights)?;
-        let weights = load_weights(&path)?;
-        let ctx = GpuContext::new(&AdapterChoice::from_cli(self.adapter.clone()))?;
-        Ok((weights, ctx))
+        Ok((load_weights(&path)?, sha256_file(&path)?))
     }
 
     fn tiling(&self) -> Tiling {
@@ -110,7 +158,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Convert { input, output } => convert(&input, &output),
         Command::Upscale { model, inputs, output } => upscale(&model, &inputs, &output),
-        Command::Eval { model, dataset, scale, json } => eval(&model, &dataset, scale, json),
+        Command::Eval { model, dataset, scale, json, quantized } => eval(&model, &dataset, scale, json, quantized.as_deref()),
+        Command::Calibrate { model, calib, scale, bits, method, patches, patch_mode, seed, embed_weights, output } => {
+            let opts = CalibOptions { calib, bits, method, patches, patch_mode, seed, embed_weights };
+            run_calibrate(&model, scale, &opts, &output)
+        }
     }
 }
 
@@ -199,16 +251,27 @@ fn upscale(model: &ModelArgs, inputs: &[PathBuf], output: &Path) -> Result<()> {
     Ok(())
 }
 
-fn eval(model: &ModelArgs, dataset: &Path, scale: Option<usize>, json: bool) -> Result<()> {
-    let (weights, ctx) = model.load()?;
+fn check_scale(weights: &SwinWeights, scale: Option<usize>) -> Result<usize> {
     let s = weights.config.scale;
     if let Some(want) = scale.filter(|&want| want != s) {
         bail!("--scale {want} does not match the checkpoint, which is a ×{s} model");
     }
+    Ok(s)
+}
+
+fn eval(model: &ModelArgs, dataset: &Path, scale: Option<usize>, json: bool, quantized: Option<&Path>) -> Result<()> {
+    let (weights, hash) = model.load_with_hash()?;
+    let s = check_scale(&weights, scale)?;
     let pairs = data::benchmark_pairs(dataset, s)?;
+    let quant = quantized.map(|q| load_quantized(q, &weights, &hash)).transpose()?;
+    let ctx = model.gpu()?;
     let mut up = Upscaler::new(&ctx, &weights, model.tiling())?;
+    if let Some(q) = &quant {
+        up = up.quantized(q.bits, &q.params);
+    }
+    let engine = up.engine();
     let bar = progress_bar(pairs.len(), &data::dataset_name(dataset));
-    let report = evaluate(&mut up, &data::dataset_name(dataset), "fp32", &pairs, |score| {
+    let report = evaluate(&mut up, &data::dataset_name(dataset), engine, &pairs, |score| {
         if !json {
             bar.println(format!("{:<24} {:>8.4} dB  {:.4}", score.name, score.psnr_y, score.ssim_y));
         }
@@ -216,6 +279,67 @@ fn eval(model: &ModelArgs, dataset: &Path, scale: Option<usize>, json: bool) -> 
     })?;
     bar.finish_and_clear();
     print_report(&report, json, &ctx)
+}
+
+/// A quantized file, checked against the float checkpoint it must belong to.
+fn load_quantized(path: &Path, weights: &SwinWeights, hash: &str) -> Result<QuantFile> {
+    let (file, _) = QuantFile::load(path, &weights.config)?;
+    if file.source_sha256 != hash {
+        bail!(
+            "{}: made for the checkpoint with SHA-256 {}, but --weights has {hash}",
+            path.display(),
+            file.source_sha256
+        );
+    }
+    Ok(file)
+}
+
+struct CalibOptions {
+    calib: PathBuf,
+    bits: u32,
+    method: String,
+    patches: usize,
+    patch_mode: String,
+    seed: u64,
+    embed_weights: bool,
+}
+
+fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, output: &Path) -> Result<()> {
+    if !(2..=8).contains(&o.bits) {
+        bail!("--bits {}: only 2 to 8 bits are supported", o.bits);
+    }
+    let method = Method::parse(&o.method).with_context(|| {
+        let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
+        format!("--method {}: unknown; choose one of {}", o.method, names.join(", "))
+    })?;
+    let mode = match o.patch_mode.as_str() {
+        "center" => PatchMode::Center,
+        "random" => PatchMode::Random,
+        other => bail!("--patch-mode {other}: choose center or random"),
+    };
+    let (weights, hash) = model.load_with_hash()?;
+    let s = check_scale(&weights, scale)?;
+    let patches = load_patches(&o.calib, o.patches, 64, mode, o.seed, weights.config.window)?;
+    let ctx = model.gpu()?;
+    eprintln!("phase 1: {} W{}A{} on {} patches of 64×64 ({}) on {}", method.name(), o.bits, o.bits, o.patches, o.patch_mode, ctx.describe());
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_message("calibration forward and bound search");
+    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+    let start = std::time::Instant::now();
+    let gpu_model = swinq::model::graph::GpuModel::upload(&ctx, &weights);
+    let params = calibrate(&ctx, &gpu_model, &patches, method, o.bits)?;
+    spinner.finish_and_clear();
+    let mut settings = BTreeMap::new();
+    settings.insert("patches".into(), o.patches.to_string());
+    settings.insert("patch_mode".into(), o.patch_mode.clone());
+    settings.insert("patch_size".into(), "64".into());
+    settings.insert("seed".into(), o.seed.to_string());
+    settings.insert("calib".into(), o.calib.display().to_string());
+    settings.insert("phase2_iters".into(), "0".into());
+    let file = QuantFile { bits: o.bits, method: method.name().into(), scale: s, source_sha256: hash, settings, params };
+    file.save(&weights.config, o.embed_weights.then_some(&weights), output)?;
+    eprintln!("phase 1 done in {:.1} s → {}", start.elapsed().as_secs_f64(), output.display());
+    Ok(())
 }
 
 fn print_report(report: &EvalReport, json: bool, ctx: &GpuContext) -> Result<()> {

@@ -6,8 +6,9 @@ use anyhow::{bail, Result};
 
 use crate::data::RgbImage;
 use crate::gpu::GpuContext;
-use crate::model::graph::{fits_exactly, GpuModel, Plan};
+use crate::model::graph::{fits_exactly, GpuModel, Mode, Plan, QuantModel};
 use crate::model::SwinWeights;
+use crate::quant::QParams;
 
 /// Overlap between neighbouring tiles, in LR pixels (the official script's default).
 pub const TILE_OVERLAP: usize = 32;
@@ -24,6 +25,8 @@ pub enum Tiling {
 pub struct Upscaler<'a> {
     ctx: &'a GpuContext,
     model: GpuModel,
+    /// Present for the fake-quantized model.
+    quant: Option<QuantModel>,
     tiling: Tiling,
     /// The last plan, reused while image sizes repeat.
     plan: Option<Plan>,
@@ -40,7 +43,19 @@ impl<'a> Upscaler<'a> {
                 bail!("--tile {t}: the tile size must exceed the overlap of {TILE_OVERLAP} pixels");
             }
         }
-        Ok(Self { ctx, model: GpuModel::upload(ctx, weights), tiling, plan: None })
+        Ok(Self { ctx, model: GpuModel::upload(ctx, weights), quant: None, tiling, plan: None })
+    }
+
+    /// The fake-quantized model with these parameters (one per quantizer).
+    pub fn quantized(mut self, bits: u32, params: &[QParams]) -> Self {
+        self.quant = Some(QuantModel::new(self.ctx, &self.model, bits, params));
+        self.plan = None;
+        self
+    }
+
+    /// "fp32" or "fake".
+    pub fn engine(&self) -> &'static str {
+        if self.quant.is_some() { "fake" } else { "fp32" }
     }
 
     pub fn scale(&self) -> usize {
@@ -82,7 +97,8 @@ impl<'a> Upscaler<'a> {
         let reuse = matches!(&self.plan, Some(p) if p.height == h && p.width == w && p.batch == 1);
         if !reuse {
             self.plan = None; // free the old activations before allocating new ones
-            self.plan = Some(Plan::new(self.ctx, &self.model, 1, h, w, false)?);
+            let mode = self.quant.as_ref().map_or(Mode::Float, Mode::Fake);
+            self.plan = Some(Plan::with_mode(self.ctx, &self.model, (1, h, w), false, mode)?);
         }
         let plan = self.plan.as_ref().expect("plan");
         let data = plan.forward(self.ctx, &img.data, None);

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{assert_close, gpu, random, rng};
-use swinq::gpu::ops::{self, AttnShape, GpuLinear, GpuNorm, ImageShape, MatmulInput};
+use swinq::gpu::ops::{self, AttnExtras, AttnShape, GpuLinear, GpuNorm, ImageShape, Matmul, MatmulInput};
 use swinq::gpu::{run_now, GpuBuffer};
 use swinq::model::config::RGB_MEAN;
 use swinq::model::cpu;
@@ -33,7 +33,8 @@ fn linear_with_gelu_and_residual() {
     let (xb, rb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::from_slice(ctx, "r", &res), GpuBuffer::zeros(ctx, "o", m * n));
     let plain = cpu::linear(&x, &lin);
     for (gelu, residual) in [(false, false), (true, false), (false, true), (true, true)] {
-        let d = ops::matmul(ctx, xb.bind(), &layer, out.bind(), m, MatmulInput::Tokens, gelu, residual.then(|| rb.bind()), "t");
+        let mm = Matmul { gelu, residual: residual.then(|| rb.bind()), ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), m, "t") };
+        let d = ops::matmul(ctx, mm);
         run_now(ctx, &[d]);
         let want: Vec<f32> = plain
             .iter()
@@ -51,7 +52,7 @@ fn gelu_matches_f64_erf() {
     let x: Vec<f32> = (0..2001).map(|i| -10.0 + i as f32 * 0.01).collect();
     let layer = GpuLinear::new(ctx, "id", &[1.0], &[0.0], 1);
     let (xb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::zeros(ctx, "o", x.len()));
-    run_now(ctx, &[ops::matmul(ctx, xb.bind(), &layer, out.bind(), x.len(), MatmulInput::Tokens, true, None, "t")]);
+    run_now(ctx, &[ops::matmul(ctx, Matmul { gelu: true, ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), x.len(), "t") })]);
     let got: Vec<f32> = out.read(ctx);
     // f32 GELU loses relative precision where 1 + erf(x/√2) cancels (x ≪ 0), as
     // PyTorch's does: measure the error against max(|gelu(x)|, 1e-2).
@@ -79,7 +80,8 @@ fn conv3x3_nhwc() {
     let layer = GpuLinear::conv(ctx, "c", &conv);
     let (xb, rb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::from_slice(ctx, "r", &res), GpuBuffer::zeros(ctx, "o", res.len()));
     let input = MatmulInput::Conv3x3 { h, w };
-    run_now(ctx, &[ops::matmul(ctx, xb.bind(), &layer, out.bind(), b * h * w, input, false, Some(rb.bind()), "t")]);
+    let mm = Matmul { input, residual: Some(rb.bind()), ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), b * h * w, "t") };
+    run_now(ctx, &[ops::matmul(ctx, mm)]);
     let want: Vec<f32> = cpu::conv3x3(&x, b, h, w, &conv).iter().zip(&res).map(|(a, c)| a + c).collect();
     assert_close("conv3x3", &out.read(ctx), &want, TOL);
 }
@@ -113,7 +115,8 @@ fn window_attention_shifted_and_not() {
     let out = GpuBuffer::zeros(ctx, "o", t * c);
     for shift in [0, window / 2] {
         let shape = AttnShape { window, heads, head_dim: hd, shift };
-        let d = ops::window_attention(ctx, [bufs[0].bind(), bufs[1].bind(), bufs[2].bind()], &tb, out.bind(), (b, h, w), shape, "t");
+        let views = [bufs[0].bind(), bufs[1].bind(), bufs[2].bind()];
+        let d = ops::window_attention(ctx, views, &tb, out.bind(), (b, h, w), shape, AttnExtras::default(), "t");
         run_now(ctx, &[d]);
         let want = cpu::window_attention(&qkv, b, h, w, c, heads, window, shift, &table);
         assert_close(&format!("window_attention shift={shift}"), &out.read(ctx), &want, TOL);

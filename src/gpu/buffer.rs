@@ -26,15 +26,16 @@ impl GpuBuffer {
         Self { buffer, len }
     }
 
+    /// Upload of any plain data whose size is a multiple of 4 bytes (`len` counts 4-byte words).
     pub fn from_slice<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, data: &[T]) -> Self {
-        assert_eq!(std::mem::size_of::<T>(), 4, "GpuBuffer holds 4-byte elements");
+        assert_eq!(std::mem::size_of::<T>() % 4, 0, "GpuBuffer holds 4-byte words");
         let bytes: &[u8] = if data.is_empty() { &[0; 4] } else { bytemuck::cast_slice(data) };
         let buffer = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents: bytes,
             usage: STORAGE,
         });
-        Self { buffer, len: data.len() }
+        Self { buffer, len: std::mem::size_of_val(data) / 4 }
     }
 
     pub fn bytes(&self) -> u64 {
@@ -42,7 +43,7 @@ impl GpuBuffer {
     }
 
     pub fn write<T: bytemuck::Pod>(&self, ctx: &GpuContext, data: &[T]) {
-        assert!(data.len() <= self.len, "write of {} elements into a buffer of {}", data.len(), self.len);
+        assert!(std::mem::size_of_val(data) / 4 <= self.len, "write past the end of a buffer");
         ctx.queue.write_buffer(&self.buffer, 0, bytemuck::cast_slice(data));
     }
 
@@ -63,7 +64,8 @@ impl GpuBuffer {
 
     /// Copies the buffer back to the host (waits for the GPU).
     pub fn read<T: bytemuck::Pod>(&self, ctx: &GpuContext) -> Vec<T> {
-        read_bytes(ctx, &self.buffer, 0, self.bytes()).chunks_exact(4).map(bytemuck::pod_read_unaligned).collect()
+        let size = std::mem::size_of::<T>();
+        read_bytes(ctx, &self.buffer, 0, self.bytes()).chunks_exact(size).map(bytemuck::pod_read_unaligned).collect()
     }
 }
 

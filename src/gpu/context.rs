@@ -33,6 +33,10 @@ pub struct GpuContext {
     pub features: wgpu::Features,
     pub limits: wgpu::Limits,
     pipelines: PipelineCache,
+    /// Small buffers bound where a kernel's optional input (`empty`) or output
+    /// (`sink`) is unused, so every entry point keeps one bind-group layout.
+    empty: wgpu::Buffer,
+    sink: wgpu::Buffer,
 }
 
 /// Backends from `WGPU_BACKEND`, else Vulkan, Metal and DX12.
@@ -91,12 +95,31 @@ impl GpuContext {
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
             .with_context(|| format!("could not open a device on adapter `{}`", info.name))?;
-        Ok(Self { device, queue, info, features, limits, pipelines: PipelineCache::default() })
+        let small = |label| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 256,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        };
+        let (empty, sink) = (small("empty"), small("sink"));
+        Ok(Self { device, queue, info, features, limits, pipelines: PipelineCache::default(), empty, sink })
     }
 
     /// The compiled pipeline for `shader`'s `entry` with the given header constants.
     pub fn pipeline(&self, shader: Shader, entry: &str, consts: &[Const]) -> std::sync::Arc<wgpu::ComputePipeline> {
         self.pipelines.get(self, shader, entry, consts)
+    }
+
+    /// Binding for an unused optional read-only input.
+    pub fn empty(&self) -> wgpu::BindingResource<'_> {
+        self.empty.as_entire_binding()
+    }
+
+    /// Binding for an unused optional output.
+    pub fn sink(&self) -> wgpu::BindingResource<'_> {
+        self.sink.as_entire_binding()
     }
 
     pub fn has(&self, f: wgpu::Features) -> bool {

@@ -17,6 +17,7 @@ pub enum Shader {
     Image,
     Sort,
     Search,
+    Quant,
 }
 
 impl Shader {
@@ -28,6 +29,7 @@ impl Shader {
             Shader::Image => include_str!("../../shaders/image.wgsl"),
             Shader::Sort => include_str!("../../shaders/sort.wgsl"),
             Shader::Search => include_str!("../../shaders/search.wgsl"),
+            Shader::Quant => include_str!("../../shaders/quant.wgsl"),
         }
     }
 }

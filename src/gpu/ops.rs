@@ -55,7 +55,7 @@ struct MatmulParams {
     img_h: u32,
     img_w: u32,
     cin: u32,
-    _pad: u32,
+    act_quant: u32,
 }
 
 /// What the matmul's A operand is.
@@ -67,39 +67,94 @@ pub enum MatmulInput {
     Conv3x3 { h: usize, w: usize },
 }
 
-/// out[m, n] = x·Wᵀ + b (+GELU) (+residual); `m` rows.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul(
-    ctx: &GpuContext,
-    x: wgpu::BindingResource<'_>,
-    layer: &GpuLinear,
-    out: wgpu::BindingResource<'_>,
-    m: usize,
-    input: MatmulInput,
-    gelu: bool,
-    residual: Option<wgpu::BindingResource<'_>>,
-    stage: &'static str,
-) -> Dispatch {
-    let (mode, img_h, img_w) = match input {
+/// Fake quantization of a kernel's inputs: the parameter table, the first row
+/// to use, and the levels 2^b − 1.
+#[derive(Clone, Copy)]
+pub struct QuantRef<'a> {
+    pub params: &'a GpuBuffer,
+    pub row: usize,
+    pub levels: f32,
+}
+
+/// A matmul's weights: the layer's own, or a fake-quantized copy of them.
+#[derive(Clone, Copy)]
+pub struct Weights<'a> {
+    pub weight: &'a GpuBuffer,
+    pub bias: &'a GpuBuffer,
+    pub out_dim: usize,
+    pub k: usize,
+}
+
+impl GpuLinear {
+    pub fn weights(&self) -> Weights<'_> {
+        Weights { weight: &self.weight, bias: &self.bias, out_dim: self.out_dim, k: self.k }
+    }
+
+    /// The same layer with another weight tensor of the same shape.
+    pub fn weights_with<'a>(&'a self, weight: &'a GpuBuffer) -> Weights<'a> {
+        Weights { weight, ..self.weights() }
+    }
+}
+
+/// One matmul: out[m, n] = x·Wᵀ + b (+GELU) (+residual), x optionally fake-quantized.
+pub struct Matmul<'a> {
+    pub x: wgpu::BindingResource<'a>,
+    pub layer: Weights<'a>,
+    pub out: wgpu::BindingResource<'a>,
+    pub m: usize,
+    pub input: MatmulInput,
+    pub gelu: bool,
+    pub residual: Option<wgpu::BindingResource<'a>>,
+    pub quant: Option<QuantRef<'a>>,
+    pub stage: &'static str,
+}
+
+impl<'a> Matmul<'a> {
+    /// A plain token matmul; set the other fields with struct update syntax.
+    pub fn tokens(x: wgpu::BindingResource<'a>, layer: Weights<'a>, out: wgpu::BindingResource<'a>, m: usize, stage: &'static str) -> Self {
+        Self { x, layer, out, m, input: MatmulInput::Tokens, gelu: false, residual: None, quant: None, stage }
+    }
+}
+
+pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Dispatch {
+    let (mode, img_h, img_w) = match a.input {
         MatmulInput::Tokens => (0, 0, 0),
         MatmulInput::Conv3x3 { h, w } => (1, h, w),
     };
-    let consts = [Const::U32("A_MODE", mode), Const::Bool("GELU", gelu)];
+    let levels = a.quant.map_or(0.0, |q| q.levels);
+    let consts = [Const::U32("A_MODE", mode), Const::Bool("GELU", a.gelu), Const::F32("LEVELS", levels)];
     let pipeline = ctx.pipeline(Shader::Matmul, "main", &consts);
+    let l = a.layer;
     let params = MatmulParams {
-        m: m as u32,
-        n: layer.out_dim as u32,
-        k: layer.k as u32,
-        has_residual: residual.is_some() as u32,
+        m: a.m as u32,
+        n: l.out_dim as u32,
+        k: l.k as u32,
+        has_residual: a.residual.is_some() as u32,
         img_h: img_h as u32,
         img_w: img_w as u32,
-        cin: if mode == 1 { (layer.k / 9) as u32 } else { 0 },
-        _pad: 0,
+        cin: if mode == 1 { (l.k / 9) as u32 } else { 0 },
+        act_quant: a.quant.map_or(0, |q| q.row as u32 + 1),
     };
     // Without a residual the slot is filled with the (read-only) bias buffer.
-    let residual = residual.unwrap_or_else(|| layer.bias.bind());
-    let groups = [layer.out_dim.div_ceil(64) as u32, m.div_ceil(64) as u32, 1];
-    Dispatch::new(ctx, pipeline, &params, &[x, layer.weight.bind(), layer.bias.bind(), residual, out], groups, stage)
+    let residual = a.residual.unwrap_or_else(|| l.bias.bind());
+    let qparams = a.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
+    let groups = [l.out_dim.div_ceil(64) as u32, a.m.div_ceil(64) as u32, 1];
+    Dispatch::new(ctx, pipeline, &params, &[a.x, l.weight.bind(), l.bias.bind(), residual, a.out, qparams], groups, a.stage)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct QuantParams {
+    n: u32,
+    quantizer: u32,
+    _pad: [u32; 2],
+}
+
+/// y = Q(x) elementwise with parameter row `q.row` (the fake-quantized weights).
+pub fn fake_quant(ctx: &GpuContext, x: &GpuBuffer, y: &GpuBuffer, q: QuantRef<'_>) -> Dispatch {
+    let pipeline = ctx.pipeline(Shader::Quant, "main", &[Const::F32("LEVELS", q.levels)]);
+    let params = QuantParams { n: x.len as u32, quantizer: q.row as u32, _pad: [0; 2] };
+    Dispatch::new(ctx, pipeline, &params, &[x.bind(), q.params.bind(), y.bind()], grid_1d(x.len), "quant")
 }
 
 #[repr(C)]
@@ -132,7 +187,10 @@ struct AttnParams {
     h: u32,
     w: u32,
     windows_x: u32,
-    _pad: u32,
+    quant: u32,
+    write_p: u32,
+    b0: u32,
+    _pad: [u32; 2],
 }
 
 /// Shape of one attention layer.
@@ -142,6 +200,16 @@ pub struct AttnShape {
     pub heads: usize,
     pub head_dim: usize,
     pub shift: usize,
+}
+
+/// Optional parts of an attention dispatch: fake quantization of q·scale, k, v
+/// and P (rows `row`..`row`+3), and storing P for batch items `batch` (calibration)
+/// into `probs`, laid out (batch item, window, head, query, key).
+#[derive(Default)]
+pub struct AttnExtras<'a> {
+    pub quant: Option<QuantRef<'a>>,
+    pub probs: Option<wgpu::BindingResource<'a>>,
+    pub batch: Option<std::ops::Range<usize>>,
 }
 
 /// Window attention over (b, h, w) tokens of q, k, v (each tokens × heads·head_dim),
@@ -154,6 +222,7 @@ pub fn window_attention(
     out: wgpu::BindingResource<'_>,
     (b, h, w): (usize, usize, usize),
     s: AttnShape,
+    extras: AttnExtras<'_>,
     stage: &'static str,
 ) -> Dispatch {
     let consts = [
@@ -163,13 +232,25 @@ pub fn window_attention(
         Const::U32("C", (s.heads * s.head_dim) as u32),
         Const::U32("SHIFT", s.shift as u32),
         Const::F32("SCALE", (s.head_dim as f64).powf(-0.5) as f32),
+        Const::F32("LEVELS", extras.quant.map_or(0.0, |q| q.levels)),
     ];
     let pipeline = ctx.pipeline(Shader::Attention, "main", &consts);
     let (wy, wx) = (h / s.window, w / s.window);
-    let params = AttnParams { h: h as u32, w: w as u32, windows_x: wx as u32, _pad: 0 };
+    let batch = extras.batch.clone().unwrap_or(0..b);
+    let params = AttnParams {
+        h: h as u32,
+        w: w as u32,
+        windows_x: wx as u32,
+        quant: extras.quant.map_or(0, |q| q.row as u32 + 1),
+        write_p: extras.probs.is_some() as u32,
+        b0: batch.start as u32,
+        _pad: [0; 2],
+    };
     let [q, k, v] = qkv;
-    let groups = [(wy * wx) as u32, s.heads as u32, b as u32];
-    Dispatch::new(ctx, pipeline, &params, &[q, k, v, table.bind(), out], groups, stage)
+    let qparams = extras.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
+    let probs = extras.probs.unwrap_or_else(|| ctx.sink());
+    let groups = [(wy * wx) as u32, s.heads as u32, batch.len() as u32];
+    Dispatch::new(ctx, pipeline, &params, &[q, k, v, table.bind(), out, qparams, probs], groups, stage)
 }
 
 #[repr(C)]

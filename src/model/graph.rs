@@ -5,11 +5,13 @@ use anyhow::{bail, Result};
 
 use super::config::{SwinConfig, RGB_MEAN};
 use super::weights::SwinWeights;
-use crate::gpu::ops::{self, AttnShape, GpuLinear, GpuNorm, ImageShape, MatmulInput};
+use crate::gpu::ops::{self, AttnExtras, AttnShape, GpuLinear, GpuNorm, ImageShape, Matmul, MatmulInput, QuantRef};
 use crate::gpu::profiler::Profiler;
 use crate::gpu::{Dispatch, GpuBuffer, GpuContext};
+use crate::quant::search::{Method, SearchSpec, Searcher};
+use crate::quant::{self, levels, QParams, Slot};
 
-struct GpuBlock {
+pub struct GpuBlock {
     norm1: GpuNorm,
     qkv: [GpuLinear; 3],
     table: GpuBuffer,
@@ -17,6 +19,13 @@ struct GpuBlock {
     norm2: GpuNorm,
     fc1: GpuLinear,
     fc2: GpuLinear,
+}
+
+impl GpuBlock {
+    /// The six quantized linears in slot order (q, k, v, proj, fc1, fc2).
+    pub fn linears(&self) -> [&GpuLinear; 6] {
+        [&self.qkv[0], &self.qkv[1], &self.qkv[2], &self.proj, &self.fc1, &self.fc2]
+    }
 }
 
 struct GpuGroup {
@@ -75,6 +84,119 @@ impl GpuModel {
             upsample: GpuLinear::conv(ctx, "upsample", &w.upsample),
         }
     }
+
+    /// All Swin blocks in order (flat block index = quantizer block index).
+    pub fn blocks(&self) -> impl Iterator<Item = &GpuBlock> {
+        self.groups.iter().flat_map(|g| g.blocks.iter())
+    }
+}
+
+/// The fake-quantized model's state on the GPU: the parameter table and the
+/// fake-quantized copies of the quantized weights.
+pub struct QuantModel {
+    pub bits: u32,
+    pub params: GpuBuffer,
+    qweights: Vec<[GpuBuffer; 6]>,
+}
+
+impl QuantModel {
+    pub fn new(ctx: &GpuContext, model: &GpuModel, bits: u32, params: &[QParams]) -> Self {
+        let params = GpuBuffer::from_slice(ctx, "qparams", params);
+        let qweights = model.blocks().map(|b| b.linears().map(|l| GpuBuffer::zeros(ctx, "qweight", l.weight.len))).collect();
+        let qm = Self { bits, params, qweights };
+        qm.requantize_weights(ctx, model);
+        qm
+    }
+
+    fn qref(&self, row: usize) -> QuantRef<'_> {
+        QuantRef { params: &self.params, row, levels: levels(self.bits) }
+    }
+
+    /// Recomputes the fake-quantized weights from the current parameters.
+    pub fn requantize_weights(&self, ctx: &GpuContext, model: &GpuModel) {
+        let mut ds = Vec::new();
+        for (bi, (blk, qw)) in model.blocks().zip(&self.qweights).enumerate() {
+            for (i, (l, q)) in blk.linears().into_iter().zip(qw).enumerate() {
+                ds.push(ops::fake_quant(ctx, &l.weight, q, self.qref(quant::index(bi, Slot::Weight(i)))));
+            }
+        }
+        crate::gpu::run_now(ctx, &ds);
+    }
+
+    pub fn read_params(&self, ctx: &GpuContext) -> Vec<QParams> {
+        self.params.read(ctx)
+    }
+}
+
+/// Phase 1 state: the searcher, the method, the parameter table being filled, and
+/// a buffer for the attention maps of `probs_batch` images at a time.
+pub struct Calibration {
+    pub searcher: Searcher,
+    pub method: Method,
+    pub params: GpuBuffer,
+    probs: GpuBuffer,
+    probs_batch: usize,
+}
+
+impl Calibration {
+    /// Sized for a calibration batch of `b` images of h×w LR pixels.
+    pub fn new(ctx: &GpuContext, model: &GpuModel, method: Method, bits: u32, (b, h, w): (usize, usize, usize)) -> Result<Self> {
+        let cfg = &model.config;
+        let (hp, wp) = padded_size(cfg, h, w);
+        let nt = cfg.window * cfg.window;
+        let max_heads = *cfg.heads.iter().max().unwrap_or(&1);
+        let per_image = (hp / cfg.window) * (wp / cfg.window) * max_heads * nt * nt;
+        let fit = (ctx.max_binding() / 4) as usize / per_image.max(1);
+        if fit == 0 {
+            bail!("the attention maps of one {h}×{w} calibration patch exceed the adapter's storage-binding limit");
+        }
+        let probs_batch = fit.min(b);
+        let tokens = b * hp * wp;
+        let max_elems = (tokens * cfg.mlp_hidden).max(probs_batch * per_image).max(cfg.mlp_hidden * cfg.embed_dim);
+        let n_params = cfg.num_blocks() * quant::PER_BLOCK;
+        Ok(Self {
+            searcher: Searcher::new(ctx, max_elems, bits),
+            method,
+            params: GpuBuffer::zeros(ctx, "qparams", 4 * n_params),
+            probs: GpuBuffer::zeros(ctx, "probs", probs_batch * per_image),
+            probs_batch,
+        })
+    }
+
+    /// GPU bytes this calibration's scratch buffers take.
+    pub fn scratch_bytes(&self) -> u64 {
+        self.probs.bytes() + self.params.bytes()
+    }
+
+    fn spec(&self, block: usize, slot: Slot, count: usize, mult: f32) -> SearchSpec {
+        let one_dir = self.method == Method::DobiPaper && matches!(slot, Slot::Matmul(3) | Slot::Input(5));
+        SearchSpec { index: quant::index(block, slot), count, k: self.method.candidates(), one_dir, mult }
+    }
+
+    /// Searches every weight quantizer (weights do not depend on the data).
+    pub fn search_weights(&self, ctx: &GpuContext, model: &GpuModel) {
+        let mut ds = Vec::new();
+        for (bi, blk) in model.blocks().enumerate() {
+            for (i, l) in blk.linears().into_iter().enumerate() {
+                let spec = self.spec(bi, Slot::Weight(i), 1, 1.0);
+                ds.extend(self.searcher.search(ctx, &spec, &l.weight, 0, l.weight.len, &self.params));
+            }
+        }
+        crate::gpu::run_now(ctx, &ds);
+    }
+
+    pub fn read_params(&self, ctx: &GpuContext) -> Vec<QParams> {
+        self.params.read(ctx)
+    }
+}
+
+/// What a plan does at the quantized points of the graph.
+#[derive(Clone, Copy)]
+pub enum Mode<'a> {
+    Float,
+    Fake(&'a QuantModel),
+    /// FP forward that searches every activation quantizer's bounds on its input.
+    Calibrate(&'a Calibration),
 }
 
 /// Activation buffers of one plan. `p` rotates through the roles of residual-group
@@ -129,6 +251,10 @@ pub fn fits_exactly(ctx: &GpuContext, cfg: &SwinConfig, b: usize, h: usize, w: u
 impl Plan {
     /// `capture` records the golden features (see ../shared/golden/README.md) for tests.
     pub fn new(ctx: &GpuContext, model: &GpuModel, b: usize, h: usize, w: usize, capture: bool) -> Result<Self> {
+        Self::with_mode(ctx, model, (b, h, w), capture, Mode::Float)
+    }
+
+    pub fn with_mode(ctx: &GpuContext, model: &GpuModel, (b, h, w): (usize, usize, usize), capture: bool, mode: Mode<'_>) -> Result<Self> {
         let cfg = &model.config;
         if b == 0 || h == 0 || w == 0 {
             bail!("empty input ({b}×{h}×{w})");
@@ -143,7 +269,13 @@ impl Plan {
         let t = b * hp * wp;
         let c = cfg.embed_dim;
         let s2 = cfg.scale * cfg.scale;
-        let chunk = mlp_chunk(ctx, cfg, t);
+        let mut chunk = mlp_chunk(ctx, cfg, t);
+        if matches!(mode, Mode::Calibrate(_)) && chunk < t {
+            bail!("calibration on {b} patches of {h}×{w} needs MLP activations above the adapter's storage-binding limit; use fewer patches");
+        }
+        if matches!(mode, Mode::Calibrate(_)) {
+            chunk = t;
+        }
         let z = |label: &str, n: usize| GpuBuffer::zeros(ctx, label, n);
         let bufs = Buffers {
             input: z("input", b * cfg.in_chans * h * w),
@@ -158,7 +290,7 @@ impl Plan {
             output: z("output", b * cfg.in_chans * h * w * s2),
         };
         let mut plan = Self { batch: b, height: h, width: w, padded: (hp, wp), scale: cfg.scale, bufs, steps: Vec::new() };
-        plan.record(ctx, model, chunk, capture);
+        plan.record(ctx, model, chunk, capture, mode);
         Ok(plan)
     }
 
@@ -201,7 +333,7 @@ impl Plan {
         }
     }
 
-    fn record(&mut self, ctx: &GpuContext, m: &GpuModel, chunk: usize, cap: bool) {
+    fn record(&mut self, ctx: &GpuContext, m: &GpuModel, chunk: usize, cap: bool, mode: Mode<'_>) {
         let cfg = &m.config;
         let t = self.tokens();
         let (hp, wp) = self.padded;
@@ -210,7 +342,7 @@ impl Plan {
         let b = &self.bufs;
         let first = [
             ops::prepare(ctx, &b.input, &b.x0, &shape),
-            ops::matmul(ctx, b.x0.bind(), &m.conv_first, b.f0.bind(), t, conv_in, false, None, "conv"),
+            conv(ctx, b.x0.bind(), &m.conv_first, b.f0.bind(), t, conv_in, None),
         ];
         first.into_iter().for_each(|d| self.run(d));
         self.capture(ctx, cap, "conv_first", Buf::F0);
@@ -219,19 +351,21 @@ impl Plan {
         self.capture(ctx, cap, "patch_embed", Buf::P(0));
         // u: residual-group input; s1: scratch; s2: block output.
         let (mut u, mut s1, s2) = (0, 1, 2);
+        let mut flat = 0;
         for (r, g) in m.groups.iter().enumerate() {
             for (j, blk) in g.blocks.iter().enumerate() {
                 let x_in = if j == 0 { u } else { s2 };
                 let shift = if j % 2 == 1 { cfg.shift() } else { 0 };
                 let attn = AttnShape { window: cfg.window, heads: cfg.heads[r], head_dim: cfg.head_dim(r), shift };
-                self.record_block(ctx, blk, attn, [x_in, s1, s2], chunk);
+                self.record_block(ctx, blk, attn, [x_in, s1, s2], chunk, (flat, mode));
+                flat += 1;
                 if r == 0 && j < 2 {
                     self.capture(ctx, cap, &format!("block0_{j}"), Buf::P(s2));
                 }
             }
             self.capture(ctx, cap, &format!("group{r}"), Buf::P(s2));
             let b = &self.bufs;
-            let d = ops::matmul(ctx, b.p[s2].bind(), &g.conv, b.p[s1].bind(), t, conv_in, false, Some(b.p[u].bind()), "conv");
+            let d = conv(ctx, b.p[s2].bind(), &g.conv, b.p[s1].bind(), t, conv_in, Some(b.p[u].bind()));
             self.run(d);
             self.capture(ctx, cap, &format!("rstb{r}"), Buf::P(s1));
             (u, s1) = (s1, u);
@@ -239,45 +373,126 @@ impl Plan {
         let b = &self.bufs;
         let tail = [
             ops::layer_norm(ctx, b.p[u].bind(), &m.norm, b.ln.bind(), t, "layernorm"),
-            ops::matmul(ctx, b.ln.bind(), &m.conv_after_body, b.p[s1].bind(), t, conv_in, false, Some(b.f0.bind()), "conv"),
+            conv(ctx, b.ln.bind(), &m.conv_after_body, b.p[s1].bind(), t, conv_in, Some(b.f0.bind())),
         ];
         tail.into_iter().for_each(|d| self.run(d));
         if cap {
             // The golden feature is the conv's own output, before f0 is added.
             let b = &self.bufs;
-            let d = ops::matmul(ctx, b.ln.bind(), &m.conv_after_body, b.p[s2].bind(), t, conv_in, false, None, "conv");
+            let d = conv(ctx, b.ln.bind(), &m.conv_after_body, b.p[s2].bind(), t, conv_in, None);
             self.run(d);
             self.capture(ctx, cap, "conv_after_body", Buf::P(s2));
         }
         let b = &self.bufs;
         let end = [
-            ops::matmul(ctx, b.p[s1].bind(), &m.upsample, b.up.bind(), t, conv_in, false, None, "conv"),
+            conv(ctx, b.p[s1].bind(), &m.upsample, b.up.bind(), t, conv_in, None),
             ops::finish(ctx, &b.up, &b.output, &shape),
         ];
         end.into_iter().for_each(|d| self.run(d));
     }
 
-    /// One Swin block reading p[x_in], using p[y] as scratch and writing p[x_out].
-    fn record_block(&mut self, ctx: &GpuContext, blk: &GpuBlock, attn: AttnShape, [x_in, y, x_out]: [usize; 3], chunk: usize) {
+    /// One Swin block reading p[x_in], using p[y] as scratch and writing p[x_out];
+    /// `block` is its flat index, for the quantizers.
+    fn record_block(
+        &mut self,
+        ctx: &GpuContext,
+        blk: &GpuBlock,
+        attn: AttnShape,
+        [x_in, y, x_out]: [usize; 3],
+        chunk: usize,
+        (block, mode): (usize, Mode<'_>),
+    ) {
         let t = self.tokens();
         let dims = (self.batch, self.padded.0, self.padded.1);
         let b = &self.bufs;
+        let fake = match mode {
+            Mode::Fake(q) => Some(q),
+            _ => None,
+        };
+        let calib = match mode {
+            Mode::Calibrate(c) => Some(c),
+            _ => None,
+        };
+        let act = |slot: Slot| fake.map(|q| q.qref(quant::index(block, slot)));
+        let weights = |i: usize, l| block_weights(fake, block, i, l);
+        let search = |ds: &mut Vec<Dispatch>, slot: Slot, count: usize, x: &GpuBuffer, n: usize, mult: f32| {
+            if let Some(c) = calib {
+                ds.extend(c.searcher.search(ctx, &c.spec(block, slot, count, mult), x, 0, n, &c.params));
+            }
+        };
+        let c = blk.fc2.out_dim;
         let mut ds = vec![ops::layer_norm(ctx, b.p[x_in].bind(), &blk.norm1, b.ln.bind(), t, "layernorm")];
-        for (lin, out) in blk.qkv.iter().zip(&b.qkv) {
-            ds.push(ops::matmul(ctx, b.ln.bind(), lin, out.bind(), t, MatmulInput::Tokens, false, None, "qkv"));
+        search(&mut ds, Slot::Input(0), 3, &b.ln, t * c, 1.0);
+        for (i, (lin, out)) in blk.qkv.iter().zip(&b.qkv).enumerate() {
+            let mm = Matmul { quant: act(Slot::Input(i)), ..Matmul::tokens(b.ln.bind(), weights(i, lin), out.bind(), t, "qkv") };
+            ds.push(ops::matmul(ctx, mm));
+        }
+        let scale = (attn.head_dim as f64).powf(-0.5) as f32;
+        for (i, buf) in b.qkv.iter().enumerate() {
+            search(&mut ds, Slot::Matmul(i), 1, buf, t * c, if i == 0 { scale } else { 1.0 });
         }
         let [q, k, v] = &b.qkv;
-        ds.push(ops::window_attention(ctx, [q.bind(), k.bind(), v.bind()], &blk.table, b.attn.bind(), dims, attn, "attention"));
-        ds.push(ops::matmul(ctx, b.attn.bind(), &blk.proj, b.p[y].bind(), t, MatmulInput::Tokens, false, Some(b.p[x_in].bind()), "proj"));
+        let extras = AttnExtras { quant: act(Slot::Matmul(0)), ..Default::default() };
+        ds.push(ops::window_attention(ctx, [q.bind(), k.bind(), v.bind()], &blk.table, b.attn.bind(), dims, attn, extras, "attention"));
+        if let Some(cal) = calib {
+            self.search_probs(ctx, cal, blk, attn, block, &mut ds);
+        }
+        let b = &self.bufs;
+        search(&mut ds, Slot::Input(3), 1, &b.attn, t * c, 1.0);
+        let proj = Matmul { residual: Some(b.p[x_in].bind()), quant: act(Slot::Input(3)), ..Matmul::tokens(b.attn.bind(), weights(3, &blk.proj), b.p[y].bind(), t, "proj") };
+        ds.push(ops::matmul(ctx, proj));
         ds.push(ops::layer_norm(ctx, b.p[y].bind(), &blk.norm2, b.ln.bind(), t, "layernorm"));
-        let (c, hid) = (blk.fc2.out_dim, blk.fc1.out_dim);
+        search(&mut ds, Slot::Input(4), 1, &b.ln, t * c, 1.0);
+        let hid = blk.fc1.out_dim;
         for start in (0..t).step_by(chunk) {
             let n = chunk.min(t - start);
-            ds.push(ops::matmul(ctx, b.ln.bind_range(start * c, n * c), &blk.fc1, b.hidden.bind_range(0, n * hid), n, MatmulInput::Tokens, true, None, "mlp"));
-            let res = Some(b.p[y].bind_range(start * c, n * c));
-            ds.push(ops::matmul(ctx, b.hidden.bind_range(0, n * hid), &blk.fc2, b.p[x_out].bind_range(start * c, n * c), n, MatmulInput::Tokens, false, res, "mlp"));
+            let fc1 = Matmul {
+                gelu: true,
+                quant: act(Slot::Input(4)),
+                ..Matmul::tokens(b.ln.bind_range(start * c, n * c), weights(4, &blk.fc1), b.hidden.bind_range(0, n * hid), n, "mlp")
+            };
+            ds.push(ops::matmul(ctx, fc1));
+            search(&mut ds, Slot::Input(5), 1, &b.hidden, n * hid, 1.0);
+            let fc2 = Matmul {
+                residual: Some(b.p[y].bind_range(start * c, n * c)),
+                quant: act(Slot::Input(5)),
+                ..Matmul::tokens(b.hidden.bind_range(0, n * hid), weights(5, &blk.fc2), b.p[x_out].bind_range(start * c, n * c), n, "mlp")
+            };
+            ds.push(ops::matmul(ctx, fc2));
         }
         ds.into_iter().for_each(|d| self.run(d));
+    }
+
+    /// Searches the softmax output's quantizer: the attention maps are written for a
+    /// few images at a time (two passes, since min/max must precede the errors).
+    fn search_probs(&self, ctx: &GpuContext, cal: &Calibration, blk: &GpuBlock, attn: AttnShape, block: usize, ds: &mut Vec<Dispatch>) {
+        let b = &self.bufs;
+        let dims = (self.batch, self.padded.0, self.padded.1);
+        let per_image = cal.probs.len / cal.probs_batch;
+        let spec = cal.spec(block, Slot::Matmul(3), 1, 1.0);
+        let chunks: Vec<std::ops::Range<usize>> =
+            (0..self.batch).step_by(cal.probs_batch).map(|s| s..(s + cal.probs_batch).min(self.batch)).collect();
+        let attention = |range: &std::ops::Range<usize>| {
+            let [q, k, v] = &b.qkv;
+            let extras = AttnExtras { quant: None, probs: Some(cal.probs.bind()), batch: Some(range.clone()) };
+            ops::window_attention(ctx, [q.bind(), k.bind(), v.bind()], &blk.table, b.attn.bind(), dims, attn, extras, "attention")
+        };
+        let mut base = 0;
+        for r in &chunks {
+            ds.push(attention(r));
+            let n = r.len() * per_image;
+            ds.push(cal.searcher.minmax_pass(ctx, &spec, cal.probs.bind_range(0, n), n, base));
+            base += Searcher::groups(n);
+        }
+        ds.push(cal.searcher.candidates(ctx, &spec, base));
+        let mut base = 0;
+        for r in &chunks {
+            ds.push(attention(r));
+            let n = r.len() * per_image;
+            ds.push(cal.searcher.errors_pass(ctx, &spec, cal.probs.bind_range(0, n), n, base));
+            base += Searcher::groups(n);
+        }
+        ds.push(cal.searcher.pick(ctx, &spec, base, &cal.params));
     }
 
     /// Uploads a planar (b, ch, h, w) batch, runs the model and returns the planar
@@ -335,6 +550,27 @@ impl Plan {
             _ => None,
         })
     }
+}
+
+/// Linear `i` of a block: its float weights, or their fake-quantized copy.
+fn block_weights<'a>(fake: Option<&'a QuantModel>, block: usize, i: usize, l: &'a GpuLinear) -> ops::Weights<'a> {
+    match fake {
+        Some(q) => l.weights_with(&q.qweights[block][i]),
+        None => l.weights(),
+    }
+}
+
+/// A 3×3 convolution (float in every mode).
+fn conv(
+    ctx: &GpuContext,
+    x: wgpu::BindingResource<'_>,
+    layer: &GpuLinear,
+    out: wgpu::BindingResource<'_>,
+    t: usize,
+    input: MatmulInput,
+    residual: Option<wgpu::BindingResource<'_>>,
+) -> Dispatch {
+    ops::matmul(ctx, Matmul { input, residual, ..Matmul::tokens(x, layer.weights(), out, t, "conv") })
 }
 
 #[derive(Clone, Copy)]

@@ -1,0 +1,95 @@
+//! The quantized model file: safetensors with every quantizer's `N.lower`, `N.upper`
+//! and `N.bias` (f32, shape [1]) under SPEC §6 names, the settings in the metadata,
+//! and the float weights either referenced by SHA-256 or embedded.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use super::{all_names, QParams};
+use crate::model::checkpoint::{load_state_dict, read_safetensors_metadata, save_safetensors};
+use crate::model::{StateDict, SwinConfig, SwinWeights, Tensor};
+
+pub const FORMAT: &str = "swinq-quant-1";
+
+/// Prefix of embedded float weights.
+const WEIGHTS_PREFIX: &str = "float.";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantFile {
+    pub bits: u32,
+    pub method: String,
+    pub scale: usize,
+    /// SHA-256 of the float checkpoint the bounds belong to.
+    pub source_sha256: String,
+    /// Free-form calibration settings (patches, mode, seed, …), stored as metadata.
+    pub settings: BTreeMap<String, String>,
+    /// One entry per quantizer, in index order.
+    pub params: Vec<QParams>,
+}
+
+impl QuantFile {
+    /// Writes the file atomically; `embed` adds the float weights.
+    pub fn save(&self, cfg: &SwinConfig, embed: Option<&SwinWeights>, path: &Path) -> Result<()> {
+        let names = all_names(cfg);
+        if names.len() != self.params.len() {
+            bail!("{} quantizers for a model that has {}", self.params.len(), names.len());
+        }
+        let mut sd = StateDict::new();
+        for (n, q) in names.iter().zip(&self.params) {
+            for (field, v) in [("lower", q.lower), ("upper", q.upper), ("bias", q.bias)] {
+                sd.insert(format!("{n}.{field}"), Tensor::f32(vec![1], vec![v]));
+            }
+        }
+        if let Some(w) = embed {
+            for (k, t) in w.to_state_dict() {
+                sd.insert(format!("{WEIGHTS_PREFIX}{k}"), t);
+            }
+        }
+        let mut meta = self.settings.clone();
+        meta.insert("format".into(), FORMAT.into());
+        meta.insert("bits".into(), self.bits.to_string());
+        meta.insert("method".into(), self.method.clone());
+        meta.insert("scale".into(), self.scale.to_string());
+        meta.insert("source_sha256".into(), self.source_sha256.clone());
+        meta.insert("config".into(), cfg.describe());
+        meta.insert("weights".into(), if embed.is_some() { "embedded" } else { "referenced" }.into());
+        save_safetensors(&sd, &meta, path)
+    }
+
+    /// Reads a quantized file for a model of configuration `cfg`; also returns the
+    /// embedded float weights when the file has them.
+    pub fn load(path: &Path, cfg: &SwinConfig) -> Result<(Self, Option<SwinWeights>)> {
+        let ctx = || path.display().to_string();
+        let meta = read_safetensors_metadata(path).with_context(ctx)?;
+        if meta.get("format").map(String::as_str) != Some(FORMAT) {
+            bail!("{}: not a swinq quantized model (metadata `format` is not {FORMAT})", path.display());
+        }
+        let sd = load_state_dict(path)?;
+        let get = |k: &str| -> Result<String> {
+            meta.get(k).cloned().with_context(|| format!("{}: metadata `{k}` missing", path.display()))
+        };
+        let bits: u32 = get("bits")?.parse().with_context(ctx)?;
+        let scale: usize = get("scale")?.parse().with_context(ctx)?;
+        let mut params = Vec::new();
+        for n in all_names(cfg) {
+            let field = |f: &str| -> Result<f32> {
+                let t = sd.get(&format!("{n}.{f}")).with_context(|| format!("{}: quantizer `{n}.{f}` missing (file made for another architecture?)", path.display()))?;
+                let v = t.as_f32().filter(|v| v.len() == 1).with_context(|| format!("{}: `{n}.{f}` is not one float", path.display()))?;
+                if !v[0].is_finite() {
+                    bail!("{}: `{n}.{f}` is not finite", path.display());
+                }
+                Ok(v[0])
+            };
+            params.push(QParams { lower: field("lower")?, upper: field("upper")?, bias: field("bias")?, _pad: 0.0 });
+        }
+        let float: StateDict =
+            sd.iter().filter_map(|(k, t)| k.strip_prefix(WEIGHTS_PREFIX).map(|k| (k.to_string(), t.clone()))).collect();
+        let embedded = if float.is_empty() { None } else { Some(SwinWeights::from_state_dict(&float).with_context(ctx)?) };
+        let fixed = ["format", "bits", "method", "scale", "source_sha256", "config", "weights"];
+        let settings = meta.iter().filter(|(k, _)| !fixed.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let file = Self { bits, method: get("method")?, scale, source_sha256: get("source_sha256")?, settings, params };
+        Ok((file, embedded))
+    }
+}

@@ -1,0 +1,20 @@
+//! Phase 1: one FP forward over the calibration patches in which every quantizer
+//! searches its bounds on its own input, on the GPU.
+
+use anyhow::Result;
+
+use super::calib::Patches;
+use super::search::Method;
+use super::QParams;
+use crate::gpu::GpuContext;
+use crate::model::graph::{Calibration, GpuModel, Mode, Plan};
+
+/// Bounds of every quantizer (bias c = 0) for `bits`-bit quantization.
+pub fn calibrate(ctx: &GpuContext, model: &GpuModel, patches: &Patches, method: Method, bits: u32) -> Result<Vec<QParams>> {
+    let dims = (patches.n, patches.size, patches.size);
+    let cal = Calibration::new(ctx, model, method, bits, dims)?;
+    cal.search_weights(ctx, model);
+    let plan = Plan::with_mode(ctx, model, dims, false, Mode::Calibrate(&cal))?;
+    plan.forward(ctx, &patches.data, None);
+    Ok(cal.read_params(ctx))
+}
