@@ -301,12 +301,12 @@ impl RadixSorter {
         let tile = self.tile();
         let params = |i: usize, flag| SortParams { n: lens[i] as u32, nb: lens[i].div_ceil(tile) as u32, shift: 0, flag };
         let level = |i: usize| self.levels[i].bind_range(0, lens[i]);
-        for i in 0..lens.len() - 1 {
+        for (i, len) in lens.iter().enumerate().take(lens.len() - 1) {
             ls.push(Launch {
                 entry: "scan_reduce",
                 params: params(i, 0),
                 buffers: vec![level(i), level(i + 1)],
-                groups: grid_blocks(lens[i].div_ceil(tile)),
+                groups: grid_blocks(len.div_ceil(tile)),
             });
         }
         for i in (0..lens.len()).rev() {

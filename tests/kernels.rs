@@ -144,3 +144,32 @@ fn image_prepare_and_finish() {
     let want = cpu::pixel_shuffle_output(&up, b, hp, wp, scale, h * scale, w * scale, 1.0);
     assert_close("finish", &out.read(ctx), &want, TOL);
 }
+
+#[test]
+fn fake_quantized_linear() {
+    use swinq::gpu::ops::QuantRef;
+    use swinq::quant::{fake_quant, levels, QParams};
+    let ctx = gpu();
+    let (m, k, n, bits) = (203, 60, 37, 3);
+    let mut r = rng(7);
+    let x = random(&mut r, m * k, -2.0, 2.0);
+    let lin = random_linear(8, n, k);
+    let qp = [
+        QParams { lower: -0.25, upper: 0.2, bias: 0.0, _pad: 0.0 },
+        QParams { lower: -1.5, upper: 1.7, bias: 0.03, _pad: 0.0 },
+    ];
+    let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
+    let lv = levels(bits);
+    let layer = GpuLinear::linear(ctx, "w", &lin);
+    let qw = GpuBuffer::zeros(ctx, "qw", lin.weight.len());
+    let (xb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::zeros(ctx, "o", m * n));
+    let wq = ops::fake_quant(ctx, &layer.weight, &qw, QuantRef { params: &params, row: 0, levels: lv });
+    let quant = Some(QuantRef { params: &params, row: 1, levels: lv });
+    let mm = ops::matmul(ctx, Matmul { quant, ..Matmul::tokens(xb.bind(), layer.weights_with(&qw), out.bind(), m, "t") });
+    run_now(ctx, &[wq, mm]);
+    let wq_cpu: Vec<f32> = lin.weight.iter().map(|&v| fake_quant(v, &qp[0], lv)).collect();
+    assert_eq!(qw.read::<f32>(ctx), wq_cpu, "fake-quantized weights");
+    let xq: Vec<f32> = x.iter().map(|&v| fake_quant(v, &qp[1], lv)).collect();
+    let want = cpu::linear(&xq, &Linear { weight: wq_cpu, ..lin });
+    assert_close("fake-quantized linear", &out.read(ctx), &want, TOL);
+}
