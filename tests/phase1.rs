@@ -25,19 +25,23 @@ fn dobi_w4_matches_official_bounds() {
     let golden: BTreeMap<String, [f32; 2]> = serde_json::from_str(&text).unwrap();
     let names = all_names(&weights.config);
     assert_eq!(golden.len(), names.len());
-    let (mut worst, mut worst_name, mut mismatched) = (0f64, String::new(), Vec::new());
+    // SPEC §4: a different summation order may flip a near-tie between neighbouring
+    // candidates (l and u then move by one step Δ in opposite directions); anything
+    // else, or more than a handful of flips, is a real difference.
+    let rel = |a: f32, b: f32| ((a - b).abs() / b.abs().max(1e-6)) as f64;
+    let (mut exact, mut flips, mut wrong) = (0, Vec::new(), Vec::new());
     for (name, q) in names.iter().zip(&params) {
-        let want = golden[name];
-        for (got, want) in [(q.lower, want[0]), (q.upper, want[1])] {
-            let rel = ((got - want).abs() / want.abs().max(1e-6)) as f64;
-            if rel > worst {
-                (worst, worst_name) = (rel, name.clone());
-            }
-            if rel > 1e-4 {
-                mismatched.push(format!("{name}: got {got}, official {want}"));
-            }
+        let [l, u] = golden[name];
+        if rel(q.lower, l) <= 1e-4 && rel(q.upper, u) <= 1e-4 {
+            exact += 1;
+            continue;
         }
+        let (dl, du) = (q.lower - l, q.upper - u);
+        let neighbour = (dl + du).abs() <= 1e-4 * u.abs() && dl.abs() <= (u - l) / 2.0;
+        let line = format!("{name}: got [{}, {}], official [{l}, {u}]", q.lower, q.upper);
+        if neighbour { flips.push(line) } else { wrong.push(line) }
     }
-    eprintln!("DOBI W4: worst relative bound difference {worst:.3e} ({worst_name}); {} of {} bounds beyond 1e-4", mismatched.len(), 2 * names.len());
-    assert!(mismatched.is_empty(), "bounds differ from the official code:\n{}", mismatched.join("\n"));
+    eprintln!("DOBI W4: {exact} of {} quantizers within 1e-4 of the official bounds; neighbouring-candidate flips: {flips:?}", names.len());
+    assert!(wrong.is_empty(), "bounds differ from the official code:\n{}", wrong.join("\n"));
+    assert!(flips.len() * 100 <= names.len(), "too many near-tie flips: {flips:?}");
 }
