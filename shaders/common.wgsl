@@ -45,3 +45,13 @@ fn fake_quant(x: f32, q: vec4<f32>, levels: f32) -> f32 {
     }
     return round((clamp(x, q.x, q.y) - q.x) / s) * s + q.x + q.z;
 }
+
+// Order-preserving map of f32 bits to u32 (radix sort keys): flip the sign bit
+// of positives, all bits of negatives.
+fn to_key(u: u32) -> u32 {
+    return u ^ select(0x80000000u, 0xffffffffu, (u >> 31u) == 1u);
+}
+
+fn from_key(k: u32) -> u32 {
+    return k ^ select(0xffffffffu, 0x80000000u, (k >> 31u) == 1u);
+}

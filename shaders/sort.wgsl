@@ -96,15 +96,7 @@ const F32_IN: u32 = 1u;   // the input holds f32 bits: map them to keys on read
 const F32_OUT: u32 = 2u;  // write f32 bits back (inverse map) on output
 const NAN_CHECK: u32 = 4u; // hist: dst[256 * nb] = 1 when an input is NaN
 
-// Order-preserving map of f32 bits to u32: flip the sign bit of positives, all
-// bits of negatives.
-fn to_key(u: u32) -> u32 {
-    return u ^ select(0x80000000u, 0xffffffffu, (u >> 31u) == 1u);
-}
-
-fn from_key(k: u32) -> u32 {
-    return k ^ select(0xffffffffu, 0x80000000u, (k >> 31u) == 1u);
-}
+// to_key and from_key (the order-preserving f32 map) are in common.wgsl.
 
 // The key at src[i] (through the f32 map on the first pass of an f32 sort).
 fn load_key(i: u32) -> u32 {
@@ -113,6 +105,13 @@ fn load_key(i: u32) -> u32 {
 }
 
 // ---------------------------------------------------------------- histogram
+
+// Clears the NaN flag (dst[256 * nb]) inside a recorded command stream, where
+// a queue write cannot be ordered between sorts.
+@compute @workgroup_size(1)
+fn clear_flag() {
+    dst[256u * p.nb] = 0u;
+}
 
 // Eight copies of the 256 bins (bins[d * 8 + (t & 7)]): lanes of a SIMD group
 // that share a digit mostly hit different words (and banks), which keeps the

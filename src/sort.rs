@@ -225,8 +225,50 @@ impl RadixSorter {
         (RADIX * n.div_ceil(self.tile())) as u64 * 4
     }
 
+    /// Grows the scratch buffers for sorts of up to `n` keys, so that
+    /// [`Self::record_u32`] (which takes `&self`) can record them.
+    pub fn reserve(&mut self, ctx: &GpuContext, n: usize) {
+        self.grow_all(ctx, n, false);
+    }
+
+    /// Records, without submitting, the ascending in-place sort of the first `n`
+    /// u32 of `keys`, for command streams that are replayed later (calibration
+    /// plans). Each launch owns its parameters, and a first launch clears the NaN
+    /// slot, which a larger sort's histograms may have overwritten. Needs
+    /// [`Self::reserve`] for at least `n` first.
+    pub fn record_u32(&self, ctx: &GpuContext, keys: &GpuBuffer, n: usize) -> Result<Vec<Dispatch>> {
+        self.check(ctx, keys, n, "keys")?;
+        if n <= 1 {
+            return Ok(Vec::new());
+        }
+        let lens = self.level_lens(n);
+        let alt = self.alt_keys.as_ref().filter(|b| b.len >= n);
+        ensure!(
+            alt.is_some() && self.levels.len() >= lens.len() && self.levels.iter().zip(&lens).enumerate().all(|(i, (b, &l))| b.len >= l + usize::from(i == 0)),
+            "record_u32: reserve({n}) first"
+        );
+        let nb = n.div_ceil(self.tile());
+        let params = SortParams { n: n as u32, nb: nb as u32, shift: 0, flag: 0 };
+        let pipeline = ctx.pipeline(Shader::Sort, "clear_flag", &[Const::U32("KPT", self.kpt)]);
+        let flag = [(2, self.levels[0].bind_range(0, lens[0] + 1))];
+        let mut ds = vec![Dispatch::with_bindings(ctx, pipeline, &params, &flag, [1, 1, 1], "sort")];
+        let mut ls = Vec::new();
+        self.passes(&mut ls, keys, alt.expect("checked"), None, n, 0);
+        ds.extend(ls.into_iter().map(|l| {
+            let pipeline = ctx.pipeline(Shader::Sort, l.entry, &[Const::U32("KPT", self.kpt)]);
+            Dispatch::new(ctx, pipeline, &l.params, &l.buffers, l.groups, "sort")
+        }));
+        Ok(ds)
+    }
+
     /// Grows the scratch buffers for `n` keys and clears the NaN flag.
     fn prepare(&mut self, ctx: &GpuContext, n: usize, pairs: bool) {
+        self.grow_all(ctx, n, pairs);
+        // Queue-ordered: after earlier sorts' use of the slot, before this one's.
+        ctx.queue.write_buffer(&self.levels[0].buffer, self.flag_offset(n), &[0; 4]);
+    }
+
+    fn grow_all(&mut self, ctx: &GpuContext, n: usize, pairs: bool) {
         grow(&mut self.alt_keys, ctx, "sort.keys", n);
         if pairs {
             grow(&mut self.alt_vals, ctx, "sort.values", n);
@@ -243,8 +285,6 @@ impl RadixSorter {
                 self.levels.push(GpuBuffer::zeros(ctx, "sort.scan", len));
             }
         }
-        // Queue-ordered: after earlier sorts' use of the slot, before this one's.
-        ctx.queue.write_buffer(&self.levels[0].buffer, self.flag_offset(n), &[0; 4]);
     }
 
     /// The four digit passes: keys from `a` to `b` and back, twice, so that the

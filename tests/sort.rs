@@ -228,3 +228,25 @@ fn back_to_back_sorts_without_waiting() {
     assert_eq!(gb.into_iter().zip(gv).collect::<Vec<_>>(), wb);
     assert!(cb.read::<f32>(ctx).iter().zip(&wc).all(|(g, w)| g.to_bits() == w.to_bits()));
 }
+
+/// Sorts recorded ahead of time and replayed in one submission, a large one before
+/// a small one (whose NaN slot the large one's histograms overwrite), as the
+/// calibration plans record them.
+#[test]
+fn recorded_sorts_replay_in_one_submission() {
+    let ctx = gpu();
+    let mut sorter = RadixSorter::new(ctx);
+    let (big, small) = (keys(Kind::Random, 70_001, 50), keys(Kind::Dups, 9_999, 51));
+    sorter.reserve(ctx, big.len());
+    let (bb, sb) = (GpuBuffer::from_slice(ctx, "big", &big), GpuBuffer::from_slice(ctx, "small", &small));
+    let mut ds = sorter.record_u32(ctx, &bb, big.len()).unwrap();
+    ds.extend(sorter.record_u32(ctx, &sb, small.len()).unwrap());
+    swinq::gpu::run_now(ctx, &ds);
+    for (buf, data, what) in [(&bb, big, "big"), (&sb, small, "small")] {
+        let mut want = data.clone();
+        want.sort_unstable();
+        assert_eq!(buf.read::<u32>(ctx), want, "{what}");
+    }
+    let huge = GpuBuffer::zeros(ctx, "huge", 1 << 18);
+    assert!(sorter.record_u32(ctx, &huge, 1 << 18).is_err(), "sorts past the reserve must be refused");
+}
