@@ -1,8 +1,11 @@
-// Phase 1 bound search on the GPU (SPEC §4): min/max of a tensor, the candidate
-// bounds, the exact squared error of every candidate over all elements, and the
-// first candidate with the smallest error. Tensors may arrive as several slices
-// (dispatches); partial results are indexed by a global workgroup number so the
-// final reductions see every slice in a fixed order (deterministic).
+// Phase 1 bound search on the GPU (SPEC §4): per-workgroup statistics (min, max,
+// sum) of a tensor and, for the sorted methods, its order-preserving keys; the
+// candidate bounds (DOBI's value steps, or ranks of the sorted keys); the exact
+// squared error and the summed error of every candidate over all elements; and
+// the first candidate with the smallest squared error, with its bias correction.
+// Tensors may arrive as several slices (dispatches); partial results are indexed
+// by a global workgroup number so the final reductions see every slice in a
+// fixed order (deterministic).
 // Header constants: LEVELS (2^b − 1, f32).
 
 struct Params {
@@ -11,80 +14,156 @@ struct Params {
     quantizer: u32,  // first parameter row to write
     count: u32,      // rows written (inputs shared by q, k and v get three)
     k: u32,          // number of candidates
-    one_dir: u32,    // 1: only the upper bound moves
+    flags: u32,      // ONE_DIR | BIAS | CENTER_MEAN | CENTER_MEDIAN | RANKS
     mult: f32,       // scale applied to x before quantizing (q is searched as q·scale)
-    _pad: u32,
+    total: u32,      // elements of the whole tensor (candidates, pick)
 }
+
+const ONE_DIR: u32 = 1u;        // only the upper bound moves
+const BIAS: u32 = 2u;           // write c = mean(x − Q(x)) with the bounds
+const CENTER_MEAN: u32 = 4u;    // value steps shrink towards the mean
+const CENTER_MEDIAN: u32 = 8u;  // value steps shrink towards the median (sorted keys)
+const RANKS: u32 = 16u;         // candidates at the ranks in `ranks` (sorted keys)
+
+// Padding key of the slots past a slice's end: after every real key (it is a
+// NaN pattern, which the map never produces from data that sorts).
+const PAD_KEY: u32 = 0xffffffffu;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> minmax: array<vec2<f32>>;
+@group(0) @binding(2) var<storage, read_write> part: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> cand: array<vec2<f32>>;
-@group(0) @binding(4) var<storage, read_write> errs: array<f32>;
+@group(0) @binding(4) var<storage, read_write> errs: array<vec2<f32>>;
 @group(0) @binding(5) var<storage, read_write> qparams: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> keys: array<u32>;
+@group(0) @binding(7) var<storage, read> ranks: array<u32>;
 
 const WG: u32 = 256u;
 const PER_WG: u32 = 8192u;   // elements per workgroup in both passes
 const CHUNK: u32 = 1024u;    // elements staged in shared memory at a time
 
-var<workgroup> red: array<vec2<f32>, 256>;
+var<workgroup> red: array<vec4<f32>, 256>;
 var<workgroup> stage: array<f32, 1024>;
 
 fn fq(v: f32, l: f32, u: f32) -> f32 {
     return fake_quant(v, vec4<f32>(l, u, 0.0, 0.0), LEVELS);
 }
 
-fn reduce_minmax(lid: u32, v: vec2<f32>) -> vec2<f32> {
+fn has(flag: u32) -> bool {
+    return (p.flags & flag) != 0u;
+}
+
+// (min, max, sum) over the workgroup.
+fn reduce_stats(lid: u32, v: vec4<f32>) -> vec4<f32> {
     red[lid] = v;
     workgroupBarrier();
     for (var off = WG / 2u; off > 0u; off >>= 1u) {
         if (lid < off) {
             let o = red[lid + off];
-            red[lid] = vec2<f32>(min(red[lid].x, o.x), max(red[lid].y, o.y));
+            let a = red[lid];
+            red[lid] = vec4<f32>(min(a.x, o.x), max(a.y, o.y), a.z + o.z, 0.0);
         }
         workgroupBarrier();
     }
     return red[0];
 }
 
-// Per-workgroup (min, max) of x·mult over PER_WG elements.
-@compute @workgroup_size(256)
-fn minmax_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let start = wg.x * PER_WG;
-    var v = vec2<f32>(3.4e38, -3.4e38);
-    for (var i = start + lid.x; i < min(start + PER_WG, p.n); i += WG) {
+// Per-workgroup (min, max, sum) of x·mult over PER_WG elements.
+fn partial_stats(wg: u32, lid: u32) {
+    let start = wg * PER_WG;
+    var v = vec4<f32>(3.4e38, -3.4e38, 0.0, 0.0);
+    for (var i = start + lid; i < min(start + PER_WG, p.n); i += WG) {
         let e = x[i] * p.mult;
-        v = vec2<f32>(min(v.x, e), max(v.y, e));
+        v = vec4<f32>(min(v.x, e), max(v.y, e), v.z + e, 0.0);
     }
-    let r = reduce_minmax(lid.x, v);
-    if (lid.x == 0u) {
-        minmax[p.wg_base + wg.x] = r;
+    let r = reduce_stats(lid, v);
+    if (lid == 0u) {
+        part[p.wg_base + wg] = r;
     }
 }
 
-// Reduces the p.n partial (min, max) pairs and writes the K candidate bounds in
-// 2DQuant's float32 order: Δ = (M − m)/(2K) (one-direction: (M − m)/K),
-// l_i = m + Δ·i, u_i = M − Δ·i.
+@compute @workgroup_size(256)
+fn stats_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    partial_stats(wg.x, lid.x);
+}
+
+// The statistics, and the keys of x·mult in this workgroup's PER_WG key slots
+// (PAD_KEY past the slice's end), for the sort.
+@compute @workgroup_size(256)
+fn stats_keys_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    partial_stats(wg.x, lid.x);
+    let start = wg.x * PER_WG;
+    let slots = (p.wg_base + wg.x) * PER_WG;
+    for (var j = lid.x; j < PER_WG; j += WG) {
+        var k = PAD_KEY;
+        if (start + j < p.n) {
+            k = to_key(bitcast<u32>(x[start + j] * p.mult));
+        }
+        keys[slots + j] = k;
+    }
+}
+
+// Candidate i of the value-step search from min m, max M and centre c:
+// - one-direction (DOBI): Δ = (M − m)/K, (m, M − Δ·i);
+// - mid-range (DOBI, 2DQuant's float32 order): Δ = (M − m)/(2K), (m + Δ·i, M − Δ·i);
+// - centred on c: w = (K − i)/K, (c − (c − m)·w, c + (M − c)·w), both bounds
+//   shrinking towards c in proportion to their distance from it.
+fn value_step(i: u32, m: f32, big_m: f32, c: f32) -> vec2<f32> {
+    if (has(ONE_DIR)) {
+        let delta = (big_m - m) / f32(p.k);
+        return vec2<f32>(m, big_m - delta * f32(i));
+    }
+    if (has(CENTER_MEAN | CENTER_MEDIAN)) {
+        let w = f32(p.k - i) / f32(p.k);
+        return vec2<f32>(c - (c - m) * w, c + (big_m - c) * w);
+    }
+    let delta = (big_m - m) / f32(2u * p.k);
+    let step = delta * f32(i);
+    return vec2<f32>(m + step, big_m - step);
+}
+
+// Reduces the p.n partial statistics and writes the K value-step candidates.
 @compute @workgroup_size(256)
 fn candidates(@builtin(local_invocation_id) lid: vec3<u32>) {
-    var v = vec2<f32>(3.4e38, -3.4e38);
+    var v = vec4<f32>(3.4e38, -3.4e38, 0.0, 0.0);
     for (var i = lid.x; i < p.n; i += WG) {
-        v = vec2<f32>(min(v.x, minmax[i].x), max(v.y, minmax[i].y));
+        let o = part[i];
+        v = vec4<f32>(min(v.x, o.x), max(v.y, o.y), v.z + o.z, 0.0);
     }
-    let r = reduce_minmax(lid.x, v);
-    let m = r.x;
-    let big_m = r.y;
-    let denom = select(f32(2u * p.k), f32(p.k), p.one_dir == 1u);
-    let delta = (big_m - m) / denom;
+    let r = reduce_stats(lid.x, v);
+    let mean = r.z / f32(p.total);
     for (var i = lid.x; i < p.k; i += WG) {
-        let step = delta * f32(i);
-        let lower = select(m + step, m, p.one_dir == 1u);
-        cand[i] = vec2<f32>(lower, big_m - step);
+        cand[i] = value_step(i, r.x, r.y, mean);
     }
 }
 
-// Σ (x − Q_i(x))² for every candidate i < K over this workgroup's elements; one
-// thread per candidate, the elements staged in shared memory.
+// x·mult of rank r among the p.total real keys, sorted ascending.
+fn sorted_value(r: u32) -> f32 {
+    return bitcast<f32>(from_key(keys[r]));
+}
+
+// The K candidates from the sorted keys: at ranks (l = x_(r_i) or, one-direction,
+// the minimum; u = x_(N−1−r_i)), or value steps towards the median
+// (x_(⌊(N−1)/2⌋) + x_(⌊N/2⌋))/2.
+@compute @workgroup_size(256)
+fn candidates_sorted(@builtin(local_invocation_id) lid: vec3<u32>) {
+    let n = p.total;
+    let m = sorted_value(0u);
+    let big_m = sorted_value(n - 1u);
+    let median = 0.5 * sorted_value((n - 1u) / 2u) + 0.5 * sorted_value(n / 2u);
+    for (var i = lid.x; i < p.k; i += WG) {
+        if (has(RANKS)) {
+            let r = ranks[i];
+            cand[i] = vec2<f32>(select(sorted_value(r), m, has(ONE_DIR)), sorted_value(n - 1u - r));
+        } else {
+            cand[i] = value_step(i, m, big_m, median);
+        }
+    }
+}
+
+// (Σ (x − Q_i(x))², Σ (x − Q_i(x))) for every candidate i < K over this
+// workgroup's elements; one thread per candidate, the elements staged in shared
+// memory.
 @compute @workgroup_size(256)
 fn candidate_errors(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let start = wg.x * PER_WG;
@@ -93,7 +172,8 @@ fn candidate_errors(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     if (lid.x < p.k) {
         bounds = cand[lid.x];
     }
-    var acc = 0.0;
+    var sq = 0.0;
+    var sum = 0.0;
     for (var c0 = start; c0 < end; c0 += CHUNK) {
         let len = min(CHUNK, end - c0);
         for (var i = lid.x; i < len; i += WG) {
@@ -103,34 +183,41 @@ fn candidate_errors(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
         if (lid.x < p.k) {
             for (var i = 0u; i < len; i++) {
                 let d = stage[i] - fq(stage[i], bounds.x, bounds.y);
-                acc = fma(d, d, acc);
+                sq = fma(d, d, sq);
+                sum += d;
             }
         }
         workgroupBarrier();
     }
     if (lid.x < p.k) {
-        errs[(p.wg_base + wg.x) * p.k + lid.x] = acc;
+        errs[(p.wg_base + wg.x) * p.k + lid.x] = vec2<f32>(sq, sum);
     }
 }
 
+// Kahan step: (sum, compensation) + y.
+fn kahan(acc: vec2<f32>, v: f32) -> vec2<f32> {
+    let y = v - acc.y;
+    let t = acc.x + y;
+    return vec2<f32>(t, (t - acc.x) - y);
+}
+
 // Sums the p.n partial error rows per candidate (Kahan, fixed order), takes the
-// first candidate with the smallest error and writes it to p.count rows.
+// first candidate with the smallest squared error and writes it to p.count rows,
+// with the bias c = Σ (x − Q(x)) / N = mean(x) − mean(Q(x)) when BIAS is set.
 @compute @workgroup_size(256)
 fn pick_best(@builtin(local_invocation_id) lid: vec3<u32>) {
-    var total = 3.4e38;
+    var sq = vec2<f32>(3.4e38, 0.0);
+    var sum = vec2<f32>(0.0);
     if (lid.x < p.k) {
-        var sum = 0.0;
-        var comp = 0.0;
+        sq = vec2<f32>(0.0);
         for (var g = 0u; g < p.n; g++) {
-            let y = errs[g * p.k + lid.x] - comp;
-            let t = sum + y;
-            comp = (t - sum) - y;
-            sum = t;
+            let e = errs[g * p.k + lid.x];
+            sq = kahan(sq, e.x);
+            sum = kahan(sum, e.y);
         }
-        total = sum;
     }
-    // Reduce (error, index) pairs; ties go to the lower index.
-    red[lid.x] = vec2<f32>(total, f32(lid.x));
+    // Reduce (error, index, summed error) triples; ties go to the lower index.
+    red[lid.x] = vec4<f32>(sq.x, f32(lid.x), sum.x, 0.0);
     workgroupBarrier();
     for (var off = WG / 2u; off > 0u; off >>= 1u) {
         if (lid.x < off) {
@@ -144,6 +231,7 @@ fn pick_best(@builtin(local_invocation_id) lid: vec3<u32>) {
     }
     if (lid.x < p.count) {
         let best = cand[u32(red[0].y)];
-        qparams[p.quantizer + lid.x] = vec4<f32>(best.x, best.y, 0.0, 0.0);
+        let c = select(0.0, red[0].z / f32(p.total), has(BIAS));
+        qparams[p.quantizer + lid.x] = vec4<f32>(best.x, best.y, c, 0.0);
     }
 }

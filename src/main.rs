@@ -16,7 +16,7 @@ use swinq::model::SwinWeights;
 use swinq::quant::calib::{load_patches, PatchMode};
 use swinq::quant::file::QuantFile;
 use swinq::quant::phase1::calibrate;
-use swinq::quant::search::Method;
+use swinq::quant::search::{Center, Method};
 use swinq::upscale::{Tiling, Upscaler};
 use swinq::weights_registry::resolve_weights;
 
@@ -82,9 +82,25 @@ enum Command {
         /// Bits for weights and activations (2..=8).
         #[arg(long, default_value_t = 4)]
         bits: u32,
-        /// Bound search: minmax, dobi (2DQuant's released code), dobi-paper.
+        /// Phase 1 method, `BASE[+OPTION]...`. BASE: minmax; dobi (2DQuant's released
+        /// code: K = 100 equal value steps, symmetric); dobi-paper (one-direction for the
+        /// softmax output and the fc2 input); sorted-uniform, sorted-tail (candidates
+        /// at ranks of the tensor sorted on the GPU: clip fractions i/(2K), or log-spaced
+        /// from 1/N towards 1/2). OPTIONs: onedir (one-direction for the softmax output
+        /// and the fc2 input), center-mean, center-median (dobi: shrink towards the mean
+        /// or median instead of the mid-range), bias (bias correction c = mean(x) −
+        /// mean(Q(x))). Aliases: 2dquant (= dobi, phase 2 not yet), 2dquant+ (=
+        /// sorted-tail+bias, provisional until the ablation). The full name is printed
+        /// and stored in the file.
         #[arg(long, default_value = "dobi")]
         method: String,
+        /// Add bias correction to the method (same as its +bias option).
+        #[arg(long)]
+        bias: bool,
+        /// Centre of the symmetric value-step search: mid, mean or median (same as the
+        /// method's +center-… option; dobi only).
+        #[arg(long)]
+        center: Option<String>,
         /// Number of 64×64 calibration patches.
         #[arg(long, default_value_t = 32)]
         patches: usize,
@@ -159,8 +175,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Convert { input, output } => convert(&input, &output),
         Command::Upscale { model, inputs, output } => upscale(&model, &inputs, &output),
         Command::Eval { model, dataset, scale, json, quantized } => eval(&model, &dataset, scale, json, quantized.as_deref()),
-        Command::Calibrate { model, calib, scale, bits, method, patches, patch_mode, seed, embed_weights, output } => {
-            let opts = CalibOptions { calib, bits, method, patches, patch_mode, seed, embed_weights };
+        Command::Calibrate { model, calib, scale, bits, method, bias, center, patches, patch_mode, seed, embed_weights, output } => {
+            let opts = CalibOptions { calib, bits, method, bias, center, patches, patch_mode, seed, embed_weights };
             run_calibrate(&model, scale, &opts, &output)
         }
     }
@@ -298,6 +314,8 @@ struct CalibOptions {
     calib: PathBuf,
     bits: u32,
     method: String,
+    bias: bool,
+    center: Option<String>,
     patches: usize,
     patch_mode: String,
     seed: u64,
@@ -308,10 +326,8 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     if !(2..=8).contains(&o.bits) {
         bail!("--bits {}: only 2 to 8 bits are supported", o.bits);
     }
-    let method = Method::parse(&o.method).with_context(|| {
-        let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
-        format!("--method {}: unknown; choose one of {}", o.method, names.join(", "))
-    })?;
+    let center = o.center.as_deref().map(Center::parse).transpose().context("--center")?;
+    let method = Method::parse(&o.method).and_then(|m| m.with_options(o.bias, center)).context("--method")?;
     let mode = match o.patch_mode.as_str() {
         "center" => PatchMode::Center,
         "random" => PatchMode::Random,
@@ -336,7 +352,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     settings.insert("seed".into(), o.seed.to_string());
     settings.insert("calib".into(), o.calib.display().to_string());
     settings.insert("phase2_iters".into(), "0".into());
-    let file = QuantFile { bits: o.bits, method: method.name().into(), scale: s, source_sha256: hash, settings, params };
+    let file = QuantFile { bits: o.bits, method: method.name(), scale: s, source_sha256: hash, settings, params };
     file.save(&weights.config, o.embed_weights.then_some(&weights), output)?;
     eprintln!("phase 1 done in {:.1} s → {}", start.elapsed().as_secs_f64(), output.display());
     Ok(())

@@ -20,7 +20,7 @@ fn dobi_w4_matches_official_bounds() {
     let model = GpuModel::upload(ctx, &weights);
     let dir = shared().join("datasets/calib/LR_bicubic/X2");
     let patches = load_patches(&dir, 8, 64, PatchMode::Center, 0, 8).unwrap();
-    let params = calibrate(ctx, &model, &patches, Method::Dobi, 4).unwrap();
+    let params = calibrate(ctx, &model, &patches, Method::DOBI, 4).unwrap();
     let text = std::fs::read_to_string(shared().join("golden/dobi_w4_bounds.json")).unwrap();
     let golden: BTreeMap<String, [f32; 2]> = serde_json::from_str(&text).unwrap();
     let names = all_names(&weights.config);

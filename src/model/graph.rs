@@ -1,7 +1,7 @@
 //! The SwinIR forward on the GPU: weights uploaded once, then a `Plan` per input
 //! size that owns the activation buffers and the recorded dispatches.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use super::config::{SwinConfig, RGB_MEAN};
 use super::weights::SwinWeights;
@@ -152,10 +152,13 @@ impl Calibration {
         }
         let probs_batch = fit.min(b);
         let tokens = b * hp * wp;
-        let max_elems = (tokens * cfg.mlp_hidden).max(probs_batch * per_image).max(cfg.mlp_hidden * cfg.embed_dim);
+        // Sorting methods sort the softmax output of the whole batch at once.
+        let probs = if method.sorts() { b * per_image } else { probs_batch * per_image };
+        let max_elems = (tokens * cfg.mlp_hidden).max(probs).max(cfg.mlp_hidden * cfg.embed_dim);
         let n_params = cfg.num_blocks() * quant::PER_BLOCK;
         Ok(Self {
-            searcher: Searcher::new(ctx, max_elems, bits),
+            searcher: Searcher::new(ctx, max_elems, bits, method.sorts())
+                .with_context(|| format!("{} on {b} calibration patches (use fewer)", method.name()))?,
             method,
             params: GpuBuffer::zeros(ctx, "qparams", 4 * n_params),
             probs: GpuBuffer::zeros(ctx, "probs", probs_batch * per_image),
@@ -169,8 +172,7 @@ impl Calibration {
     }
 
     fn spec(&self, block: usize, slot: Slot, count: usize, mult: f32) -> SearchSpec {
-        let one_dir = self.method == Method::DobiPaper && matches!(slot, Slot::Matmul(3) | Slot::Input(5));
-        SearchSpec { index: quant::index(block, slot), count, k: self.method.candidates(), one_dir, mult }
+        self.method.spec(quant::index(block, slot), slot, count, mult)
     }
 
     /// Searches every weight quantizer (weights do not depend on the data).
@@ -477,14 +479,15 @@ impl Plan {
             let extras = AttnExtras { quant: None, probs: Some(cal.probs.bind()), batch: Some(range.clone()) };
             ops::window_attention(ctx, [q.bind(), k.bind(), v.bind()], &blk.table, b.attn.bind(), dims, attn, extras, "attention")
         };
-        let mut base = 0;
+        let (mut base, mut total) = (0, 0);
         for r in &chunks {
             ds.push(attention(r));
             let n = r.len() * per_image;
-            ds.push(cal.searcher.minmax_pass(ctx, &spec, cal.probs.bind_range(0, n), n, base));
+            ds.push(cal.searcher.stats_pass(ctx, &spec, cal.probs.bind_range(0, n), n, base));
             base += Searcher::groups(n);
+            total += n;
         }
-        ds.push(cal.searcher.candidates(ctx, &spec, base));
+        ds.extend(cal.searcher.candidates(ctx, &spec, base, total));
         let mut base = 0;
         for r in &chunks {
             ds.push(attention(r));
@@ -492,7 +495,7 @@ impl Plan {
             ds.push(cal.searcher.errors_pass(ctx, &spec, cal.probs.bind_range(0, n), n, base));
             base += Searcher::groups(n);
         }
-        ds.push(cal.searcher.pick(ctx, &spec, base, &cal.params));
+        ds.push(cal.searcher.pick(ctx, &spec, base, total, &cal.params));
     }
 
     /// Uploads a planar (b, ch, h, w) batch, runs the model and returns the planar

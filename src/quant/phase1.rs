@@ -1,5 +1,6 @@
 //! Phase 1: one FP forward over the calibration patches in which every quantizer
-//! searches its bounds on its own input, on the GPU.
+//! searches its bounds (and, with bias correction, its bias c) on its own input,
+//! on the GPU.
 
 use anyhow::Result;
 
@@ -9,7 +10,8 @@ use super::QParams;
 use crate::gpu::GpuContext;
 use crate::model::graph::{Calibration, GpuModel, Mode, Plan};
 
-/// Bounds of every quantizer (bias c = 0) for `bits`-bit quantization.
+/// Bounds and bias of every quantizer for `bits`-bit quantization (c = 0 unless
+/// the method corrects the bias; weights get theirs from the same search).
 pub fn calibrate(ctx: &GpuContext, model: &GpuModel, patches: &Patches, method: Method, bits: u32) -> Result<Vec<QParams>> {
     let dims = (patches.n, patches.size, patches.size);
     let cal = Calibration::new(ctx, model, method, bits, dims)?;
