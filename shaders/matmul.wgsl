@@ -1,6 +1,11 @@
 // C[m, n] = Σ_k A[m, k] · W[n, k] + bias[n]  (+ GELU) (+ residual[m, n])
-// The one tiled matmul behind every linear layer and every 3×3 convolution.
-// Header constants: A_MODE (0: A is a dense (m, k) matrix; 1: A is the im2col
+// The matmul behind every linear layer and every 3×3 convolution, in two
+// strategies that share the operand loads and the epilogue:
+// - `main` (GPUs): 64×64 tiles staged in workgroup memory, W as (n, k) in storage;
+// - `rows` (CPU drivers such as lavapipe, where every storage or workgroup load is
+//   a per-lane scalar loop but a uniform-buffer load is one vector gather): an
+//   invocation computes 4·V columns of one row of C, W comes from a uniform block.
+// Header constants: V (rows only), A_MODE (0: A is a dense (m, k) matrix; 1: A is the im2col
 // view of an NHWC image for a 3×3 convolution with padding 1, k = ci·9 + ky·3 + kx,
 // matching PyTorch's (out, in, 3, 3) weights), GELU (bool), LEVELS (2^b − 1 of the
 // fake-quantized model; A is fake-quantized on load with qparams[act_quant − 1]
@@ -16,6 +21,11 @@ struct Params {
     img_w: u32,
     cin: u32,
     act_quant: u32,
+    // rows only: first column of this dispatch's weight block.
+    col0: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -25,6 +35,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
 @group(0) @binding(6) var<storage, read> qparams: array<vec4<f32>>;
+// rows only: Wᵀ of 4·V columns, (k, V) vec4s, bound at the column block's offset.
+@group(0) @binding(7) var<uniform> w_block: array<vec4<f32>, 4096>;
 
 const TILE: u32 = 64u;   // rows and columns of C per workgroup
 const TK: u32 = 16u;     // depth of one shared-memory slice
@@ -36,14 +48,22 @@ const QUADS: u32 = 16u;  // TILE / 4: each thread owns a 4×4 block of C
 var<workgroup> a_tile: array<vec4<f32>, 256>;  // [TK][QUADS]
 var<workgroup> w_tile: array<vec4<f32>, 256>;  // [TK][QUADS]
 
-fn load_a(row: u32, kk: u32) -> f32 {
+// The activation quantizer's parameters (read once per invocation).
+fn act_params() -> vec4<f32> {
+    if (p.act_quant == 0u) {
+        return vec4<f32>(0.0);
+    }
+    return qparams[p.act_quant - 1u];
+}
+
+fn load_a(row: u32, kk: u32, q: vec4<f32>) -> f32 {
     if (row >= p.m || kk >= p.k) {
         return 0.0;
     }
     if (A_MODE == 0u) {
         let v = a[row * p.k + kk];
         if (p.act_quant > 0u) {
-            return fake_quant(v, qparams[p.act_quant - 1u], LEVELS);
+            return fake_quant(v, q, LEVELS);
         }
         return v;
     }
@@ -99,10 +119,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     // Each thread fills one vec4 of each tile: depth kk, quad q (rows or columns 4q..4q+3).
     let kk = tid % TK;
     let q = tid / TK;
+    let aq = act_params();
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
         let r = row0 + 4u * q;
         let n = col0 + 4u * q;
-        a_tile[kk * QUADS + q] = vec4<f32>(load_a(r, k0 + kk), load_a(r + 1u, k0 + kk), load_a(r + 2u, k0 + kk), load_a(r + 3u, k0 + kk));
+        let ka = k0 + kk;
+        a_tile[kk * QUADS + q] = vec4<f32>(load_a(r, ka, aq), load_a(r + 1u, ka, aq), load_a(r + 2u, ka, aq), load_a(r + 3u, ka, aq));
         w_tile[kk * QUADS + q] = vec4<f32>(load_w(n, k0 + kk), load_w(n + 1u, k0 + kk), load_w(n + 2u, k0 + kk), load_w(n + 3u, k0 + kk));
         workgroupBarrier();
         for (var d = 0u; d < TK; d++) {
@@ -121,4 +143,25 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     epilogue(row + 1u, col, acc1);
     epilogue(row + 2u, col, acc2);
     epilogue(row + 3u, col, acc3);
+}
+
+@compute @workgroup_size(64)
+fn rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row = wg.x * 64u + lid.x;
+    let aq = act_params();
+    // V ≤ 8 keeps these loops unrolled by the driver, so acc stays in registers.
+    var acc: array<vec4<f32>, V>;
+    for (var j = 0u; j < V; j++) {
+        acc[j] = vec4<f32>(0.0);
+    }
+    for (var kk = 0u; kk < p.k; kk++) {
+        let av = vec4<f32>(load_a(row, kk, aq));
+        let base = kk * V;
+        for (var j = 0u; j < V; j++) {
+            acc[j] = fma(av, w_block[base + j], acc[j]);
+        }
+    }
+    for (var j = 0u; j < V; j++) {
+        epilogue(row, p.col0 + 4u * j, acc[j]);
+    }
 }

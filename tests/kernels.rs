@@ -4,12 +4,15 @@ mod common;
 
 use common::{assert_close, gpu, random, rng};
 use swinq::gpu::ops::{self, AttnExtras, AttnShape, GpuLinear, GpuNorm, ImageShape, Matmul, MatmulInput};
-use swinq::gpu::{run_now, GpuBuffer};
+use swinq::gpu::{run_now, GpuBuffer, MatmulKind};
 use swinq::model::config::RGB_MEAN;
 use swinq::model::cpu;
 use swinq::model::weights::{Conv3x3, LayerNorm, Linear};
 
 const TOL: f64 = 1e-5;
+
+/// Both matmul strategies run on every device; the tests check each.
+const KINDS: [MatmulKind; 2] = [MatmulKind::Tiled, MatmulKind::Rows];
 
 fn random_linear(seed: u64, out_dim: usize, in_dim: usize) -> Linear {
     let mut r = rng(seed);
@@ -29,19 +32,20 @@ fn linear_with_gelu_and_residual() {
     let x = random(&mut r, m * k, -2.0, 2.0);
     let res = random(&mut r, m * n, -1.0, 1.0);
     let lin = random_linear(2, n, k);
-    let layer = GpuLinear::linear(ctx, "w", &lin);
     let (xb, rb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::from_slice(ctx, "r", &res), GpuBuffer::zeros(ctx, "o", m * n));
     let plain = cpu::linear(&x, &lin);
-    for (gelu, residual) in [(false, false), (true, false), (false, true), (true, true)] {
-        let mm = Matmul { gelu, residual: residual.then(|| rb.bind()), ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), m, "t") };
-        let d = ops::matmul(ctx, mm);
-        run_now(ctx, &[d]);
-        let want: Vec<f32> = plain
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| (if gelu { cpu::gelu(v) } else { v }) + if residual { res[i] } else { 0.0 })
-            .collect();
-        assert_close(&format!("linear gelu={gelu} residual={residual}"), &out.read(ctx), &want, TOL);
+    for kind in KINDS {
+        let layer = GpuLinear::with_kind(ctx, kind, "w", &lin.weight, &lin.bias, n);
+        for (gelu, residual) in [(false, false), (true, false), (false, true), (true, true)] {
+            let mm = Matmul { gelu, residual: residual.then(|| rb.bind()), ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), m, "t") };
+            run_now(ctx, &ops::matmul(ctx, mm));
+            let want: Vec<f32> = plain
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (if gelu { cpu::gelu(v) } else { v }) + if residual { res[i] } else { 0.0 })
+                .collect();
+            assert_close(&format!("linear {kind:?} gelu={gelu} residual={residual}"), &out.read(ctx), &want, TOL);
+        }
     }
 }
 
@@ -52,7 +56,7 @@ fn gelu_matches_f64_erf() {
     let x: Vec<f32> = (0..2001).map(|i| -10.0 + i as f32 * 0.01).collect();
     let layer = GpuLinear::new(ctx, "id", &[1.0], &[0.0], 1);
     let (xb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::zeros(ctx, "o", x.len()));
-    run_now(ctx, &[ops::matmul(ctx, Matmul { gelu: true, ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), x.len(), "t") })]);
+    run_now(ctx, &ops::matmul(ctx, Matmul { gelu: true, ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), x.len(), "t") }));
     let got: Vec<f32> = out.read(ctx);
     // f32 GELU loses relative precision where 1 + erf(x/√2) cancels (x ≪ 0), as
     // PyTorch's does: measure the error against max(|gelu(x)|, 1e-2).
@@ -72,18 +76,23 @@ fn gelu_matches_f64_erf() {
 #[test]
 fn conv3x3_nhwc() {
     let ctx = gpu();
-    let (b, h, w, cin, cout) = (2, 13, 11, 7, 9);
-    let mut r = rng(3);
-    let x = random(&mut r, b * h * w * cin, -1.0, 1.0);
-    let conv = Conv3x3 { weight: random(&mut r, cout * cin * 9, -0.3, 0.3), bias: random(&mut r, cout, -0.1, 0.1), out_ch: cout, in_ch: cin };
-    let res = random(&mut r, b * h * w * cout, -1.0, 1.0);
-    let layer = GpuLinear::conv(ctx, "c", &conv);
-    let (xb, rb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::from_slice(ctx, "r", &res), GpuBuffer::zeros(ctx, "o", res.len()));
-    let input = MatmulInput::Conv3x3 { h, w };
-    let mm = Matmul { input, residual: Some(rb.bind()), ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), b * h * w, "t") };
-    run_now(ctx, &[ops::matmul(ctx, mm)]);
-    let want: Vec<f32> = cpu::conv3x3(&x, b, h, w, &conv).iter().zip(&res).map(|(a, c)| a + c).collect();
-    assert_close("conv3x3", &out.read(ctx), &want, TOL);
+    let (b, h, w) = (2, 13, 11);
+    // The second size needs several weight blocks of fewer than 32 columns in `rows`.
+    for (cin, cout) in [(7, 9), (61, 67)] {
+        let mut r = rng(3);
+        let x = random(&mut r, b * h * w * cin, -1.0, 1.0);
+        let conv = Conv3x3 { weight: random(&mut r, cout * cin * 9, -0.3, 0.3), bias: random(&mut r, cout, -0.1, 0.1), out_ch: cout, in_ch: cin };
+        let res = random(&mut r, b * h * w * cout, -1.0, 1.0);
+        let (xb, rb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::from_slice(ctx, "r", &res), GpuBuffer::zeros(ctx, "o", res.len()));
+        let want: Vec<f32> = cpu::conv3x3(&x, b, h, w, &conv).iter().zip(&res).map(|(a, c)| a + c).collect();
+        for kind in KINDS {
+            let layer = GpuLinear::with_kind(ctx, kind, "c", &conv.weight, &conv.bias, cout);
+            let input = MatmulInput::Conv3x3 { h, w };
+            let mm = Matmul { input, residual: Some(rb.bind()), ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), b * h * w, "t") };
+            run_now(ctx, &ops::matmul(ctx, mm));
+            assert_close(&format!("conv3x3 {kind:?} {cin}→{cout} ({:?})", layer.layout), &out.read(ctx), &want, TOL);
+        }
+    }
 }
 
 #[test]
@@ -160,16 +169,20 @@ fn fake_quantized_linear() {
     ];
     let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
     let lv = levels(bits);
-    let layer = GpuLinear::linear(ctx, "w", &lin);
-    let qw = GpuBuffer::zeros(ctx, "qw", lin.weight.len());
     let (xb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::zeros(ctx, "o", m * n));
-    let wq = ops::fake_quant(ctx, &layer.weight, &qw, QuantRef { params: &params, row: 0, levels: lv });
-    let quant = Some(QuantRef { params: &params, row: 1, levels: lv });
-    let mm = ops::matmul(ctx, Matmul { quant, ..Matmul::tokens(xb.bind(), layer.weights_with(&qw), out.bind(), m, "t") });
-    run_now(ctx, &[wq, mm]);
     let wq_cpu: Vec<f32> = lin.weight.iter().map(|&v| fake_quant(v, &qp[0], lv)).collect();
-    assert_eq!(qw.read::<f32>(ctx), wq_cpu, "fake-quantized weights");
     let xq: Vec<f32> = x.iter().map(|&v| fake_quant(v, &qp[1], lv)).collect();
-    let want = cpu::linear(&xq, &Linear { weight: wq_cpu, ..lin });
-    assert_close("fake-quantized linear", &out.read(ctx), &want, TOL);
+    let want = cpu::linear(&xq, &Linear { weight: wq_cpu.clone(), ..lin.clone() });
+    for kind in KINDS {
+        let layer = GpuLinear::with_kind(ctx, kind, "w", &lin.weight, &lin.bias, n);
+        let qw = layer.weight_copy(ctx, "qw");
+        let mut ds = vec![layer.copy_weights(ctx, &qw, Some(QuantRef { params: &params, row: 0, levels: lv }))];
+        let quant = Some(QuantRef { params: &params, row: 1, levels: lv });
+        ds.extend(ops::matmul(ctx, Matmul { quant, ..Matmul::tokens(xb.bind(), layer.weights_with(&qw), out.bind(), m, "t") }));
+        run_now(ctx, &ds);
+        if kind == MatmulKind::Tiled {
+            assert_eq!(qw.read::<f32>(ctx), wq_cpu, "fake-quantized weights");
+        }
+        assert_close(&format!("fake-quantized linear {kind:?}"), &out.read(ctx), &want, TOL);
+    }
 }

@@ -10,7 +10,9 @@ pub struct GpuBuffer {
     pub len: usize,
 }
 
+// UNIFORM too: the `rows` matmul reads weight blocks as uniform buffers.
 const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::UNIFORM)
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 

@@ -26,12 +26,35 @@ impl AdapterChoice {
 }
 
 /// One wgpu device and queue shared by everything in a process.
+/// Which matmul strategy the device runs (see shaders/matmul.wgsl).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulKind {
+    /// Workgroup-memory tiles: GPUs.
+    Tiled,
+    /// A row of C per invocation with the weights in uniform blocks: CPU drivers.
+    Rows,
+}
+
+impl MatmulKind {
+    /// `SWINQ_MATMUL=tiled|rows` overrides the choice by device type.
+    fn for_device(info: &wgpu::AdapterInfo) -> Result<Self> {
+        match std::env::var("SWINQ_MATMUL").ok().as_deref() {
+            Some("tiled") => Ok(Self::Tiled),
+            Some("rows") => Ok(Self::Rows),
+            Some(other) => bail!("SWINQ_MATMUL must be `tiled` or `rows`, not `{other}`"),
+            None if info.device_type == wgpu::DeviceType::Cpu => Ok(Self::Rows),
+            None => Ok(Self::Tiled),
+        }
+    }
+}
+
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub features: wgpu::Features,
     pub limits: wgpu::Limits,
+    pub matmul: MatmulKind,
     pipelines: PipelineCache,
     /// Small buffers bound where a kernel's optional input (`empty`) or output
     /// (`sink`) is unused, so every entry point keeps one bind-group layout.
@@ -104,7 +127,8 @@ impl GpuContext {
             })
         };
         let (empty, sink) = (small("empty"), small("sink"));
-        Ok(Self { device, queue, info, features, limits, pipelines: PipelineCache::default(), empty, sink })
+        let matmul = MatmulKind::for_device(&info)?;
+        Ok(Self { device, queue, info, features, limits, matmul, pipelines: PipelineCache::default(), empty, sink })
     }
 
     /// The compiled pipeline for `shader`'s `entry` with the given header constants.

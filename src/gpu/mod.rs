@@ -7,5 +7,5 @@ pub mod ops;
 pub mod profiler;
 
 pub use buffer::{read_bytes, GpuBuffer};
-pub use context::{adapters_report, AdapterChoice, GpuContext};
+pub use context::{adapters_report, AdapterChoice, GpuContext, MatmulKind};
 pub use kernels::{grid_1d, run_now, Const, Dispatch, PipelineCache, Shader};

@@ -3,26 +3,76 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{grid_1d, Const, Dispatch, GpuBuffer, GpuContext, Shader};
+use super::{grid_1d, run_now, Const, Dispatch, GpuBuffer, GpuContext, MatmulKind, Shader};
 use crate::model::weights::{Conv3x3, LayerNorm, Linear};
 
-/// A linear layer or 3×3 convolution on the GPU: weight (out, in·taps) and bias.
+/// 4-byte words of the `rows` matmul's uniform weight block (64 KiB, the smallest
+/// uniform binding limit wgpu guarantees).
+const BLOCK_WORDS: usize = 16384;
+
+/// How a matmul's weights are laid out in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// (n, k) as PyTorch stores it: the tiled matmul.
+    Dense,
+    /// The `rows` matmul's column blocks: block b holds Wᵀ of columns 4·v·b.. as
+    /// (k, 4·v), starting at word b·slot.
+    Blocks { v: usize, blocks: usize, slot: usize },
+}
+
+impl WeightLayout {
+    /// The layout for an (out_dim, k) weight on this device: as few column blocks
+    /// of at most 32 columns as fit the uniform block, or dense for the tiled
+    /// matmul (also when one column of k weights would not fit).
+    pub fn for_layer(ctx: &GpuContext, kind: MatmulKind, out_dim: usize, k: usize) -> Self {
+        let v_max = (BLOCK_WORDS / (4 * k.max(1))).min(8);
+        if kind == MatmulKind::Tiled || v_max == 0 {
+            return Self::Dense;
+        }
+        let blocks = out_dim.div_ceil(4 * v_max);
+        let v = out_dim.div_ceil(4 * blocks);
+        let align = (ctx.limits.min_uniform_buffer_offset_alignment as usize / 4).max(1);
+        Self::Blocks { v, blocks, slot: (4 * v * k).next_multiple_of(align) }
+    }
+
+    /// Words the laid-out weight of `elems` values takes (the last block's binding
+    /// spans a whole uniform block).
+    pub fn words(self, elems: usize) -> usize {
+        match self {
+            Self::Dense => elems,
+            Self::Blocks { blocks, slot, .. } => (blocks - 1) * slot + BLOCK_WORDS,
+        }
+    }
+}
+
+/// A linear layer or 3×3 convolution on the GPU: weight (out, in·taps) and bias,
+/// and the weight in the layout its matmul reads when that differs.
 pub struct GpuLinear {
     pub weight: GpuBuffer,
     pub bias: GpuBuffer,
     pub out_dim: usize,
     /// Inner dimension of the matmul (in, or in·9 for a convolution).
     pub k: usize,
+    pub layout: WeightLayout,
+    laid_out: Option<GpuBuffer>,
 }
 
 impl GpuLinear {
     pub fn new(ctx: &GpuContext, label: &str, weight: &[f32], bias: &[f32], out_dim: usize) -> Self {
-        Self {
-            weight: GpuBuffer::from_slice(ctx, label, weight),
-            bias: GpuBuffer::from_slice(ctx, label, bias),
-            out_dim,
-            k: weight.len() / out_dim,
-        }
+        Self::with_kind(ctx, ctx.matmul, label, weight, bias, out_dim)
+    }
+
+    /// A layer for a given matmul strategy (the tests run both).
+    pub fn with_kind(ctx: &GpuContext, kind: MatmulKind, label: &str, weight: &[f32], bias: &[f32], out_dim: usize) -> Self {
+        let k = weight.len() / out_dim;
+        let layout = WeightLayout::for_layer(ctx, kind, out_dim, k);
+        let weight = GpuBuffer::from_slice(ctx, label, weight);
+        let laid_out = (layout != WeightLayout::Dense).then(|| {
+            let dst = GpuBuffer::zeros(ctx, label, layout.words(weight.len));
+            run_now(ctx, &[lay_out_weights(ctx, &weight, &dst, k, layout, None)]);
+            dst
+        });
+        Self { weight, bias: GpuBuffer::from_slice(ctx, label, bias), out_dim, k, layout, laid_out }
     }
 
     pub fn linear(ctx: &GpuContext, label: &str, l: &Linear) -> Self {
@@ -56,6 +106,8 @@ struct MatmulParams {
     img_w: u32,
     cin: u32,
     act_quant: u32,
+    col0: u32,
+    _pad: [u32; 3],
 }
 
 /// What the matmul's A operand is.
@@ -76,23 +128,35 @@ pub struct QuantRef<'a> {
     pub levels: f32,
 }
 
-/// A matmul's weights: the layer's own, or a fake-quantized copy of them.
+/// A matmul's weights (in `layout`): the layer's own, or a fake-quantized copy.
 #[derive(Clone, Copy)]
 pub struct Weights<'a> {
     pub weight: &'a GpuBuffer,
     pub bias: &'a GpuBuffer,
     pub out_dim: usize,
     pub k: usize,
+    pub layout: WeightLayout,
 }
 
 impl GpuLinear {
     pub fn weights(&self) -> Weights<'_> {
-        Weights { weight: &self.weight, bias: &self.bias, out_dim: self.out_dim, k: self.k }
+        let weight = self.laid_out.as_ref().unwrap_or(&self.weight);
+        Weights { weight, bias: &self.bias, out_dim: self.out_dim, k: self.k, layout: self.layout }
     }
 
-    /// The same layer with another weight tensor of the same shape.
+    /// The same layer with another weight tensor already in its layout.
     pub fn weights_with<'a>(&'a self, weight: &'a GpuBuffer) -> Weights<'a> {
         Weights { weight, ..self.weights() }
+    }
+
+    /// A zeroed buffer for a copy of the weights in this layer's layout.
+    pub fn weight_copy(&self, ctx: &GpuContext, label: &str) -> GpuBuffer {
+        GpuBuffer::zeros(ctx, label, self.layout.words(self.weight.len))
+    }
+
+    /// Writes the (optionally fake-quantized) weights into `dst` in this layer's layout.
+    pub fn copy_weights(&self, ctx: &GpuContext, dst: &GpuBuffer, quant: Option<QuantRef<'_>>) -> Dispatch {
+        lay_out_weights(ctx, &self.weight, dst, self.k, self.layout, quant)
     }
 }
 
@@ -116,15 +180,24 @@ impl<'a> Matmul<'a> {
     }
 }
 
-pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Dispatch {
+/// The matmul's dispatches: one for the tiled strategy, one per weight block for `rows`.
+pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
     let (mode, img_h, img_w) = match a.input {
         MatmulInput::Tokens => (0, 0, 0),
         MatmulInput::Conv3x3 { h, w } => (1, h, w),
     };
-    let levels = a.quant.map_or(0.0, |q| q.levels);
-    let consts = [Const::U32("A_MODE", mode), Const::Bool("GELU", a.gelu), Const::F32("LEVELS", levels)];
-    let pipeline = ctx.pipeline(Shader::Matmul, "main", &consts);
     let l = a.layer;
+    let v = match l.layout {
+        WeightLayout::Dense => 1,
+        WeightLayout::Blocks { v, .. } => v,
+    };
+    let levels = a.quant.map_or(0.0, |q| q.levels);
+    let consts = [
+        Const::U32("A_MODE", mode),
+        Const::Bool("GELU", a.gelu),
+        Const::F32("LEVELS", levels),
+        Const::U32("V", v as u32),
+    ];
     let params = MatmulParams {
         m: a.m as u32,
         n: l.out_dim as u32,
@@ -134,27 +207,70 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Dispatch {
         img_w: img_w as u32,
         cin: if mode == 1 { (l.k / 9) as u32 } else { 0 },
         act_quant: a.quant.map_or(0, |q| q.row as u32 + 1),
+        col0: 0,
+        _pad: [0; 3],
     };
     // Without a residual the slot is filled with the (read-only) bias buffer.
     let residual = a.residual.unwrap_or_else(|| l.bias.bind());
     let qparams = a.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
-    let groups = [l.out_dim.div_ceil(64) as u32, a.m.div_ceil(64) as u32, 1];
-    Dispatch::new(ctx, pipeline, &params, &[a.x, l.weight.bind(), l.bias.bind(), residual, a.out, qparams], groups, a.stage)
+    match l.layout {
+        WeightLayout::Dense => {
+            let pipeline = ctx.pipeline(Shader::Matmul, "main", &consts);
+            let groups = [l.out_dim.div_ceil(64) as u32, a.m.div_ceil(64) as u32, 1];
+            let bindings = [a.x, l.weight.bind(), l.bias.bind(), residual, a.out, qparams];
+            vec![Dispatch::new(ctx, pipeline, &params, &bindings, groups, a.stage)]
+        }
+        WeightLayout::Blocks { blocks, slot, .. } => {
+            let pipeline = ctx.pipeline(Shader::Matmul, "rows", &consts);
+            let row_groups = a.m.div_ceil(64);
+            assert!(row_groups <= 65535, "rows matmul over {} rows: split the input", a.m);
+            (0..blocks)
+                .map(|b| {
+                    let params = MatmulParams { col0: (4 * v * b) as u32, ..params };
+                    let bindings = [
+                        (1, a.x.clone()),
+                        (3, l.bias.bind()),
+                        (4, residual.clone()),
+                        (5, a.out.clone()),
+                        (6, qparams.clone()),
+                        (7, l.weight.bind_range(b * slot, BLOCK_WORDS)),
+                    ];
+                    Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [row_groups as u32, 1, 1], a.stage)
+                })
+                .collect()
+        }
+    }
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct QuantParams {
+struct LayOutParams {
     n: u32,
     quantizer: u32,
-    _pad: [u32; 2],
+    k: u32,
+    block_cols: u32,
+    slot: u32,
+    _pad: [u32; 3],
 }
 
-/// y = Q(x) elementwise with parameter row `q.row` (the fake-quantized weights).
-pub fn fake_quant(ctx: &GpuContext, x: &GpuBuffer, y: &GpuBuffer, q: QuantRef<'_>) -> Dispatch {
-    let pipeline = ctx.pipeline(Shader::Quant, "main", &[Const::F32("LEVELS", q.levels)]);
-    let params = QuantParams { n: x.len as u32, quantizer: q.row as u32, _pad: [0; 2] };
-    Dispatch::new(ctx, pipeline, &params, &[x.bind(), q.params.bind(), y.bind()], grid_1d(x.len), "quant")
+/// dst = src (n, k) in `layout`, fake-quantized with parameter row `quant.row` if given.
+fn lay_out_weights(ctx: &GpuContext, src: &GpuBuffer, dst: &GpuBuffer, k: usize, layout: WeightLayout, quant: Option<QuantRef<'_>>) -> Dispatch {
+    let levels = quant.map_or(0.0, |q| q.levels);
+    let pipeline = ctx.pipeline(Shader::Quant, "main", &[Const::F32("LEVELS", levels)]);
+    let (block_cols, slot) = match layout {
+        WeightLayout::Dense => (0, 0),
+        WeightLayout::Blocks { v, slot, .. } => (4 * v, slot),
+    };
+    let params = LayOutParams {
+        n: src.len as u32,
+        quantizer: quant.map_or(0, |q| q.row as u32 + 1),
+        k: k as u32,
+        block_cols: block_cols as u32,
+        slot: slot as u32,
+        _pad: [0; 3],
+    };
+    let qparams = quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
+    Dispatch::new(ctx, pipeline, &params, &[src.bind(), qparams, dst.bind()], grid_1d(src.len), "quant")
 }
 
 #[repr(C)]

@@ -102,7 +102,7 @@ pub struct QuantModel {
 impl QuantModel {
     pub fn new(ctx: &GpuContext, model: &GpuModel, bits: u32, params: &[QParams]) -> Self {
         let params = GpuBuffer::from_slice(ctx, "qparams", params);
-        let qweights = model.blocks().map(|b| b.linears().map(|l| GpuBuffer::zeros(ctx, "qweight", l.weight.len))).collect();
+        let qweights = model.blocks().map(|b| b.linears().map(|l| l.weight_copy(ctx, "qweight"))).collect();
         let qm = Self { bits, params, qweights };
         qm.requantize_weights(ctx, model);
         qm
@@ -117,7 +117,7 @@ impl QuantModel {
         let mut ds = Vec::new();
         for (bi, (blk, qw)) in model.blocks().zip(&self.qweights).enumerate() {
             for (i, (l, q)) in blk.linears().into_iter().zip(qw).enumerate() {
-                ds.push(ops::fake_quant(ctx, &l.weight, q, self.qref(quant::index(bi, Slot::Weight(i)))));
+                ds.push(l.copy_weights(ctx, q, Some(self.qref(quant::index(bi, Slot::Weight(i))))));
             }
         }
         crate::gpu::run_now(ctx, &ds);
@@ -315,8 +315,8 @@ impl Plan {
         self.batch * self.padded.0 * self.padded.1
     }
 
-    fn run(&mut self, d: Dispatch) {
-        self.steps.push(Step::Run(d));
+    fn run(&mut self, ds: impl IntoIterator<Item = Dispatch>) {
+        self.steps.extend(ds.into_iter().map(Step::Run));
     }
 
     fn capture(&mut self, ctx: &GpuContext, on: bool, name: &str, which: Buf) {
@@ -342,14 +342,12 @@ impl Plan {
         let conv_in = MatmulInput::Conv3x3 { h: hp, w: wp };
         let shape = self.image_shape(cfg);
         let b = &self.bufs;
-        let first = [
-            ops::prepare(ctx, &b.input, &b.x0, &shape),
-            conv(ctx, b.x0.bind(), &m.conv_first, b.f0.bind(), t, conv_in, None),
-        ];
-        first.into_iter().for_each(|d| self.run(d));
+        let mut first = vec![ops::prepare(ctx, &b.input, &b.x0, &shape)];
+        first.extend(conv(ctx, b.x0.bind(), &m.conv_first, b.f0.bind(), t, conv_in, None));
+        self.run(first);
         self.capture(ctx, cap, "conv_first", Buf::F0);
         let d = ops::layer_norm(ctx, self.bufs.f0.bind(), &m.patch_norm, self.bufs.p[0].bind(), t, "layernorm");
-        self.run(d);
+        self.run([d]);
         self.capture(ctx, cap, "patch_embed", Buf::P(0));
         // u: residual-group input; s1: scratch; s2: block output.
         let (mut u, mut s1, s2) = (0, 1, 2);
@@ -373,11 +371,9 @@ impl Plan {
             (u, s1) = (s1, u);
         }
         let b = &self.bufs;
-        let tail = [
-            ops::layer_norm(ctx, b.p[u].bind(), &m.norm, b.ln.bind(), t, "layernorm"),
-            conv(ctx, b.ln.bind(), &m.conv_after_body, b.p[s1].bind(), t, conv_in, Some(b.f0.bind())),
-        ];
-        tail.into_iter().for_each(|d| self.run(d));
+        let mut tail = vec![ops::layer_norm(ctx, b.p[u].bind(), &m.norm, b.ln.bind(), t, "layernorm")];
+        tail.extend(conv(ctx, b.ln.bind(), &m.conv_after_body, b.p[s1].bind(), t, conv_in, Some(b.f0.bind())));
+        self.run(tail);
         if cap {
             // The golden feature is the conv's own output, before f0 is added.
             let b = &self.bufs;
@@ -386,11 +382,9 @@ impl Plan {
             self.capture(ctx, cap, "conv_after_body", Buf::P(s2));
         }
         let b = &self.bufs;
-        let end = [
-            conv(ctx, b.p[s1].bind(), &m.upsample, b.up.bind(), t, conv_in, None),
-            ops::finish(ctx, &b.up, &b.output, &shape),
-        ];
-        end.into_iter().for_each(|d| self.run(d));
+        let mut end = conv(ctx, b.p[s1].bind(), &m.upsample, b.up.bind(), t, conv_in, None);
+        end.push(ops::finish(ctx, &b.up, &b.output, &shape));
+        self.run(end);
     }
 
     /// One Swin block reading p[x_in], using p[y] as scratch and writing p[x_out];
@@ -427,7 +421,7 @@ impl Plan {
         search(&mut ds, Slot::Input(0), 3, &b.ln, t * c, 1.0);
         for (i, (lin, out)) in blk.qkv.iter().zip(&b.qkv).enumerate() {
             let mm = Matmul { quant: act(Slot::Input(i)), ..Matmul::tokens(b.ln.bind(), weights(i, lin), out.bind(), t, "qkv") };
-            ds.push(ops::matmul(ctx, mm));
+            ds.extend(ops::matmul(ctx, mm));
         }
         let scale = (attn.head_dim as f64).powf(-0.5) as f32;
         for (i, buf) in b.qkv.iter().enumerate() {
@@ -442,7 +436,7 @@ impl Plan {
         let b = &self.bufs;
         search(&mut ds, Slot::Input(3), 1, &b.attn, t * c, 1.0);
         let proj = Matmul { residual: Some(b.p[x_in].bind()), quant: act(Slot::Input(3)), ..Matmul::tokens(b.attn.bind(), weights(3, &blk.proj), b.p[y].bind(), t, "proj") };
-        ds.push(ops::matmul(ctx, proj));
+        ds.extend(ops::matmul(ctx, proj));
         ds.push(ops::layer_norm(ctx, b.p[y].bind(), &blk.norm2, b.ln.bind(), t, "layernorm"));
         search(&mut ds, Slot::Input(4), 1, &b.ln, t * c, 1.0);
         let hid = blk.fc1.out_dim;
@@ -453,16 +447,16 @@ impl Plan {
                 quant: act(Slot::Input(4)),
                 ..Matmul::tokens(b.ln.bind_range(start * c, n * c), weights(4, &blk.fc1), b.hidden.bind_range(0, n * hid), n, "mlp")
             };
-            ds.push(ops::matmul(ctx, fc1));
+            ds.extend(ops::matmul(ctx, fc1));
             search(&mut ds, Slot::Input(5), 1, &b.hidden, n * hid, 1.0);
             let fc2 = Matmul {
                 residual: Some(b.p[y].bind_range(start * c, n * c)),
                 quant: act(Slot::Input(5)),
                 ..Matmul::tokens(b.hidden.bind_range(0, n * hid), weights(5, &blk.fc2), b.p[x_out].bind_range(start * c, n * c), n, "mlp")
             };
-            ds.push(ops::matmul(ctx, fc2));
+            ds.extend(ops::matmul(ctx, fc2));
         }
-        ds.into_iter().for_each(|d| self.run(d));
+        self.run(ds);
     }
 
     /// Searches the softmax output's quantizer: the attention maps are written for a
@@ -572,7 +566,7 @@ fn conv(
     t: usize,
     input: MatmulInput,
     residual: Option<wgpu::BindingResource<'_>>,
-) -> Dispatch {
+) -> Vec<Dispatch> {
     ops::matmul(ctx, Matmul { input, residual, ..Matmul::tokens(x, layer.weights(), out, t, "conv") })
 }
 
