@@ -7,15 +7,16 @@
 //   invocation computes 4·V columns of one row of C, W comes from a uniform block.
 // Header constants: V (rows only), A_MODE (0: A is a dense (m, k) matrix; 1: A is the im2col
 // view of an NHWC image for a 3×3 convolution with padding 1, k = ci·9 + ky·3 + kx,
-// matching PyTorch's (out, in, 3, 3) weights), GELU (bool), LEVELS (2^b − 1 of the
-// fake-quantized model; A is fake-quantized on load with qparams[act_quant − 1]
-// when act_quant > 0).
+// matching PyTorch's (out, in, 3, 3) weights), GELU, RESIDUAL (add residual[m, n]),
+// OUT_WINDOWS (write C in the attention's window order), LEVELS (2^b − 1 of the
+// fake-quantized model, 0 for float; A is fake-quantized on load with
+// qparams[act_quant − 1]).
 
 struct Params {
     m: u32,
     n: u32,
     k: u32,
-    has_residual: u32,
+    _pad3: u32,
     // A_MODE 1 only: image height, width and input channels.
     img_h: u32,
     img_w: u32,
@@ -23,9 +24,11 @@ struct Params {
     act_quant: u32,
     // rows only: first column of this dispatch's weight block.
     col0: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // OUT_WINDOWS only: the attention's window, shift and head count (img_h, img_w:
+    // the token grid).
+    out_window: u32,
+    out_shift: u32,
+    out_heads: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -35,7 +38,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
 @group(0) @binding(6) var<storage, read> qparams: array<vec4<f32>>;
-// rows only: Wᵀ of 4·V columns, (k, V) vec4s, bound at the column block's offset.
+// rows only: Wᵀ of 4·V columns, (k, V) vec4s, then their bias (V vec4s), bound
+// at the column block's offset.
 @group(0) @binding(7) var<uniform> w_block: array<vec4<f32>, 4096>;
 
 const TILE: u32 = 64u;   // rows and columns of C per workgroup
@@ -56,28 +60,30 @@ fn act_params() -> vec4<f32> {
     return qparams[p.act_quant - 1u];
 }
 
+// A[row, kk] (0 outside A and in the convolution's zero padding), fake-quantized
+// when the model is. Branch-free apart from constants: on CPU drivers a divergent
+// branch around a load costs more than the clamped load itself.
 fn load_a(row: u32, kk: u32, q: vec4<f32>) -> f32 {
-    if (row >= p.m || kk >= p.k) {
-        return 0.0;
+    var ok = row < p.m && kk < p.k;
+    let r = min(row, p.m - 1u);
+    let c = min(kk, p.k - 1u);
+    var idx = r * p.k + c;
+    if (A_MODE == 1u) {
+        // im2col: row = (b·H + y)·W + x, kk = ci·9 + ky·3 + kx.
+        let tap = c % 9u;
+        let x = i32(r % p.img_w) + i32(tap % 3u) - 1;
+        let by = r / p.img_w;
+        let y = i32(by % p.img_h) + i32(tap / 3u) - 1;
+        ok = ok && x >= 0 && y >= 0 && x < i32(p.img_w) && y < i32(p.img_h);
+        let xc = u32(clamp(x, 0, i32(p.img_w) - 1));
+        let yc = u32(clamp(y, 0, i32(p.img_h) - 1));
+        idx = ((by - by % p.img_h + yc) * p.img_w + xc) * p.cin + c / 9u;
     }
-    if (A_MODE == 0u) {
-        let v = a[row * p.k + kk];
-        if (p.act_quant > 0u) {
-            return fake_quant(v, q, LEVELS);
-        }
-        return v;
+    var v = a[idx];
+    if (LEVELS > 0.0) {
+        v = fake_quant(v, q, LEVELS);
     }
-    // im2col: row = (b·H + y)·W + x, kk = ci·9 + ky·3 + kx.
-    let ci = kk / 9u;
-    let tap = kk % 9u;
-    let x = i32(row % p.img_w) + i32(tap % 3u) - 1;
-    let by = row / p.img_w;
-    let y = i32(by % p.img_h) + i32(tap / 3u) - 1;
-    if (x < 0 || y < 0 || x >= i32(p.img_w) || y >= i32(p.img_h)) {
-        return 0.0;
-    }
-    let src = (by - (by % p.img_h) + u32(y)) * p.img_w + u32(x);
-    return a[src * p.cin + ci];
+    return select(0.0, v, ok);
 }
 
 fn load_w(col: u32, kk: u32) -> f32 {
@@ -87,22 +93,65 @@ fn load_w(col: u32, kk: u32) -> f32 {
     return w[col * p.k + kk];
 }
 
-fn epilogue(row: u32, col0: u32, acc: vec4<f32>) {
+// Where row `row` of C starts: row-major, or (OUT_WINDOWS) at its token in the
+// attention's window order (window, head, token in window, d) of the shifted
+// window partition, the layout shaders/attention.wgsl reads.
+fn row_start(row: u32) -> u32 {
+    if (!OUT_WINDOWS) {
+        return row * p.n;
+    }
+    let ws = p.out_window;
+    let b = row / (p.img_h * p.img_w);
+    let y = (row / p.img_w) % p.img_h;
+    let x = row % p.img_w;
+    // Shifted position: the cyclic roll by −shift.
+    let sy = (y + p.img_h - p.out_shift) % p.img_h;
+    let sx = (x + p.img_w - p.out_shift) % p.img_w;
+    let win = (b * (p.img_h / ws) + sy / ws) * (p.img_w / ws) + sx / ws;
+    let hd = p.n / p.out_heads;
+    return (win * p.out_heads * ws * ws + (sy % ws) * ws + sx % ws) * hd;
+}
+
+// Bias of columns col0..col0+3 (the tiled kernel; `rows` has it in its weight block).
+fn bias4(col0: u32) -> vec4<f32> {
+    let last = p.n - 1u;
+    return vec4<f32>(bias[min(col0, last)], bias[min(col0 + 1u, last)], bias[min(col0 + 2u, last)], bias[min(col0 + 3u, last)]);
+}
+
+// Writes C[row, col0..col0+3] from `acc` (the sums plus bias); `start` is row_start(row).
+fn epilogue(row: u32, start: u32, col0: u32, acc: vec4<f32>) {
     if (row >= p.m) {
         return;
+    }
+    // Window order: column col is d = col % hd of head col / hd, heads NT·hd apart.
+    var hd = 0u;
+    var head = 0u;
+    var d = 0u;
+    if (OUT_WINDOWS) {
+        hd = p.n / p.out_heads;
+        head = col0 / hd;
+        d = col0 % hd;
     }
     for (var j = 0u; j < 4u; j++) {
         let col = col0 + j;
         if (col < p.n) {
-            var v = acc[j] + bias[col];
+            var v = acc[j];
             if (GELU) {
                 v = gelu(v);
             }
-            let idx = row * p.n + col;
-            if (p.has_residual != 0u) {
-                v += residual[idx];
+            if (RESIDUAL) {
+                v += residual[row * p.n + col];
             }
-            c[idx] = v;
+            if (OUT_WINDOWS) {
+                c[start + head * p.out_window * p.out_window * hd + d] = v;
+                d += 1u;
+                if (d == hd) {
+                    d = 0u;
+                    head += 1u;
+                }
+            } else {
+                c[start + col] = v;
+            }
         }
     }
 }
@@ -139,10 +188,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
     let row = row0 + 4u * lid.y;
     let col = col0 + 4u * lid.x;
-    epilogue(row, col, acc0);
-    epilogue(row + 1u, col, acc1);
-    epilogue(row + 2u, col, acc2);
-    epilogue(row + 3u, col, acc3);
+    let b = bias4(col);
+    epilogue(row, row_start(row), col, acc0 + b);
+    epilogue(row + 1u, row_start(row + 1u), col, acc1 + b);
+    epilogue(row + 2u, row_start(row + 2u), col, acc2 + b);
+    epilogue(row + 3u, row_start(row + 3u), col, acc3 + b);
 }
 
 @compute @workgroup_size(64)
@@ -150,9 +200,10 @@ fn rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let row = wg.x * 64u + lid.x;
     let aq = act_params();
     // V ≤ 8 keeps these loops unrolled by the driver, so acc stays in registers.
+    // The block's row k holds the bias.
     var acc: array<vec4<f32>, V>;
     for (var j = 0u; j < V; j++) {
-        acc[j] = vec4<f32>(0.0);
+        acc[j] = w_block[p.k * V + j];
     }
     for (var kk = 0u; kk < p.k; kk++) {
         let av = vec4<f32>(load_a(row, kk, aq));
@@ -161,7 +212,8 @@ fn rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             acc[j] = fma(av, w_block[base + j], acc[j]);
         }
     }
+    let start = row_start(row);
     for (var j = 0u; j < V; j++) {
-        epilogue(row, p.col0 + 4u * j, acc[j]);
+        epilogue(row, start, p.col0 + 4u * j, acc[j]);
     }
 }

@@ -119,16 +119,45 @@ fn window_attention_shifted_and_not() {
     let table = random(&mut r, (2 * window - 1).pow(2) * heads, -0.5, 0.5);
     // Split the fused (tokens, 3C) tensor into q, k and v.
     let part = |p: usize| -> Vec<f32> { (0..t).flat_map(|i| qkv[i * 3 * c + p * c..i * 3 * c + (p + 1) * c].to_vec()).collect() };
-    let bufs: Vec<GpuBuffer> = (0..3).map(|p| GpuBuffer::from_slice(ctx, "qkv", &part(p))).collect();
-    let tb = GpuBuffer::from_slice(ctx, "table", &table);
+    let tb = ops::attention_table(ctx, &table);
     let out = GpuBuffer::zeros(ctx, "o", t * c);
     for shift in [0, window / 2] {
+        // q, k and v in the window order the q/k/v matmuls write.
+        let bufs: Vec<GpuBuffer> = (0..3)
+            .map(|p| {
+                let buf = GpuBuffer::zeros(ctx, "qkv", ops::attention_input_words(t * c));
+                buf.write(ctx, &cpu::window_order(&part(p), (b, h, w), c, heads, window, shift));
+                buf
+            })
+            .collect();
         let shape = AttnShape { window, heads, head_dim: hd, shift };
-        let views = [bufs[0].bind(), bufs[1].bind(), bufs[2].bind()];
-        let d = ops::window_attention(ctx, views, &tb, out.bind(), (b, h, w), shape, AttnExtras::default(), "t");
-        run_now(ctx, &[d]);
+        let d = ops::window_attention(ctx, [&bufs[0], &bufs[1], &bufs[2]], &tb, out.bind(), (b, h, w), shape, AttnExtras::default(), "t");
+        run_now(ctx, &d);
         let want = cpu::window_attention(&qkv, b, h, w, c, heads, window, shift, &table);
         assert_close(&format!("window_attention shift={shift}"), &out.read(ctx), &want, TOL);
+    }
+}
+
+#[test]
+fn linear_into_window_order() {
+    let ctx = gpu();
+    let (b, h, w, window, heads, k) = (2, 12, 20, 4, 3, 29);
+    let c = heads * 5;
+    let t = b * h * w;
+    let mut r = rng(9);
+    let x = random(&mut r, t * k, -1.0, 1.0);
+    let lin = random_linear(10, c, k);
+    let xb = GpuBuffer::from_slice(ctx, "x", &x);
+    let out = GpuBuffer::zeros(ctx, "o", t * c);
+    for kind in KINDS {
+        let layer = GpuLinear::with_kind(ctx, kind, "w", &lin.weight, &lin.bias, c);
+        for shift in [0, window / 2] {
+            let shape = AttnShape { window, heads, head_dim: 5, shift };
+            let windows = Some(ops::WindowOrder { h, w, shape });
+            run_now(ctx, &ops::matmul(ctx, Matmul { windows, ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), t, "t") }));
+            let want = cpu::window_order(&cpu::linear(&x, &lin), (b, h, w), c, heads, window, shift);
+            assert_close(&format!("linear into window order {kind:?} shift={shift}"), &out.read(ctx), &want, TOL);
+        }
     }
 }
 

@@ -22,17 +22,17 @@ pub enum WeightLayout {
 
 impl WeightLayout {
     /// The layout for an (out_dim, k) weight on this device: as few column blocks
-    /// of at most 32 columns as fit the uniform block, or dense for the tiled
-    /// matmul (also when one column of k weights would not fit).
+    /// of at most 32 columns (k weights and a bias each) as fit the uniform block,
+    /// or dense for the tiled matmul (also when one column would not fit).
     pub fn for_layer(ctx: &GpuContext, kind: MatmulKind, out_dim: usize, k: usize) -> Self {
-        let v_max = (BLOCK_WORDS / (4 * k.max(1))).min(8);
+        let v_max = (BLOCK_WORDS / (4 * (k + 1))).min(8);
         if kind == MatmulKind::Tiled || v_max == 0 {
             return Self::Dense;
         }
         let blocks = out_dim.div_ceil(4 * v_max);
         let v = out_dim.div_ceil(4 * blocks);
         let align = (ctx.limits.min_uniform_buffer_offset_alignment as usize / 4).max(1);
-        Self::Blocks { v, blocks, slot: (4 * v * k).next_multiple_of(align) }
+        Self::Blocks { v, blocks, slot: (4 * v * (k + 1)).next_multiple_of(align) }
     }
 
     /// Words the laid-out weight of `elems` values takes (the last block's binding
@@ -67,12 +67,13 @@ impl GpuLinear {
         let k = weight.len() / out_dim;
         let layout = WeightLayout::for_layer(ctx, kind, out_dim, k);
         let weight = GpuBuffer::from_slice(ctx, label, weight);
+        let bias = GpuBuffer::from_slice(ctx, label, bias);
         let laid_out = (layout != WeightLayout::Dense).then(|| {
             let dst = GpuBuffer::zeros(ctx, label, layout.words(weight.len));
-            run_now(ctx, &[lay_out_weights(ctx, &weight, &dst, k, layout, None)]);
+            run_now(ctx, &[lay_out_weights(ctx, [&weight, &bias], &dst, k, layout, None)]);
             dst
         });
-        Self { weight, bias: GpuBuffer::from_slice(ctx, label, bias), out_dim, k, layout, laid_out }
+        Self { weight, bias, out_dim, k, layout, laid_out }
     }
 
     pub fn linear(ctx: &GpuContext, label: &str, l: &Linear) -> Self {
@@ -101,13 +102,15 @@ struct MatmulParams {
     m: u32,
     n: u32,
     k: u32,
-    has_residual: u32,
+    _pad: u32,
     img_h: u32,
     img_w: u32,
     cin: u32,
     act_quant: u32,
     col0: u32,
-    _pad: [u32; 3],
+    out_window: u32,
+    out_shift: u32,
+    out_heads: u32,
 }
 
 /// What the matmul's A operand is.
@@ -156,7 +159,7 @@ impl GpuLinear {
 
     /// Writes the (optionally fake-quantized) weights into `dst` in this layer's layout.
     pub fn copy_weights(&self, ctx: &GpuContext, dst: &GpuBuffer, quant: Option<QuantRef<'_>>) -> Dispatch {
-        lay_out_weights(ctx, &self.weight, dst, self.k, self.layout, quant)
+        lay_out_weights(ctx, [&self.weight, &self.bias], dst, self.k, self.layout, quant)
     }
 }
 
@@ -170,21 +173,48 @@ pub struct Matmul<'a> {
     pub gelu: bool,
     pub residual: Option<wgpu::BindingResource<'a>>,
     pub quant: Option<QuantRef<'a>>,
+    /// Write the output in the attention's window order instead of row-major.
+    pub windows: Option<WindowOrder>,
     pub stage: &'static str,
 }
 
 impl<'a> Matmul<'a> {
     /// A plain token matmul; set the other fields with struct update syntax.
     pub fn tokens(x: wgpu::BindingResource<'a>, layer: Weights<'a>, out: wgpu::BindingResource<'a>, m: usize, stage: &'static str) -> Self {
-        Self { x, layer, out, m, input: MatmulInput::Tokens, gelu: false, residual: None, quant: None, stage }
+        Self { x, layer, out, m, input: MatmulInput::Tokens, gelu: false, residual: None, quant: None, windows: None, stage }
     }
+}
+
+/// The layout `window_attention` reads q, k and v in: (window, head, token in
+/// window, d) of the shifted window partition of an h×w token grid (per image).
+#[derive(Clone, Copy, Debug)]
+pub struct WindowOrder {
+    pub h: usize,
+    pub w: usize,
+    pub shape: AttnShape,
+}
+
+/// A relative-position bias table on the GPU, padded to whole vec4s so it can
+/// also be bound as a uniform array.
+pub fn attention_table(ctx: &GpuContext, table: &[f32]) -> GpuBuffer {
+    let mut padded = table.to_vec();
+    padded.resize(table.len().next_multiple_of(4), 0.0);
+    GpuBuffer::from_slice(ctx, "bias_table", &padded)
+}
+
+/// Words of a q, k or v buffer of `elems` values: attention binds it in 64 KiB
+/// uniform windows, the last of which may reach past the data.
+pub fn attention_input_words(elems: usize) -> usize {
+    elems + BLOCK_WORDS
 }
 
 /// The matmul's dispatches: one for the tiled strategy, one per weight block for `rows`.
 pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
-    let (mode, img_h, img_w) = match a.input {
-        MatmulInput::Tokens => (0, 0, 0),
-        MatmulInput::Conv3x3 { h, w } => (1, h, w),
+    let (mode, img_h, img_w) = match (a.input, a.windows) {
+        (MatmulInput::Tokens, None) => (0, 0, 0),
+        (MatmulInput::Tokens, Some(o)) => (0, o.h, o.w),
+        (MatmulInput::Conv3x3 { h, w }, None) => (1, h, w),
+        (MatmulInput::Conv3x3 { .. }, Some(_)) => panic!("window-ordered output is for token matmuls"),
     };
     let l = a.layer;
     let v = match l.layout {
@@ -197,18 +227,22 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
         Const::Bool("GELU", a.gelu),
         Const::F32("LEVELS", levels),
         Const::U32("V", v as u32),
+        Const::Bool("RESIDUAL", a.residual.is_some()),
+        Const::Bool("OUT_WINDOWS", a.windows.is_some()),
     ];
     let params = MatmulParams {
         m: a.m as u32,
         n: l.out_dim as u32,
         k: l.k as u32,
-        has_residual: a.residual.is_some() as u32,
+        _pad: 0,
         img_h: img_h as u32,
         img_w: img_w as u32,
         cin: if mode == 1 { (l.k / 9) as u32 } else { 0 },
         act_quant: a.quant.map_or(0, |q| q.row as u32 + 1),
         col0: 0,
-        _pad: [0; 3],
+        out_window: a.windows.map_or(0, |o| o.shape.window as u32),
+        out_shift: a.windows.map_or(0, |o| o.shape.shift as u32),
+        out_heads: a.windows.map_or(1, |o| o.shape.heads as u32),
     };
     // Without a residual the slot is filled with the (read-only) bias buffer.
     let residual = a.residual.unwrap_or_else(|| l.bias.bind());
@@ -229,7 +263,6 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
                     let params = MatmulParams { col0: (4 * v * b) as u32, ..params };
                     let bindings = [
                         (1, a.x.clone()),
-                        (3, l.bias.bind()),
                         (4, residual.clone()),
                         (5, a.out.clone()),
                         (6, qparams.clone()),
@@ -250,16 +283,25 @@ struct LayOutParams {
     k: u32,
     block_cols: u32,
     slot: u32,
-    _pad: [u32; 3],
+    total: u32,
+    _pad: [u32; 2],
 }
 
-/// dst = src (n, k) in `layout`, fake-quantized with parameter row `quant.row` if given.
-fn lay_out_weights(ctx: &GpuContext, src: &GpuBuffer, dst: &GpuBuffer, k: usize, layout: WeightLayout, quant: Option<QuantRef<'_>>) -> Dispatch {
+/// dst = weight (n, k) in `layout` (blocks also carry the bias), the weight
+/// fake-quantized with parameter row `quant.row` if given.
+fn lay_out_weights(
+    ctx: &GpuContext,
+    [src, bias]: [&GpuBuffer; 2],
+    dst: &GpuBuffer,
+    k: usize,
+    layout: WeightLayout,
+    quant: Option<QuantRef<'_>>,
+) -> Dispatch {
     let levels = quant.map_or(0.0, |q| q.levels);
     let pipeline = ctx.pipeline(Shader::Quant, "main", &[Const::F32("LEVELS", levels)]);
-    let (block_cols, slot) = match layout {
-        WeightLayout::Dense => (0, 0),
-        WeightLayout::Blocks { v, slot, .. } => (4 * v, slot),
+    let (block_cols, slot, total) = match layout {
+        WeightLayout::Dense => (0, 0, src.len),
+        WeightLayout::Blocks { v, slot, .. } => (4 * v, slot, src.len + bias.len),
     };
     let params = LayOutParams {
         n: src.len as u32,
@@ -267,10 +309,11 @@ fn lay_out_weights(ctx: &GpuContext, src: &GpuBuffer, dst: &GpuBuffer, k: usize,
         k: k as u32,
         block_cols: block_cols as u32,
         slot: slot as u32,
-        _pad: [0; 3],
+        total: total as u32,
+        _pad: [0; 2],
     };
     let qparams = quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
-    Dispatch::new(ctx, pipeline, &params, &[src.bind(), qparams, dst.bind()], grid_1d(src.len), "quant")
+    Dispatch::new(ctx, pipeline, &params, &[src.bind(), qparams, dst.bind(), bias.bind()], grid_1d(total), "quant")
 }
 
 #[repr(C)]
@@ -305,8 +348,9 @@ struct AttnParams {
     windows_x: u32,
     quant: u32,
     write_p: u32,
-    b0: u32,
-    _pad: [u32; 2],
+    s0: u32,
+    delta: u32,
+    p_slice0: u32,
 }
 
 /// Shape of one attention layer.
@@ -328,19 +372,21 @@ pub struct AttnExtras<'a> {
     pub batch: Option<std::ops::Range<usize>>,
 }
 
-/// Window attention over (b, h, w) tokens of q, k, v (each tokens × heads·head_dim),
-/// output before the projection.
+/// Window attention over (b, h, w) tokens of q, k, v in window order (buffers of
+/// `attention_input_words`), output row-major (tokens × heads·head_dim) before the
+/// projection. One dispatch per group of window-head slices that fits a uniform binding.
 #[allow(clippy::too_many_arguments)]
 pub fn window_attention(
     ctx: &GpuContext,
-    qkv: [wgpu::BindingResource<'_>; 3],
+    [q, k, v]: [&GpuBuffer; 3],
     table: &GpuBuffer,
     out: wgpu::BindingResource<'_>,
     (b, h, w): (usize, usize, usize),
     s: AttnShape,
     extras: AttnExtras<'_>,
     stage: &'static str,
-) -> Dispatch {
+) -> Vec<Dispatch> {
+    let table_uniform = ctx.matmul == MatmulKind::Rows;
     let consts = [
         Const::U32("WS", s.window as u32),
         Const::U32("HD", s.head_dim as u32),
@@ -349,24 +395,50 @@ pub fn window_attention(
         Const::U32("SHIFT", s.shift as u32),
         Const::F32("SCALE", (s.head_dim as f64).powf(-0.5) as f32),
         Const::F32("LEVELS", extras.quant.map_or(0.0, |q| q.levels)),
+        Const::Bool("TABLE_UNIFORM", table_uniform),
+        Const::U32("TABLE_VEC4", table.len.div_ceil(4) as u32),
     ];
     let pipeline = ctx.pipeline(Shader::Attention, "main", &consts);
     let (wy, wx) = (h / s.window, w / s.window);
+    let slices_per_image = wy * wx * s.heads;
     let batch = extras.batch.clone().unwrap_or(0..b);
-    let params = AttnParams {
-        h: h as u32,
-        w: w as u32,
-        windows_x: wx as u32,
-        quant: extras.quant.map_or(0, |q| q.row as u32 + 1),
-        write_p: extras.probs.is_some() as u32,
-        b0: batch.start as u32,
-        _pad: [0; 2],
-    };
-    let [q, k, v] = qkv;
+    let slice_words = s.window * s.window * s.head_dim;
+    let align = (ctx.limits.min_uniform_buffer_offset_alignment as usize / 4).max(1);
+    let per_dispatch = (BLOCK_WORDS - align) / slice_words;
+    assert!(per_dispatch > 0, "attention: one window of one head ({slice_words} values) exceeds a uniform binding");
     let qparams = extras.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
+    let write_p = extras.probs.is_some() as u32;
     let probs = extras.probs.unwrap_or_else(|| ctx.sink());
-    let groups = [(wy * wx) as u32, s.heads as u32, batch.len() as u32];
-    Dispatch::new(ctx, pipeline, &params, &[q, k, v, table.bind(), out, qparams, probs], groups, stage)
+    let (first, last) = (batch.start * slices_per_image, batch.end * slices_per_image);
+    (first..last)
+        .step_by(per_dispatch)
+        .map(|s0| {
+            let count = per_dispatch.min(last - s0);
+            let word0 = s0 * slice_words;
+            let start = word0 - word0 % align;
+            let params = AttnParams {
+                h: h as u32,
+                w: w as u32,
+                windows_x: wx as u32,
+                quant: extras.quant.map_or(0, |q| q.row as u32 + 1),
+                write_p,
+                s0: s0 as u32,
+                delta: (word0 - start) as u32,
+                p_slice0: first as u32,
+            };
+            let bindings = [
+                (1, q.bind_range(start, BLOCK_WORDS)),
+                (2, k.bind_range(start, BLOCK_WORDS)),
+                (3, v.bind_range(start, BLOCK_WORDS)),
+                (4, table.bind()),
+                (5, out.clone()),
+                (6, qparams.clone()),
+                (7, probs.clone()),
+                (8, table.bind()),
+            ];
+            Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [count as u32, 1, 1], stage)
+        })
+        .collect()
 }
 
 #[repr(C)]

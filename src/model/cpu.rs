@@ -316,6 +316,30 @@ fn mask_label(y: usize, x: usize, h: usize, w: usize, window: usize, shift: usiz
     band(y, h) * 3 + band(x, w)
 }
 
+/// Tokens (B, H, W, C) rearranged into the attention's window order: (window,
+/// head, token in window, d) of the partition shifted by −`shift`, windows
+/// numbered batch-major (the layout the q/k/v matmuls write on the GPU).
+pub fn window_order(x: &[f32], (b, h, w): (usize, usize, usize), c: usize, heads: usize, window: usize, shift: usize) -> Vec<f32> {
+    assert_eq!(x.len(), b * h * w * c, "window_order: length mismatch");
+    let hd = c / heads;
+    let n = window * window;
+    let mut out = vec![0.0; x.len()];
+    for bi in 0..b {
+        for y in 0..h {
+            for xx in 0..w {
+                let (sy, sx) = ((y + h - shift) % h, (xx + w - shift) % w);
+                let win = (bi * (h / window) + sy / window) * (w / window) + sx / window;
+                let token = (sy % window) * window + sx % window;
+                let src = ((bi * h + y) * w + xx) * c;
+                for col in 0..c {
+                    out[((win * heads + col / hd) * n + token) * hd + col % hd] = x[src + col];
+                }
+            }
+        }
+    }
+    out
+}
+
 /// (W)-MSA / SW-MSA core of SPEC §1, without the output projection.
 ///
 /// `qkv`: tokens (B, H, W, 3C) in the original (unshifted) layout, channels q | k | v,

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 
 use super::config::{SwinConfig, RGB_MEAN};
 use super::weights::SwinWeights;
-use crate::gpu::ops::{self, AttnExtras, AttnShape, GpuLinear, GpuNorm, ImageShape, Matmul, MatmulInput, QuantRef};
+use crate::gpu::ops::{self, AttnExtras, AttnShape, GpuLinear, GpuNorm, ImageShape, Matmul, MatmulInput, QuantRef, WindowOrder};
 use crate::gpu::profiler::Profiler;
 use crate::gpu::{Dispatch, GpuBuffer, GpuContext};
 use crate::quant::search::{Method, SearchSpec, Searcher};
@@ -63,7 +63,7 @@ impl GpuModel {
                         GpuBlock {
                             norm1: GpuNorm::new(ctx, "norm1", &b.norm1),
                             qkv: [part(0), part(1), part(2)],
-                            table: GpuBuffer::from_slice(ctx, "bias_table", &b.bias_table),
+                            table: ops::attention_table(ctx, &b.bias_table),
                             proj: GpuLinear::linear(ctx, "proj", &b.proj),
                             norm2: GpuNorm::new(ctx, "norm2", &b.norm2),
                             fc1: GpuLinear::linear(ctx, "fc1", &b.fc1),
@@ -285,7 +285,7 @@ impl Plan {
             f0: z("f0", t * c),
             p: [z("p0", t * c), z("p1", t * c), z("p2", t * c)],
             ln: z("ln", t * c),
-            qkv: [z("q", t * c), z("k", t * c), z("v", t * c)],
+            qkv: ["q", "k", "v"].map(|name| z(name, ops::attention_input_words(t * c))),
             attn: z("attn", t * c),
             hidden: z("hidden", chunk * cfg.mlp_hidden),
             up: z("up", t * cfg.in_chans * s2),
@@ -420,7 +420,8 @@ impl Plan {
         let mut ds = vec![ops::layer_norm(ctx, b.p[x_in].bind(), &blk.norm1, b.ln.bind(), t, "layernorm")];
         search(&mut ds, Slot::Input(0), 3, &b.ln, t * c, 1.0);
         for (i, (lin, out)) in blk.qkv.iter().zip(&b.qkv).enumerate() {
-            let mm = Matmul { quant: act(Slot::Input(i)), ..Matmul::tokens(b.ln.bind(), weights(i, lin), out.bind(), t, "qkv") };
+            let windows = Some(WindowOrder { h: self.padded.0, w: self.padded.1, shape: attn });
+            let mm = Matmul { quant: act(Slot::Input(i)), windows, ..Matmul::tokens(b.ln.bind(), weights(i, lin), out.bind(), t, "qkv") };
             ds.extend(ops::matmul(ctx, mm));
         }
         let scale = (attn.head_dim as f64).powf(-0.5) as f32;
@@ -429,7 +430,7 @@ impl Plan {
         }
         let [q, k, v] = &b.qkv;
         let extras = AttnExtras { quant: act(Slot::Matmul(0)), ..Default::default() };
-        ds.push(ops::window_attention(ctx, [q.bind(), k.bind(), v.bind()], &blk.table, b.attn.bind(), dims, attn, extras, "attention"));
+        ds.extend(ops::window_attention(ctx, [q, k, v], &blk.table, b.attn.bind(), dims, attn, extras, "attention"));
         if let Some(cal) = calib {
             self.search_probs(ctx, cal, blk, attn, block, &mut ds);
         }
@@ -471,11 +472,11 @@ impl Plan {
         let attention = |range: &std::ops::Range<usize>| {
             let [q, k, v] = &b.qkv;
             let extras = AttnExtras { quant: None, probs: Some(cal.probs.bind()), batch: Some(range.clone()) };
-            ops::window_attention(ctx, [q.bind(), k.bind(), v.bind()], &blk.table, b.attn.bind(), dims, attn, extras, "attention")
+            ops::window_attention(ctx, [q, k, v], &blk.table, b.attn.bind(), dims, attn, extras, "attention")
         };
         let (mut base, mut total) = (0, 0);
         for r in &chunks {
-            ds.push(attention(r));
+            ds.extend(attention(r));
             let n = r.len() * per_image;
             ds.push(cal.searcher.stats_pass(ctx, &spec, cal.probs.bind_range(0, n), n, base));
             base += Searcher::groups(n);
@@ -484,7 +485,7 @@ impl Plan {
         ds.extend(cal.searcher.candidates(ctx, &spec, base, total));
         let mut base = 0;
         for r in &chunks {
-            ds.push(attention(r));
+            ds.extend(attention(r));
             let n = r.len() * per_image;
             ds.push(cal.searcher.errors_pass(ctx, &spec, cal.probs.bind_range(0, n), n, base));
             base += Searcher::groups(n);
