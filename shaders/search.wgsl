@@ -17,6 +17,10 @@ struct Params {
     flags: u32,      // ONE_DIR | BIAS | CENTER_MEAN | CENTER_MEDIAN | RANKS
     mult: f32,       // scale applied to x before quantizing (q is searched as q·scale)
     total: u32,      // elements of the whole tensor (candidates, pick)
+    x_delta: u32,    // candidate_errors: words from the window's start to the slice's
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 const ONE_DIR: u32 = 1u;        // only the upper bound moves
@@ -37,13 +41,16 @@ const PAD_KEY: u32 = 0xffffffffu;
 @group(0) @binding(5) var<storage, read_write> qparams: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> keys: array<u32>;
 @group(0) @binding(7) var<storage, read> ranks: array<u32>;
+// candidate_errors: the slice through a uniform window (every thread reads the
+// same element at once: a broadcast on GPUs, one gather on CPU drivers).
+@group(0) @binding(8) var<uniform> x_window: array<vec4<f32>, 4096>;
 
 const WG: u32 = 256u;
-const PER_WG: u32 = 8192u;   // elements per workgroup in both passes
-const CHUNK: u32 = 1024u;    // elements staged in shared memory at a time
+// Elements per workgroup in both passes: two workgroups' elements and an
+// alignment offset of up to 64 words fit one uniform window.
+const PER_WG: u32 = 8160u;
 
 var<workgroup> red: array<vec4<f32>, 256>;
-var<workgroup> stage: array<f32, 1024>;
 
 fn fq(v: f32, l: f32, u: f32) -> f32 {
     return fake_quant(v, vec4<f32>(l, u, 0.0, 0.0), LEVELS);
@@ -162,36 +169,25 @@ fn candidates_sorted(@builtin(local_invocation_id) lid: vec3<u32>) {
 }
 
 // (Σ (x − Q_i(x))², Σ (x − Q_i(x))) for every candidate i < K over this
-// workgroup's elements; one thread per candidate, the elements staged in shared
-// memory.
+// workgroup's elements (of the window bound for this dispatch); one thread per
+// candidate.
 @compute @workgroup_size(256)
 fn candidate_errors(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let start = wg.x * PER_WG;
     let end = min(start + PER_WG, p.n);
-    var bounds = vec2<f32>(0.0);
-    if (lid.x < p.k) {
-        bounds = cand[lid.x];
+    if (lid.x >= p.k) {
+        return;
     }
+    let bounds = cand[lid.x];
     var sq = 0.0;
     var sum = 0.0;
-    for (var c0 = start; c0 < end; c0 += CHUNK) {
-        let len = min(CHUNK, end - c0);
-        for (var i = lid.x; i < len; i += WG) {
-            stage[i] = x[c0 + i] * p.mult;
-        }
-        workgroupBarrier();
-        if (lid.x < p.k) {
-            for (var i = 0u; i < len; i++) {
-                let d = stage[i] - fq(stage[i], bounds.x, bounds.y);
-                sq = fma(d, d, sq);
-                sum += d;
-            }
-        }
-        workgroupBarrier();
+    for (var i = p.x_delta + start; i < p.x_delta + end; i++) {
+        let v = x_window[i >> 2u][i & 3u] * p.mult;
+        let d = v - fq(v, bounds.x, bounds.y);
+        sq = fma(d, d, sq);
+        sum += d;
     }
-    if (lid.x < p.k) {
-        errs[(p.wg_base + wg.x) * p.k + lid.x] = vec2<f32>(sq, sum);
-    }
+    errs[(p.wg_base + wg.x) * p.k + lid.x] = vec2<f32>(sq, sum);
 }
 
 // Kahan step: (sum, compensation) + y.

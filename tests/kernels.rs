@@ -125,7 +125,7 @@ fn window_attention_shifted_and_not() {
         // q, k and v in the window order the q/k/v matmuls write.
         let bufs: Vec<GpuBuffer> = (0..3)
             .map(|p| {
-                let buf = GpuBuffer::zeros(ctx, "qkv", ops::attention_input_words(t * c));
+                let buf = GpuBuffer::zeros_windowed(ctx, "qkv", t * c);
                 buf.write(ctx, &cpu::window_order(&part(p), (b, h, w), c, heads, window, shift));
                 buf
             })

@@ -40,7 +40,7 @@ fn method(name: &str) -> Method {
 /// first minimum, or a neighbour on a near-tie), and the bias.
 fn check(x: &[f32], bits: u32, m: Method, one_dir: bool, mult: f32, slices: usize, cand_tol: f32) {
     let ctx = gpu();
-    let xb = GpuBuffer::from_slice(ctx, "x", x);
+    let xb = GpuBuffer::from_slice_windowed(ctx, "x", x);
     let qparams = GpuBuffer::zeros(ctx, "q", 4 * 8);
     let searcher = Searcher::new(ctx, x.len(), bits, m.sorts()).unwrap();
     let spec = SearchSpec { method: m, index: 2, count: 3, one_dir, mult };
@@ -56,7 +56,7 @@ fn check(x: &[f32], bits: u32, m: Method, one_dir: bool, mult: f32, slices: usiz
     ds.extend(searcher.candidates(ctx, &spec, base, x.len()));
     let mut base2 = 0;
     for &(s, n) in &pieces {
-        ds.push(searcher.errors_pass(ctx, &spec, xb.bind_range(s, n), n, base2));
+        ds.extend(searcher.errors_pass(ctx, &spec, &xb, s, n, base2));
         base2 += Searcher::groups(n);
     }
     ds.push(searcher.pick(ctx, &spec, base, x.len(), &qparams));

@@ -10,7 +10,13 @@ pub struct GpuBuffer {
     pub len: usize,
 }
 
-// UNIFORM too: the `rows` matmul reads weight blocks as uniform buffers.
+/// Words of a uniform window: 64 KiB, the smallest uniform binding limit wgpu
+/// guarantees. CPU drivers (lavapipe) load uniform buffers as vector gathers but
+/// storage and workgroup memory lane by lane, so the hot operands of the matmul,
+/// the attention and the bound search are read through such windows.
+pub const WINDOW_WORDS: usize = 16384;
+
+// UNIFORM too: for the uniform windows.
 const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::UNIFORM)
     .union(wgpu::BufferUsages::COPY_SRC)
@@ -19,9 +25,26 @@ const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
 impl GpuBuffer {
     /// Zero-filled buffer of `len` 4-byte elements (at least one, since wgpu rejects empty bindings).
     pub fn zeros(ctx: &GpuContext, label: &str, len: usize) -> Self {
+        Self::zeros_with_room(ctx, label, len, len.max(1))
+    }
+
+    /// Zero-filled buffer of `len` elements in which a uniform window may start at
+    /// any element (`bind_window`).
+    pub fn zeros_windowed(ctx: &GpuContext, label: &str, len: usize) -> Self {
+        Self::zeros_with_room(ctx, label, len, len + WINDOW_WORDS)
+    }
+
+    /// `from_slice` with room for a uniform window at any element.
+    pub fn from_slice_windowed(ctx: &GpuContext, label: &str, data: &[f32]) -> Self {
+        let buf = Self::zeros_windowed(ctx, label, data.len());
+        buf.write(ctx, data);
+        buf
+    }
+
+    fn zeros_with_room(ctx: &GpuContext, label: &str, len: usize, words: usize) -> Self {
         let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: (len.max(1) * 4) as u64,
+            size: (words * 4) as u64,
             usage: STORAGE,
             mapped_at_creation: false,
         });
@@ -51,7 +74,18 @@ impl GpuBuffer {
 
     /// Whole-buffer binding.
     pub fn bind(&self) -> wgpu::BindingResource<'_> {
-        self.buffer.as_entire_binding()
+        self.bind_range(0, self.len)
+    }
+
+    /// Uniform-window binding of WINDOW_WORDS words from element `start` (made with
+    /// `zeros_windowed`, or sized for it).
+    pub fn bind_window(&self, start: usize) -> wgpu::BindingResource<'_> {
+        assert!(((start + WINDOW_WORDS) * 4) as u64 <= self.buffer.size(), "uniform window past the end of a buffer");
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: start as u64 * 4,
+            size: std::num::NonZeroU64::new(WINDOW_WORDS as u64 * 4),
+        })
     }
 
     /// Binding of elements [start, start+len).

@@ -6,6 +6,6 @@ mod kernels;
 pub mod ops;
 pub mod profiler;
 
-pub use buffer::{read_bytes, GpuBuffer};
+pub use buffer::{read_bytes, GpuBuffer, WINDOW_WORDS};
 pub use context::{adapters_report, AdapterChoice, GpuContext, MatmulKind};
 pub use kernels::{grid_1d, run_now, Const, Dispatch, PipelineCache, Shader};

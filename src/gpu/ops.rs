@@ -3,12 +3,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{grid_1d, run_now, Const, Dispatch, GpuBuffer, GpuContext, MatmulKind, Shader};
+use super::{grid_1d, run_now, Const, Dispatch, GpuBuffer, GpuContext, MatmulKind, Shader, WINDOW_WORDS};
 use crate::model::weights::{Conv3x3, LayerNorm, Linear};
-
-/// 4-byte words of the `rows` matmul's uniform weight block (64 KiB, the smallest
-/// uniform binding limit wgpu guarantees).
-const BLOCK_WORDS: usize = 16384;
 
 /// How a matmul's weights are laid out in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +21,7 @@ impl WeightLayout {
     /// of at most 32 columns (k weights and a bias each) as fit the uniform block,
     /// or dense for the tiled matmul (also when one column would not fit).
     pub fn for_layer(ctx: &GpuContext, kind: MatmulKind, out_dim: usize, k: usize) -> Self {
-        let v_max = (BLOCK_WORDS / (4 * (k + 1))).min(8);
+        let v_max = (WINDOW_WORDS / (4 * (k + 1))).min(8);
         if kind == MatmulKind::Tiled || v_max == 0 {
             return Self::Dense;
         }
@@ -40,7 +36,7 @@ impl WeightLayout {
     pub fn words(self, elems: usize) -> usize {
         match self {
             Self::Dense => elems,
-            Self::Blocks { blocks, slot, .. } => (blocks - 1) * slot + BLOCK_WORDS,
+            Self::Blocks { blocks, slot, .. } => (blocks - 1) * slot + WINDOW_WORDS,
         }
     }
 }
@@ -66,7 +62,7 @@ impl GpuLinear {
     pub fn with_kind(ctx: &GpuContext, kind: MatmulKind, label: &str, weight: &[f32], bias: &[f32], out_dim: usize) -> Self {
         let k = weight.len() / out_dim;
         let layout = WeightLayout::for_layer(ctx, kind, out_dim, k);
-        let weight = GpuBuffer::from_slice(ctx, label, weight);
+        let weight = GpuBuffer::from_slice_windowed(ctx, label, weight);
         let bias = GpuBuffer::from_slice(ctx, label, bias);
         let laid_out = (layout != WeightLayout::Dense).then(|| {
             let dst = GpuBuffer::zeros(ctx, label, layout.words(weight.len));
@@ -202,11 +198,7 @@ pub fn attention_table(ctx: &GpuContext, table: &[f32]) -> GpuBuffer {
     GpuBuffer::from_slice(ctx, "bias_table", &padded)
 }
 
-/// Words of a q, k or v buffer of `elems` values: attention binds it in 64 KiB
-/// uniform windows, the last of which may reach past the data.
-pub fn attention_input_words(elems: usize) -> usize {
-    elems + BLOCK_WORDS
-}
+
 
 /// The matmul's dispatches: one for the tiled strategy, one per weight block for `rows`.
 pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
@@ -266,7 +258,7 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
                         (4, residual.clone()),
                         (5, a.out.clone()),
                         (6, qparams.clone()),
-                        (7, l.weight.bind_range(b * slot, BLOCK_WORDS)),
+                        (7, l.weight.bind_window(b * slot)),
                     ];
                     Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [row_groups as u32, 1, 1], a.stage)
                 })
@@ -372,8 +364,8 @@ pub struct AttnExtras<'a> {
     pub batch: Option<std::ops::Range<usize>>,
 }
 
-/// Window attention over (b, h, w) tokens of q, k, v in window order (buffers of
-/// `attention_input_words`), output row-major (tokens × heads·head_dim) before the
+/// Window attention over (b, h, w) tokens of q, k, v in window order (windowed
+/// buffers, `GpuBuffer::zeros_windowed`), output row-major (tokens × heads·head_dim) before the
 /// projection. One dispatch per group of window-head slices that fits a uniform binding.
 #[allow(clippy::too_many_arguments)]
 pub fn window_attention(
@@ -404,7 +396,7 @@ pub fn window_attention(
     let batch = extras.batch.clone().unwrap_or(0..b);
     let slice_words = s.window * s.window * s.head_dim;
     let align = (ctx.limits.min_uniform_buffer_offset_alignment as usize / 4).max(1);
-    let per_dispatch = (BLOCK_WORDS - align) / slice_words;
+    let per_dispatch = (WINDOW_WORDS - align) / slice_words;
     assert!(per_dispatch > 0, "attention: one window of one head ({slice_words} values) exceeds a uniform binding");
     let qparams = extras.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
     let write_p = extras.probs.is_some() as u32;
@@ -427,9 +419,9 @@ pub fn window_attention(
                 p_slice0: first as u32,
             };
             let bindings = [
-                (1, q.bind_range(start, BLOCK_WORDS)),
-                (2, k.bind_range(start, BLOCK_WORDS)),
-                (3, v.bind_range(start, BLOCK_WORDS)),
+                (1, q.bind_window(start)),
+                (2, k.bind_window(start)),
+                (3, v.bind_window(start)),
                 (4, table.bind()),
                 (5, out.clone()),
                 (6, qparams.clone()),

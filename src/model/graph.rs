@@ -161,7 +161,7 @@ impl Calibration {
                 .with_context(|| format!("{} on {b} calibration patches (use fewer)", method.name()))?,
             method,
             params: GpuBuffer::zeros(ctx, "qparams", 4 * n_params),
-            probs: GpuBuffer::zeros(ctx, "probs", probs_batch * per_image),
+            probs: GpuBuffer::zeros_windowed(ctx, "probs", probs_batch * per_image),
             probs_batch,
         })
     }
@@ -278,14 +278,14 @@ impl Plan {
         if matches!(mode, Mode::Calibrate(_)) {
             chunk = t;
         }
-        let z = |label: &str, n: usize| GpuBuffer::zeros(ctx, label, n);
+        let z = |label: &str, n: usize| GpuBuffer::zeros_windowed(ctx, label, n);
         let bufs = Buffers {
             input: z("input", b * cfg.in_chans * h * w),
             x0: z("x0", t * cfg.in_chans),
             f0: z("f0", t * c),
             p: [z("p0", t * c), z("p1", t * c), z("p2", t * c)],
             ln: z("ln", t * c),
-            qkv: ["q", "k", "v"].map(|name| z(name, ops::attention_input_words(t * c))),
+            qkv: ["q", "k", "v"].map(|name| z(name, t * c)),
             attn: z("attn", t * c),
             hidden: z("hidden", chunk * cfg.mlp_hidden),
             up: z("up", t * cfg.in_chans * s2),
@@ -487,7 +487,7 @@ impl Plan {
         for r in &chunks {
             ds.extend(attention(r));
             let n = r.len() * per_image;
-            ds.push(cal.searcher.errors_pass(ctx, &spec, cal.probs.bind_range(0, n), n, base));
+            ds.extend(cal.searcher.errors_pass(ctx, &spec, &cal.probs, 0, n, base));
             base += Searcher::groups(n);
         }
         ds.push(cal.searcher.pick(ctx, &spec, base, total, &cal.params));

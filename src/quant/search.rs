@@ -5,13 +5,13 @@ use anyhow::{bail, ensure, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::{fake_quant, levels, QParams, Slot};
-use crate::gpu::{Const, Dispatch, GpuBuffer, GpuContext, Shader};
+use crate::gpu::{Const, Dispatch, GpuBuffer, GpuContext, Shader, WINDOW_WORDS};
 use crate::sort::RadixSorter;
 
 /// DOBI's number of candidates (K); the sorted methods use as many.
 pub const DOBI_CANDIDATES: usize = 100;
 /// Elements per search workgroup (PER_WG in search.wgsl).
-pub const PER_WG: usize = 8192;
+pub const PER_WG: usize = 8160;
 
 /// Slices one tensor may be searched in (each rounds its workgroups up).
 pub const MAX_SLICES: usize = 64;
@@ -227,6 +227,8 @@ struct SearchParams {
     flags: u32,
     mult: f32,
     total: u32,
+    x_delta: u32,
+    _pad: [u32; 3],
 }
 
 /// How one quantizer's bounds are searched.
@@ -318,6 +320,8 @@ impl Searcher {
             flags: spec.flags(),
             mult: spec.mult,
             total: total as u32,
+            x_delta: 0,
+            _pad: [0; 3],
         }
     }
 
@@ -361,10 +365,23 @@ impl Searcher {
         ds
     }
 
-    /// Pass 2 over one slice: every candidate's squared and summed error.
-    pub fn errors_pass(&self, ctx: &GpuContext, spec: &SearchSpec, x: wgpu::BindingResource<'_>, n: usize, wg_base: usize) -> Dispatch {
-        let b = [(1, x), (3, self.cand.bind()), (4, self.errs.bind())];
-        self.dispatch(ctx, "candidate_errors", self.params(spec, n, wg_base, 0), &b, Self::groups(n) as u32)
+    /// Pass 2 over one slice, elements [start, start+n) of `x` (a windowed buffer):
+    /// every candidate's squared and summed error, two workgroups per uniform window.
+    pub fn errors_pass(&self, ctx: &GpuContext, spec: &SearchSpec, x: &GpuBuffer, start: usize, n: usize, wg_base: usize) -> Vec<Dispatch> {
+        let align = (ctx.limits.min_uniform_buffer_offset_alignment as usize / 4).max(1);
+        assert!(2 * PER_WG + align <= WINDOW_WORDS, "uniform offset alignment above 256 bytes");
+        (0..n)
+            .step_by(2 * PER_WG)
+            .enumerate()
+            .map(|(w, first)| {
+                let len = (2 * PER_WG).min(n - first);
+                let at = start + first;
+                let window = at - at % align;
+                let params = SearchParams { x_delta: (at - window) as u32, ..self.params(spec, len, wg_base + 2 * w, 0) };
+                let b = [(3, self.cand.bind()), (4, self.errs.bind()), (8, x.bind_window(window))];
+                self.dispatch(ctx, "candidate_errors", params, &b, Self::groups(len) as u32)
+            })
+            .collect()
     }
 
     /// Picks the best candidate over `partials` error rows into `qparams`, with
@@ -379,7 +396,7 @@ impl Searcher {
         let g = Self::groups(n);
         let mut ds = vec![self.stats_pass(ctx, spec, x.bind_range(start, n), n, 0)];
         ds.extend(self.candidates(ctx, spec, g, n));
-        ds.push(self.errors_pass(ctx, spec, x.bind_range(start, n), n, 0));
+        ds.extend(self.errors_pass(ctx, spec, x, start, n, 0));
         ds.push(self.pick(ctx, spec, g, n, qparams));
         ds
     }
