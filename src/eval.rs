@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::data::{load_rgb, load_rgb_u8, psnr_y, ssim_y, Pair};
+use crate::data::{load_rgb, load_rgb_u8, psnr_y, ssim_y, Pair, RgbU8};
 use crate::upscale::Upscaler;
 
 #[derive(Clone, Debug, Serialize)]
@@ -30,6 +30,11 @@ pub struct EvalReport {
 
 /// Scores one LR/HR pair.
 pub fn score_pair(up: &mut Upscaler, pair: &Pair) -> Result<ImageScore> {
+    score_pair_sr(up, pair).map(|(score, _)| score)
+}
+
+/// Scores one LR/HR pair and also returns the 8-bit SR image that was scored.
+pub fn score_pair_sr(up: &mut Upscaler, pair: &Pair) -> Result<(ImageScore, RgbU8)> {
     let scale = up.scale();
     let lr = load_rgb(&pair.lr)?;
     let hr = load_rgb_u8(&pair.hr)?;
@@ -44,7 +49,8 @@ pub fn score_pair(up: &mut Upscaler, pair: &Pair) -> Result<ImageScore> {
         );
     }
     let sr = up.upscale(&lr).with_context(|| format!("{}", pair.lr.display()))?.to_u8();
-    Ok(ImageScore { name: pair.name.clone(), psnr_y: psnr_y(&sr, &hr, scale), ssim_y: ssim_y(&sr, &hr, scale) })
+    let score = ImageScore { name: pair.name.clone(), psnr_y: psnr_y(&sr, &hr, scale), ssim_y: ssim_y(&sr, &hr, scale) };
+    Ok((score, sr))
 }
 
 /// Scores every pair; `progress` is called after each image.
@@ -55,11 +61,22 @@ pub fn evaluate(
     pairs: &[Pair],
     mut progress: impl FnMut(&ImageScore),
 ) -> Result<EvalReport> {
+    evaluate_each(up, dataset, engine, pairs, |_, score, _| progress(score))
+}
+
+/// [`evaluate`] that also hands each pair's 8-bit SR image to `each`.
+pub fn evaluate_each(
+    up: &mut Upscaler,
+    dataset: &str,
+    engine: &str,
+    pairs: &[Pair],
+    mut each: impl FnMut(&Pair, &ImageScore, &RgbU8),
+) -> Result<EvalReport> {
     let start = Instant::now();
     let mut images = Vec::with_capacity(pairs.len());
     for pair in pairs {
-        let score = score_pair(up, pair)?;
-        progress(&score);
+        let (score, sr) = score_pair_sr(up, pair)?;
+        each(pair, &score, &sr);
         images.push(score);
     }
     let n = images.len().max(1) as f64;

@@ -195,7 +195,56 @@ fn planar_from_interleaved(w: usize, h: usize, src: &[f32]) -> RgbImage {
 /// then rename over `path`, so readers never see a half-written file.
 pub fn save_png(img: &RgbU8, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let fail = |what: &str, e: &dyn std::fmt::Display| anyhow!("{}: {what}: {e}", path.display());
+    check_size(img, path)?;
+    persist_atomic(path, "png", |w| {
+        image::codecs::png::PngEncoder::new(w)
+            .write_image(
+                &img.data,
+                img.width as u32,
+                img.height as u32,
+                image::ExtendedColorType::Rgb8,
+            )
+            .map_err(|e| anyhow!("cannot encode PNG: {e}"))
+    })
+}
+
+/// [`save_png`] with `tEXt` chunks (keyword, text) before the image data, e.g. the
+/// settings that made a figure. Keywords are 1–79 Latin-1 characters.
+pub fn save_png_with_text(
+    img: &RgbU8,
+    path: impl AsRef<Path>,
+    text: &[(&str, &str)],
+) -> Result<()> {
+    let path = path.as_ref();
+    check_size(img, path)?;
+    persist_atomic(path, "png", |w| {
+        let mut enc = png::Encoder::new(w, img.width as u32, img.height as u32);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        for (k, v) in text {
+            enc.add_text_chunk(k.to_string(), v.to_string())
+                .map_err(|e| anyhow!("PNG text chunk `{k}`: {e}"))?;
+        }
+        let mut writer = enc
+            .write_header()
+            .map_err(|e| anyhow!("cannot encode PNG: {e}"))?;
+        writer
+            .write_image_data(&img.data)
+            .map_err(|e| anyhow!("cannot encode PNG: {e}"))?;
+        writer
+            .finish()
+            .map_err(|e| anyhow!("cannot encode PNG: {e}"))
+    })
+}
+
+/// Write `bytes` atomically (temp file in the same folder, then rename).
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    persist_atomic(path.as_ref(), "tmp", |w| {
+        w.write_all(bytes).map_err(|e| anyhow!("cannot write: {e}"))
+    })
+}
+
+fn check_size(img: &RgbU8, path: &Path) -> Result<()> {
     if img.data.len() != 3 * img.width * img.height || img.width == 0 || img.height == 0 {
         bail!(
             "{}: refusing to write a {}x{} image with {} bytes",
@@ -205,25 +254,28 @@ pub fn save_png(img: &RgbU8, path: impl AsRef<Path>) -> Result<()> {
             img.data.len()
         );
     }
+    Ok(())
+}
+
+/// Runs `write` on a temp file beside `path`, then renames it over `path`.
+fn persist_atomic(
+    path: &Path,
+    ext: &str,
+    write: impl FnOnce(&mut BufWriter<&std::fs::File>) -> Result<()>,
+) -> Result<()> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| anyhow!("{}: {what}: {e}", path.display());
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let tmp = tempfile::Builder::new()
         .prefix(".swinq-")
-        .suffix(".png.tmp")
+        .suffix(&format!(".{ext}.tmp"))
         .tempfile_in(dir)
         .map_err(|e| fail("cannot create file", &e))?;
     {
         let mut w = BufWriter::new(tmp.as_file());
-        image::codecs::png::PngEncoder::new(&mut w)
-            .write_image(
-                &img.data,
-                img.width as u32,
-                img.height as u32,
-                image::ExtendedColorType::Rgb8,
-            )
-            .map_err(|e| fail("cannot encode PNG", &e))?;
+        write(&mut w).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
         w.flush().map_err(|e| fail("cannot write", &e))?;
     }
     // Temp files are created private (0600); give the result ordinary file permissions.
