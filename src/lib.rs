@@ -6,6 +6,7 @@ pub mod eval;
 pub mod gpu;
 pub mod model;
 pub mod quant;
+pub mod report;
 pub mod sort;
 pub mod upscale;
 pub mod weights_registry;

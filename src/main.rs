@@ -17,6 +17,7 @@ use swinq::quant::calib::{load_patches, PatchMode};
 use swinq::quant::file::QuantFile;
 use swinq::quant::phase1::calibrate;
 use swinq::quant::search::{Center, Method};
+use swinq::report::ReportOptions;
 use swinq::upscale::{Tiling, Upscaler};
 use swinq::weights_registry::resolve_weights;
 
@@ -117,6 +118,14 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Evaluate the float model and quantized files on benchmark sets; write a report
+    /// folder: report.md, report.json, psnr_vs_bits.png, comparisons/<set>_<image>.png.
+    Report {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        opts: ReportOptions,
+    },
 }
 
 #[derive(Args)]
@@ -179,7 +188,20 @@ fn run(cli: Cli) -> Result<()> {
             let opts = CalibOptions { calib, bits, method, bias, center, patches, patch_mode, seed, embed_weights };
             run_calibrate(&model, scale, &opts, &output)
         }
+        Command::Report { model, opts } => report(&model, &opts),
     }
+}
+
+fn report(model: &ModelArgs, opts: &ReportOptions) -> Result<()> {
+    let (weights, hash) = model.load_with_hash()?;
+    let s = check_scale(&weights, opts.scale)?;
+    let quants = opts.quantized.iter().map(|q| Ok((q.clone(), load_quantized(q, &weights, &hash)?))).collect::<Result<Vec<_>>>()?;
+    let plan = swinq::report::prepare(opts, s)?;
+    let ctx = model.gpu()?;
+    let ckpt = swinq::report::Checkpoint { name: model.weights.clone(), sha256: hash, weights: &weights };
+    let r = swinq::report::run(&ctx, &ckpt, &quants, model.tile, opts, plan)?;
+    eprintln!("report: {} model(s) × {} set(s) on {} → {}", r.models.len(), r.datasets.len(), ctx.describe(), opts.output.join("report.md").display());
+    Ok(())
 }
 
 fn convert(input: &Path, output: &Path) -> Result<()> {

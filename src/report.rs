@@ -1,0 +1,798 @@
+//! `swinq report`: evaluate the float model and quantized files on benchmark sets and
+//! write a report folder people can look at:
+//!
+//! - `report.md` and `report.json`: PSNR-Y / SSIM-Y per model (rows) and set (columns),
+//!   the settings, the per-image scores (JSON), the models' calibration settings;
+//! - `psnr_vs_bits.png`: PSNR-Y against bits, one panel per set, one line per method,
+//!   the float model as a dashed reference line;
+//! - `comparisons/<set>_<image>.png`: the same crop of HR, MATLAB bicubic, FP32 SR and
+//!   each quantized SR side by side, ×3 nearest neighbour, labelled as in SR papers.
+//!
+//! Crops: `--crop NAME:X,Y,SIZE` (HR pixels; NAME is an image name, or SET/NAME when
+//! names repeat across sets); without it, the centre 96×96 of the first image of each
+//! set. Every PNG carries a caption line with the settings (swinq version, checkpoint
+//! SHA-256 prefix, scale, models, images per set, tiling) drawn under the figure, and
+//! the same text plus the full checkpoint hash in PNG `tEXt` chunks.
+//!
+//! Text is drawn by plotters with the Hack font embedded from `epaint_default_fonts`,
+//! so no system font is needed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use serde::Serialize;
+
+use crate::data::{
+    benchmark_pairs, dataset_name, load_rgb_u8, psnr_y, save_png_with_text, upscale_matlab, write_atomic, Pair, RgbU8,
+};
+use crate::eval::{evaluate_each, score_pair_sr, EvalReport};
+use crate::gpu::GpuContext;
+use crate::model::SwinWeights;
+use crate::quant::file::QuantFile;
+use crate::upscale::{Tiling, Upscaler};
+
+/// Nearest-neighbour zoom of the comparison crops.
+pub const ZOOM: usize = 3;
+/// Side of the default crop, in HR pixels.
+pub const DEFAULT_CROP: usize = 96;
+/// Label of the float model.
+pub const FP_LABEL: &str = "FP32";
+
+const FONT: &str = "sans-serif";
+
+/// The `swinq report` options besides the model arguments.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ReportOptions {
+    /// Quantized model file (from `swinq calibrate`); repeat for several.
+    #[arg(long)]
+    pub quantized: Vec<PathBuf>,
+    /// Benchmark folder (<DIR>/HR, <DIR>/LR_bicubic/X<s>); repeat for several.
+    #[arg(long, required = true)]
+    pub dataset: Vec<PathBuf>,
+    /// Upscaling factor; must match the checkpoint (default: the checkpoint's).
+    #[arg(long)]
+    pub scale: Option<usize>,
+    /// Evaluate only the first N images (name order) of each set.
+    #[arg(long, value_name = "N")]
+    pub max_images: Option<usize>,
+    /// Comparison crop NAME:X,Y,SIZE in HR pixels (NAME: image name, or SET/NAME); repeat
+    /// for several. Default: the centre 96×96 of the first image of each set.
+    #[arg(long, value_name = "NAME:X,Y,SIZE")]
+    pub crop: Vec<String>,
+    /// Report title.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Report folder (created if missing).
+    #[arg(short, long, value_name = "REPORT_DIR")]
+    pub output: PathBuf,
+}
+
+/// A comparison crop as given on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CropSpec {
+    pub dataset: Option<String>,
+    pub image: String,
+    pub x: usize,
+    pub y: usize,
+    pub size: usize,
+}
+
+impl CropSpec {
+    /// Parses `NAME:X,Y,SIZE` or `SET/NAME:X,Y,SIZE`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || anyhow!("--crop {s}: expected NAME:X,Y,SIZE (HR pixels), e.g. baby:100,120,96");
+        let (name, nums) = s.rsplit_once(':').ok_or_else(bad)?;
+        let v: Vec<usize> = nums.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>().map_err(|_| bad())?;
+        let [x, y, size] = v[..] else { return Err(bad()) };
+        if size == 0 || name.is_empty() {
+            return Err(bad());
+        }
+        let (dataset, image) = match name.rsplit_once('/') {
+            Some((d, i)) => (Some(d.to_string()), i.to_string()),
+            None => (None, name.to_string()),
+        };
+        Ok(Self { dataset, image, x, y, size })
+    }
+}
+
+/// Settings that made a report; every figure carries them.
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    pub title: String,
+    pub swinq_version: String,
+    pub command: String,
+    /// `--weights` as given.
+    pub checkpoint: String,
+    pub checkpoint_sha256: String,
+    pub config: String,
+    pub scale: usize,
+    /// LR tile size; None for whole images (or automatic tiles when too large).
+    pub tile: Option<usize>,
+    pub max_images: Option<usize>,
+    pub adapter: String,
+    /// How the comparison crops were chosen.
+    pub crops: String,
+}
+
+/// One model's row: the float model (method "fp32", no bits) or a quantized file.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelEntry {
+    pub label: String,
+    pub method: String,
+    pub bits: Option<u32>,
+    pub file: Option<String>,
+    /// The quantized file's calibration settings (patches, seed, …).
+    pub calibration: BTreeMap<String, String>,
+    /// One per set, in the order of [`Report::datasets`].
+    pub results: Vec<EvalReport>,
+}
+
+/// One tile of a comparison figure.
+#[derive(Clone, Debug, Serialize)]
+pub struct TileInfo {
+    pub label: String,
+    /// PSNR-Y of the whole image (HR tile: None).
+    pub psnr_y: Option<f64>,
+}
+
+/// One comparison figure.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub dataset: String,
+    pub image: String,
+    pub x: usize,
+    pub y: usize,
+    pub size: usize,
+    /// Relative to the report folder.
+    pub file: String,
+    pub tiles: Vec<TileInfo>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub settings: Settings,
+    pub datasets: Vec<String>,
+    pub models: Vec<ModelEntry>,
+    pub comparisons: Vec<Comparison>,
+}
+
+// ---------------------------------------------------------------- text rendering
+
+/// One line of settings for figure captions (ASCII, so it fits a PNG tEXt chunk).
+pub fn caption(report: &Report) -> String {
+    let s = &report.settings;
+    let models: Vec<&str> = report.models.iter().map(|m| m.label.as_str()).collect();
+    let images = s.max_images.map_or("all images".to_string(), |n| format!("first {n} img/set"));
+    let tile = s.tile.map_or("whole images".to_string(), |t| format!("tile {t}"));
+    format!(
+        "swinq {} | checkpoint sha256 {} | x{} | {} | {} | {}",
+        s.swinq_version,
+        short_hash(&s.checkpoint_sha256),
+        s.scale,
+        models.join(", "),
+        images,
+        tile
+    )
+}
+
+fn short_hash(h: &str) -> &str {
+    &h[..h.len().min(12)]
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|")
+}
+
+/// `36.3668 / 0.9527`, or `–` when the model has no result for the set.
+fn cell(r: Option<&EvalReport>) -> String {
+    r.map_or("–".to_string(), |r| format!("{:.4} / {:.4}", r.psnr_y, r.ssim_y))
+}
+
+/// report.md.
+pub fn render_markdown(report: &Report) -> String {
+    let s = &report.settings;
+    let mut md = format!("# {}\n\n", s.title);
+    md += "## Settings\n\n";
+    md += &format!("- swinq {}: `{}`\n", s.swinq_version, s.command);
+    md += &format!("- checkpoint `{}`, SHA-256 `{}`\n", s.checkpoint, s.checkpoint_sha256);
+    md += &format!("- model: {}; scale ×{}\n", s.config, s.scale);
+    md += &format!(
+        "- images: {}; {}; adapter {}\n",
+        s.max_images.map_or("all of each set".to_string(), |n| format!("the first {n} of each set")),
+        s.tile.map_or("whole images (automatic tiles when too large)".to_string(), |t| format!("tiles of {t} LR pixels")),
+        s.adapter
+    );
+    md += &format!("- comparison crops: {}\n", s.crops);
+    md += &format!("- figure caption: `{}`\n\n", caption(report));
+
+    md += "## PSNR-Y (dB) / SSIM-Y\n\n| model | bits |";
+    for (i, d) in report.datasets.iter().enumerate() {
+        let n = report.models.first().and_then(|m| m.results.get(i)).map_or(0, |r| r.images.len());
+        md += &format!(" {} ({n}) |", md_escape(d));
+    }
+    md += "\n|---|---|";
+    md += &"---|".repeat(report.datasets.len());
+    md += "\n";
+    for m in &report.models {
+        md += &format!("| {} | {} |", md_escape(&m.label), m.bits.map_or("32".into(), |b| b.to_string()));
+        for i in 0..report.datasets.len() {
+            md += &format!(" {} |", cell(m.results.get(i)));
+        }
+        md += "\n";
+    }
+    md += "\n![PSNR-Y against bits](psnr_vs_bits.png)\n\n";
+
+    md += "## Models\n\n| model | file | method | bits | calibration |\n|---|---|---|---|---|\n";
+    for m in &report.models {
+        let calib: Vec<String> = m.calibration.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        md += &format!(
+            "| {} | {} | {} | {} | {} |\n",
+            md_escape(&m.label),
+            m.file.as_deref().map_or("–".into(), |f| format!("`{}`", md_escape(f))),
+            md_escape(&m.method),
+            m.bits.map_or("32 (float)".into(), |b| format!("W{b}A{b}")),
+            md_escape(&calib.join(", "))
+        );
+    }
+
+    if !report.comparisons.is_empty() {
+        md += &format!("\n## Comparisons\n\nCrops in HR pixels, shown ×{ZOOM} with nearest neighbour; PSNR-Y of the whole image.\n");
+    }
+    for c in &report.comparisons {
+        md += &format!("\n### {} / {}: ({}, {}), {}×{}\n\n", c.dataset, c.image, c.x, c.y, c.size, c.size);
+        md += &format!("![{} {}]({})\n\n", c.dataset, c.image, c.file);
+        let row: Vec<String> = c
+            .tiles
+            .iter()
+            .map(|t| format!("{}{}", md_escape(&t.label), t.psnr_y.map_or(String::new(), |p| format!(": {p:.2} dB"))))
+            .collect();
+        md += &format!("{}\n", row.join(" · "));
+    }
+    md
+}
+
+/// report.json (pretty).
+pub fn render_json(report: &Report) -> Result<String> {
+    Ok(serde_json::to_string_pretty(report)? + "\n")
+}
+
+// ---------------------------------------------------------------- drawing
+
+/// Registers the embedded font under plotters' family names (once per process).
+fn register_fonts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        for name in [FONT, "serif", "monospace"] {
+            plotters::style::register_font(name, FontStyle::Normal, epaint_default_fonts::HACK_REGULAR)
+                .unwrap_or_else(|_| panic!("the embedded Hack font does not parse"));
+        }
+    });
+}
+
+/// Width and height of `text` at `size` pixels.
+fn text_size(text: &str, size: u32) -> (u32, u32) {
+    register_fonts();
+    (FONT, size as f64).into_font().box_size(text).unwrap_or((text.chars().count() as u32 * size * 6 / 10, size))
+}
+
+fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow!("drawing: {e}")
+}
+
+/// Size of one panel of the PSNR plot.
+pub const PANEL: (u32, u32) = (560, 400);
+const CAPTION_H: u32 = 30;
+
+/// The PSNR-Y against bits plot: one panel per set (3 per row), one coloured line per
+/// method, the float model as a dashed black line, the caption line at the bottom.
+pub fn plot_psnr_vs_bits(report: &Report) -> Result<RgbU8> {
+    register_fonts();
+    let n = report.datasets.len().max(1);
+    let cols = n.min(3);
+    let rows = n.div_ceil(3);
+    let cap = caption(report);
+    let w = (PANEL.0 * cols as u32).max(text_size(&cap, 13).0 + 20);
+    let h = PANEL.1 * rows as u32 + CAPTION_H;
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        let (plots, bottom) = root.split_vertically(h - CAPTION_H);
+        let panels = plots.split_evenly((rows, cols));
+        let methods = method_lines(report);
+        let bits: Vec<u32> = report.models.iter().filter_map(|m| m.bits).collect();
+        let (lo, hi) = (bits.iter().min().copied().unwrap_or(2), bits.iter().max().copied().unwrap_or(8));
+        let (xlo, xhi) = (lo as f64 - 0.5, hi as f64 + 0.5);
+        for (d, panel) in report.datasets.iter().enumerate().map(|(d, name)| (d, (name, &panels[d]))) {
+            let (name, area) = panel;
+            let values: Vec<f64> = report
+                .models
+                .iter()
+                .filter_map(|m| m.results.get(d).map(|r| r.psnr_y))
+                .filter(|v| v.is_finite())
+                .collect();
+            let ymin = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let ymax = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let (ymin, ymax) = if ymin.is_finite() { (ymin - 0.5, ymax + 0.5) } else { (0.0, 1.0) };
+            let mut chart = ChartBuilder::on(area)
+                .caption(format!("{name} x{}", report.settings.scale), (FONT, 20))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d(xlo..xhi, ymin..ymax)
+                .map_err(plot_err)?;
+            chart
+                .configure_mesh()
+                .x_desc("bits (W = A)")
+                .y_desc("PSNR-Y (dB)")
+                .x_labels((hi - lo + 2) as usize)
+                .x_label_formatter(&|v| if (v - v.round()).abs() < 1e-6 { format!("{v:.0}") } else { String::new() })
+                .y_label_formatter(&|v| format!("{v:.1}"))
+                .label_style((FONT, 14))
+                .draw()
+                .map_err(plot_err)?;
+            if let Some(fp) = report.models.iter().find(|m| m.bits.is_none()).and_then(|m| m.results.get(d)) {
+                let style = BLACK.stroke_width(2);
+                chart
+                    .draw_series(DashedLineSeries::new(vec![(xlo, fp.psnr_y), (xhi, fp.psnr_y)], 8, 5, style))
+                    .map_err(plot_err)?
+                    .label(format!("{FP_LABEL} {:.2}", fp.psnr_y))
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            }
+            for (i, (method, points)) in methods.iter().enumerate() {
+                let pts: Vec<(f64, f64)> = points
+                    .iter()
+                    .filter_map(|&(b, m)| report.models[m].results.get(d).map(|r| (b as f64, r.psnr_y)))
+                    .filter(|p| p.1.is_finite())
+                    .collect();
+                let color = Palette99::pick(i).to_rgba();
+                chart.draw_series(LineSeries::new(pts.clone(), color.stroke_width(2))).map_err(plot_err)?;
+                chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                    .map_err(plot_err)?
+                    .label(method.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font((FONT, 14))
+                .draw()
+                .map_err(plot_err)?;
+        }
+        bottom.draw_text(&cap, &(FONT, 13).into_font().color(&RGBColor(60, 60, 60)), (10, 8)).map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(RgbU8 { width: w as usize, height: h as usize, data: buf })
+}
+
+/// Quantized models grouped by method: (method, [(bits, model index)]) sorted by bits.
+fn method_lines(report: &Report) -> Vec<(String, Vec<(u32, usize)>)> {
+    let mut lines: Vec<(String, Vec<(u32, usize)>)> = Vec::new();
+    for (i, m) in report.models.iter().enumerate() {
+        let Some(b) = m.bits else { continue };
+        match lines.iter_mut().find(|(name, _)| *name == m.method) {
+            Some((_, pts)) => pts.push((b, i)),
+            None => lines.push((m.method.clone(), vec![(b, i)])),
+        }
+    }
+    lines.iter_mut().for_each(|(_, pts)| pts.sort());
+    lines
+}
+
+/// Nearest-neighbour upscaling by `k`.
+pub fn zoom_nearest(img: &RgbU8, k: usize) -> RgbU8 {
+    let (w, h) = (img.width * k, img.height * k);
+    let mut data = Vec::with_capacity(3 * w * h);
+    for y in 0..h {
+        for x in 0..w {
+            let i = ((y / k) * img.width + x / k) * 3;
+            data.extend_from_slice(&img.data[i..i + 3]);
+        }
+    }
+    RgbU8 { width: w, height: h, data }
+}
+
+/// One tile of a comparison: an image and its label lines.
+pub struct Tile {
+    pub image: RgbU8,
+    pub label: Vec<String>,
+}
+
+/// Geometry of a comparison figure (all in pixels).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub width: usize,
+    pub height: usize,
+    /// Top-left corner of each tile.
+    pub tiles: Vec<(usize, usize)>,
+    /// Top of the label lines (same for every tile).
+    pub label_top: usize,
+    /// Top of the caption line.
+    pub caption_top: usize,
+}
+
+const MARGIN: usize = 10;
+const GAP: usize = 10;
+const TITLE_PX: u32 = 16;
+const LABEL_PX: u32 = 16;
+const CAPTION_PX: u32 = 12;
+
+/// Where each tile and text goes: title line, tiles side by side (each centred in a
+/// column as wide as its tile or its label), label lines under each, caption line.
+pub fn layout(tiles: &[Tile], title: &str, caption: &str) -> Layout {
+    let line = |px: u32| px as usize + 6;
+    let cols: Vec<usize> = tiles
+        .iter()
+        .map(|t| t.label.iter().map(|l| text_size(l, LABEL_PX).0 as usize + 4).fold(t.image.width, usize::max))
+        .collect();
+    let row_w = cols.iter().sum::<usize>() + GAP * cols.len().saturating_sub(1);
+    let width = 2 * MARGIN
+        + row_w.max(text_size(title, TITLE_PX).0 as usize).max(text_size(caption, CAPTION_PX).0 as usize);
+    let tile_top = MARGIN + line(TITLE_PX) + 4;
+    let tile_h = tiles.iter().map(|t| t.image.height).max().unwrap_or(0);
+    let label_top = tile_top + tile_h + 4;
+    let lines = tiles.iter().map(|t| t.label.len()).max().unwrap_or(0);
+    let caption_top = label_top + lines * line(LABEL_PX) + 6;
+    let mut x = MARGIN + (width - 2 * MARGIN - row_w) / 2;
+    let mut pos = Vec::new();
+    for (t, cw) in tiles.iter().zip(&cols) {
+        pos.push((x + (cw - t.image.width) / 2, tile_top));
+        x += cw + GAP;
+    }
+    Layout { width, height: caption_top + line(CAPTION_PX) + MARGIN, tiles: pos, label_top, caption_top }
+}
+
+/// Draws a comparison figure on white: title, tiles, labels (centred under each tile),
+/// caption line.
+pub fn compose(tiles: &[Tile], title: &str, caption: &str) -> Result<RgbU8> {
+    register_fonts();
+    let l = layout(tiles, title, caption);
+    let mut img = RgbU8 { width: l.width, height: l.height, data: vec![255; 3 * l.width * l.height] };
+    for (t, &(x0, y0)) in tiles.iter().zip(&l.tiles) {
+        for y in 0..t.image.height {
+            let src = &t.image.data[y * t.image.width * 3..(y + 1) * t.image.width * 3];
+            let at = ((y0 + y) * l.width + x0) * 3;
+            img.data[at..at + src.len()].copy_from_slice(src);
+        }
+    }
+    {
+        let root = BitMapBackend::with_buffer(&mut img.data, (l.width as u32, l.height as u32)).into_drawing_area();
+        root.draw_text(title, &(FONT, TITLE_PX as f64).into_font().color(&BLACK), (MARGIN as i32, MARGIN as i32))
+            .map_err(plot_err)?;
+        let label_style = (FONT, LABEL_PX as f64).into_font().color(&BLACK);
+        for (t, &(x0, _)) in tiles.iter().zip(&l.tiles) {
+            for (i, text) in t.label.iter().enumerate() {
+                let tw = text_size(text, LABEL_PX).0 as i32;
+                let x = x0 as i32 + (t.image.width as i32 - tw) / 2;
+                let y = l.label_top + i * (LABEL_PX as usize + 6);
+                root.draw_text(text, &label_style, (x, y as i32)).map_err(plot_err)?;
+            }
+        }
+        let cap_style = (FONT, CAPTION_PX as f64).into_font().color(&RGBColor(60, 60, 60));
+        root.draw_text(caption, &cap_style, (MARGIN as i32, l.caption_top as i32)).map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(img)
+}
+
+/// PNG tEXt chunks of a figure.
+fn png_text<'a>(report: &'a Report, title: &'a str, cap: &'a str) -> Vec<(&'static str, &'a str)> {
+    vec![
+        ("Title", title),
+        ("Software", "swinq"),
+        ("Comment", cap),
+        ("Source", report.settings.checkpoint_sha256.as_str()),
+        ("swinq-command", report.settings.command.as_str()),
+    ]
+}
+
+/// Writes psnr_vs_bits.png into `dir`.
+pub fn write_plot(report: &Report, dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("psnr_vs_bits.png");
+    let img = plot_psnr_vs_bits(report)?;
+    let cap = caption(report);
+    save_png_with_text(&img, &path, &png_text(report, "PSNR-Y against bits", &cap))?;
+    Ok(path)
+}
+
+// ---------------------------------------------------------------- running
+
+/// A comparison crop resolved against a set: the pair, the region, HR and bicubic tiles.
+struct CropJob {
+    dataset: usize,
+    pair: Pair,
+    x: usize,
+    y: usize,
+    size: usize,
+    /// Label and crop per tile, HR and bicubic first, then one per model.
+    tiles: Vec<(TileInfo, RgbU8)>,
+}
+
+/// Everything checked before the GPU work starts.
+pub struct Plan {
+    datasets: Vec<(String, Vec<Pair>)>,
+    crops: Vec<CropJob>,
+    scale: usize,
+    out: PathBuf,
+}
+
+/// Checks the sets, the crops and the output folder (so a long run cannot fail at the
+/// end), and loads the HR and bicubic tiles.
+pub fn prepare(opts: &ReportOptions, scale: usize) -> Result<Plan> {
+    let mut datasets = Vec::new();
+    for dir in &opts.dataset {
+        let pairs = benchmark_pairs(dir, scale).with_context(|| format!("--dataset {}", dir.display()))?;
+        let name = dataset_name(dir);
+        if datasets.iter().any(|(n, _)| *n == name) {
+            bail!("--dataset {}: two sets are both named {name}", dir.display());
+        }
+        datasets.push((name, pairs));
+    }
+    if opts.max_images == Some(0) {
+        bail!("--max-images 0: evaluate at least one image per set");
+    }
+    let specs: Vec<CropSpec> = opts.crop.iter().map(|c| CropSpec::parse(c)).collect::<Result<_>>()?;
+    let mut crops = Vec::new();
+    if specs.is_empty() {
+        for (d, (_, pairs)) in datasets.iter().enumerate() {
+            crops.push(crop_job(d, &pairs[0], None, scale)?);
+        }
+    }
+    for spec in &specs {
+        let found: Vec<(usize, &Pair)> = datasets
+            .iter()
+            .enumerate()
+            .filter(|(_, (name, _))| spec.dataset.as_ref().is_none_or(|d| d == name))
+            .flat_map(|(d, (_, pairs))| pairs.iter().filter(|p| p.name == spec.image).map(move |p| (d, p)))
+            .collect();
+        match found[..] {
+            [(d, pair)] => crops.push(crop_job(d, pair, Some(spec), scale)?),
+            [] => bail!("--crop: no image {} in the sets given", spec.image),
+            _ => bail!("--crop: {} is in several sets; write SET/{}", spec.image, spec.image),
+        }
+    }
+    let out = opts.output.clone();
+    std::fs::create_dir_all(out.join("comparisons"))
+        .with_context(|| format!("{}: cannot create the report folder", out.display()))?;
+    for dir in [out.clone(), out.join("comparisons")] {
+        tempfile::Builder::new()
+            .prefix(".swinq-check")
+            .tempfile_in(&dir)
+            .with_context(|| format!("{}: the report folder is not writable", dir.display()))?;
+    }
+    Ok(Plan { datasets, crops, scale, out })
+}
+
+fn crop_job(dataset: usize, pair: &Pair, spec: Option<&CropSpec>, s: usize) -> Result<CropJob> {
+    let hr = load_rgb_u8(&pair.hr)?;
+    let lr = load_rgb_u8(&pair.lr)?;
+    let (w, h) = ((lr.width * s).min(hr.width), (lr.height * s).min(hr.height));
+    let (x, y, size) = match spec {
+        Some(c) => {
+            if c.x + c.size > w || c.y + c.size > h {
+                bail!(
+                    "--crop {}:{},{},{}: outside the {w}×{h} image (HR pixels covered by the SR output)",
+                    pair.name,
+                    c.x,
+                    c.y,
+                    c.size
+                );
+            }
+            (c.x, c.y, c.size)
+        }
+        None => {
+            let size = DEFAULT_CROP.min(w).min(h);
+            ((w - size) / 2, (h - size) / 2, size)
+        }
+    };
+    let bicubic = upscale_matlab(&lr, s);
+    let tiles = vec![
+        (TileInfo { label: format!("HR ({})", pair.name), psnr_y: None }, hr.crop(x, y, size, size)),
+        (
+            TileInfo { label: "Bicubic".into(), psnr_y: Some(psnr_y(&bicubic, &hr, s)) },
+            bicubic.crop(x, y, size, size),
+        ),
+    ];
+    Ok(CropJob { dataset, pair: pair.clone(), x, y, size, tiles })
+}
+
+fn progress_bar(len: usize, what: String) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what);
+    bar
+}
+
+/// Label of a quantized model: `method WbAb`, plus the file stem when two files share it.
+fn quant_labels(quants: &[(PathBuf, QuantFile)]) -> Vec<String> {
+    let base: Vec<String> = quants.iter().map(|(_, q)| format!("{} W{}A{}", q.method, q.bits, q.bits)).collect();
+    base.iter()
+        .zip(quants)
+        .map(|(l, (p, _))| {
+            if base.iter().filter(|b| *b == l).count() > 1 {
+                format!("{l} ({})", p.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default())
+            } else {
+                l.clone()
+            }
+        })
+        .collect()
+}
+
+/// The float checkpoint of a report.
+pub struct Checkpoint<'a> {
+    /// `--weights` as given.
+    pub name: String,
+    pub sha256: String,
+    pub weights: &'a SwinWeights,
+}
+
+/// Evaluates every model on every set, then writes report.md, report.json,
+/// psnr_vs_bits.png and the comparison figures into the plan's folder.
+/// `quants` must already be checked against the checkpoint.
+pub fn run(
+    ctx: &GpuContext,
+    ckpt: &Checkpoint,
+    quants: &[(PathBuf, QuantFile)],
+    tile: Option<usize>,
+    opts: &ReportOptions,
+    mut plan: Plan,
+) -> Result<Report> {
+    let tiling = tile.map_or(Tiling::Auto, Tiling::Tile);
+    let settings = Settings {
+        title: opts.title.clone().unwrap_or_else(|| format!("swinq report: SwinIR x{}", plan.scale)),
+        swinq_version: env!("CARGO_PKG_VERSION").into(),
+        command: command_line(),
+        checkpoint: ckpt.name.clone(),
+        checkpoint_sha256: ckpt.sha256.clone(),
+        config: ckpt.weights.config.describe(),
+        scale: plan.scale,
+        tile,
+        max_images: opts.max_images,
+        adapter: ctx.describe(),
+        crops: if opts.crop.is_empty() {
+            format!("centre {DEFAULT_CROP}×{DEFAULT_CROP} of the first image of each set")
+        } else {
+            format!("given: {}", opts.crop.join(" "))
+        },
+    };
+    let labels = quant_labels(quants);
+    let mut models = Vec::new();
+    for m in 0..=quants.len() {
+        let mut up = Upscaler::new(ctx, ckpt.weights, tiling)?;
+        let entry = match m.checked_sub(1).map(|q| &quants[q]) {
+            None => ModelEntry {
+                label: FP_LABEL.into(),
+                method: "fp32".into(),
+                bits: None,
+                file: None,
+                calibration: BTreeMap::new(),
+                results: vec![],
+            },
+            Some((path, q)) => {
+                up = up.quantized(q.bits, &q.params);
+                ModelEntry {
+                    label: labels[m - 1].clone(),
+                    method: q.method.clone(),
+                    bits: Some(q.bits),
+                    file: Some(path.display().to_string()),
+                    calibration: q.settings.clone(),
+                    results: vec![],
+                }
+            }
+        };
+        let results = evaluate_model(&mut up, &entry.label, &mut plan, opts.max_images)?;
+        models.push(ModelEntry { results, ..entry });
+    }
+    let report = finish(settings, models, &plan)?;
+    Ok(report)
+}
+
+/// One model on every set; also fills its comparison tiles.
+fn evaluate_model(
+    up: &mut Upscaler,
+    label: &str,
+    plan: &mut Plan,
+    max_images: Option<usize>,
+) -> Result<Vec<EvalReport>> {
+    let engine = up.engine();
+    let mut results = Vec::new();
+    for (d, (name, pairs)) in plan.datasets.iter().enumerate() {
+        let pairs = &pairs[..max_images.unwrap_or(usize::MAX).min(pairs.len())];
+        let bar = progress_bar(pairs.len(), format!("{label} · {name}"));
+        let crops = &mut plan.crops;
+        let report = evaluate_each(up, name, engine, pairs, |pair, score, sr| {
+            for job in crops.iter_mut().filter(|j| j.dataset == d && j.pair.name == pair.name) {
+                let tile = sr.crop(job.x, job.y, job.size, job.size);
+                job.tiles.push((TileInfo { label: label.into(), psnr_y: Some(score.psnr_y) }, tile));
+            }
+            bar.inc(1);
+        })?;
+        bar.finish_and_clear();
+        eprintln!("{label} {name}: PSNR-Y {:.4} dB, SSIM-Y {:.4} ({} images)", report.psnr_y, report.ssim_y, pairs.len());
+        results.push(report);
+    }
+    // Comparison images outside the evaluated ones.
+    let want = plan.crops.first().map_or(0, |j| j.tiles.len());
+    for job in plan.crops.iter_mut().filter(|j| j.tiles.len() < want) {
+        let (score, sr) = score_pair_sr(up, &job.pair)?;
+        let tile = sr.crop(job.x, job.y, job.size, job.size);
+        job.tiles.push((TileInfo { label: label.into(), psnr_y: Some(score.psnr_y) }, tile));
+    }
+    Ok(results)
+}
+
+/// Writes the figures and the two documents; returns the report.
+fn finish(settings: Settings, models: Vec<ModelEntry>, plan: &Plan) -> Result<Report> {
+    let mut report = Report {
+        settings,
+        datasets: plan.datasets.iter().map(|(n, _)| n.clone()).collect(),
+        models,
+        comparisons: vec![],
+    };
+    let cap = caption(&report);
+    for job in &plan.crops {
+        let dataset = &plan.datasets[job.dataset].0;
+        let file = format!("comparisons/{}_{}.png", sanitize(dataset), sanitize(&job.pair.name));
+        let title = format!(
+            "{dataset} / {}: crop ({}, {}) {}x{} HR px, x{ZOOM} nearest; PSNR-Y of the whole image",
+            job.pair.name, job.x, job.y, job.size, job.size
+        );
+        let tiles: Vec<Tile> = job
+            .tiles
+            .iter()
+            .map(|(info, img)| Tile {
+                image: zoom_nearest(img, ZOOM),
+                label: std::iter::once(info.label.clone())
+                    .chain(info.psnr_y.map(|p| format!("{p:.2} dB")))
+                    .collect(),
+            })
+            .collect();
+        let img = compose(&tiles, &title, &cap)?;
+        save_png_with_text(&img, plan.out.join(&file), &png_text(&report, &title, &cap))?;
+        report.comparisons.push(Comparison {
+            dataset: dataset.clone(),
+            image: job.pair.name.clone(),
+            x: job.x,
+            y: job.y,
+            size: job.size,
+            file,
+            tiles: job.tiles.iter().map(|(i, _)| i.clone()).collect(),
+        });
+    }
+    write_plot(&report, &plan.out)?;
+    write_atomic(plan.out.join("report.json"), render_json(&report)?.as_bytes())?;
+    write_atomic(plan.out.join("report.md"), render_markdown(&report).as_bytes())?;
+    Ok(report)
+}
+
+/// File-name-safe version of a set or image name.
+fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+}
+
+/// This process's command line, shell-quoted where needed.
+fn command_line() -> String {
+    let mut args = std::env::args();
+    let prog = args.next().map(|p| Path::new(&p).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or(p));
+    prog.into_iter()
+        .chain(args.map(|a| {
+            if a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:,=+@".contains(c)) {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        }))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
