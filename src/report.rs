@@ -21,10 +21,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
+use ab_glyph::{point, Font, FontRef, PxScale, ScaleFont};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
+use plotters_backend::text_anchor::{HPos, VPos};
+use plotters_backend::{BackendColor, BackendCoord, DrawingErrorKind};
 use serde::Serialize;
 
 use crate::data::{
@@ -32,6 +35,7 @@ use crate::data::{
 };
 use crate::eval::{evaluate_each, score_pair_sr, EvalReport};
 use crate::gpu::GpuContext;
+use crate::model::checkpoint::sha256_file;
 use crate::model::SwinWeights;
 use crate::quant::file::QuantFile;
 use crate::upscale::{Tiling, Upscaler};
@@ -126,6 +130,8 @@ pub struct ModelEntry {
     pub method: String,
     pub bits: Option<u32>,
     pub file: Option<String>,
+    /// SHA-256 of the quantized file.
+    pub file_sha256: Option<String>,
     /// The quantized file's calibration settings (patches, seed, …).
     pub calibration: BTreeMap<String, String>,
     /// One per set, in the order of [`Report::datasets`].
@@ -227,13 +233,14 @@ pub fn render_markdown(report: &Report) -> String {
     }
     md += "\n![PSNR-Y against bits](psnr_vs_bits.png)\n\n";
 
-    md += "## Models\n\n| model | file | method | bits | calibration |\n|---|---|---|---|---|\n";
+    md += "## Models\n\n| model | file | SHA-256 | method | bits | calibration |\n|---|---|---|---|---|---|\n";
     for m in &report.models {
         let calib: Vec<String> = m.calibration.iter().map(|(k, v)| format!("{k}={v}")).collect();
         md += &format!(
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |\n",
             md_escape(&m.label),
             m.file.as_deref().map_or("–".into(), |f| format!("`{}`", md_escape(f))),
+            m.file_sha256.as_deref().map_or("–".into(), |h| format!("`{}`", short_hash(h))),
             md_escape(&m.method),
             m.bits.map_or("32 (float)".into(), |b| format!("W{b}A{b}")),
             md_escape(&calib.join(", "))
@@ -263,21 +270,150 @@ pub fn render_json(report: &Report) -> Result<String> {
 
 // ---------------------------------------------------------------- drawing
 
+/// The embedded font (Ubuntu Light from `epaint_default_fonts`).
+const FONT_BYTES: &[u8] = epaint_default_fonts::UBUNTU_LIGHT;
+
 /// Registers the embedded font under plotters' family names (once per process).
 fn register_fonts() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         for name in [FONT, "serif", "monospace"] {
-            plotters::style::register_font(name, FontStyle::Normal, epaint_default_fonts::HACK_REGULAR)
-                .unwrap_or_else(|_| panic!("the embedded Hack font does not parse"));
+            plotters::style::register_font(name, FontStyle::Normal, FONT_BYTES)
+                .unwrap_or_else(|_| panic!("the embedded font does not parse"));
         }
     });
 }
 
-/// Width and height of `text` at `size` pixels.
-fn text_size(text: &str, size: u32) -> (u32, u32) {
-    register_fonts();
-    (FONT, size as f64).into_font().box_size(text).unwrap_or((text.chars().count() as u32 * size * 6 / 10, size))
+fn font() -> FontRef<'static> {
+    FontRef::try_from_slice(FONT_BYTES).expect("the embedded font parses")
+}
+
+/// Width and height in pixels of one line of `text` at a font height of `px` pixels.
+pub fn text_size(text: &str, px: f32) -> (u32, u32) {
+    let font = font();
+    let f = font.as_scaled(PxScale::from(px));
+    let mut w = 0f32;
+    let mut prev = None;
+    for c in text.chars() {
+        let id = f.glyph_id(c);
+        if let Some(p) = prev {
+            w += f.kern(p, id);
+        }
+        w += f.h_advance(id);
+        prev = Some(id);
+    }
+    (w.ceil() as u32, (f.ascent() - f.descent()).ceil() as u32)
+}
+
+/// Calls `pixel(x, y, coverage)` for every pixel of one line of text whose box has its
+/// top-left corner at (0, 0): glyphs placed by advance, kerning and side bearing.
+fn text_pixels(text: &str, px: f32, mut pixel: impl FnMut(i32, i32, f32)) {
+    let font = font();
+    let f = font.as_scaled(PxScale::from(px));
+    let mut caret = 0f32;
+    let mut prev = None;
+    for c in text.chars() {
+        let id = f.glyph_id(c);
+        if let Some(p) = prev {
+            caret += f.kern(p, id);
+        }
+        prev = Some(id);
+        let glyph = id.with_scale_and_position(f.scale(), point(caret, f.ascent()));
+        caret += f.h_advance(id);
+        if let Some(outline) = font.outline_glyph(glyph) {
+            let b = outline.px_bounds();
+            outline.draw(|gx, gy, cov| pixel(b.min.x as i32 + gx as i32, b.min.y as i32 + gy as i32, cov.clamp(0.0, 1.0)));
+        }
+    }
+}
+
+/// Draws one line of text with its top-left corner at (x, y), blending `color` onto the
+/// image by glyph coverage.
+pub fn draw_text(img: &mut RgbU8, text: &str, px: u32, (x, y): (i32, i32), color: [u8; 3]) {
+    text_pixels(text, px as f32, |gx, gy, a| {
+        let (px, py) = (x + gx, y + gy);
+        if px < 0 || py < 0 || px as usize >= img.width || py as usize >= img.height {
+            return;
+        }
+        let at = (py as usize * img.width + px as usize) * 3;
+        for (d, &c) in img.data[at..at + 3].iter_mut().zip(&color) {
+            *d = (*d as f32 * (1.0 - a) + c as f32 * a).round() as u8;
+        }
+    });
+}
+
+/// plotters' bitmap backend with text drawn by [`text_pixels`]: plotters 0.3.7's ab_glyph
+/// text ignores each glyph's side bearing, which spaces letters unevenly ("26.1 2").
+struct Bitmap<'a>(BitMapBackend<'a>);
+
+type BitmapResult<'a> = Result<(), DrawingErrorKind<<BitMapBackend<'a> as DrawingBackend>::ErrorType>>;
+
+impl<'a> DrawingBackend for Bitmap<'a> {
+    type ErrorType = <BitMapBackend<'a> as DrawingBackend>::ErrorType;
+
+    fn get_size(&self) -> (u32, u32) {
+        self.0.get_size()
+    }
+    fn ensure_prepared(&mut self) -> BitmapResult<'a> {
+        self.0.ensure_prepared()
+    }
+    fn present(&mut self) -> BitmapResult<'a> {
+        self.0.present()
+    }
+    fn draw_pixel(&mut self, p: BackendCoord, c: BackendColor) -> BitmapResult<'a> {
+        self.0.draw_pixel(p, c)
+    }
+    fn draw_line<S: plotters_backend::BackendStyle>(&mut self, a: BackendCoord, b: BackendCoord, s: &S) -> BitmapResult<'a> {
+        self.0.draw_line(a, b, s)
+    }
+    fn draw_rect<S: plotters_backend::BackendStyle>(&mut self, a: BackendCoord, b: BackendCoord, s: &S, fill: bool) -> BitmapResult<'a> {
+        self.0.draw_rect(a, b, s, fill)
+    }
+    fn draw_path<S: plotters_backend::BackendStyle, I: IntoIterator<Item = BackendCoord>>(&mut self, path: I, s: &S) -> BitmapResult<'a> {
+        self.0.draw_path(path, s)
+    }
+    fn draw_circle<S: plotters_backend::BackendStyle>(&mut self, c: BackendCoord, r: u32, s: &S, fill: bool) -> BitmapResult<'a> {
+        self.0.draw_circle(c, r, s, fill)
+    }
+    fn fill_polygon<S: plotters_backend::BackendStyle, I: IntoIterator<Item = BackendCoord>>(&mut self, v: I, s: &S) -> BitmapResult<'a> {
+        self.0.fill_polygon(v, s)
+    }
+    fn blit_bitmap(&mut self, pos: BackendCoord, size: (u32, u32), src: &[u8]) -> BitmapResult<'a> {
+        self.0.blit_bitmap(pos, size, src)
+    }
+    fn draw_text<T: plotters_backend::BackendTextStyle>(&mut self, text: &str, style: &T, pos: BackendCoord) -> BitmapResult<'a> {
+        let color = style.color();
+        let px = style.size() as f32;
+        let (w, h) = text_size(text, px);
+        let (w, h) = (w as i32, h as i32);
+        let dx = match style.anchor().h_pos {
+            HPos::Left => 0,
+            HPos::Right => -w,
+            HPos::Center => -w / 2,
+        };
+        let dy = match style.anchor().v_pos {
+            VPos::Top => 0,
+            VPos::Center => -h / 2,
+            VPos::Bottom => -h,
+        };
+        let trans = style.transform();
+        let mut result = Ok(());
+        text_pixels(text, px, |x, y, cov| {
+            let (x, y) = trans.transform(x + dx, y + dy);
+            if result.is_ok() {
+                let c = BackendColor { alpha: color.alpha * cov as f64, rgb: color.rgb };
+                result = self.0.draw_pixel((pos.0 + x, pos.1 + y), c);
+            }
+        });
+        result
+    }
+    fn estimate_text_size<T: plotters_backend::BackendTextStyle>(
+        &self,
+        text: &str,
+        style: &T,
+    ) -> Result<(u32, u32), DrawingErrorKind<Self::ErrorType>> {
+        Ok(text_size(text, style.size() as f32))
+    }
 }
 
 fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
@@ -296,12 +432,12 @@ pub fn plot_psnr_vs_bits(report: &Report) -> Result<RgbU8> {
     let cols = n.min(3);
     let rows = n.div_ceil(3);
     let cap = caption(report);
-    let w = (PANEL.0 * cols as u32).max(text_size(&cap, 13).0 + 20);
+    let w = (PANEL.0 * cols as u32).max(text_size(&cap, 13.0).0 + 20);
     let h = PANEL.1 * rows as u32 + CAPTION_H;
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        let (plots, bottom) = root.split_vertically(h - CAPTION_H);
+        let root = Bitmap(BitMapBackend::with_buffer(&mut buf, (w, h))).into_drawing_area();
+        let (plots, _) = root.split_vertically(h - CAPTION_H);
         let panels = plots.split_evenly((rows, cols));
         let methods = method_lines(report);
         let bits: Vec<u32> = report.models.iter().filter_map(|m| m.bits).collect();
@@ -333,6 +469,8 @@ pub fn plot_psnr_vs_bits(report: &Report) -> Result<RgbU8> {
                 .x_label_formatter(&|v| if (v - v.round()).abs() < 1e-6 { format!("{v:.0}") } else { String::new() })
                 .y_label_formatter(&|v| format!("{v:.1}"))
                 .label_style((FONT, 14))
+                .bold_line_style(RGBColor(200, 200, 200))
+                .light_line_style(RGBColor(240, 240, 240))
                 .draw()
                 .map_err(plot_err)?;
             if let Some(fp) = report.models.iter().find(|m| m.bits.is_none()).and_then(|m| m.results.get(d)) {
@@ -366,10 +504,11 @@ pub fn plot_psnr_vs_bits(report: &Report) -> Result<RgbU8> {
                 .draw()
                 .map_err(plot_err)?;
         }
-        bottom.draw_text(&cap, &(FONT, 13).into_font().color(&RGBColor(60, 60, 60)), (10, 8)).map_err(plot_err)?;
         root.present().map_err(plot_err)?;
     }
-    Ok(RgbU8 { width: w as usize, height: h as usize, data: buf })
+    let mut img = RgbU8 { width: w as usize, height: h as usize, data: buf };
+    draw_text(&mut img, &cap, 13, (10, (h - CAPTION_H + 8) as i32), [60, 60, 60]);
+    Ok(img)
 }
 
 /// Quantized models grouped by method: (method, [(bits, model index)]) sorted by bits.
@@ -430,11 +569,11 @@ pub fn layout(tiles: &[Tile], title: &str, caption: &str) -> Layout {
     let line = |px: u32| px as usize + 6;
     let cols: Vec<usize> = tiles
         .iter()
-        .map(|t| t.label.iter().map(|l| text_size(l, LABEL_PX).0 as usize + 4).fold(t.image.width, usize::max))
+        .map(|t| t.label.iter().map(|l| text_size(l, LABEL_PX as f32).0 as usize + 4).fold(t.image.width, usize::max))
         .collect();
     let row_w = cols.iter().sum::<usize>() + GAP * cols.len().saturating_sub(1);
     let width = 2 * MARGIN
-        + row_w.max(text_size(title, TITLE_PX).0 as usize).max(text_size(caption, CAPTION_PX).0 as usize);
+        + row_w.max(text_size(title, TITLE_PX as f32).0 as usize).max(text_size(caption, CAPTION_PX as f32).0 as usize);
     let tile_top = MARGIN + line(TITLE_PX) + 4;
     let tile_h = tiles.iter().map(|t| t.image.height).max().unwrap_or(0);
     let label_top = tile_top + tile_h + 4;
@@ -452,7 +591,6 @@ pub fn layout(tiles: &[Tile], title: &str, caption: &str) -> Layout {
 /// Draws a comparison figure on white: title, tiles, labels (centred under each tile),
 /// caption line.
 pub fn compose(tiles: &[Tile], title: &str, caption: &str) -> Result<RgbU8> {
-    register_fonts();
     let l = layout(tiles, title, caption);
     let mut img = RgbU8 { width: l.width, height: l.height, data: vec![255; 3 * l.width * l.height] };
     for (t, &(x0, y0)) in tiles.iter().zip(&l.tiles) {
@@ -462,23 +600,16 @@ pub fn compose(tiles: &[Tile], title: &str, caption: &str) -> Result<RgbU8> {
             img.data[at..at + src.len()].copy_from_slice(src);
         }
     }
-    {
-        let root = BitMapBackend::with_buffer(&mut img.data, (l.width as u32, l.height as u32)).into_drawing_area();
-        root.draw_text(title, &(FONT, TITLE_PX as f64).into_font().color(&BLACK), (MARGIN as i32, MARGIN as i32))
-            .map_err(plot_err)?;
-        let label_style = (FONT, LABEL_PX as f64).into_font().color(&BLACK);
-        for (t, &(x0, _)) in tiles.iter().zip(&l.tiles) {
-            for (i, text) in t.label.iter().enumerate() {
-                let tw = text_size(text, LABEL_PX).0 as i32;
-                let x = x0 as i32 + (t.image.width as i32 - tw) / 2;
-                let y = l.label_top + i * (LABEL_PX as usize + 6);
-                root.draw_text(text, &label_style, (x, y as i32)).map_err(plot_err)?;
-            }
+    draw_text(&mut img, title, TITLE_PX, (MARGIN as i32, MARGIN as i32), [0, 0, 0]);
+    for (t, &(x0, _)) in tiles.iter().zip(&l.tiles) {
+        for (i, text) in t.label.iter().enumerate() {
+            let tw = text_size(text, LABEL_PX as f32).0 as i32;
+            let x = x0 as i32 + (t.image.width as i32 - tw) / 2;
+            let y = l.label_top + i * (LABEL_PX as usize + 6);
+            draw_text(&mut img, text, LABEL_PX, (x, y as i32), [0, 0, 0]);
         }
-        let cap_style = (FONT, CAPTION_PX as f64).into_font().color(&RGBColor(60, 60, 60));
-        root.draw_text(caption, &cap_style, (MARGIN as i32, l.caption_top as i32)).map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
     }
+    draw_text(&mut img, caption, CAPTION_PX, (MARGIN as i32, l.caption_top as i32), [60, 60, 60]);
     Ok(img)
 }
 
@@ -676,6 +807,7 @@ pub fn run(
                 method: "fp32".into(),
                 bits: None,
                 file: None,
+                file_sha256: None,
                 calibration: BTreeMap::new(),
                 results: vec![],
             },
@@ -686,6 +818,7 @@ pub fn run(
                     method: q.method.clone(),
                     bits: Some(q.bits),
                     file: Some(path.display().to_string()),
+                    file_sha256: Some(sha256_file(path)?),
                     calibration: q.settings.clone(),
                     results: vec![],
                 }

@@ -33,6 +33,7 @@ fn model(label: &str, method: &str, bits: Option<u32>, psnr: [f64; 2]) -> ModelE
         method: method.into(),
         bits,
         file: bits.map(|b| format!("q/{method}_{b}.safetensors")),
+        file_sha256: bits.map(|b| format!("{b}{}", "f".repeat(63))),
         calibration: bits.map_or_else(BTreeMap::new, |_| BTreeMap::from([("patches".to_string(), "32".to_string())])),
         results: vec![eval("Set5", psnr[0], 0.95), eval("Set14", psnr[1], 0.90)],
     }
@@ -78,7 +79,7 @@ fn markdown_table_has_a_row_per_model_and_a_column_per_set() {
     assert!(md.contains("0123456789abcdef0123456789abcdef"));
     assert!(md.contains(&caption(&r)));
     assert!(md.contains("![PSNR-Y against bits](psnr_vs_bits.png)"));
-    assert!(md.contains("| `q/dobi_2.safetensors` | dobi | W2A2 | patches=32 |"), "{md}");
+    assert!(md.contains("| `q/dobi_2.safetensors` | `2fffffffffff` | dobi | W2A2 | patches=32 |"), "{md}");
     let cap = caption(&r);
     assert!(cap.contains("sha256 0123456789ab ") && cap.contains("x2") && cap.contains("dobi W4A4"), "{cap}");
     assert!(cap.is_ascii());
