@@ -824,7 +824,7 @@ pub fn run(
                 }
             }
         };
-        let results = evaluate_model(&mut up, &entry.label, &mut plan, opts.max_images)?;
+        let results = evaluate_model(&mut up, m, &entry.label, &mut plan, opts.max_images)?;
         models.push(ModelEntry { results, ..entry });
     }
     let report = finish(settings, models, &plan)?;
@@ -834,6 +834,7 @@ pub fn run(
 /// One model on every set; also fills its comparison tiles.
 fn evaluate_model(
     up: &mut Upscaler,
+    model: usize,
     label: &str,
     plan: &mut Plan,
     max_images: Option<usize>,
@@ -855,8 +856,8 @@ fn evaluate_model(
         eprintln!("{label} {name}: PSNR-Y {:.4} dB, SSIM-Y {:.4} ({} images)", report.psnr_y, report.ssim_y, pairs.len());
         results.push(report);
     }
-    // Comparison images outside the evaluated ones.
-    let want = plan.crops.first().map_or(0, |j| j.tiles.len());
+    // Comparison images outside the evaluated ones: HR, bicubic and one tile per model so far.
+    let want = 2 + model + 1;
     for job in plan.crops.iter_mut().filter(|j| j.tiles.len() < want) {
         let (score, sr) = score_pair_sr(up, &job.pair)?;
         let tile = sr.crop(job.x, job.y, job.size, job.size);

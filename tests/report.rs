@@ -240,7 +240,7 @@ fn cli_report_end_to_end_on_a_tiny_set() {
     let out = dir.path().join("report");
     let o = swinq(&[
         "report", "--weights", s(&weights), "--dataset", s(&set), "--quantized", s(&q8), "--max-images", "1",
-        "--crop", "bird:8,8,24", "--title", "tiny", "-o", s(&out),
+        "--crop", "head:0,0,16", "--crop", "bird:8,8,24", "--title", "tiny", "-o", s(&out),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     eprintln!("{}", stderr(&o));
@@ -254,10 +254,15 @@ fn cli_report_end_to_end_on_a_tiny_set() {
     assert_eq!(v["models"][0]["results"][0]["images"].as_array().unwrap().len(), 1);
     let plot = load_rgb_u8(out.join("psnr_vs_bits.png")).unwrap();
     assert!(plot.width >= PANEL.0 as usize);
-    // HR | bicubic | FP | fixed W8A8: 4 tiles of 24·3 = 72 px.
+    // HR | bicubic | FP | fixed W8A8: 4 tiles of 24·3 = 72 px. `head` is outside the
+    // evaluated image but gets its SR tiles all the same.
     let cmp = load_rgb_u8(out.join("comparisons/Tiny_bird.png")).unwrap();
     assert!(cmp.width >= 4 * 72 && cmp.height > 72);
-    assert_eq!(v["comparisons"][0]["tiles"].as_array().unwrap().len(), 4);
+    assert!(out.join("comparisons/Tiny_head.png").is_file());
+    for c in 0..2 {
+        let labels: Vec<&str> = v["comparisons"][c]["tiles"].as_array().unwrap().iter().map(|t| t["label"].as_str().unwrap()).collect();
+        assert_eq!(labels[1..], ["Bicubic", "FP32", "fixed W8A8"], "{labels:?}");
+    }
     let leftovers: Vec<_> = std::fs::read_dir(&out).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".swinq")).collect();
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
     eprintln!("end to end in {:.1} s", start.elapsed().as_secs_f64());
