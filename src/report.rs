@@ -5,12 +5,15 @@
 //!   the settings, the per-image scores (JSON), the models' calibration settings;
 //! - `psnr_vs_bits.png`: PSNR-Y against bits, one panel per set, one line per method,
 //!   the float model as a dashed reference line;
-//! - `comparisons/<set>_<image>.png`: the same crop of HR, MATLAB bicubic, FP32 SR and
-//!   each quantized SR side by side, ×3 nearest neighbour, labelled as in SR papers.
+//! - `comparisons/<set>_<image>.png` (`_2`, … for more crops of one image): the same crop
+//!   of HR, MATLAB bicubic, FP32 SR and each quantized SR side by side, ×3 nearest
+//!   neighbour, labelled as in SR papers.
 //!
 //! Crops: `--crop NAME:X,Y,SIZE` (HR pixels; NAME is an image name, or SET/NAME when
-//! names repeat across sets); without it, the centre 96×96 of the first image of each
-//! set. Every PNG carries a caption line with the settings (swinq version, checkpoint
+//! names repeat across sets); `--crop NAME:auto` picks the 96×96 square where the
+//! quantized models differ most from FP32 (summed |ΔY|; FP32 against HR when there are no
+//! quantized models), `--crop auto` does so for the first image of each set; without
+//! `--crop`, the centre 96×96 of the first image of each set (predictable, needs no SR). Every PNG carries a caption line with the settings (swinq version, checkpoint
 //! SHA-256 prefix, scale, models, images per set, tiling) drawn under the figure, and
 //! the same text plus the full checkpoint hash in PNG `tEXt` chunks.
 //!
@@ -31,9 +34,10 @@ use plotters_backend::{BackendColor, BackendCoord, DrawingErrorKind};
 use serde::Serialize;
 
 use crate::data::{
-    benchmark_pairs, dataset_name, load_rgb_u8, psnr_y, save_png_with_text, upscale_matlab, write_atomic, Pair, RgbU8,
+    benchmark_pairs, dataset_name, load_rgb_u8, psnr_y, save_png_with_text, upscale_matlab, write_atomic, y_channel, Pair,
+    RgbU8,
 };
-use crate::eval::{evaluate_each, score_pair_sr, EvalReport};
+use crate::eval::{evaluate_each, score_pair_sr, EvalReport, ImageScore};
 use crate::gpu::GpuContext;
 use crate::model::checkpoint::sha256_file;
 use crate::model::SwinWeights;
@@ -64,8 +68,9 @@ pub struct ReportOptions {
     /// Evaluate only the first N images (name order) of each set.
     #[arg(long, value_name = "N")]
     pub max_images: Option<usize>,
-    /// Comparison crop NAME:X,Y,SIZE in HR pixels (NAME: image name, or SET/NAME); repeat
-    /// for several. Default: the centre 96×96 of the first image of each set.
+    /// Comparison crop NAME:X,Y,SIZE in HR pixels (NAME: image name, or SET/NAME); NAME:auto
+    /// or auto (first image of each set): the 96×96 square where the quantized models differ
+    /// most from FP32. Repeatable. Default: the centre 96×96 of the first image of each set.
     #[arg(long, value_name = "NAME:X,Y,SIZE")]
     pub crop: Vec<String>,
     /// Report title.
@@ -80,28 +85,82 @@ pub struct ReportOptions {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CropSpec {
     pub dataset: Option<String>,
-    pub image: String,
-    pub x: usize,
-    pub y: usize,
-    pub size: usize,
+    /// None: the first image of each set.
+    pub image: Option<String>,
+    pub region: Region,
+}
+
+/// Where a crop is, in HR pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Region {
+    At { x: usize, y: usize, size: usize },
+    /// The DEFAULT_CROP square where FP32 and the quantized models differ most.
+    Auto,
 }
 
 impl CropSpec {
-    /// Parses `NAME:X,Y,SIZE` or `SET/NAME:X,Y,SIZE`.
+    /// Parses `NAME:X,Y,SIZE`, `NAME:auto` (NAME may be `SET/NAME`), or `auto` (the first
+    /// image of each set).
     pub fn parse(s: &str) -> Result<Self> {
-        let bad = || anyhow!("--crop {s}: expected NAME:X,Y,SIZE (HR pixels), e.g. baby:100,120,96");
-        let (name, nums) = s.rsplit_once(':').ok_or_else(bad)?;
-        let v: Vec<usize> = nums.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>().map_err(|_| bad())?;
-        let [x, y, size] = v[..] else { return Err(bad()) };
-        if size == 0 || name.is_empty() {
+        let bad = || anyhow!("--crop {s}: expected NAME:X,Y,SIZE (HR pixels, e.g. baby:100,120,96), NAME:auto or auto");
+        if s == "auto" {
+            return Ok(Self { dataset: None, image: None, region: Region::Auto });
+        }
+        let (name, at) = s.rsplit_once(':').ok_or_else(bad)?;
+        if name.is_empty() {
             return Err(bad());
         }
+        let region = if at == "auto" {
+            Region::Auto
+        } else {
+            let v: Vec<usize> = at.split(',').map(|n| n.trim().parse()).collect::<Result<_, _>>().map_err(|_| bad())?;
+            let [x, y, size] = v[..] else { return Err(bad()) };
+            if size == 0 {
+                return Err(bad());
+            }
+            Region::At { x, y, size }
+        };
         let (dataset, image) = match name.rsplit_once('/') {
             Some((d, i)) => (Some(d.to_string()), i.to_string()),
             None => (None, name.to_string()),
         };
-        Ok(Self { dataset, image, x, y, size })
+        Ok(Self { dataset, image: Some(image), region })
     }
+}
+
+/// Top-left corner of the `size`×`size` window with the largest summed Y difference
+/// between `reference` and `others` (all the same size; first window on ties).
+pub fn most_different(reference: &RgbU8, others: &[&RgbU8], size: usize) -> (usize, usize) {
+    let (w, h) = (reference.width, reference.height);
+    let size = size.min(w).min(h);
+    let r = y_channel(reference);
+    let mut diff = vec![0f64; w * h];
+    for o in others {
+        assert_eq!((o.width, o.height), (w, h), "images of different sizes");
+        for (d, (a, b)) in diff.iter_mut().zip(r.iter().zip(y_channel(o))) {
+            *d += (a - b).abs();
+        }
+    }
+    // Summed-area table with a zero row and column in front.
+    let mut sat = vec![0f64; (w + 1) * (h + 1)];
+    for y in 0..h {
+        let mut row = 0.0;
+        for x in 0..w {
+            row += diff[y * w + x];
+            sat[(y + 1) * (w + 1) + x + 1] = sat[y * (w + 1) + x + 1] + row;
+        }
+    }
+    let at = |x: usize, y: usize| sat[y * (w + 1) + x];
+    let mut best = (f64::NEG_INFINITY, (0, 0));
+    for y in 0..=h - size {
+        for x in 0..=w - size {
+            let v = at(x + size, y + size) - at(x, y + size) - at(x + size, y) + at(x, y);
+            if v > best.0 {
+                best = (v, (x, y));
+            }
+        }
+    }
+    best.1
 }
 
 /// Settings that made a report; every figure carries them.
@@ -154,6 +213,8 @@ pub struct Comparison {
     pub x: usize,
     pub y: usize,
     pub size: usize,
+    /// Region chosen by `--crop auto`.
+    pub auto: bool,
     /// Relative to the report folder.
     pub file: String,
     pub tiles: Vec<TileInfo>,
@@ -251,7 +312,8 @@ pub fn render_markdown(report: &Report) -> String {
         md += &format!("\n## Comparisons\n\nCrops in HR pixels, shown ×{ZOOM} with nearest neighbour; PSNR-Y of the whole image.\n");
     }
     for c in &report.comparisons {
-        md += &format!("\n### {} / {}: ({}, {}), {}×{}\n\n", c.dataset, c.image, c.x, c.y, c.size, c.size);
+        let auto = if c.auto { " (auto)" } else { "" };
+        md += &format!("\n### {} / {}: ({}, {}), {}×{}{auto}\n\n", c.dataset, c.image, c.x, c.y, c.size, c.size);
         md += &format!("![{} {}]({})\n\n", c.dataset, c.image, c.file);
         let row: Vec<String> = c
             .tiles
@@ -635,15 +697,17 @@ pub fn write_plot(report: &Report, dir: &Path) -> Result<PathBuf> {
 
 // ---------------------------------------------------------------- running
 
-/// A comparison crop resolved against a set: the pair, the region, HR and bicubic tiles.
+/// A comparison crop resolved against a set: the pair, the region, the whole images.
 struct CropJob {
     dataset: usize,
     pair: Pair,
+    /// The region; for Region::Auto, the size and a placeholder corner until `finish`.
     x: usize,
     y: usize,
     size: usize,
-    /// Label and crop per tile, HR and bicubic first, then one per model.
-    tiles: Vec<(TileInfo, RgbU8)>,
+    auto: bool,
+    /// Label and whole image (cut to the SR size) per tile: HR, bicubic, then one per model.
+    images: Vec<(TileInfo, RgbU8)>,
 }
 
 /// Everything checked before the GPU work starts.
@@ -655,7 +719,7 @@ pub struct Plan {
 }
 
 /// Checks the sets, the crops and the output folder (so a long run cannot fail at the
-/// end), and loads the HR and bicubic tiles.
+/// end), and loads the HR and bicubic images of the comparisons.
 pub fn prepare(opts: &ReportOptions, scale: usize) -> Result<Plan> {
     let mut datasets = Vec::new();
     for dir in &opts.dataset {
@@ -669,24 +733,28 @@ pub fn prepare(opts: &ReportOptions, scale: usize) -> Result<Plan> {
     if opts.max_images == Some(0) {
         bail!("--max-images 0: evaluate at least one image per set");
     }
-    let specs: Vec<CropSpec> = opts.crop.iter().map(|c| CropSpec::parse(c)).collect::<Result<_>>()?;
-    let mut crops = Vec::new();
+    let mut specs: Vec<CropSpec> = opts.crop.iter().map(|c| CropSpec::parse(c)).collect::<Result<_>>()?;
     if specs.is_empty() {
-        for (d, (_, pairs)) in datasets.iter().enumerate() {
-            crops.push(crop_job(d, &pairs[0], None, scale)?);
-        }
+        specs.push(CropSpec { dataset: None, image: None, region: Region::At { x: 0, y: 0, size: 0 } });
     }
+    let mut crops = Vec::new();
     for spec in &specs {
+        let Some(image) = &spec.image else {
+            for (d, (_, pairs)) in datasets.iter().enumerate() {
+                crops.push(crop_job(d, &pairs[0], spec.region, scale)?);
+            }
+            continue;
+        };
         let found: Vec<(usize, &Pair)> = datasets
             .iter()
             .enumerate()
             .filter(|(_, (name, _))| spec.dataset.as_ref().is_none_or(|d| d == name))
-            .flat_map(|(d, (_, pairs))| pairs.iter().filter(|p| p.name == spec.image).map(move |p| (d, p)))
+            .flat_map(|(d, (_, pairs))| pairs.iter().filter(|p| p.name == *image).map(move |p| (d, p)))
             .collect();
         match found[..] {
-            [(d, pair)] => crops.push(crop_job(d, pair, Some(spec), scale)?),
-            [] => bail!("--crop: no image {} in the sets given", spec.image),
-            _ => bail!("--crop: {} is in several sets; write SET/{}", spec.image, spec.image),
+            [(d, pair)] => crops.push(crop_job(d, pair, spec.region, scale)?),
+            [] => bail!("--crop: no image {image} in the sets given"),
+            _ => bail!("--crop: {image} is in several sets; write SET/{image}"),
         }
     }
     let out = opts.output.clone();
@@ -701,37 +769,51 @@ pub fn prepare(opts: &ReportOptions, scale: usize) -> Result<Plan> {
     Ok(Plan { datasets, crops, scale, out })
 }
 
-fn crop_job(dataset: usize, pair: &Pair, spec: Option<&CropSpec>, s: usize) -> Result<CropJob> {
+/// `region` At with size 0 stands for the default centre crop.
+fn crop_job(dataset: usize, pair: &Pair, region: Region, s: usize) -> Result<CropJob> {
     let hr = load_rgb_u8(&pair.hr)?;
     let lr = load_rgb_u8(&pair.lr)?;
     let (w, h) = ((lr.width * s).min(hr.width), (lr.height * s).min(hr.height));
-    let (x, y, size) = match spec {
-        Some(c) => {
-            if c.x + c.size > w || c.y + c.size > h {
-                bail!(
-                    "--crop {}:{},{},{}: outside the {w}×{h} image (HR pixels covered by the SR output)",
-                    pair.name,
-                    c.x,
-                    c.y,
-                    c.size
-                );
+    let fit = DEFAULT_CROP.min(w).min(h);
+    let (x, y, size, auto) = match region {
+        Region::Auto => (0, 0, fit, true),
+        Region::At { size: 0, .. } => ((w - fit) / 2, (h - fit) / 2, fit, false),
+        Region::At { x, y, size } => {
+            if x + size > w || y + size > h {
+                bail!("--crop {}:{x},{y},{size}: outside the {w}×{h} image (HR pixels covered by the SR output)", pair.name);
             }
-            (c.x, c.y, c.size)
-        }
-        None => {
-            let size = DEFAULT_CROP.min(w).min(h);
-            ((w - size) / 2, (h - size) / 2, size)
+            (x, y, size, false)
         }
     };
     let bicubic = upscale_matlab(&lr, s);
-    let tiles = vec![
-        (TileInfo { label: format!("HR ({})", pair.name), psnr_y: None }, hr.crop(x, y, size, size)),
-        (
-            TileInfo { label: "Bicubic".into(), psnr_y: Some(psnr_y(&bicubic, &hr, s)) },
-            bicubic.crop(x, y, size, size),
-        ),
+    let images = vec![
+        (TileInfo { label: format!("HR ({})", pair.name), psnr_y: None }, hr.crop(0, 0, w, h)),
+        (TileInfo { label: "Bicubic".into(), psnr_y: Some(psnr_y(&bicubic, &hr, s)) }, bicubic.crop(0, 0, w, h)),
     ];
-    Ok(CropJob { dataset, pair: pair.clone(), x, y, size, tiles })
+    Ok(CropJob { dataset, pair: pair.clone(), x, y, size, auto, images })
+}
+
+impl CropJob {
+    fn push(&mut self, label: &str, score: &ImageScore, sr: &RgbU8) {
+        let (w, h) = (self.images[0].1.width, self.images[0].1.height);
+        self.images.push((TileInfo { label: label.into(), psnr_y: Some(score.psnr_y) }, sr.crop(0, 0, w, h)));
+    }
+
+    /// The region: as given, or where the quantized models differ most from FP32 (from
+    /// HR when there are no quantized models).
+    fn region(&self) -> (usize, usize, usize) {
+        if !self.auto {
+            return (self.x, self.y, self.size);
+        }
+        let img = |i: usize| &self.images[i].1;
+        let (x, y) = if self.images.len() > 3 {
+            let others: Vec<&RgbU8> = (3..self.images.len()).map(img).collect();
+            most_different(img(2), &others, self.size)
+        } else {
+            most_different(img(2), &[img(0)], self.size)
+        };
+        (x, y, self.size)
+    }
 }
 
 fn progress_bar(len: usize, what: String) -> ProgressBar {
@@ -794,7 +876,10 @@ pub fn run(
         crops: if opts.crop.is_empty() {
             format!("centre {DEFAULT_CROP}×{DEFAULT_CROP} of the first image of each set")
         } else {
-            format!("given: {}", opts.crop.join(" "))
+            format!(
+                "--crop {} (auto: the {DEFAULT_CROP}×{DEFAULT_CROP} square with the largest summed |Y| difference between FP32 and the quantized models)",
+                opts.crop.join(" ")
+            )
         },
     };
     let labels = quant_labels(quants);
@@ -847,8 +932,7 @@ fn evaluate_model(
         let crops = &mut plan.crops;
         let report = evaluate_each(up, name, engine, pairs, |pair, score, sr| {
             for job in crops.iter_mut().filter(|j| j.dataset == d && j.pair.name == pair.name) {
-                let tile = sr.crop(job.x, job.y, job.size, job.size);
-                job.tiles.push((TileInfo { label: label.into(), psnr_y: Some(score.psnr_y) }, tile));
+                job.push(label, score, sr);
             }
             bar.inc(1);
         })?;
@@ -858,10 +942,9 @@ fn evaluate_model(
     }
     // Comparison images outside the evaluated ones: HR, bicubic and one tile per model so far.
     let want = 2 + model + 1;
-    for job in plan.crops.iter_mut().filter(|j| j.tiles.len() < want) {
+    for job in plan.crops.iter_mut().filter(|j| j.images.len() < want) {
         let (score, sr) = score_pair_sr(up, &job.pair)?;
-        let tile = sr.crop(job.x, job.y, job.size, job.size);
-        job.tiles.push((TileInfo { label: label.into(), psnr_y: Some(score.psnr_y) }, tile));
+        job.push(label, &score, &sr);
     }
     Ok(results)
 }
@@ -877,16 +960,20 @@ fn finish(settings: Settings, models: Vec<ModelEntry>, plan: &Plan) -> Result<Re
     let cap = caption(&report);
     for job in &plan.crops {
         let dataset = &plan.datasets[job.dataset].0;
-        let file = format!("comparisons/{}_{}.png", sanitize(dataset), sanitize(&job.pair.name));
+        let stem = format!("comparisons/{}_{}", sanitize(dataset), sanitize(&job.pair.name));
+        let taken = |f: &String| report.comparisons.iter().any(|c| c.file == *f);
+        let file = (1..).map(|k| if k == 1 { format!("{stem}.png") } else { format!("{stem}_{k}.png") }).find(|f| !taken(f)).expect("a free name");
+        let (x, y, size) = job.region();
         let title = format!(
-            "{dataset} / {}: crop ({}, {}) {}x{} HR px, x{ZOOM} nearest; PSNR-Y of the whole image",
-            job.pair.name, job.x, job.y, job.size, job.size
+            "{dataset} / {}: crop ({x}, {y}) {size}x{size} HR px{}, x{ZOOM} nearest; PSNR-Y of the whole image",
+            job.pair.name,
+            if job.auto { " (auto: largest quantized vs FP32 difference)" } else { "" }
         );
         let tiles: Vec<Tile> = job
-            .tiles
+            .images
             .iter()
             .map(|(info, img)| Tile {
-                image: zoom_nearest(img, ZOOM),
+                image: zoom_nearest(&img.crop(x, y, size, size), ZOOM),
                 label: std::iter::once(info.label.clone())
                     .chain(info.psnr_y.map(|p| format!("{p:.2} dB")))
                     .collect(),
@@ -897,11 +984,12 @@ fn finish(settings: Settings, models: Vec<ModelEntry>, plan: &Plan) -> Result<Re
         report.comparisons.push(Comparison {
             dataset: dataset.clone(),
             image: job.pair.name.clone(),
-            x: job.x,
-            y: job.y,
-            size: job.size,
+            x,
+            y,
+            size,
+            auto: job.auto,
             file,
-            tiles: job.tiles.iter().map(|(i, _)| i.clone()).collect(),
+            tiles: job.images.iter().map(|(i, _)| i.clone()).collect(),
         });
     }
     write_plot(&report, &plan.out)?;

@@ -11,8 +11,8 @@ use common::shared;
 use swinq::data::{downscale_matlab, load_rgb_u8, save_png, RgbU8};
 use swinq::eval::{EvalReport, ImageScore};
 use swinq::report::{
-    caption, compose, layout, plot_psnr_vs_bits, render_json, render_markdown, zoom_nearest, CropSpec, ModelEntry,
-    Report, Settings, Tile, PANEL,
+    caption, compose, layout, most_different, plot_psnr_vs_bits, render_json, render_markdown, zoom_nearest, CropSpec,
+    ModelEntry, Region, Report, Settings, Tile, PANEL,
 };
 
 fn eval(dataset: &str, psnr: f64, ssim: f64) -> EvalReport {
@@ -175,12 +175,34 @@ fn comparison_tiles_sit_side_by_side_with_labels_under_them() {
 
 #[test]
 fn crop_specs_parse() {
-    assert_eq!(CropSpec::parse("baby:10,20,96").unwrap(), CropSpec { dataset: None, image: "baby".into(), x: 10, y: 20, size: 96 });
+    let at = |x, y, size| Region::At { x, y, size };
+    let c = CropSpec::parse("baby:10,20,96").unwrap();
+    assert_eq!(c, CropSpec { dataset: None, image: Some("baby".into()), region: at(10, 20, 96) });
     let c = CropSpec::parse("Set5/baby:0,0,8").unwrap();
-    assert_eq!((c.dataset.as_deref(), c.image.as_str()), (Some("Set5"), "baby"));
-    for bad in ["baby", "baby:1,2", "baby:1,2,0", ":1,2,3", "baby:a,b,c"] {
+    assert_eq!((c.dataset.as_deref(), c.image.as_deref()), (Some("Set5"), Some("baby")));
+    assert_eq!(CropSpec::parse("Set5/baby:auto").unwrap().region, Region::Auto);
+    assert_eq!(CropSpec::parse("auto").unwrap(), CropSpec { dataset: None, image: None, region: Region::Auto });
+    for bad in ["baby", "baby:1,2", "baby:1,2,0", ":1,2,3", "baby:a,b,c", ":auto"] {
         assert!(CropSpec::parse(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn auto_crop_finds_the_most_different_window() {
+    let base = RgbU8 { width: 64, height: 48, data: (0..64 * 48 * 3).map(|i| (i * 7 % 251) as u8).collect() };
+    let mut a = base.clone();
+    let mut b = base.clone();
+    // A strong change in a 6×6 patch at (40, 30) in one, a weak one at (5, 5) in the other.
+    for y in 30..36 {
+        for x in 40..46 {
+            a.data[(y * 64 + x) * 3] ^= 0x80;
+        }
+    }
+    b.data[(5 * 64 + 5) * 3] ^= 0x10;
+    let (x, y) = most_different(&base, &[&a, &b], 16);
+    assert!(x <= 40 && x + 16 >= 46 && y <= 30 && y + 16 >= 36, "({x}, {y})");
+    assert_eq!(most_different(&base, &[&base], 16), (0, 0), "ties go to the first window");
+    assert_eq!(most_different(&base, &[&a], 100), (0, 0), "the window shrinks to the image");
 }
 
 // ---------------------------------------------------------------- end to end
@@ -240,7 +262,7 @@ fn cli_report_end_to_end_on_a_tiny_set() {
     let out = dir.path().join("report");
     let o = swinq(&[
         "report", "--weights", s(&weights), "--dataset", s(&set), "--quantized", s(&q8), "--max-images", "1",
-        "--crop", "head:0,0,16", "--crop", "bird:8,8,24", "--title", "tiny", "-o", s(&out),
+        "--crop", "head:0,0,16", "--crop", "bird:8,8,24", "--crop", "Tiny/bird:auto", "--title", "tiny", "-o", s(&out),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     eprintln!("{}", stderr(&o));
@@ -259,7 +281,10 @@ fn cli_report_end_to_end_on_a_tiny_set() {
     let cmp = load_rgb_u8(out.join("comparisons/Tiny_bird.png")).unwrap();
     assert!(cmp.width >= 4 * 72 && cmp.height > 72);
     assert!(out.join("comparisons/Tiny_head.png").is_file());
-    for c in 0..2 {
+    let auto = load_rgb_u8(out.join("comparisons/Tiny_bird_2.png")).unwrap();
+    assert!(auto.width >= 4 * 48 * 3, "auto crops are 48×48 (the whole SR) here");
+    assert_eq!((v["comparisons"][2]["auto"].as_bool(), v["comparisons"][2]["size"].as_u64()), (Some(true), Some(48)));
+    for c in 0..3 {
         let labels: Vec<&str> = v["comparisons"][c]["tiles"].as_array().unwrap().iter().map(|t| t["label"].as_str().unwrap()).collect();
         assert_eq!(labels[1..], ["Bicubic", "FP32", "fixed W8A8"], "{labels:?}");
     }
