@@ -130,6 +130,13 @@ fn plot_is_a_png_of_the_right_size_and_not_blank() {
     let text = String::from_utf8_lossy(&bytes);
     assert!(text.contains("tEXtComment") && text.contains("sha256 0123456789ab"));
     assert!(text.contains("0123456789abcdef0123456789abcdef"));
+    // Text beyond Latin-1 (here a command with a CJK path) still writes.
+    let mut r = r;
+    r.settings.command = "swinq report -o 報告".into();
+    let path = swinq::report::write_plot(&r, report_dir).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(String::from_utf8_lossy(&bytes).contains("iTXtswinq-command"));
+    assert_eq!(load_rgb_u8(&path).unwrap().data, img.data);
 }
 
 #[test]

@@ -209,7 +209,8 @@ pub fn save_png(img: &RgbU8, path: impl AsRef<Path>) -> Result<()> {
 }
 
 /// [`save_png`] with `tEXt` chunks (keyword, text) before the image data, e.g. the
-/// settings that made a figure. Keywords are 1–79 Latin-1 characters.
+/// settings that made a figure (iTXt for text beyond Latin-1). Keywords are 1–79 Latin-1
+/// characters.
 pub fn save_png_with_text(
     img: &RgbU8,
     path: impl AsRef<Path>,
@@ -222,8 +223,13 @@ pub fn save_png_with_text(
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         for (k, v) in text {
-            enc.add_text_chunk(k.to_string(), v.to_string())
-                .map_err(|e| anyhow!("PNG text chunk `{k}`: {e}"))?;
+            // tEXt holds Latin-1; other text goes into an (uncompressed UTF-8) iTXt chunk.
+            let added = if v.chars().all(|c| (c as u32) < 256) {
+                enc.add_text_chunk(k.to_string(), v.to_string())
+            } else {
+                enc.add_itxt_chunk(k.to_string(), v.to_string())
+            };
+            added.map_err(|e| anyhow!("PNG text chunk `{k}`: {e}"))?;
         }
         let mut writer = enc
             .write_header()
