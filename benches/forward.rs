@@ -4,7 +4,7 @@
 
 use swinq::bench::time_forward;
 use swinq::gpu::{AdapterChoice, GpuContext};
-use swinq::model::graph::GpuModel;
+use swinq::model::graph::{GpuModel, Mode};
 use swinq::model::{SwinConfig, SwinWeights};
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -27,7 +27,7 @@ fn main() {
     let model = GpuModel::upload(&ctx, &SwinWeights::random(&SwinConfig::light(2), 0));
     println!("FP32 SwinIR-light x2 forward on {}", ctx.describe());
     for s in sizes {
-        let t = time_forward(&ctx, &model, (1, s, s), 2, repeats).expect("forward");
+        let t = time_forward(&ctx, &model, Mode::Float, (1, s, s), 2, repeats).expect("forward");
         let stages: Vec<String> = t.stages_ms.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
         let gpu_total: f64 = t.stages_ms.values().sum();
         println!(

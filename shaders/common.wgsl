@@ -38,6 +38,22 @@ fn gelu(x: f32) -> f32 {
 
 // The fake quantizer of SPEC §3 with 2DQuant's operation order:
 // q = (lower, upper, bias c, unused); levels = 2^b − 1.
+// The integer code of x: round((clip(x, l, u) − l)/s), the r with
+// fake_quant(x) = (l + c) + s·r (0 when the quantizer is degenerate).
+fn quant_code(x: f32, q: vec4<f32>, levels: f32) -> u32 {
+    let s = quant_step(q, levels);
+    if (s == 0.0) {
+        return 0u;
+    }
+    return u32(round((clamp(x, q.x, q.y) - q.x) / s));
+}
+
+// s = (u − l)/(2^b − 1), or 0 when u ≤ l.
+fn quant_step(q: vec4<f32>, levels: f32) -> f32 {
+    let s = (q.y - q.x) / levels;
+    return select(0.0, s, s > 0.0);
+}
+
 fn fake_quant(x: f32, q: vec4<f32>, levels: f32) -> f32 {
     let s = (q.y - q.x) / levels;
     if (!(s > 0.0)) {

@@ -16,7 +16,7 @@ struct Params {
     m: u32,
     n: u32,
     k: u32,
-    _pad3: u32,
+    w_quant: u32,  // rows_int: the weight quantizer's parameter row + 1
     // A_MODE 1 only: image height, width and input channels.
     img_h: u32,
     img_w: u32,
@@ -38,6 +38,10 @@ struct Params {
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
 @group(0) @binding(6) var<storage, read> qparams: array<vec4<f32>>;
+// rows_int only: the activation codes (quant.wgsl pack_codes) and the integer
+// weight block (quant.wgsl int_weights).
+@group(0) @binding(8) var<storage, read> a_codes: array<u32>;
+@group(0) @binding(9) var<uniform> w_int: array<vec4<u32>, 4096>;
 // rows only: Wᵀ of 4·V columns, (k, V) vec4s, then their bias (V vec4s), bound
 // at the column block's offset.
 @group(0) @binding(7) var<uniform> w_block: array<vec4<f32>, 4096>;
@@ -215,5 +219,40 @@ fn rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let start = row_start(row);
     for (var j = 0u; j < V; j++) {
         epilogue(row, start, p.col0 + 4u * j, acc[j]);
+    }
+}
+
+// The integer engine's linear (SPEC §6), laid out like `rows`: with codes r_x
+// (activations) and R_w (weights) and c folded into l,
+// y = s_x·s_w·Σ r_x·R_w + s_x·l_w·Σ r_x + [s_w·l_x·Σ R_w + k·l_x·l_w + bias],
+// the bracket precomputed per column. The sums are exact in u32.
+@compute @workgroup_size(64)
+fn rows_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row = wg.x * 64u + lid.x;
+    let k4 = (p.k + 3u) / 4u;
+    let codes0 = min(row, p.m - 1u) * k4;
+    var acc: array<vec4<u32>, V>;
+    for (var j = 0u; j < V; j++) {
+        acc[j] = vec4<u32>(0u);
+    }
+    var row_sum = 0u;
+    for (var g = 0u; g < k4; g++) {
+        let a4 = a_codes[codes0 + g];
+        row_sum += dot4U8Packed(a4, 0x01010101u);
+        let base = g * V;
+        for (var j = 0u; j < V; j++) {
+            let w = w_int[base + j];
+            acc[j] += vec4<u32>(dot4U8Packed(a4, w.x), dot4U8Packed(a4, w.y), dot4U8Packed(a4, w.z), dot4U8Packed(a4, w.w));
+        }
+    }
+    let xq = qparams[p.act_quant - 1u];
+    let wq = qparams[p.w_quant - 1u];
+    let sx = quant_step(xq, LEVELS);
+    let scale = sx * quant_step(wq, LEVELS);
+    let row_term = sx * (wq.x + wq.z) * f32(row_sum);
+    let start = row_start(row);
+    for (var j = 0u; j < V; j++) {
+        let col_term = bitcast<vec4<f32>>(w_int[k4 * V + j]);
+        epilogue(row, start, p.col0 + 4u * j, scale * vec4<f32>(acc[j]) + row_term + col_term);
     }
 }

@@ -1,4 +1,5 @@
-// Weight preparation: copies a (n, k) weight tensor into the layout its matmul
+// Quantization passes outside the matmuls.
+// Weight preparation (`main`): copies a (n, k) weight tensor into the layout its matmul
 // reads, fake-quantized with one quantizer's parameters when `quantizer` > 0 (the
 // quantized copies are made once per bound update).
 // Layouts: block_cols = 0 keeps (n, k); otherwise the `rows` matmul's column
@@ -13,7 +14,7 @@ struct Params {
     block_cols: u32,
     slot: u32,
     total: u32,      // n, plus the bias length in the block layout
-    _pad0: u32,
+    act_quantizer: u32,  // int_weights: the input's parameter row + 1
     _pad1: u32,
 }
 
@@ -22,6 +23,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> qparams: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> codes: array<u32>;
 
 // Position of W[col, kk] (kk = k: the bias of col) in the block layout.
 fn block_index(col: u32, kk: u32) -> u32 {
@@ -47,4 +49,60 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     } else {
         y[block_index(i / p.k, i % p.k)] = v;
     }
+}
+
+// Activation codes for the integer engine: row r of x (n rows of k) becomes
+// ceil(k/4) words of four u8 codes (k padded with code 0), with parameter row
+// quantizer − 1. One invocation per word.
+@compute @workgroup_size(256)
+fn pack_codes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    let k4 = (p.k + 3u) / 4u;
+    if (i >= p.n * k4) {
+        return;
+    }
+    let q = qparams[p.quantizer - 1u];
+    let row = i / k4;
+    let k0 = (i % k4) * 4u;
+    var word = 0u;
+    for (var j = 0u; j < 4u; j++) {
+        if (k0 + j < p.k) {
+            word |= quant_code(x[row * p.k + k0 + j], q, LEVELS) << (8u * j);
+        }
+    }
+    codes[i] = word;
+}
+
+// Integer weights of one linear (n columns of k) in the `rows_int` block layout:
+// block b (block_cols columns at word b·slot) holds, per group of four k, one word
+// of four u8 codes per column, then per column the constant term of SPEC §6,
+// s_w·l_x·Σ_k R_w + k·l_x·l_w + bias (f32 bits), with the biases c folded into l.
+// One invocation per column.
+@compute @workgroup_size(64)
+fn int_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let col = flat_index(gid, nwg);
+    if (col >= p.n) {
+        return;
+    }
+    let wq = qparams[p.quantizer - 1u];
+    let xq = qparams[p.act_quantizer - 1u];
+    let k4 = (p.k + 3u) / 4u;
+    let base = (col / p.block_cols) * p.slot + col % p.block_cols;
+    var colsum = 0u;
+    for (var g = 0u; g < k4; g++) {
+        var word = 0u;
+        for (var j = 0u; j < 4u; j++) {
+            let kk = g * 4u + j;
+            if (kk < p.k) {
+                let r = quant_code(x[col * p.k + kk], wq, LEVELS);
+                colsum += r;
+                word |= r << (8u * j);
+            }
+        }
+        codes[base + g * p.block_cols] = word;
+    }
+    let lx = xq.x + xq.z;
+    let lw = wq.x + wq.z;
+    let term = quant_step(wq, LEVELS) * lx * f32(colsum) + f32(p.k) * lx * lw + bias[col];
+    codes[base + k4 * p.block_cols] = bitcast<u32>(term);
 }

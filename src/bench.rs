@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::gpu::profiler::Profiler;
 use crate::gpu::GpuContext;
-use crate::model::graph::{GpuModel, Plan};
+use crate::model::graph::{GpuModel, Mode, Plan};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ForwardTiming {
@@ -31,9 +31,17 @@ pub fn median(samples: &[f64]) -> f64 {
     s[s.len() / 2]
 }
 
-/// Times `repeats` forwards of a (batch, 3, h, w) input after `warmup` untimed ones.
-pub fn time_forward(ctx: &GpuContext, model: &GpuModel, (batch, h, w): (usize, usize, usize), warmup: usize, repeats: usize) -> Result<ForwardTiming> {
-    let plan = Plan::new(ctx, model, batch, h, w, false)?;
+/// Times `repeats` forwards of a (batch, 3, h, w) input after `warmup` untimed
+/// ones, with the model run as `mode` (float, fake-quantized or integer).
+pub fn time_forward(
+    ctx: &GpuContext,
+    model: &GpuModel,
+    mode: Mode<'_>,
+    (batch, h, w): (usize, usize, usize),
+    warmup: usize,
+    repeats: usize,
+) -> Result<ForwardTiming> {
+    let plan = Plan::with_mode(ctx, model, (batch, h, w), false, mode)?;
     let input: Vec<f32> = (0..batch * 3 * h * w).map(|i| (i % 251) as f32 / 250.0).collect();
     plan.forward(ctx, &input, None);
     for _ in 0..warmup {
@@ -59,4 +67,38 @@ pub fn time_forward(ctx: &GpuContext, model: &GpuModel, (batch, h, w): (usize, u
         min_ms: samples.iter().cloned().fold(f64::INFINITY, f64::min),
         stages_ms,
     })
+}
+
+/// One engine's timing at one size (`swinq bench`).
+#[derive(Clone, Debug, Serialize)]
+pub struct EngineTiming {
+    pub engine: &'static str,
+    #[serde(flatten)]
+    pub timing: ForwardTiming,
+}
+
+/// Times the float model and, given a quantized model, its fake-quantized and
+/// integer engines, at each LR size, in one run on one adapter.
+pub fn compare_engines(
+    ctx: &GpuContext,
+    model: &GpuModel,
+    quant: Option<&crate::model::graph::QuantModel>,
+    sizes: &[usize],
+    (warmup, repeats): (usize, usize),
+    mut progress: impl FnMut(&EngineTiming),
+) -> Result<Vec<EngineTiming>> {
+    let mut modes = vec![("fp32", Mode::Float)];
+    if let Some(q) = quant {
+        modes.push(("fake", Mode::Fake(q)));
+        modes.push(("int", Mode::Int(q)));
+    }
+    let mut out = Vec::new();
+    for &s in sizes {
+        for &(engine, mode) in &modes {
+            let t = EngineTiming { engine, timing: time_forward(ctx, model, mode, (1, s, s), warmup, repeats)? };
+            progress(&t);
+            out.push(t);
+        }
+    }
+    Ok(out)
 }

@@ -8,17 +8,19 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use swinq::bench::compare_engines;
 use swinq::data::{self, RgbU8};
 use swinq::eval::{evaluate, EvalReport};
 use swinq::gpu::{adapters_report, AdapterChoice, GpuContext};
 use swinq::model::checkpoint::{load_weights, save_safetensors, sha256_file};
+use swinq::model::graph::{GpuModel, QuantModel};
 use swinq::model::SwinWeights;
 use swinq::quant::calib::{load_patches, PatchMode};
 use swinq::quant::file::QuantFile;
 use swinq::quant::phase1::calibrate;
 use swinq::quant::search::{Center, Method};
 use swinq::report::ReportOptions;
-use swinq::upscale::{Tiling, Upscaler};
+use swinq::upscale::{Engine, Tiling, Upscaler};
 use swinq::weights_registry::resolve_weights;
 
 /// Quantize SwinIR-light super-resolution transformers to 2–4 bits (2DQuant+) and run
@@ -41,10 +43,12 @@ enum Command {
         /// Output safetensors file.
         output: PathBuf,
     },
-    /// Upscale images (files or folders) with the float model.
+    /// Upscale images (files or folders) with the float or a quantized model.
     Upscale {
         #[command(flatten)]
         model: ModelArgs,
+        #[command(flatten)]
+        quant: QuantArgs,
         /// Image files or folders of images (PNG, JPEG, BMP, TIFF).
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
@@ -65,9 +69,30 @@ enum Command {
         /// Print one JSON object on stdout instead of a table.
         #[arg(long)]
         json: bool,
-        /// Evaluate the fake-quantized model of this file (from `swinq calibrate`).
+        #[command(flatten)]
+        quant: QuantArgs,
+    },
+    /// Time the forward pass: the float model and, with --quantized, its fake-quantized
+    /// and integer engines, in one run on one adapter (median of repeats after warm-up,
+    /// per-stage GPU time from timestamp queries when the adapter has them).
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Also time this quantized model (from `swinq calibrate`) with both engines.
         #[arg(long)]
         quantized: Option<PathBuf>,
+        /// LR input sizes (square, ×scale output), comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "128,256,512")]
+        size: Vec<usize>,
+        /// Timed runs per engine and size (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Untimed runs first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Print one JSON object on stdout instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Phase 1: search every quantizer's bounds on calibration patches and write a
     /// quantized model file.
@@ -145,11 +170,6 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn load(&self) -> Result<(SwinWeights, GpuContext)> {
-        let (weights, _) = self.load_with_hash()?;
-        Ok((weights, self.gpu()?))
-    }
-
     fn gpu(&self) -> Result<GpuContext> {
         GpuContext::new(&AdapterChoice::from_cli(self.adapter.clone()))
     }
@@ -182,8 +202,9 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Convert { input, output } => convert(&input, &output),
-        Command::Upscale { model, inputs, output } => upscale(&model, &inputs, &output),
-        Command::Eval { model, dataset, scale, json, quantized } => eval(&model, &dataset, scale, json, quantized.as_deref()),
+        Command::Upscale { model, quant, inputs, output } => upscale(&model, &quant, &inputs, &output),
+        Command::Eval { model, dataset, scale, json, quant } => eval(&model, &dataset, scale, json, &quant),
+        Command::Bench { model, quantized, size, repeats, warmup, json } => bench(&model, quantized.as_deref(), &size, (warmup, repeats), json),
         Command::Calibrate { model, calib, scale, bits, method, bias, center, patches, patch_mode, seed, embed_weights, output } => {
             let opts = CalibOptions { calib, bits, method, bias, center, patches, patch_mode, seed, embed_weights };
             run_calibrate(&model, scale, &opts, &output)
@@ -269,11 +290,13 @@ fn output_paths(files: &[PathBuf], output: &Path, scale: usize) -> Result<Vec<Pa
         .collect()
 }
 
-fn upscale(model: &ModelArgs, inputs: &[PathBuf], output: &Path) -> Result<()> {
+fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Path) -> Result<()> {
     let files = collect_inputs(inputs)?;
-    let (weights, ctx) = model.load()?;
+    let (weights, hash) = model.load_with_hash()?;
     let outs = output_paths(&files, output, weights.config.scale)?;
-    let mut up = Upscaler::new(&ctx, &weights, model.tiling())?;
+    let q = quant.load(&weights, &hash)?;
+    let ctx = model.gpu()?;
+    let mut up = quant.apply(Upscaler::new(&ctx, &weights, model.tiling())?, q.as_ref());
     let bar = progress_bar(files.len(), "upscaling");
     for (file, out) in files.iter().zip(&outs) {
         let img = data::load_rgb(file)?;
@@ -285,7 +308,8 @@ fn upscale(model: &ModelArgs, inputs: &[PathBuf], output: &Path) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    eprintln!("{} image(s) upscaled ×{} on {} → {}", files.len(), weights.config.scale, ctx.describe(), output.display());
+    let engine = up.engine();
+    eprintln!("{} image(s) upscaled ×{} ({engine}) on {} → {}", files.len(), weights.config.scale, ctx.describe(), output.display());
     Ok(())
 }
 
@@ -297,16 +321,13 @@ fn check_scale(weights: &SwinWeights, scale: Option<usize>) -> Result<usize> {
     Ok(s)
 }
 
-fn eval(model: &ModelArgs, dataset: &Path, scale: Option<usize>, json: bool, quantized: Option<&Path>) -> Result<()> {
+fn eval(model: &ModelArgs, dataset: &Path, scale: Option<usize>, json: bool, quant: &QuantArgs) -> Result<()> {
     let (weights, hash) = model.load_with_hash()?;
     let s = check_scale(&weights, scale)?;
     let pairs = data::benchmark_pairs(dataset, s)?;
-    let quant = quantized.map(|q| load_quantized(q, &weights, &hash)).transpose()?;
+    let q = quant.load(&weights, &hash)?;
     let ctx = model.gpu()?;
-    let mut up = Upscaler::new(&ctx, &weights, model.tiling())?;
-    if let Some(q) = &quant {
-        up = up.quantized(q.bits, &q.params);
-    }
+    let mut up = quant.apply(Upscaler::new(&ctx, &weights, model.tiling())?, q.as_ref());
     let engine = up.engine();
     let bar = progress_bar(pairs.len(), &data::dataset_name(dataset));
     let report = evaluate(&mut up, &data::dataset_name(dataset), engine, &pairs, |score| {
@@ -317,6 +338,30 @@ fn eval(model: &ModelArgs, dataset: &Path, scale: Option<usize>, json: bool, qua
     })?;
     bar.finish_and_clear();
     print_report(&report, json, &ctx)
+}
+
+/// The quantized model of `upscale` and `eval`.
+#[derive(clap::Args)]
+struct QuantArgs {
+    /// Run the quantized model of this file (from `swinq calibrate`) instead of the float one.
+    #[arg(long)]
+    quantized: Option<PathBuf>,
+    /// How the quantized model runs.
+    #[arg(long, value_enum, default_value = "int", requires = "quantized")]
+    engine: Engine,
+}
+
+impl QuantArgs {
+    fn load(&self, weights: &SwinWeights, hash: &str) -> Result<Option<QuantFile>> {
+        self.quantized.as_deref().map(|q| load_quantized(q, weights, hash)).transpose()
+    }
+
+    fn apply<'a>(&self, up: Upscaler<'a>, q: Option<&QuantFile>) -> Upscaler<'a> {
+        match q {
+            Some(q) => up.quantized(q.bits, &q.params, self.engine),
+            None => up,
+        }
+    }
 }
 
 /// A quantized file, checked against the float checkpoint it must belong to.
@@ -377,6 +422,39 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     let file = QuantFile { bits: o.bits, method: method.name(), scale: s, source_sha256: hash, settings, params };
     file.save(&weights.config, o.embed_weights.then_some(&weights), output)?;
     eprintln!("phase 1 done in {:.1} s → {}", start.elapsed().as_secs_f64(), output.display());
+    Ok(())
+}
+
+fn bench(model: &ModelArgs, quantized: Option<&Path>, sizes: &[usize], runs: (usize, usize), json: bool) -> Result<()> {
+    if sizes.is_empty() || sizes.contains(&0) {
+        bail!("--size needs positive LR sizes, e.g. --size 128,256");
+    }
+    let (weights, hash) = model.load_with_hash()?;
+    let q = quantized.map(|q| load_quantized(q, &weights, &hash)).transpose()?;
+    let ctx = model.gpu()?;
+    let gpu = GpuModel::upload(&ctx, &weights);
+    let quant = q.as_ref().map(|q| QuantModel::new(&ctx, &gpu, q.bits, &q.params));
+    let engines = if quant.is_some() { 3 } else { 1 };
+    let bar = progress_bar(sizes.len() * engines, "timing");
+    let timings = compare_engines(&ctx, &gpu, quant.as_ref(), sizes, runs, |t| {
+        if !json {
+            let s = &t.timing;
+            bar.println(format!("{}×{} {:<5} median {:>10.2} ms  min {:>10.2} ms", s.height, s.width, t.engine, s.median_ms, s.min_ms));
+        }
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    if json {
+        let out = serde_json::json!({ "device": ctx.describe(), "scale": weights.config.scale, "bits": q.as_ref().map(|q| q.bits), "timings": timings });
+        println!("{out}");
+        return Ok(());
+    }
+    println!("SwinIR x{} forward on {}", weights.config.scale, ctx.describe());
+    for chunk in timings.chunks(engines) {
+        let fp = chunk[0].timing.median_ms;
+        let line: Vec<String> = chunk.iter().map(|t| format!("{} {:.2} ms ({:.2}× fp32)", t.engine, t.timing.median_ms, fp / t.timing.median_ms)).collect();
+        println!("{}×{}: {}", chunk[0].timing.height, chunk[0].timing.width, line.join(", "));
+    }
     Ok(())
 }
 

@@ -59,6 +59,9 @@ pub struct ReportOptions {
     /// Quantized model file (from `swinq calibrate`); repeat for several.
     #[arg(long)]
     pub quantized: Vec<PathBuf>,
+    /// How the quantized models run.
+    #[arg(long, value_enum, default_value = "int")]
+    pub engine: crate::upscale::Engine,
     /// Benchmark folder (<DIR>/HR, <DIR>/LR_bicubic/X<s>); repeat for several.
     #[arg(long, required = true)]
     pub dataset: Vec<PathBuf>,
@@ -897,7 +900,7 @@ pub fn run(
                 results: vec![],
             },
             Some((path, q)) => {
-                up = up.quantized(q.bits, &q.params);
+                up = up.quantized(q.bits, &q.params, opts.engine);
                 ModelEntry {
                     label: labels[m - 1].clone(),
                     method: q.method.clone(),

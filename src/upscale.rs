@@ -22,11 +22,29 @@ pub enum Tiling {
     Tile(usize),
 }
 
+/// How a quantized model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// Integer linears (dot4U8Packed, SPEC §6); the attention matmuls are still fake-quantized.
+    Int,
+    /// Every quantizer simulated in f32.
+    Fake,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Int => "int",
+            Engine::Fake => "fake",
+        }
+    }
+}
+
 pub struct Upscaler<'a> {
     ctx: &'a GpuContext,
     model: GpuModel,
-    /// Present for the fake-quantized model.
-    quant: Option<QuantModel>,
+    /// Present for a quantized model.
+    quant: Option<(QuantModel, Engine)>,
     tiling: Tiling,
     /// The last plan, reused while image sizes repeat.
     plan: Option<Plan>,
@@ -46,16 +64,16 @@ impl<'a> Upscaler<'a> {
         Ok(Self { ctx, model: GpuModel::upload(ctx, weights), quant: None, tiling, plan: None })
     }
 
-    /// The fake-quantized model with these parameters (one per quantizer).
-    pub fn quantized(mut self, bits: u32, params: &[QParams]) -> Self {
-        self.quant = Some(QuantModel::new(self.ctx, &self.model, bits, params));
+    /// The quantized model with these parameters (one per quantizer), run by `engine`.
+    pub fn quantized(mut self, bits: u32, params: &[QParams], engine: Engine) -> Self {
+        self.quant = Some((QuantModel::new(self.ctx, &self.model, bits, params), engine));
         self.plan = None;
         self
     }
 
-    /// "fp32" or "fake".
+    /// "fp32", "fake" or "int".
     pub fn engine(&self) -> &'static str {
-        if self.quant.is_some() { "fake" } else { "fp32" }
+        self.quant.as_ref().map_or("fp32", |(_, e)| e.name())
     }
 
     pub fn scale(&self) -> usize {
@@ -97,7 +115,11 @@ impl<'a> Upscaler<'a> {
         let reuse = matches!(&self.plan, Some(p) if p.height == h && p.width == w && p.batch == 1);
         if !reuse {
             self.plan = None; // free the old activations before allocating new ones
-            let mode = self.quant.as_ref().map_or(Mode::Float, Mode::Fake);
+            let mode = match &self.quant {
+                None => Mode::Float,
+                Some((q, Engine::Fake)) => Mode::Fake(q),
+                Some((q, Engine::Int)) => Mode::Int(q),
+            };
             self.plan = Some(Plan::with_mode(self.ctx, &self.model, (1, h, w), false, mode)?);
         }
         let plan = self.plan.as_ref().expect("plan");

@@ -215,3 +215,52 @@ fn fake_quantized_linear() {
         assert_close(&format!("fake-quantized linear {kind:?}"), &out.read(ctx), &want, TOL);
     }
 }
+
+#[test]
+fn integer_linear_matches_its_algebra_and_the_fake_quantized_linear() {
+    use swinq::gpu::ops::{code_words, pack_codes, IntOperands, IntWeights, QuantRef};
+    use swinq::quant::{code, fake_quant, levels, step, QParams};
+    let ctx = gpu();
+    let (m, k, n) = (203, 61, 37);
+    let mut r = rng(11);
+    let x = random(&mut r, m * k, -2.0, 2.0);
+    let res = random(&mut r, m * n, -1.0, 1.0);
+    let lin = random_linear(12, n, k);
+    let layer = GpuLinear::linear(ctx, "w", &lin);
+    let (xb, rb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::from_slice(ctx, "r", &res), GpuBuffer::zeros(ctx, "o", m * n));
+    let codes = GpuBuffer::zeros(ctx, "codes", code_words(m, k));
+    let weights = IntWeights::new(ctx, n, k);
+    for bits in [2, 3, 4, 8] {
+        let lv = levels(bits);
+        let qp = [QParams { lower: -0.21, upper: 0.24, bias: 0.004, _pad: 0.0 }, QParams { lower: -1.5, upper: 1.7, bias: -0.03, _pad: 0.0 }];
+        let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
+        let xq = QuantRef { params: &params, row: 1, levels: lv };
+        let mut ds = vec![weights.fill(ctx, &layer, xq, 0), pack_codes(ctx, xb.bind(), codes.bind(), m, k, xq)];
+        let int = Some(IntOperands { codes: codes.bind(), weights: &weights, w_row: 0 });
+        let mm = Matmul { quant: Some(xq), int, residual: Some(rb.bind()), gelu: true, ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), m, "t") };
+        ds.extend(ops::matmul(ctx, mm));
+        run_now(ctx, &ds);
+        // CPU integer reference: the expansion of SPEC §6 in f64.
+        let (sx, sw) = (step(&qp[1], lv) as f64, step(&qp[0], lv) as f64);
+        let (lx, lw) = ((qp[1].lower + qp[1].bias) as f64, (qp[0].lower + qp[0].bias) as f64);
+        let rx: Vec<u32> = x.iter().map(|&v| code(v, &qp[1], lv)).collect();
+        let rw: Vec<u32> = lin.weight.iter().map(|&v| code(v, &qp[0], lv)).collect();
+        let mut want = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let (xr, wr) = (&rx[i * k..(i + 1) * k], &rw[j * k..(j + 1) * k]);
+                let dot: u64 = xr.iter().zip(wr).map(|(&a, &b)| (a * b) as u64).sum();
+                let (sum_x, sum_w) = (xr.iter().sum::<u32>() as f64, wr.iter().sum::<u32>() as f64);
+                let y = sx * sw * dot as f64 + sx * lw * sum_x + sw * lx * sum_w + k as f64 * lx * lw + lin.bias[j] as f64;
+                want[i * n + j] = cpu::gelu(y as f32) + res[i * n + j];
+            }
+        }
+        let got = out.read(ctx);
+        assert_close(&format!("integer linear W{bits}A{bits}"), &got, &want, TOL);
+        // The same numbers as the fake-quantized float linear.
+        let xf: Vec<f32> = x.iter().map(|&v| fake_quant(v, &qp[1], lv)).collect();
+        let wf: Vec<f32> = lin.weight.iter().map(|&v| fake_quant(v, &qp[0], lv)).collect();
+        let fake: Vec<f32> = cpu::linear(&xf, &Linear { weight: wf, ..lin.clone() }).iter().zip(&res).map(|(&y, &r)| cpu::gelu(y) + r).collect();
+        assert_close(&format!("integer vs fake-quantized linear W{bits}A{bits}"), &got, &fake, TOL);
+    }
+}

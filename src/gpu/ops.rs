@@ -98,7 +98,7 @@ struct MatmulParams {
     m: u32,
     n: u32,
     k: u32,
-    _pad: u32,
+    w_quant: u32,
     img_h: u32,
     img_w: u32,
     cin: u32,
@@ -171,13 +171,79 @@ pub struct Matmul<'a> {
     pub quant: Option<QuantRef<'a>>,
     /// Write the output in the attention's window order instead of row-major.
     pub windows: Option<WindowOrder>,
+    /// The integer engine: x is then unused (the codes replace it) and `quant`
+    /// names the input's quantizer.
+    pub int: Option<IntOperands<'a>>,
     pub stage: &'static str,
+}
+
+/// The integer engine's operands of one linear: the input's codes (`pack_codes`)
+/// and the layer's integer weights, made with weight quantizer row `w_row`.
+#[derive(Clone)]
+pub struct IntOperands<'a> {
+    pub codes: wgpu::BindingResource<'a>,
+    pub weights: &'a IntWeights,
+    pub w_row: usize,
+}
+
+/// A linear's weights for the integer engine (`rows_int` in matmul.wgsl): column
+/// blocks of 4·v columns at multiples of `slot` words, each with the columns' u8
+/// codes (four k per word) and their constant terms (quant.wgsl `int_weights`).
+pub struct IntWeights {
+    pub buffer: GpuBuffer,
+    pub v: usize,
+    pub blocks: usize,
+    pub slot: usize,
+}
+
+impl IntWeights {
+    /// Room for the integer weights of an (out_dim, k) linear.
+    pub fn new(ctx: &GpuContext, out_dim: usize, k: usize) -> Self {
+        let words_per_col = k.div_ceil(4) + 1;
+        let v_max = (WINDOW_WORDS / (4 * words_per_col)).min(8);
+        assert!(v_max > 0, "integer engine: a column of {k} weights exceeds a uniform window");
+        let blocks = out_dim.div_ceil(4 * v_max);
+        let v = out_dim.div_ceil(4 * blocks);
+        let align = (ctx.limits.min_uniform_buffer_offset_alignment as usize / 4).max(1);
+        let slot = (4 * v * words_per_col).next_multiple_of(align);
+        Self { buffer: GpuBuffer::zeros(ctx, "int_weights", (blocks - 1) * slot + WINDOW_WORDS), v, blocks, slot }
+    }
+
+    /// Fills them from `layer`'s float weights with weight quantizer row `w_row`
+    /// and input quantizer row `x_row` of `q.params`.
+    pub fn fill(&self, ctx: &GpuContext, layer: &GpuLinear, q: QuantRef<'_>, w_row: usize) -> Dispatch {
+        let pipeline = ctx.pipeline(Shader::Quant, "int_weights", &[Const::F32("LEVELS", q.levels)]);
+        let params = LayOutParams {
+            n: layer.out_dim as u32,
+            quantizer: w_row as u32 + 1,
+            k: layer.k as u32,
+            block_cols: 4 * self.v as u32,
+            slot: self.slot as u32,
+            total: 0,
+            act_quantizer: q.row as u32 + 1,
+            _pad: 0,
+        };
+        let b = [(1, layer.weight.bind()), (2, q.params.bind()), (4, layer.bias.bind()), (5, self.buffer.bind())];
+        Dispatch::with_bindings(ctx, pipeline, &params, &b, [layer.out_dim.div_ceil(64) as u32, 1, 1], "quant")
+    }
+}
+
+/// Words of the codes of m rows of k values (four per word).
+pub fn code_words(m: usize, k: usize) -> usize {
+    m * k.div_ceil(4)
+}
+
+/// The integer engine's activation codes of x (m rows of k) with quantizer `q`.
+pub fn pack_codes(ctx: &GpuContext, x: wgpu::BindingResource<'_>, codes: wgpu::BindingResource<'_>, m: usize, k: usize, q: QuantRef<'_>) -> Dispatch {
+    let pipeline = ctx.pipeline(Shader::Quant, "pack_codes", &[Const::F32("LEVELS", q.levels)]);
+    let params = LayOutParams { n: m as u32, quantizer: q.row as u32 + 1, k: k as u32, block_cols: 0, slot: 0, total: 0, act_quantizer: 0, _pad: 0 };
+    Dispatch::with_bindings(ctx, pipeline, &params, &[(1, x), (2, q.params.bind()), (5, codes)], grid_1d(code_words(m, k)), "quant")
 }
 
 impl<'a> Matmul<'a> {
     /// A plain token matmul; set the other fields with struct update syntax.
     pub fn tokens(x: wgpu::BindingResource<'a>, layer: Weights<'a>, out: wgpu::BindingResource<'a>, m: usize, stage: &'static str) -> Self {
-        Self { x, layer, out, m, input: MatmulInput::Tokens, gelu: false, residual: None, quant: None, windows: None, stage }
+        Self { x, layer, out, m, input: MatmulInput::Tokens, gelu: false, residual: None, quant: None, windows: None, int: None, stage }
     }
 }
 
@@ -209,9 +275,10 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
         (MatmulInput::Conv3x3 { .. }, Some(_)) => panic!("window-ordered output is for token matmuls"),
     };
     let l = a.layer;
-    let v = match l.layout {
-        WeightLayout::Dense => 1,
-        WeightLayout::Blocks { v, .. } => v,
+    let v = match (&a.int, l.layout) {
+        (Some(int), _) => int.weights.v,
+        (None, WeightLayout::Dense) => 1,
+        (None, WeightLayout::Blocks { v, .. }) => v,
     };
     let levels = a.quant.map_or(0.0, |q| q.levels);
     let consts = [
@@ -226,7 +293,7 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
         m: a.m as u32,
         n: l.out_dim as u32,
         k: l.k as u32,
-        _pad: 0,
+        w_quant: a.int.as_ref().map_or(0, |i| i.w_row as u32 + 1),
         img_h: img_h as u32,
         img_w: img_w as u32,
         cin: if mode == 1 { (l.k / 9) as u32 } else { 0 },
@@ -239,6 +306,25 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
     // Without a residual the slot is filled with the (read-only) bias buffer.
     let residual = a.residual.unwrap_or_else(|| l.bias.bind());
     let qparams = a.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
+    let row_groups = a.m.div_ceil(64);
+    if let Some(int) = a.int {
+        let pipeline = ctx.pipeline(Shader::Matmul, "rows_int", &consts);
+        assert!(row_groups <= 65535, "integer matmul over {} rows: split the input", a.m);
+        let w = int.weights;
+        return (0..w.blocks)
+            .map(|b| {
+                let params = MatmulParams { col0: (4 * v * b) as u32, ..params };
+                let bindings = [
+                    (4, residual.clone()),
+                    (5, a.out.clone()),
+                    (6, qparams.clone()),
+                    (8, int.codes.clone()),
+                    (9, w.buffer.bind_window(b * w.slot)),
+                ];
+                Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [row_groups as u32, 1, 1], a.stage)
+            })
+            .collect();
+    }
     match l.layout {
         WeightLayout::Dense => {
             let pipeline = ctx.pipeline(Shader::Matmul, "main", &consts);
@@ -248,7 +334,6 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
         }
         WeightLayout::Blocks { blocks, slot, .. } => {
             let pipeline = ctx.pipeline(Shader::Matmul, "rows", &consts);
-            let row_groups = a.m.div_ceil(64);
             assert!(row_groups <= 65535, "rows matmul over {} rows: split the input", a.m);
             (0..blocks)
                 .map(|b| {
@@ -276,7 +361,8 @@ struct LayOutParams {
     block_cols: u32,
     slot: u32,
     total: u32,
-    _pad: [u32; 2],
+    act_quantizer: u32,
+    _pad: u32,
 }
 
 /// dst = weight (n, k) in `layout` (blocks also carry the bias), the weight
@@ -302,7 +388,8 @@ fn lay_out_weights(
         block_cols: block_cols as u32,
         slot: slot as u32,
         total: total as u32,
-        _pad: [0; 2],
+        act_quantizer: 0,
+        _pad: 0,
     };
     let qparams = quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
     Dispatch::new(ctx, pipeline, &params, &[src.bind(), qparams, dst.bind(), bias.bind()], grid_1d(total), "quant")

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 
 use super::config::{SwinConfig, RGB_MEAN};
 use super::weights::SwinWeights;
-use crate::gpu::ops::{self, AttnExtras, AttnShape, GpuLinear, GpuNorm, ImageShape, Matmul, MatmulInput, QuantRef, WindowOrder};
+use crate::gpu::ops::{self, AttnExtras, AttnShape, GpuLinear, GpuNorm, ImageShape, IntOperands, Matmul, MatmulInput, QuantRef, WindowOrder};
 use crate::gpu::profiler::Profiler;
 use crate::gpu::{Dispatch, GpuBuffer, GpuContext};
 use crate::quant::search::{Method, SearchSpec, Searcher};
@@ -97,13 +97,16 @@ pub struct QuantModel {
     pub bits: u32,
     pub params: GpuBuffer,
     qweights: Vec<[GpuBuffer; 6]>,
+    /// The integer engine's weights of the same linears.
+    int_weights: Vec<[ops::IntWeights; 6]>,
 }
 
 impl QuantModel {
     pub fn new(ctx: &GpuContext, model: &GpuModel, bits: u32, params: &[QParams]) -> Self {
         let params = GpuBuffer::from_slice(ctx, "qparams", params);
         let qweights = model.blocks().map(|b| b.linears().map(|l| l.weight_copy(ctx, "qweight"))).collect();
-        let qm = Self { bits, params, qweights };
+        let int_weights = model.blocks().map(|b| b.linears().map(|l| ops::IntWeights::new(ctx, l.out_dim, l.k))).collect();
+        let qm = Self { bits, params, qweights, int_weights };
         qm.requantize_weights(ctx, model);
         qm
     }
@@ -112,12 +115,14 @@ impl QuantModel {
         QuantRef { params: &self.params, row, levels: levels(self.bits) }
     }
 
-    /// Recomputes the fake-quantized weights from the current parameters.
+    /// Recomputes the fake-quantized and the integer weights from the current parameters.
     pub fn requantize_weights(&self, ctx: &GpuContext, model: &GpuModel) {
         let mut ds = Vec::new();
-        for (bi, (blk, qw)) in model.blocks().zip(&self.qweights).enumerate() {
-            for (i, (l, q)) in blk.linears().into_iter().zip(qw).enumerate() {
-                ds.push(l.copy_weights(ctx, q, Some(self.qref(quant::index(bi, Slot::Weight(i))))));
+        for (bi, (blk, (qw, iw))) in model.blocks().zip(self.qweights.iter().zip(&self.int_weights)).enumerate() {
+            for (i, (l, (q, int))) in blk.linears().into_iter().zip(qw.iter().zip(iw)).enumerate() {
+                let w_row = quant::index(bi, Slot::Weight(i));
+                ds.push(l.copy_weights(ctx, q, Some(self.qref(w_row))));
+                ds.push(int.fill(ctx, l, self.qref(quant::index(bi, Slot::Input(i))), w_row));
             }
         }
         crate::gpu::run_now(ctx, &ds);
@@ -197,6 +202,8 @@ impl Calibration {
 pub enum Mode<'a> {
     Float,
     Fake(&'a QuantModel),
+    /// The integer engine: integer linears, fake-quantized attention matmuls.
+    Int(&'a QuantModel),
     /// FP forward that searches every activation quantizer's bounds on its input.
     Calibrate(&'a Calibration),
 }
@@ -212,6 +219,8 @@ struct Buffers {
     qkv: [GpuBuffer; 3],
     attn: GpuBuffer,
     hidden: GpuBuffer,
+    /// The integer engine's activation codes (the next linear's input).
+    codes: GpuBuffer,
     up: GpuBuffer,
     output: GpuBuffer,
 }
@@ -288,6 +297,7 @@ impl Plan {
             qkv: ["q", "k", "v"].map(|name| z(name, t * c)),
             attn: z("attn", t * c),
             hidden: z("hidden", chunk * cfg.mlp_hidden),
+            codes: z("codes", ops::code_words(t, c).max(ops::code_words(chunk, cfg.mlp_hidden))),
             up: z("up", t * cfg.in_chans * s2),
             output: z("output", b * cfg.in_chans * h * w * s2),
         };
@@ -401,8 +411,13 @@ impl Plan {
         let t = self.tokens();
         let dims = (self.batch, self.padded.0, self.padded.1);
         let b = &self.bufs;
+        // The integer engine fake-quantizes what it does not run in integers.
         let fake = match mode {
-            Mode::Fake(q) => Some(q),
+            Mode::Fake(q) | Mode::Int(q) => Some(q),
+            _ => None,
+        };
+        let int = match mode {
+            Mode::Int(q) => Some(q),
             _ => None,
         };
         let calib = match mode {
@@ -422,7 +437,7 @@ impl Plan {
         for (i, (lin, out)) in blk.qkv.iter().zip(&b.qkv).enumerate() {
             let windows = Some(WindowOrder { h: self.padded.0, w: self.padded.1, shape: attn });
             let mm = Matmul { quant: act(Slot::Input(i)), windows, ..Matmul::tokens(b.ln.bind(), weights(i, lin), out.bind(), t, "qkv") };
-            ds.extend(ops::matmul(ctx, mm));
+            self.linear(ctx, &mut ds, (int, block, i), mm);
         }
         let scale = (attn.head_dim as f64).powf(-0.5) as f32;
         for (i, buf) in b.qkv.iter().enumerate() {
@@ -437,7 +452,7 @@ impl Plan {
         let b = &self.bufs;
         search(&mut ds, Slot::Input(3), 1, &b.attn, t * c, 1.0);
         let proj = Matmul { residual: Some(b.p[x_in].bind()), quant: act(Slot::Input(3)), ..Matmul::tokens(b.attn.bind(), weights(3, &blk.proj), b.p[y].bind(), t, "proj") };
-        ds.extend(ops::matmul(ctx, proj));
+        self.linear(ctx, &mut ds, (int, block, 3), proj);
         ds.push(ops::layer_norm(ctx, b.p[y].bind(), &blk.norm2, b.ln.bind(), t, "layernorm"));
         search(&mut ds, Slot::Input(4), 1, &b.ln, t * c, 1.0);
         let hid = blk.fc1.out_dim;
@@ -448,16 +463,33 @@ impl Plan {
                 quant: act(Slot::Input(4)),
                 ..Matmul::tokens(b.ln.bind_range(start * c, n * c), weights(4, &blk.fc1), b.hidden.bind_range(0, n * hid), n, "mlp")
             };
-            ds.extend(ops::matmul(ctx, fc1));
+            self.linear(ctx, &mut ds, (int, block, 4), fc1);
             search(&mut ds, Slot::Input(5), 1, &b.hidden, n * hid, 1.0);
             let fc2 = Matmul {
                 residual: Some(b.p[y].bind_range(start * c, n * c)),
                 quant: act(Slot::Input(5)),
                 ..Matmul::tokens(b.hidden.bind_range(0, n * hid), weights(5, &blk.fc2), b.p[x_out].bind_range(start * c, n * c), n, "mlp")
             };
-            ds.extend(ops::matmul(ctx, fc2));
+            self.linear(ctx, &mut ds, (int, block, 5), fc2);
         }
         self.run(ds);
+    }
+
+    /// Records quantized linear `i` of `block`: as given, or for the integer engine
+    /// the codes of its input first and the integer matmul.
+    fn linear<'b>(&'b self, ctx: &GpuContext, ds: &mut Vec<Dispatch>, (int, block, i): (Option<&'b QuantModel>, usize, usize), mm: Matmul<'b>) {
+        let mm = match int {
+            Some(q) => {
+                let (m, k) = (mm.m, mm.layer.k);
+                let xq = mm.quant.expect("the integer engine quantizes every linear's input");
+                let codes = || self.bufs.codes.bind_range(0, ops::code_words(m, k));
+                ds.push(ops::pack_codes(ctx, mm.x.clone(), codes(), m, k, xq));
+                let w_row = quant::index(block, Slot::Weight(i));
+                Matmul { int: Some(IntOperands { codes: codes(), weights: &q.int_weights[block][i], w_row }), ..mm }
+            }
+            None => mm,
+        };
+        ds.extend(ops::matmul(ctx, mm));
     }
 
     /// Searches the softmax output's quantizer: the attention maps are written for a

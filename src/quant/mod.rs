@@ -88,13 +88,27 @@ pub fn levels(bits: u32) -> f32 {
     ((1u64 << bits) - 1) as f32
 }
 
+/// The step s = (u − l)/(2^b − 1), or 0 for a degenerate quantizer (u ≤ l).
+pub fn step(q: &QParams, levels: f32) -> f32 {
+    let s = (q.upper - q.lower) / levels;
+    if s > 0.0 { s } else { 0.0 }
+}
+
+/// The integer code r of x, with fake_quant(x) = (l + c) + s·r (SPEC §6).
+pub fn code(x: f32, q: &QParams, levels: f32) -> u32 {
+    let s = step(q, levels);
+    if s == 0.0 {
+        return 0;
+    }
+    ((x.clamp(q.lower, q.upper) - q.lower) / s).round_ties_even() as u32
+}
+
 /// The fake quantizer on the CPU, in the operation order of 2DQuant's code
 /// (division by s, round half to even, multiply, add).
 pub fn fake_quant(x: f32, q: &QParams, levels: f32) -> f32 {
-    let s = (q.upper - q.lower) / levels;
-    if !(s > 0.0) {
+    let s = step(q, levels);
+    if s == 0.0 {
         return q.lower + q.bias;
     }
-    let r = ((x.clamp(q.lower, q.upper) - q.lower) / s).round_ties_even();
-    r * s + q.lower + q.bias
+    code(x, q, levels) as f32 * s + q.lower + q.bias
 }
