@@ -16,6 +16,7 @@ use swinq::model::checkpoint::{load_weights, save_safetensors, sha256_file};
 use swinq::model::graph::{GpuModel, QuantModel};
 use swinq::model::SwinWeights;
 use swinq::quant::calib::{load_patches, PatchMode};
+use swinq::quant::export;
 use swinq::quant::file::QuantFile;
 use swinq::quant::phase1::calibrate;
 use swinq::quant::search::{Center, Method};
@@ -71,6 +72,19 @@ enum Command {
         json: bool,
         #[command(flatten)]
         quant: QuantArgs,
+    },
+    /// Write the deployable quantized model: packed integer weight codes (two per byte
+    /// at 4 bits or fewer), every quantizer's bounds and bias, and the float layers, in
+    /// one safetensors file that `eval`, `upscale` and `bench` take as --weights.
+    Export {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The quantized model (from `swinq calibrate`).
+        #[arg(long)]
+        quantized: PathBuf,
+        /// Output file (.safetensors).
+        #[arg(short, long)]
+        output: PathBuf,
     },
     /// Time the forward pass: the float model and, with --quantized, its fake-quantized
     /// and integer engines, in one run on one adapter (median of repeats after warm-up,
@@ -204,6 +218,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Convert { input, output } => convert(&input, &output),
         Command::Upscale { model, quant, inputs, output } => upscale(&model, &quant, &inputs, &output),
         Command::Eval { model, dataset, scale, json, quant } => eval(&model, &dataset, scale, json, &quant),
+        Command::Export { model, quantized, output } => export_model(&model, &quantized, &output),
         Command::Bench { model, quantized, size, repeats, warmup, json } => bench(&model, quantized.as_deref(), &size, (warmup, repeats), json),
         Command::Calibrate { model, calib, scale, bits, method, bias, center, patches, patch_mode, seed, embed_weights, output } => {
             let opts = CalibOptions { calib, bits, method, bias, center, patches, patch_mode, seed, embed_weights };
@@ -292,9 +307,8 @@ fn output_paths(files: &[PathBuf], output: &Path, scale: usize) -> Result<Vec<Pa
 
 fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Path) -> Result<()> {
     let files = collect_inputs(inputs)?;
-    let (weights, hash) = model.load_with_hash()?;
+    let (weights, q) = load_model(model, quant.quantized.as_deref())?;
     let outs = output_paths(&files, output, weights.config.scale)?;
-    let q = quant.load(&weights, &hash)?;
     let ctx = model.gpu()?;
     let mut up = quant.apply(Upscaler::new(&ctx, &weights, model.tiling())?, q.as_ref());
     let bar = progress_bar(files.len(), "upscaling");
@@ -322,10 +336,9 @@ fn check_scale(weights: &SwinWeights, scale: Option<usize>) -> Result<usize> {
 }
 
 fn eval(model: &ModelArgs, dataset: &Path, scale: Option<usize>, json: bool, quant: &QuantArgs) -> Result<()> {
-    let (weights, hash) = model.load_with_hash()?;
+    let (weights, q) = load_model(model, quant.quantized.as_deref())?;
     let s = check_scale(&weights, scale)?;
     let pairs = data::benchmark_pairs(dataset, s)?;
-    let q = quant.load(&weights, &hash)?;
     let ctx = model.gpu()?;
     let mut up = quant.apply(Upscaler::new(&ctx, &weights, model.tiling())?, q.as_ref());
     let engine = up.engine();
@@ -347,15 +360,27 @@ struct QuantArgs {
     #[arg(long)]
     quantized: Option<PathBuf>,
     /// How the quantized model runs.
-    #[arg(long, value_enum, default_value = "int", requires = "quantized")]
+    #[arg(long, value_enum, default_value = "int")]
     engine: Engine,
 }
 
-impl QuantArgs {
-    fn load(&self, weights: &SwinWeights, hash: &str) -> Result<Option<QuantFile>> {
-        self.quantized.as_deref().map(|q| load_quantized(q, weights, hash)).transpose()
+/// The float model and the quantized model to run: from --weights and --quantized,
+/// or both from an exported model (`swinq export`) given as --weights.
+fn load_model(model: &ModelArgs, quantized: Option<&Path>) -> Result<(SwinWeights, Option<QuantFile>)> {
+    let path = resolve_weights(&model.weights)?;
+    if export::is_exported(&path) {
+        if quantized.is_some() {
+            bail!("{}: an exported model carries its own quantization; drop --quantized", path.display());
+        }
+        let (weights, q) = export::load(&path)?;
+        return Ok((weights, Some(q)));
     }
+    let (weights, hash) = (load_weights(&path)?, sha256_file(&path)?);
+    let q = quantized.map(|q| load_quantized(q, &weights, &hash)).transpose()?;
+    Ok((weights, q))
+}
 
+impl QuantArgs {
     fn apply<'a>(&self, up: Upscaler<'a>, q: Option<&QuantFile>) -> Upscaler<'a> {
         match q {
             Some(q) => up.quantized(q.bits, &q.params, self.engine),
@@ -425,12 +450,41 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     Ok(())
 }
 
+fn export_model(model: &ModelArgs, quantized: &Path, output: &Path) -> Result<()> {
+    let path = resolve_weights(&model.weights)?;
+    let (weights, q) = load_model(model, Some(quantized))?;
+    let q = q.expect("--quantized given");
+    let sizes = export::export(&weights, &q, output)?;
+    let ckpt_file = std::fs::metadata(&path).with_context(|| path.display().to_string())?.len();
+    let params: usize = weights.to_state_dict().values().filter(|t| t.as_f32().is_some()).map(|t| t.numel()).sum();
+    let quantized_params = weights.config.num_blocks() * weights.config.embed_dim * (4 * weights.config.embed_dim + 2 * weights.config.mlp_hidden);
+    let fp_bits = 32.0 * params as f64;
+    let q_bits = fp_bits - quantized_params as f64 * (32.0 - q.bits as f64);
+    eprintln!("{} ({} W{b}A{b}) → {}", quantized.display(), q.method, output.display(), b = q.bits);
+    let fp32 = 4 * params as u64;
+    eprintln!(
+        "file {:.1} KiB (codes {:.1} KiB; float layers, quantizers and header {:.1} KiB) vs {:.1} KiB of FP32 weights: {:.2}× smaller \
+         (the checkpoint file itself is {:.1} KiB)",
+        sizes.file as f64 / 1024.0,
+        sizes.codes as f64 / 1024.0,
+        sizes.float as f64 / 1024.0,
+        fp32 as f64 / 1024.0,
+        fp32 as f64 / sizes.file as f64,
+        ckpt_file as f64 / 1024.0
+    );
+    eprintln!(
+        "parameters: {quantized_params} of {params} quantized to {} bits: {:.2}× fewer parameter bits (2DQuant's accounting)",
+        q.bits,
+        fp_bits / q_bits
+    );
+    Ok(())
+}
+
 fn bench(model: &ModelArgs, quantized: Option<&Path>, sizes: &[usize], runs: (usize, usize), json: bool) -> Result<()> {
     if sizes.is_empty() || sizes.contains(&0) {
         bail!("--size needs positive LR sizes, e.g. --size 128,256");
     }
-    let (weights, hash) = model.load_with_hash()?;
-    let q = quantized.map(|q| load_quantized(q, &weights, &hash)).transpose()?;
+    let (weights, q) = load_model(model, quantized)?;
     let ctx = model.gpu()?;
     let gpu = GpuModel::upload(&ctx, &weights);
     let quant = q.as_ref().map(|q| QuantModel::new(&ctx, &gpu, q.bits, &q.params));

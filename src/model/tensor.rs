@@ -3,11 +3,13 @@
 use std::collections::BTreeMap;
 
 /// Element data of a checkpoint tensor. Float tensors are kept as f32; integer
-/// tensors (only `relative_position_index` in SwinIR) as i64.
+/// tensors (only `relative_position_index` in SwinIR) as i64; bytes (the packed
+/// weight codes of an exported quantized model) as u8.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TensorData {
     F32(Vec<f32>),
     I64(Vec<i64>),
+    U8(Vec<u8>),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -29,7 +31,14 @@ impl Tensor {
     pub fn as_f32(&self) -> Option<&[f32]> {
         match &self.data {
             TensorData::F32(v) => Some(v),
-            TensorData::I64(_) => None,
+            _ => None,
+        }
+    }
+
+    pub fn as_u8(&self) -> Option<&[u8]> {
+        match &self.data {
+            TensorData::U8(v) => Some(v),
+            _ => None,
         }
     }
 
@@ -37,6 +46,7 @@ impl Tensor {
         match self.data {
             TensorData::F32(_) => "float32",
             TensorData::I64(_) => "int64",
+            TensorData::U8(_) => "uint8",
         }
     }
 }

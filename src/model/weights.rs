@@ -119,6 +119,7 @@ impl<'a> Reader<'a> {
         let values: Vec<i64> = match &t.data {
             TensorData::I64(v) => v.clone(),
             TensorData::F32(v) => v.iter().map(|&x| x as i64).collect(),
+            TensorData::U8(v) => v.iter().map(|&x| x as i64).collect(),
         };
         for (idx, &v) in values.iter().enumerate() {
             if v != relative_position_index(window, idx / n, idx % n) as i64 {

@@ -35,10 +35,11 @@ fn convert(name: &str, view: &TensorView<'_>) -> Result<TensorData> {
             TensorData::F32(d.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect())
         }
         Dtype::I64 => TensorData::I64(d.chunks_exact(8).map(|c| i64::from_le_bytes(arr8(c))).collect()),
+        Dtype::U8 => TensorData::U8(d.to_vec()),
         Dtype::I32 => TensorData::I64(
             d.chunks_exact(4).map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
         ),
-        other => bail!("tensor `{name}` has dtype {other:?}; only F32/F16/BF16/F64/I32/I64 are read"),
+        other => bail!("tensor `{name}` has dtype {other:?}; only F32/F16/BF16/F64/I32/I64/U8 are read"),
     })
 }
 
@@ -48,7 +49,7 @@ fn arr8(c: &[u8]) -> [u8; 8] {
     b
 }
 
-/// Writes F32/I64 tensors and string metadata as safetensors. The bytes go to a
+/// Writes F32/I64/U8 tensors and string metadata as safetensors. The bytes go to a
 /// temporary file in the same directory that is then renamed over `path`, so a
 /// reader never sees a half-written file, even if we are killed mid-write.
 pub fn save_safetensors(sd: &StateDict, metadata: &BTreeMap<String, String>, path: &Path) -> Result<()> {
@@ -63,6 +64,7 @@ fn serialize(sd: &StateDict, metadata: &BTreeMap<String, String>) -> Result<Vec<
             let (dtype, bytes) = match &t.data {
                 TensorData::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
                 TensorData::I64(v) => (Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+                TensorData::U8(v) => (Dtype::U8, v.clone()),
             };
             (k.as_str(), dtype, t.shape.as_slice(), bytes)
         })

@@ -1,0 +1,174 @@
+//! The deployable quantized model (SPEC §6): one safetensors file with the integer
+//! codes of the quantized linear weights (two per byte at b ≤ 4), every quantizer's
+//! bounds and bias, the float tensors the engine keeps (convolutions, LayerNorms,
+//! biases, relative-position tables) and the settings. Quantizer data sits under
+//! `quant.{name}.…` (SPEC §6 names): `lower`, `upper`, `bias` (f32 [1]), and for
+//! weights `codes` (u8) and `shape` (i64 [out, in]); float tensors keep their
+//! checkpoint names. Readable from Python with the safetensors package.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+
+use super::file::QuantFile;
+use super::{all_names, code, index, levels, name, step, QParams, Slot, LINEARS};
+use crate::model::checkpoint::{load_state_dict, read_safetensors_metadata, save_safetensors};
+use crate::model::weights::{block_prefix, Linear};
+use crate::model::{StateDict, SwinWeights, Tensor, TensorData};
+
+pub const FORMAT: &str = "swinq-int-1";
+const QUANT: &str = "quant.";
+
+/// Codes of b ≤ 4 bits go two per byte, the first in the low nibble; wider ones one per byte.
+pub fn pack(codes: &[u32], bits: u32) -> Vec<u8> {
+    if bits <= 4 {
+        codes.chunks(2).map(|c| (c[0] | c.get(1).copied().unwrap_or(0) << 4) as u8).collect()
+    } else {
+        codes.iter().map(|&c| c as u8).collect()
+    }
+}
+
+/// The first `n` codes of `bytes` (inverse of `pack`).
+pub fn unpack(bytes: &[u8], n: usize, bits: u32) -> Vec<u32> {
+    if bits <= 4 {
+        bytes.iter().flat_map(|&b| [(b & 15) as u32, (b >> 4) as u32]).take(n).collect()
+    } else {
+        bytes.iter().take(n).map(|&b| b as u32).collect()
+    }
+}
+
+/// Linear `i` (q, k, v, proj, fc1, fc2) of block `j` in group `r`, as a weight
+/// slice with its (out, in) shape and the checkpoint key of the tensor it lives in.
+fn linear_weight(w: &SwinWeights, r: usize, j: usize, i: usize) -> (&[f32], usize, usize) {
+    let b = &w.groups[r].blocks[j];
+    let c = w.config.embed_dim;
+    let l: &Linear = match i {
+        0..=2 => return (&b.qkv.weight[i * c * c..(i + 1) * c * c], c, c),
+        3 => &b.proj,
+        4 => &b.fc1,
+        _ => &b.fc2,
+    };
+    (&l.weight, l.out_dim, l.in_dim)
+}
+
+/// Checkpoint key of the tensor holding linear `i`, and the row it starts at.
+fn checkpoint_key(prefix: &str, i: usize, out: usize) -> (String, usize) {
+    match i {
+        0..=2 => (format!("{prefix}.attn.qkv.weight"), i * out),
+        _ => (format!("{prefix}.{}.weight", LINEARS[i]), 0),
+    }
+}
+
+/// Bytes of the parts of an exported model.
+#[derive(Clone, Copy, Debug)]
+pub struct ExportSizes {
+    pub file: u64,
+    /// Quantized weights: packed codes.
+    pub codes: u64,
+    /// Float tensors and quantizer parameters.
+    pub float: u64,
+}
+
+/// Writes the deployable model of `weights` quantized by `q` to `path` (atomically).
+pub fn export(weights: &SwinWeights, q: &QuantFile, path: &Path) -> Result<ExportSizes> {
+    let cfg = &weights.config;
+    let names = all_names(cfg);
+    ensure!(names.len() == q.params.len(), "{} quantizers for a model that has {}", q.params.len(), names.len());
+    let lv = levels(q.bits);
+    let mut sd = weights.to_state_dict();
+    let mut codes_bytes = 0u64;
+    let mut block = 0;
+    for (r, g) in weights.groups.iter().enumerate() {
+        for j in 0..g.blocks.len() {
+            for i in 0..LINEARS.len() {
+                let (w, out, inp) = linear_weight(weights, r, j, i);
+                let qp = &q.params[index(block, Slot::Weight(i))];
+                let packed: Vec<u8> = w.chunks(inp).flat_map(|row| pack(&row.iter().map(|&x| code(x, qp, lv)).collect::<Vec<_>>(), q.bits)).collect();
+                codes_bytes += packed.len() as u64;
+                let n = name(cfg, block, Slot::Weight(i));
+                let row_bytes = packed.len() / out;
+                sd.insert(format!("{QUANT}{n}.codes"), Tensor { shape: vec![out, row_bytes], data: TensorData::U8(packed) });
+                sd.insert(format!("{QUANT}{n}.shape"), Tensor { shape: vec![2], data: TensorData::I64(vec![out as i64, inp as i64]) });
+                sd.remove(&checkpoint_key(&block_prefix(r, j), i, out).0);
+            }
+            block += 1;
+        }
+    }
+    for (n, p) in names.iter().zip(&q.params) {
+        for (field, v) in [("lower", p.lower), ("upper", p.upper), ("bias", p.bias)] {
+            sd.insert(format!("{QUANT}{n}.{field}"), Tensor::f32(vec![1], vec![v]));
+        }
+    }
+    let mut meta = q.settings.clone();
+    meta.insert("format".into(), FORMAT.into());
+    meta.insert("bits".into(), q.bits.to_string());
+    meta.insert("method".into(), q.method.clone());
+    meta.insert("scale".into(), q.scale.to_string());
+    meta.insert("source_sha256".into(), q.source_sha256.clone());
+    meta.insert("config".into(), cfg.describe());
+    meta.insert("codes".into(), if q.bits <= 4 { "u4 pairs, first code in the low nibble" } else { "u8" }.into());
+    save_safetensors(&sd, &meta, path)?;
+    let file = std::fs::metadata(path).with_context(|| path.display().to_string())?.len();
+    Ok(ExportSizes { file, codes: codes_bytes, float: file - codes_bytes })
+}
+
+/// Whether `path` is an exported model (by its metadata).
+pub fn is_exported(path: &Path) -> bool {
+    read_safetensors_metadata(path).is_ok_and(|m| m.get("format").map(String::as_str) == Some(FORMAT))
+}
+
+/// Reads an exported model: the float model with every quantized weight replaced by
+/// its dequantized value l + s·r (which quantizes back to the same code r), and the
+/// quantization.
+pub fn load(path: &Path) -> Result<(SwinWeights, QuantFile)> {
+    let ctx = || path.display().to_string();
+    let meta = read_safetensors_metadata(path).with_context(ctx)?;
+    ensure!(meta.get("format").map(String::as_str) == Some(FORMAT), "{}: not an exported swinq model (format {FORMAT})", path.display());
+    let get = |k: &str| meta.get(k).cloned().with_context(|| format!("{}: metadata `{k}` missing", path.display()));
+    let bits: u32 = get("bits")?.parse().with_context(ctx)?;
+    let all = load_state_dict(path)?;
+    let field = |n: &str, f: &str| -> Result<&Tensor> { all.get(&format!("{QUANT}{n}.{f}")).with_context(|| format!("{}: `{QUANT}{n}.{f}` missing", path.display())) };
+    let scalar = |n: &str, f: &str| -> Result<f32> {
+        let v = field(n, f)?.as_f32().filter(|v| v.len() == 1 && v[0].is_finite());
+        v.map(|v| v[0]).with_context(|| format!("{}: `{QUANT}{n}.{f}` is not one finite float", path.display()))
+    };
+    let params_of = |n: &str| -> Result<QParams> { Ok(QParams { lower: scalar(n, "lower")?, upper: scalar(n, "upper")?, bias: scalar(n, "bias")?, _pad: 0.0 }) };
+    let mut sd: StateDict = all.iter().filter(|(k, _)| !k.starts_with(QUANT)).map(|(k, t)| (k.clone(), t.clone())).collect();
+    let lv = levels(bits);
+    // Dequantize every linear's codes into the tensor it belongs to.
+    let mut parts: BTreeMap<String, Vec<(usize, Vec<f32>, usize)>> = BTreeMap::new();
+    for key in all.keys().filter_map(|k| k.strip_prefix(QUANT)?.strip_suffix(".codes")) {
+        let (prefix, i) = (0..LINEARS.len())
+            .find_map(|i| key.strip_suffix(&format!(".{}.weight", LINEARS[i])).map(|p| (p.to_string(), i)))
+            .with_context(|| format!("{}: codes of an unknown tensor `{key}`", path.display()))?;
+        let shape = match &field(key, "shape")?.data {
+            TensorData::I64(v) if v.len() == 2 && v.iter().all(|&d| d > 0) => (v[0] as usize, v[1] as usize),
+            _ => bail!("{}: `{QUANT}{key}.shape` is not two positive integers", path.display()),
+        };
+        let bytes = field(key, "codes")?.as_u8().with_context(|| format!("{}: `{QUANT}{key}.codes` is not u8", path.display()))?;
+        let row_bytes = bytes.len() / shape.0;
+        let p = params_of(key)?;
+        let s = step(&p, lv);
+        let mut w = Vec::with_capacity(shape.0 * shape.1);
+        for row in bytes.chunks(row_bytes.max(1)).take(shape.0) {
+            let codes = unpack(row, shape.1, bits);
+            ensure!(codes.len() == shape.1 && codes.iter().all(|&c| c as f32 <= lv), "{}: `{QUANT}{key}.codes` do not fit {bits} bits × {shape:?}", path.display());
+            w.extend(codes.iter().map(|&c| p.lower + s * c as f32));
+        }
+        let (target, row0) = checkpoint_key(&prefix, i, shape.0);
+        parts.entry(target).or_default().push((row0, w, shape.1));
+    }
+    for (key, mut rows) in parts {
+        rows.sort_by_key(|r| r.0);
+        let inp = rows[0].2;
+        let data: Vec<f32> = rows.into_iter().flat_map(|r| r.1).collect();
+        sd.insert(key, Tensor::f32(vec![data.len() / inp, inp], data));
+    }
+    let weights = SwinWeights::from_state_dict(&sd).with_context(ctx)?;
+    let params = all_names(&weights.config).iter().map(|n| params_of(n)).collect::<Result<Vec<_>>>()?;
+    let fixed = ["format", "bits", "method", "scale", "source_sha256", "config", "codes"];
+    let settings = meta.iter().filter(|(k, _)| !fixed.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let q = QuantFile { bits, method: get("method")?, scale: get("scale")?.parse().with_context(ctx)?, source_sha256: get("source_sha256")?, settings, params };
+    Ok((weights, q))
+}
