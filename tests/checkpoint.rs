@@ -167,6 +167,7 @@ fn standin_pth_loads_as_swinir_light_x2() {
             match &t.data {
                 TensorData::F32(v) => v.len(),
                 TensorData::I64(v) => v.len(),
+                TensorData::U8(v) => v.len(),
             },
             "{k}"
         );
