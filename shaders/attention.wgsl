@@ -11,6 +11,7 @@
 // from binding 8 instead of 4; CPU drivers), TABLE_VEC4 (its size in vec4s).
 // When quant > 0, q·scale, k, v and P are fake-quantized with qparams rows
 // quant−1 .. quant+2. When write_p is 1, P is stored (calibration).
+// `main_int` is the integer engine's version: both matmuls on codes (SPEC §6).
 
 const NT: u32 = WS * WS;        // tokens per window
 const SIDE: u32 = 2u * WS - 1u; // relative-position table side
@@ -24,6 +25,10 @@ struct Params {
     s0: u32,         // first slice of this dispatch
     delta: u32,      // words from the start of the q/k/v bindings to slice s0
     p_slice0: u32,   // slice stored at the start of `probs`
+    delta_v: u32,    // main_int: words from the start of the v-code binding to slice s0
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -35,6 +40,26 @@ struct Params {
 @group(0) @binding(6) var<storage, read> qparams: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> probs: array<f32>;
 @group(0) @binding(8) var<uniform> table_u: array<vec4<f32>, TABLE_VEC4>;
+// main_int: codes of q·scale and k (per token: HD4 words, then their sum) and of v
+// (per d: NT4 words of four tokens, then their sum), from quant.wgsl pack_window_codes.
+@group(0) @binding(9) var<uniform> q_codes: array<vec4<u32>, 4096>;
+@group(0) @binding(10) var<uniform> k_codes: array<vec4<u32>, 4096>;
+@group(0) @binding(11) var<uniform> v_codes: array<vec4<u32>, 4096>;
+
+const HD4: u32 = (HD + 3u) / 4u;
+const NT4: u32 = NT / 4u;
+
+fn q_code(i: u32) -> u32 {
+    return q_codes[i >> 2u][i & 3u];
+}
+
+fn k_code(i: u32) -> u32 {
+    return k_codes[i >> 2u][i & 3u];
+}
+
+fn v_code(i: u32) -> u32 {
+    return v_codes[i >> 2u][i & 3u];
+}
 
 fn q_at(i: u32) -> f32 {
     return q[i >> 2u][i & 3u];
@@ -81,22 +106,56 @@ fn region(y: u32, n: u32) -> u32 {
     return 2u;
 }
 
-@compute @workgroup_size(NT)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let slice = p.s0 + wg.x;
+// Where query i of this dispatch's slice `local` sits.
+struct Query {
+    slice: u32,
+    head: u32,
+    wy: u32,        // window row and column
+    wx: u32,
+    i: u32,         // token in the window
+    tok: u32,       // token in the original (unshifted) layout
+    label: u32,     // shift-mask region
+    table_row: u32, // its relative-position table entries
+}
+
+fn query(local: u32, i: u32) -> Query {
+    let slice = p.s0 + local;
     let head = slice % HEADS;
     let win = slice / HEADS;
     let per_image = (p.h / WS) * p.windows_x;
     let b = win / per_image;
     let wy = (win % per_image) / p.windows_x;
     let wx = win % p.windows_x;
-    let i = lid.x;
     let iy = i / WS;
     let ix = i % WS;
     // Position in the shifted layout, then in the original one (roll by −SHIFT).
     let sy = wy * WS + iy;
     let sx = wx * WS + ix;
     let tok = (b * p.h + (sy + SHIFT) % p.h) * p.w + (sx + SHIFT) % p.w;
+    let label = region(sy, p.h) * 3u + region(sx, p.w);
+    let table_row = ((iy + WS - 1u) * SIDE + ix + WS - 1u) * HEADS + head;
+    return Query(slice, head, wy, wx, i, tok, label, table_row);
+}
+
+// Relative-position bias and shift mask of key j for query `qr`.
+fn bias_and_mask(qr: Query, j: u32) -> f32 {
+    let jy = j / WS;
+    let jx = j % WS;
+    var b = bias_at(qr.table_row - (jy * SIDE + jx) * HEADS);
+    if (SHIFT > 0u) {
+        let label_j = region(qr.wy * WS + jy, p.h) * 3u + region(qr.wx * WS + jx, p.w);
+        if (label_j != qr.label) {
+            b -= 100.0;
+        }
+    }
+    return b;
+}
+
+@compute @workgroup_size(NT)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let qr = query(wg.x, lid.x);
+    let i = lid.x;
+    let slice = qr.slice;
     let first = p.delta + wg.x * NT * HD;  // this slice's first word in q, k, v
     let kq = quant_row(1u);
     let vq = quant_row(2u);
@@ -106,13 +165,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     for (var d = 0u; d < HD; d++) {
         qi[d] = quantize(q_at(first + i * HD + d) * SCALE, qq);
     }
-    let label_i = region(sy, p.h) * 3u + region(sx, p.w);
-    let table_row = ((iy + WS - 1u) * SIDE + ix + WS - 1u) * HEADS + head;
     // Pass 1: the scores' maximum and the sum of their exponentials, online.
     var mx = -3.4e38;
     var sum = 0.0;
     for (var j = 0u; j < NT; j++) {
-        let s = score(&qi, first + j * HD, kq, table_row, j, label_i, wy, wx);
+        let s = score(&qi, first + j * HD, kq) + bias_and_mask(qr, j);
         let m = max(mx, s);
         sum = sum * exp(mx - m) + exp(s - m);
         mx = m;
@@ -125,7 +182,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
     let p_row = ((slice - p.p_slice0) * NT + i) * NT;
     for (var j = 0u; j < NT; j++) {
-        let s = score(&qi, first + j * HD, kq, table_row, j, label_i, wy, wx);
+        let s = score(&qi, first + j * HD, kq) + bias_and_mask(qr, j);
         let pj = quantize(exp(s - mx) * inv, pq);
         if (p.write_p == 1u) {
             probs[p_row + j] = pj;
@@ -135,26 +192,90 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             o[d] = fma(pj, quantize(v_at(vj + d), vq), o[d]);
         }
     }
-    let base = tok * C + head * HD;
+    let base = qr.tok * C + qr.head * HD;
     for (var d = 0u; d < HD; d++) {
         out[base + d] = o[d];
     }
 }
 
-// q·k_j + relative-position bias + shift mask, for key j starting at word kj.
-fn score(qi: ptr<function, array<f32, HD>>, kj: u32, kq: vec4<f32>, table_row: u32, j: u32, label_i: u32, wy: u32, wx: u32) -> f32 {
+// q·k_j for key j starting at word kj.
+fn score(qi: ptr<function, array<f32, HD>>, kj: u32, kq: vec4<f32>) -> f32 {
     var dot = 0.0;
     for (var d = 0u; d < HD; d++) {
         dot = fma((*qi)[d], quantize(k_at(kj + d), kq), dot);
     }
-    let jy = j / WS;
-    let jx = j % WS;
-    dot += bias_at(table_row - (jy * SIDE + jx) * HEADS);
-    if (SHIFT > 0u) {
-        let label_j = region(wy * WS + jy, p.h) * 3u + region(wx * WS + jx, p.w);
-        if (label_j != label_i) {
-            dot -= 100.0;
+    return dot;
+}
+
+// Dequantization of a code sum: x = l + s·r per element, with c folded into l.
+fn lower(q: vec4<f32>) -> f32 {
+    return q.x + q.z;
+}
+
+// The integer engine's attention: s_ij = Σ_d q_d k_d and o_id = Σ_j P_j v_jd with
+// every operand l + s·r, expanded as in SPEC §6 into s_a·s_b·Σ r_a r_b (dot4U8Packed)
+// + s_a·l_b·Σ r_a + s_b·l_a·Σ r_b + n·l_a·l_b. P's codes are made here, four keys
+// per word, and meet v's transposed codes.
+@compute @workgroup_size(NT)
+fn main_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let qr = query(wg.x, lid.x);
+    let qq = quant_row(0u);
+    let kq = quant_row(1u);
+    let vq = quant_row(2u);
+    let pq = quant_row(3u);
+    let sq = quant_step(qq, LEVELS);
+    let sk = quant_step(kq, LEVELS);
+    let sv = quant_step(vq, LEVELS);
+    let sp = quant_step(pq, LEVELS);
+    let first = p.delta + wg.x * NT * (HD4 + 1u);
+    let first_v = p.delta_v + wg.x * HD * (NT4 + 1u);
+    var qw: array<u32, HD4>;
+    let q0 = first + qr.i * (HD4 + 1u);
+    for (var w = 0u; w < HD4; w++) {
+        qw[w] = q_code(q0 + w);
+    }
+    let q_sum = f32(q_code(q0 + HD4));
+    // Terms of the score that do not depend on k's codes beyond their sum.
+    let q_term = sq * lower(kq) * q_sum + f32(HD) * lower(qq) * lower(kq);
+    var mx = -3.4e38;
+    var sum = 0.0;
+    for (var j = 0u; j < NT; j++) {
+        let s = int_score(&qw, first + j * (HD4 + 1u), sq * sk, sk * lower(qq), q_term) + bias_and_mask(qr, j);
+        let m = max(mx, s);
+        sum = sum * exp(mx - m) + exp(s - m);
+        mx = m;
+    }
+    let inv = 1.0 / sum;
+    var acc: array<u32, HD>;
+    for (var d = 0u; d < HD; d++) {
+        acc[d] = 0u;
+    }
+    var p_sum = 0u;
+    var p_word = 0u;
+    for (var j = 0u; j < NT; j++) {
+        let s = int_score(&qw, first + j * (HD4 + 1u), sq * sk, sk * lower(qq), q_term) + bias_and_mask(qr, j);
+        let r = quant_code(exp(s - mx) * inv, pq, LEVELS);
+        p_sum += r;
+        p_word |= r << (8u * (j & 3u));
+        if ((j & 3u) == 3u) {
+            for (var d = 0u; d < HD; d++) {
+                acc[d] += dot4U8Packed(p_word, v_code(first_v + d * (NT4 + 1u) + j / 4u));
+            }
+            p_word = 0u;
         }
     }
-    return dot;
+    let base = qr.tok * C + qr.head * HD;
+    for (var d = 0u; d < HD; d++) {
+        let v_sum = f32(v_code(first_v + d * (NT4 + 1u) + NT4));
+        out[base + d] = sp * sv * f32(acc[d]) + sp * lower(vq) * f32(p_sum) + sv * lower(pq) * v_sum + f32(NT) * lower(pq) * lower(vq);
+    }
+}
+
+// q·k_j from codes: scale·Σ r_q r_k + k_scale·Σ r_k + q_term.
+fn int_score(qw: ptr<function, array<u32, HD4>>, kj: u32, scale: f32, k_scale: f32, q_term: f32) -> f32 {
+    var dot = 0u;
+    for (var w = 0u; w < HD4; w++) {
+        dot += dot4U8Packed((*qw)[w], k_code(kj + w));
+    }
+    return scale * f32(dot) + k_scale * f32(k_code(kj + HD4)) + q_term;
 }

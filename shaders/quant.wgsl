@@ -15,7 +15,7 @@ struct Params {
     slot: u32,
     total: u32,      // n, plus the bias length in the block layout
     act_quantizer: u32,  // int_weights: the input's parameter row + 1
-    _pad1: u32,
+    mult: f32,       // window codes: scale applied before quantizing (q·HD^−½)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -105,4 +105,43 @@ fn int_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let lw = wq.x + wq.z;
     let term = quant_step(wq, LEVELS) * lx * f32(colsum) + f32(p.k) * lx * lw + bias[col];
     codes[base + k4 * p.block_cols] = bitcast<u32>(term);
+}
+
+// Codes of window-ordered q, k or v (slices of block_cols tokens × k values, the
+// layout attention.wgsl reads) for the integer attention. block_cols: tokens per
+// window (a multiple of 4), k: head dim; x·mult is quantized with row quantizer − 1.
+// slot = 0 (q, k): per token, ceil(k/4) words of four codes and a word with their
+// sum; slot = 1 (v, transposed): per slice and d, block_cols/4 words of four
+// tokens' codes and a word with their sum. One invocation per output row.
+@compute @workgroup_size(256)
+fn pack_window_codes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    let q = qparams[p.quantizer - 1u];
+    let nt = p.block_cols;
+    let transposed = p.slot == 1u;
+    let count = select(p.k, nt, transposed);       // codes per output row
+    let rows = p.n * select(nt, p.k, transposed);  // output rows
+    if (i >= rows) {
+        return;
+    }
+    let words = (count + 3u) / 4u;
+    var sum = 0u;
+    for (var w = 0u; w < words; w++) {
+        var word = 0u;
+        for (var j = 0u; j < 4u; j++) {
+            let e = w * 4u + j;
+            if (e < count) {
+                // Row i: token i of slice i / nt, or value d = i % k of slice i / k.
+                var src = i * p.k + e;
+                if (transposed) {
+                    src = ((i / p.k) * nt + e) * p.k + i % p.k;
+                }
+                let r = quant_code(x[src] * p.mult, q, LEVELS);
+                sum += r;
+                word |= r << (8u * j);
+            }
+        }
+        codes[i * (words + 1u) + w] = word;
+    }
+    codes[i * (words + 1u) + words] = sum;
 }

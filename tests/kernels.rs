@@ -264,3 +264,45 @@ fn integer_linear_matches_its_algebra_and_the_fake_quantized_linear() {
         assert_close(&format!("integer vs fake-quantized linear W{bits}A{bits}"), &got, &fake, TOL);
     }
 }
+
+#[test]
+fn integer_attention_matches_fake_quantized_attention() {
+    use swinq::gpu::ops::{pack_window_codes, window_attention_int, window_code_words, QuantRef};
+    use swinq::quant::{levels, QParams};
+    let ctx = gpu();
+    let (b, h, w, window, heads, hd): (usize, usize, usize, usize, usize, usize) = (2, 12, 20, 4, 3, 5);
+    let (c, t) = (heads * hd, b * h * w);
+    let mut r = rng(13);
+    let table = random(&mut r, (2 * window - 1).pow(2) * heads, -0.5, 0.5);
+    let tb = ops::attention_table(ctx, &table);
+    let out = GpuBuffer::zeros(ctx, "o", t * c);
+    for (shift, bits) in [(0, 8), (window / 2, 4), (window / 2, 8)] {
+        let shape = AttnShape { window, heads, head_dim: hd, shift };
+        let bufs: Vec<GpuBuffer> = (0..3).map(|_| GpuBuffer::from_slice_windowed(ctx, "qkv", &random(&mut r, t * c, -1.5, 1.5))).collect();
+        // q·scale, k, v and P: bounds a little inside the data's range (some clipping).
+        let qp = [(-0.6, 0.7, 0.01), (-1.4, 1.3, -0.02), (-1.3, 1.4, 0.0), (0.0, 0.8, 0.001)]
+            .map(|(lower, upper, bias)| QParams { lower, upper, bias, _pad: 0.0 });
+        let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
+        let quant = QuantRef { params: &params, row: 0, levels: levels(bits) };
+        let extras = AttnExtras { quant: Some(quant), ..Default::default() };
+        let d = ops::window_attention(ctx, [&bufs[0], &bufs[1], &bufs[2]], &tb, out.bind(), (b, h, w), shape, extras, "t");
+        run_now(ctx, &d);
+        let fake = out.read(ctx);
+        let words = window_code_words(t, shape);
+        let codes: Vec<GpuBuffer> = [0, 0, 1].map(|i| GpuBuffer::zeros_windowed(ctx, "codes", words[i])).into();
+        let scale = (hd as f32).powf(-0.5);
+        let mut ds: Vec<_> = (0..3)
+            .map(|i| {
+                let q = QuantRef { row: i, ..quant };
+                pack_window_codes(ctx, [&bufs[i], &codes[i]], t, shape, i == 2, (q, if i == 0 { scale } else { 1.0 }))
+            })
+            .collect();
+        ds.extend(window_attention_int(ctx, [&codes[0], &codes[1], &codes[2]], &tb, out.bind(), (b, h, w), shape, quant, "t"));
+        run_now(ctx, &ds);
+        // Same operands; the integer sums are exact while the float ones round (measured
+        // 2e-7); a softmax output next to a rounding boundary could take the neighbouring code.
+        let err = common::rel_err(&out.read(ctx), &fake);
+        eprintln!("integer vs fake-quantized attention W{bits} shift {shift}: relative error {err:.3e}");
+        assert!(err < 1e-5, "integer attention W{bits} shift {shift}: relative error {err:.3e}");
+    }
+}

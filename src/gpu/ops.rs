@@ -221,7 +221,7 @@ impl IntWeights {
             slot: self.slot as u32,
             total: 0,
             act_quantizer: q.row as u32 + 1,
-            _pad: 0,
+            mult: 1.0,
         };
         let b = [(1, layer.weight.bind()), (2, q.params.bind()), (4, layer.bias.bind()), (5, self.buffer.bind())];
         Dispatch::with_bindings(ctx, pipeline, &params, &b, [layer.out_dim.div_ceil(64) as u32, 1, 1], "quant")
@@ -236,7 +236,7 @@ pub fn code_words(m: usize, k: usize) -> usize {
 /// The integer engine's activation codes of x (m rows of k) with quantizer `q`.
 pub fn pack_codes(ctx: &GpuContext, x: wgpu::BindingResource<'_>, codes: wgpu::BindingResource<'_>, m: usize, k: usize, q: QuantRef<'_>) -> Dispatch {
     let pipeline = ctx.pipeline(Shader::Quant, "pack_codes", &[Const::F32("LEVELS", q.levels)]);
-    let params = LayOutParams { n: m as u32, quantizer: q.row as u32 + 1, k: k as u32, block_cols: 0, slot: 0, total: 0, act_quantizer: 0, _pad: 0 };
+    let params = LayOutParams { n: m as u32, quantizer: q.row as u32 + 1, k: k as u32, block_cols: 0, slot: 0, total: 0, act_quantizer: 0, mult: 1.0 };
     Dispatch::with_bindings(ctx, pipeline, &params, &[(1, x), (2, q.params.bind()), (5, codes)], grid_1d(code_words(m, k)), "quant")
 }
 
@@ -362,7 +362,7 @@ struct LayOutParams {
     slot: u32,
     total: u32,
     act_quantizer: u32,
-    _pad: u32,
+    mult: f32,
 }
 
 /// dst = weight (n, k) in `layout` (blocks also carry the bias), the weight
@@ -389,7 +389,7 @@ fn lay_out_weights(
         slot: slot as u32,
         total: total as u32,
         act_quantizer: 0,
-        _pad: 0,
+        mult: 1.0,
     };
     let qparams = quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
     Dispatch::new(ctx, pipeline, &params, &[src.bind(), qparams, dst.bind(), bias.bind()], grid_1d(total), "quant")
@@ -430,6 +430,8 @@ struct AttnParams {
     s0: u32,
     delta: u32,
     p_slice0: u32,
+    delta_v: u32,
+    _pad: [u32; 3],
 }
 
 /// Shape of one attention layer.
@@ -452,8 +454,9 @@ pub struct AttnExtras<'a> {
 }
 
 /// Window attention over (b, h, w) tokens of q, k, v in window order (windowed
-/// buffers, `GpuBuffer::zeros_windowed`), output row-major (tokens × heads·head_dim) before the
-/// projection. One dispatch per group of window-head slices that fits a uniform binding.
+/// buffers, `GpuBuffer::zeros_windowed`), output row-major (tokens × heads·head_dim)
+/// before the projection. One dispatch per group of window-head slices that fits a
+/// uniform binding.
 #[allow(clippy::too_many_arguments)]
 pub fn window_attention(
     ctx: &GpuContext,
@@ -465,57 +468,147 @@ pub fn window_attention(
     extras: AttnExtras<'_>,
     stage: &'static str,
 ) -> Vec<Dispatch> {
-    let table_uniform = ctx.matmul == MatmulKind::Rows;
-    let consts = [
-        Const::U32("WS", s.window as u32),
-        Const::U32("HD", s.head_dim as u32),
-        Const::U32("HEADS", s.heads as u32),
-        Const::U32("C", (s.heads * s.head_dim) as u32),
-        Const::U32("SHIFT", s.shift as u32),
-        Const::F32("SCALE", (s.head_dim as f64).powf(-0.5) as f32),
-        Const::F32("LEVELS", extras.quant.map_or(0.0, |q| q.levels)),
-        Const::Bool("TABLE_UNIFORM", table_uniform),
-        Const::U32("TABLE_VEC4", table.len.div_ceil(4) as u32),
-    ];
-    let pipeline = ctx.pipeline(Shader::Attention, "main", &consts);
-    let (wy, wx) = (h / s.window, w / s.window);
-    let slices_per_image = wy * wx * s.heads;
-    let batch = extras.batch.clone().unwrap_or(0..b);
+    let pipeline = ctx.pipeline(Shader::Attention, "main", &attention_consts(ctx, s, table, extras.quant));
     let slice_words = s.window * s.window * s.head_dim;
-    let align = (ctx.limits.min_uniform_buffer_offset_alignment as usize / 4).max(1);
-    let per_dispatch = (WINDOW_WORDS - align) / slice_words;
-    assert!(per_dispatch > 0, "attention: one window of one head ({slice_words} values) exceeds a uniform binding");
+    let batch = extras.batch.clone().unwrap_or(0..b);
     let qparams = extras.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
     let write_p = extras.probs.is_some() as u32;
     let probs = extras.probs.unwrap_or_else(|| ctx.sink());
-    let (first, last) = (batch.start * slices_per_image, batch.end * slices_per_image);
-    (first..last)
-        .step_by(per_dispatch)
-        .map(|s0| {
-            let count = per_dispatch.min(last - s0);
-            let word0 = s0 * slice_words;
-            let start = word0 - word0 % align;
-            let params = AttnParams {
-                h: h as u32,
-                w: w as u32,
-                windows_x: wx as u32,
-                quant: extras.quant.map_or(0, |q| q.row as u32 + 1),
-                write_p,
-                s0: s0 as u32,
-                delta: (word0 - start) as u32,
-                p_slice0: first as u32,
-            };
+    slice_groups(ctx, (h, w), s, batch, [slice_words, slice_words])
+        .into_iter()
+        .map(|g| {
+            let params = AttnParams { quant: extras.quant.map_or(0, |q| q.row as u32 + 1), write_p, ..g.params };
             let bindings = [
-                (1, q.bind_window(start)),
-                (2, k.bind_window(start)),
-                (3, v.bind_window(start)),
+                (1, q.bind_window(g.starts[0])),
+                (2, k.bind_window(g.starts[0])),
+                (3, v.bind_window(g.starts[0])),
                 (4, table.bind()),
                 (5, out.clone()),
                 (6, qparams.clone()),
                 (7, probs.clone()),
                 (8, table.bind()),
             ];
-            Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [count as u32, 1, 1], stage)
+            Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [g.count as u32, 1, 1], stage)
+        })
+        .collect()
+}
+
+/// Words per slice of the integer attention's codes: q and k (per token, the
+/// words of four codes and their sum), v (per d, the words of four tokens and their sum).
+fn code_slice_words(s: AttnShape) -> [usize; 2] {
+    let nt = s.window * s.window;
+    [nt * (s.head_dim.div_ceil(4) + 1), s.head_dim * (nt / 4 + 1)]
+}
+
+/// Words of the integer attention's q/k codes (`[0]`) and v codes (`[1]`) for
+/// `tokens` tokens.
+pub fn window_code_words(tokens: usize, s: AttnShape) -> [usize; 2] {
+    let slices = tokens / (s.window * s.window) * s.heads;
+    code_slice_words(s).map(|w| w * slices)
+}
+
+/// Codes of window-ordered q, k or v (`transposed` for v) of `tokens` tokens for
+/// the integer attention, with quantizer `q` applied to x·mult.
+pub fn pack_window_codes(ctx: &GpuContext, [x, codes]: [&GpuBuffer; 2], tokens: usize, s: AttnShape, transposed: bool, (q, mult): (QuantRef<'_>, f32)) -> Dispatch {
+    let nt = s.window * s.window;
+    assert!(nt.is_multiple_of(4), "integer attention needs windows of a multiple of 4 tokens");
+    let pipeline = ctx.pipeline(Shader::Quant, "pack_window_codes", &[Const::F32("LEVELS", q.levels)]);
+    let slices = tokens / nt * s.heads;
+    let params = LayOutParams {
+        n: slices as u32,
+        quantizer: q.row as u32 + 1,
+        k: s.head_dim as u32,
+        block_cols: nt as u32,
+        slot: transposed as u32,
+        total: 0,
+        act_quantizer: 0,
+        mult,
+    };
+    let rows = slices * if transposed { s.head_dim } else { nt };
+    Dispatch::with_bindings(ctx, pipeline, &params, &[(1, x.bind()), (2, q.params.bind()), (5, codes.bind())], grid_1d(rows), "attention")
+}
+
+/// The integer engine's window attention (`main_int`) on codes from
+/// `pack_window_codes`, with the matmul quantizers at rows `quant.row`.. .
+#[allow(clippy::too_many_arguments)]
+pub fn window_attention_int(
+    ctx: &GpuContext,
+    [q, k, v]: [&GpuBuffer; 3],
+    table: &GpuBuffer,
+    out: wgpu::BindingResource<'_>,
+    (b, h, w): (usize, usize, usize),
+    s: AttnShape,
+    quant: QuantRef<'_>,
+    stage: &'static str,
+) -> Vec<Dispatch> {
+    let pipeline = ctx.pipeline(Shader::Attention, "main_int", &attention_consts(ctx, s, table, Some(quant)));
+    slice_groups(ctx, (h, w), s, 0..b, code_slice_words(s))
+        .into_iter()
+        .map(|g| {
+            let params = AttnParams { quant: quant.row as u32 + 1, ..g.params };
+            let bindings = [
+                (4, table.bind()),
+                (5, out.clone()),
+                (6, quant.params.bind()),
+                (8, table.bind()),
+                (9, q.bind_window(g.starts[0])),
+                (10, k.bind_window(g.starts[0])),
+                (11, v.bind_window(g.starts[1])),
+            ];
+            Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [g.count as u32, 1, 1], stage)
+        })
+        .collect()
+}
+
+fn attention_consts(ctx: &GpuContext, s: AttnShape, table: &GpuBuffer, quant: Option<QuantRef<'_>>) -> [Const; 9] {
+    [
+        Const::U32("WS", s.window as u32),
+        Const::U32("HD", s.head_dim as u32),
+        Const::U32("HEADS", s.heads as u32),
+        Const::U32("C", (s.heads * s.head_dim) as u32),
+        Const::U32("SHIFT", s.shift as u32),
+        Const::F32("SCALE", (s.head_dim as f64).powf(-0.5) as f32),
+        Const::F32("LEVELS", quant.map_or(0.0, |q| q.levels)),
+        Const::Bool("TABLE_UNIFORM", ctx.matmul == MatmulKind::Rows),
+        Const::U32("TABLE_VEC4", table.len.div_ceil(4) as u32),
+    ]
+}
+
+/// A group of consecutive window-head slices that one dispatch handles: its
+/// parameters (geometry and where slice s0 starts in each binding) and the first
+/// word of each uniform window (for buffers with `words[i]` words per slice).
+struct SliceGroup {
+    params: AttnParams,
+    count: usize,
+    starts: [usize; 2],
+}
+
+fn slice_groups(ctx: &GpuContext, (h, w): (usize, usize), s: AttnShape, batch: std::ops::Range<usize>, words: [usize; 2]) -> Vec<SliceGroup> {
+    let (wy, wx) = (h / s.window, w / s.window);
+    let per_image = wy * wx * s.heads;
+    let align = (ctx.limits.min_uniform_buffer_offset_alignment as usize / 4).max(1);
+    let widest = words[0].max(words[1]);
+    let per_dispatch = (WINDOW_WORDS - align) / widest;
+    assert!(per_dispatch > 0, "attention: one window of one head ({widest} words) exceeds a uniform binding");
+    let (first, last) = (batch.start * per_image, batch.end * per_image);
+    (first..last)
+        .step_by(per_dispatch)
+        .map(|s0| {
+            let at = words.map(|sw| s0 * sw);
+            let starts = at.map(|a| a - a % align);
+            let params = AttnParams {
+                h: h as u32,
+                w: w as u32,
+                windows_x: wx as u32,
+                quant: 0,
+                write_p: 0,
+                s0: s0 as u32,
+                delta: (at[0] - starts[0]) as u32,
+                p_slice0: first as u32,
+                delta_v: (at[1] - starts[1]) as u32,
+                _pad: [0; 3],
+            };
+            SliceGroup { params, count: per_dispatch.min(last - s0), starts }
         })
         .collect()
 }

@@ -93,10 +93,10 @@ impl SwinConfig {
                 bail!("relative_position_bias_table of group {r} has shape {table:?}, expected [(2w-1)², heads]");
             }
             let side = (table[0] as f64).sqrt().round() as usize;
-            if side * side != table[0] || side % 2 == 0 {
+            if side * side != table[0] || side.is_multiple_of(2) {
                 bail!("relative_position_bias_table of group {r} has {} rows, not (2w-1)² for any window w", table[0]);
             }
-            window = (side + 1) / 2;
+            window = side.div_ceil(2);
             heads.push(table[1]);
             mlp_hidden = shape(&format!("layers.{r}.residual_group.blocks.0.mlp.fc1.weight"))?[0];
             depths.push(d);

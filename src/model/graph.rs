@@ -202,7 +202,7 @@ impl Calibration {
 pub enum Mode<'a> {
     Float,
     Fake(&'a QuantModel),
-    /// The integer engine: integer linears, fake-quantized attention matmuls.
+    /// The integer engine: every quantized matmul on integer codes.
     Int(&'a QuantModel),
     /// FP forward that searches every activation quantizer's bounds on its input.
     Calibrate(&'a Calibration),
@@ -221,6 +221,8 @@ struct Buffers {
     hidden: GpuBuffer,
     /// The integer engine's activation codes (the next linear's input).
     codes: GpuBuffer,
+    /// The integer engine's q, k, v codes for its attention.
+    attn_codes: Option<[GpuBuffer; 3]>,
     up: GpuBuffer,
     output: GpuBuffer,
 }
@@ -298,6 +300,11 @@ impl Plan {
             attn: z("attn", t * c),
             hidden: z("hidden", chunk * cfg.mlp_hidden),
             codes: z("codes", ops::code_words(t, c).max(ops::code_words(chunk, cfg.mlp_hidden))),
+            attn_codes: matches!(mode, Mode::Int(_)).then(|| {
+                // The largest q/k and v codes over the groups' attention shapes.
+                let words = (0..cfg.depths.len()).map(|r| ops::window_code_words(t, attn_shape(cfg, r, 0))).fold([0, 0], |a, w| [a[0].max(w[0]), a[1].max(w[1])]);
+                ["q_codes", "k_codes", "v_codes"].map(|name| z(name, words[(name == "v_codes") as usize]))
+            }),
             up: z("up", t * cfg.in_chans * s2),
             output: z("output", b * cfg.in_chans * h * w * s2),
         };
@@ -365,8 +372,7 @@ impl Plan {
         for (r, g) in m.groups.iter().enumerate() {
             for (j, blk) in g.blocks.iter().enumerate() {
                 let x_in = if j == 0 { u } else { s2 };
-                let shift = if j % 2 == 1 { cfg.shift() } else { 0 };
-                let attn = AttnShape { window: cfg.window, heads: cfg.heads[r], head_dim: cfg.head_dim(r), shift };
+                let attn = attn_shape(cfg, r, j);
                 self.record_block(ctx, blk, attn, [x_in, s1, s2], chunk, (flat, mode));
                 flat += 1;
                 if r == 0 && j < 2 {
@@ -444,8 +450,23 @@ impl Plan {
             search(&mut ds, Slot::Matmul(i), 1, buf, t * c, if i == 0 { scale } else { 1.0 });
         }
         let [q, k, v] = &b.qkv;
-        let extras = AttnExtras { quant: act(Slot::Matmul(0)), ..Default::default() };
-        ds.extend(ops::window_attention(ctx, [q, k, v], &blk.table, b.attn.bind(), dims, attn, extras, "attention"));
+        match (int, &b.attn_codes) {
+            // Codes pack four keys per word: windows of 4n tokens (else fake-quantized).
+            (Some(qm), Some(codes)) if (attn.window * attn.window).is_multiple_of(4) => {
+                let qref = qm.qref(quant::index(block, Slot::Matmul(0)));
+                for (i, (x, code)) in b.qkv.iter().zip(codes).enumerate() {
+                    let mult = if i == 0 { scale } else { 1.0 };
+                    let q = QuantRef { row: qref.row + i, ..qref };
+                    ds.push(ops::pack_window_codes(ctx, [x, code], t, attn, i == 2, (q, mult)));
+                }
+                let [qc, kc, vc] = codes;
+                ds.extend(ops::window_attention_int(ctx, [qc, kc, vc], &blk.table, b.attn.bind(), dims, attn, qref, "attention"));
+            }
+            _ => {
+                let extras = AttnExtras { quant: act(Slot::Matmul(0)), ..Default::default() };
+                ds.extend(ops::window_attention(ctx, [q, k, v], &blk.table, b.attn.bind(), dims, attn, extras, "attention"));
+            }
+        }
         if let Some(cal) = calib {
             self.search_probs(ctx, cal, blk, attn, block, &mut ds);
         }
@@ -580,6 +601,12 @@ impl Plan {
             _ => None,
         })
     }
+}
+
+/// The attention of block `j` in group `r` (odd blocks shift their windows).
+fn attn_shape(cfg: &SwinConfig, r: usize, j: usize) -> AttnShape {
+    let shift = if j % 2 == 1 { cfg.shift() } else { 0 };
+    AttnShape { window: cfg.window, heads: cfg.heads[r], head_dim: cfg.head_dim(r), shift }
 }
 
 /// Linear `i` of a block: its float weights, or their fake-quantized copy.
