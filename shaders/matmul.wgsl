@@ -8,7 +8,8 @@
 // Header constants: V (rows only), A_MODE (0: A is a dense (m, k) matrix; 1: A is the im2col
 // view of an NHWC image for a 3×3 convolution with padding 1, k = ci·9 + ky·3 + kx,
 // matching PyTorch's (out, in, 3, 3) weights), GELU, RESIDUAL (add residual[m, n]),
-// OUT_WINDOWS (write C in the attention's window order), LEVELS (2^b − 1 of the
+// OUT_WINDOWS (write C in the attention's window order), OUT_CODES (rows_int: write C
+// as codes), LEVELS (2^b − 1 of the
 // fake-quantized model, 0 for float; A is fake-quantized on load with
 // qparams[act_quant − 1]).
 
@@ -29,6 +30,11 @@ struct Params {
     out_window: u32,
     out_shift: u32,
     out_heads: u32,
+    // OUT_CODES only: the next quantizer's parameter row + 1.
+    out_quant: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -42,6 +48,8 @@ struct Params {
 // weight block (quant.wgsl int_weights).
 @group(0) @binding(8) var<storage, read> a_codes: array<u32>;
 @group(0) @binding(9) var<uniform> w_int: array<vec4<u32>, 4096>;
+// rows_int with OUT_CODES: C as the next linear's input codes (four per word).
+@group(0) @binding(10) var<storage, read_write> c_codes: array<u32>;
 // rows only: Wᵀ of 4·V columns, (k, V) vec4s, then their bias (V vec4s), bound
 // at the column block's offset.
 @group(0) @binding(7) var<uniform> w_block: array<vec4<f32>, 4096>;
@@ -253,6 +261,31 @@ fn rows_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     let start = row_start(row);
     for (var j = 0u; j < V; j++) {
         let col_term = bitcast<vec4<f32>>(w_int[k4 * V + j]);
-        epilogue(row, start, p.col0 + 4u * j, scale * vec4<f32>(acc[j]) + row_term + col_term);
+        let y = scale * vec4<f32>(acc[j]) + row_term + col_term;
+        if (OUT_CODES) {
+            emit_codes(row, p.col0 + 4u * j, y);
+        } else {
+            epilogue(row, start, p.col0 + 4u * j, y);
+        }
     }
+}
+
+// OUT_CODES: C[row, col0..col0+3] (plus GELU) as one word of the next quantizer's
+// codes, so the next linear needs no packing pass (columns past n get code 0).
+fn emit_codes(row: u32, col0: u32, y: vec4<f32>) {
+    if (row >= p.m || col0 >= p.n) {
+        return;
+    }
+    let q = qparams[p.out_quant - 1u];
+    var word = 0u;
+    for (var e = 0u; e < 4u; e++) {
+        if (col0 + e < p.n) {
+            var v = y[e];
+            if (GELU) {
+                v = gelu(v);
+            }
+            word |= quant_code(v, q, LEVELS) << (8u * e);
+        }
+    }
+    c_codes[row * ((p.n + 3u) / 4u) + col0 / 4u] = word;
 }

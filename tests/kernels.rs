@@ -236,7 +236,7 @@ fn integer_linear_matches_its_algebra_and_the_fake_quantized_linear() {
         let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
         let xq = QuantRef { params: &params, row: 1, levels: lv };
         let mut ds = vec![weights.fill(ctx, &layer, xq, 0), pack_codes(ctx, xb.bind(), codes.bind(), m, k, xq)];
-        let int = Some(IntOperands { codes: codes.bind(), weights: &weights, w_row: 0 });
+        let int = Some(IntOperands { codes: codes.bind(), weights: &weights, w_row: 0, emit: None });
         let mm = Matmul { quant: Some(xq), int, residual: Some(rb.bind()), gelu: true, ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), m, "t") };
         ds.extend(ops::matmul(ctx, mm));
         run_now(ctx, &ds);
@@ -262,6 +262,19 @@ fn integer_linear_matches_its_algebra_and_the_fake_quantized_linear() {
         let wf: Vec<f32> = lin.weight.iter().map(|&v| fake_quant(v, &qp[0], lv)).collect();
         let fake: Vec<f32> = cpu::linear(&xf, &Linear { weight: wf, ..lin.clone() }).iter().zip(&res).map(|(&y, &r)| cpu::gelu(y) + r).collect();
         assert_close(&format!("integer vs fake-quantized linear W{bits}A{bits}"), &got, &fake, TOL);
+        // Emitting the next linear's codes directly equals packing the float output.
+        let (packed, emitted) = (GpuBuffer::zeros(ctx, "packed", code_words(m, n)), GpuBuffer::zeros(ctx, "emitted", code_words(m, n)));
+        let plain = |emit| Matmul {
+            quant: Some(xq),
+            gelu: true,
+            int: Some(IntOperands { codes: codes.bind(), weights: &weights, w_row: 0, emit }),
+            ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), m, "t")
+        };
+        let mut ds = ops::matmul(ctx, plain(None));
+        ds.push(pack_codes(ctx, out.bind(), packed.bind(), m, n, xq));
+        ds.extend(ops::matmul(ctx, plain(Some((emitted.bind(), 1)))));
+        run_now(ctx, &ds);
+        assert_eq!(emitted.read::<u32>(ctx), packed.read::<u32>(ctx), "emitted codes W{bits}A{bits}");
     }
 }
 

@@ -107,6 +107,8 @@ struct MatmulParams {
     out_window: u32,
     out_shift: u32,
     out_heads: u32,
+    out_quant: u32,
+    _pad: [u32; 3],
 }
 
 /// What the matmul's A operand is.
@@ -184,6 +186,9 @@ pub struct IntOperands<'a> {
     pub codes: wgpu::BindingResource<'a>,
     pub weights: &'a IntWeights,
     pub w_row: usize,
+    /// Write the output as codes of quantizer row `.1` into `.0` (the next linear's
+    /// input) instead of f32 into `out`.
+    pub emit: Option<(wgpu::BindingResource<'a>, usize)>,
 }
 
 /// A linear's weights for the integer engine (`rows_int` in matmul.wgsl): column
@@ -288,6 +293,7 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
         Const::U32("V", v as u32),
         Const::Bool("RESIDUAL", a.residual.is_some()),
         Const::Bool("OUT_WINDOWS", a.windows.is_some()),
+        Const::Bool("OUT_CODES", a.int.as_ref().is_some_and(|i| i.emit.is_some())),
     ];
     let params = MatmulParams {
         m: a.m as u32,
@@ -302,7 +308,10 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
         out_window: a.windows.map_or(0, |o| o.shape.window as u32),
         out_shift: a.windows.map_or(0, |o| o.shape.shift as u32),
         out_heads: a.windows.map_or(1, |o| o.shape.heads as u32),
+        out_quant: a.int.as_ref().and_then(|i| i.emit.as_ref()).map_or(0, |e| e.1 as u32 + 1),
+        _pad: [0; 3],
     };
+    let plain_output = a.residual.is_none() && a.windows.is_none();
     // Without a residual the slot is filled with the (read-only) bias buffer.
     let residual = a.residual.unwrap_or_else(|| l.bias.bind());
     let qparams = a.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
@@ -310,7 +319,9 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
     if let Some(int) = a.int {
         let pipeline = ctx.pipeline(Shader::Matmul, "rows_int", &consts);
         assert!(row_groups <= 65535, "integer matmul over {} rows: split the input", a.m);
+        assert!(int.emit.is_none() || plain_output, "codes are emitted without residual or window order");
         let w = int.weights;
+        let emit = int.emit.map_or_else(|| ctx.sink(), |e| e.0);
         return (0..w.blocks)
             .map(|b| {
                 let params = MatmulParams { col0: (4 * v * b) as u32, ..params };
@@ -320,6 +331,7 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
                     (6, qparams.clone()),
                     (8, int.codes.clone()),
                     (9, w.buffer.bind_window(b * w.slot)),
+                    (10, emit.clone()),
                 ];
                 Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [row_groups as u32, 1, 1], a.stage)
             })

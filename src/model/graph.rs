@@ -443,7 +443,7 @@ impl Plan {
         for (i, (lin, out)) in blk.qkv.iter().zip(&b.qkv).enumerate() {
             let windows = Some(WindowOrder { h: self.padded.0, w: self.padded.1, shape: attn });
             let mm = Matmul { quant: act(Slot::Input(i)), windows, ..Matmul::tokens(b.ln.bind(), weights(i, lin), out.bind(), t, "qkv") };
-            self.linear(ctx, &mut ds, (int, block, i), mm);
+            self.linear(ctx, &mut ds, (int, block, i), mm, IntIo::default());
         }
         let scale = (attn.head_dim as f64).powf(-0.5) as f32;
         for (i, buf) in b.qkv.iter().enumerate() {
@@ -473,7 +473,7 @@ impl Plan {
         let b = &self.bufs;
         search(&mut ds, Slot::Input(3), 1, &b.attn, t * c, 1.0);
         let proj = Matmul { residual: Some(b.p[x_in].bind()), quant: act(Slot::Input(3)), ..Matmul::tokens(b.attn.bind(), weights(3, &blk.proj), b.p[y].bind(), t, "proj") };
-        self.linear(ctx, &mut ds, (int, block, 3), proj);
+        self.linear(ctx, &mut ds, (int, block, 3), proj, IntIo::default());
         ds.push(ops::layer_norm(ctx, b.p[y].bind(), &blk.norm2, b.ln.bind(), t, "layernorm"));
         search(&mut ds, Slot::Input(4), 1, &b.ln, t * c, 1.0);
         let hid = blk.fc1.out_dim;
@@ -484,29 +484,38 @@ impl Plan {
                 quant: act(Slot::Input(4)),
                 ..Matmul::tokens(b.ln.bind_range(start * c, n * c), weights(4, &blk.fc1), b.hidden.bind_range(0, n * hid), n, "mlp")
             };
-            self.linear(ctx, &mut ds, (int, block, 4), fc1);
+            // The integer engine's fc1 writes fc2's input codes (into `hidden`) directly.
+            let hidden_codes = || b.hidden.bind_range(0, ops::code_words(n, hid));
+            let io = IntIo { emit: Some((hidden_codes(), Slot::Input(5))), ..Default::default() };
+            self.linear(ctx, &mut ds, (int, block, 4), fc1, if int.is_some() { io } else { IntIo::default() });
             search(&mut ds, Slot::Input(5), 1, &b.hidden, n * hid, 1.0);
             let fc2 = Matmul {
                 residual: Some(b.p[y].bind_range(start * c, n * c)),
                 quant: act(Slot::Input(5)),
                 ..Matmul::tokens(b.hidden.bind_range(0, n * hid), weights(5, &blk.fc2), b.p[x_out].bind_range(start * c, n * c), n, "mlp")
             };
-            self.linear(ctx, &mut ds, (int, block, 5), fc2);
+            let io = IntIo { coded: int.map(|_| hidden_codes()), ..Default::default() };
+            self.linear(ctx, &mut ds, (int, block, 5), fc2, io);
         }
         self.run(ds);
     }
 
     /// Records quantized linear `i` of `block`: as given, or for the integer engine
-    /// the codes of its input first and the integer matmul.
-    fn linear<'b>(&'b self, ctx: &GpuContext, ds: &mut Vec<Dispatch>, (int, block, i): (Option<&'b QuantModel>, usize, usize), mm: Matmul<'b>) {
+    /// its integer matmul, on the codes in `io.coded` or else on codes packed from
+    /// its input first, writing codes for `io.emit` instead of floats when given.
+    fn linear<'b>(&'b self, ctx: &GpuContext, ds: &mut Vec<Dispatch>, (int, block, i): (Option<&'b QuantModel>, usize, usize), mm: Matmul<'b>, io: IntIo<'b>) {
         let mm = match int {
             Some(q) => {
                 let (m, k) = (mm.m, mm.layer.k);
-                let xq = mm.quant.expect("the integer engine quantizes every linear's input");
-                let codes = || self.bufs.codes.bind_range(0, ops::code_words(m, k));
-                ds.push(ops::pack_codes(ctx, mm.x.clone(), codes(), m, k, xq));
+                let codes = io.coded.unwrap_or_else(|| {
+                    let xq = mm.quant.expect("the integer engine quantizes every linear's input");
+                    let codes = self.bufs.codes.bind_range(0, ops::code_words(m, k));
+                    ds.push(ops::pack_codes(ctx, mm.x.clone(), codes.clone(), m, k, xq));
+                    codes
+                });
                 let w_row = quant::index(block, Slot::Weight(i));
-                Matmul { int: Some(IntOperands { codes: codes(), weights: &q.int_weights[block][i], w_row }), ..mm }
+                let emit = io.emit.map(|(buf, slot)| (buf, quant::index(block, slot)));
+                Matmul { int: Some(IntOperands { codes, weights: &q.int_weights[block][i], w_row, emit }), ..mm }
             }
             None => mm,
         };
@@ -601,6 +610,14 @@ impl Plan {
             _ => None,
         })
     }
+}
+
+/// Integer-engine routing of one linear: input codes already made by the previous
+/// kernel, and the quantizer whose codes it writes instead of floats.
+#[derive(Default)]
+struct IntIo<'b> {
+    coded: Option<wgpu::BindingResource<'b>>,
+    emit: Option<(wgpu::BindingResource<'b>, Slot)>,
 }
 
 /// The attention of block `j` in group `r` (odd blocks shift their windows).
