@@ -138,3 +138,38 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
         assert!(!out.exists(), "{args:?} left an output file");
     }
 }
+
+#[test]
+fn calibrate_export_then_eval_and_bench_both_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = tiny_dataset(dir.path());
+    let (q, exported) = (dir.path().join("q.safetensors"), dir.path().join("q.int.safetensors"));
+    let calib = shared().join("datasets/calib/LR_bicubic/X2");
+    let o = swinq(&["calibrate", "--weights", &standin(), "--calib", s(&calib), "--bits", "4", "--method", "minmax", "--patches", "1", "-o", s(&q)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = swinq(&["export", "--weights", &standin(), "--quantized", s(&q), "-o", s(&exported)]);
+    assert!(o.status.success() && stderr(&o).contains("smaller"), "{}", stderr(&o));
+    assert!(std::fs::metadata(&exported).unwrap().len() < std::fs::metadata(shared().join("weights/swinir_light_x2_standin.pth")).unwrap().len());
+    let psnr = |args: &[&str]| -> (String, f64) {
+        let o = swinq(&[&["eval", "--dataset", s(&set), "--json"], args].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        (v["engine"].as_str().unwrap().to_string(), v["psnr_y"].as_f64().unwrap())
+    };
+    let fake = psnr(&["--weights", &standin(), "--quantized", s(&q), "--engine", "fake"]);
+    let int = psnr(&["--weights", &standin(), "--quantized", s(&q)]);
+    let exported_fake = psnr(&["--weights", s(&exported), "--engine", "fake"]);
+    let exported_int = psnr(&["--weights", s(&exported)]);
+    eprintln!("fake {fake:?} int {int:?} exported {exported_fake:?} {exported_int:?}");
+    assert_eq!((fake.0.as_str(), int.0.as_str()), ("fake", "int"));
+    assert_eq!(exported_fake, fake, "the exported model keeps every code");
+    assert_eq!(exported_int, int);
+    assert!((int.1 - fake.1).abs() < 0.05, "integer {} vs fake {} dB", int.1, fake.1);
+    let o = swinq(&["export", "--weights", s(&exported), "--quantized", s(&q), "-o", s(&dir.path().join("x.safetensors"))]);
+    assert!(!o.status.success() && stderr(&o).contains("carries its own quantization"), "{}", stderr(&o));
+    let o = swinq(&["bench", "--weights", &standin(), "--quantized", s(&q), "--size", "16", "--repeats", "1", "--warmup", "0", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let engines: Vec<&str> = v["timings"].as_array().unwrap().iter().map(|t| t["engine"].as_str().unwrap()).collect();
+    assert_eq!(engines, ["fp32", "fake", "int"]);
+}
