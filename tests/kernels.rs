@@ -106,6 +106,13 @@ fn layer_norm_tokens() {
     let (xb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::zeros(ctx, "o", x.len()));
     run_now(ctx, &[ops::layer_norm(ctx, xb.bind(), &norm, out.bind(), t, "t")]);
     assert_close("layer_norm", &out.read(ctx), &cpu::layer_norm(&x, c, &ln, ops::LN_EPS), TOL);
+    // The integer engine's variant writes the codes that packing its output gives.
+    let qp = [swinq::quant::QParams { lower: -1.2, upper: 1.5, bias: 0.02, _pad: 0.0 }];
+    let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
+    let q = ops::QuantRef { params: &params, row: 0, levels: swinq::quant::levels(3) };
+    let (packed, direct) = (GpuBuffer::zeros(ctx, "packed", ops::code_words(t, c)), GpuBuffer::zeros(ctx, "direct", ops::code_words(t, c)));
+    run_now(ctx, &[ops::pack_codes(ctx, out.bind(), packed.bind(), t, c, q), ops::layer_norm_codes(ctx, xb.bind(), &norm, direct.bind(), t, q)]);
+    assert_eq!(direct.read::<u32>(ctx), packed.read::<u32>(ctx), "layer_norm codes");
 }
 
 #[test]

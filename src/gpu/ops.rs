@@ -413,7 +413,7 @@ struct NormParams {
     tokens: u32,
     c: u32,
     eps: f32,
-    _pad: u32,
+    quant: u32,
 }
 
 pub const LN_EPS: f32 = 1e-5;
@@ -426,9 +426,19 @@ pub fn layer_norm(
     tokens: usize,
     stage: &'static str,
 ) -> Dispatch {
-    let pipeline = ctx.pipeline(Shader::LayerNorm, "main", &[]);
-    let params = NormParams { tokens: tokens as u32, c: norm.gamma.len as u32, eps: LN_EPS, _pad: 0 };
-    Dispatch::new(ctx, pipeline, &params, &[x, norm.gamma.bind(), norm.beta.bind(), out], grid_1d(tokens), stage)
+    let pipeline = ctx.pipeline(Shader::LayerNorm, "main", &[Const::Bool("CODES", false), Const::F32("LEVELS", 0.0)]);
+    let params = NormParams { tokens: tokens as u32, c: norm.gamma.len as u32, eps: LN_EPS, quant: 0 };
+    // Both variants bind every slot the file declares (the unused ones get dummies).
+    let b = [(1, x), (2, norm.gamma.bind()), (3, norm.beta.bind()), (4, out), (5, ctx.sink()), (6, ctx.empty())];
+    Dispatch::with_bindings(ctx, pipeline, &params, &b, grid_1d(tokens), stage)
+}
+
+/// LayerNorm whose output goes straight to the integer engine as codes of quantizer `q`.
+pub fn layer_norm_codes(ctx: &GpuContext, x: wgpu::BindingResource<'_>, norm: &GpuNorm, codes: wgpu::BindingResource<'_>, tokens: usize, q: QuantRef<'_>) -> Dispatch {
+    let pipeline = ctx.pipeline(Shader::LayerNorm, "main", &[Const::Bool("CODES", true), Const::F32("LEVELS", q.levels)]);
+    let params = NormParams { tokens: tokens as u32, c: norm.gamma.len as u32, eps: LN_EPS, quant: q.row as u32 + 1 };
+    let b = [(1, x), (2, norm.gamma.bind()), (3, norm.beta.bind()), (4, ctx.sink()), (5, codes), (6, q.params.bind())];
+    Dispatch::with_bindings(ctx, pipeline, &params, &b, grid_1d(tokens), "layernorm")
 }
 
 #[repr(C)]

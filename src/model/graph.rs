@@ -99,16 +99,24 @@ pub struct QuantModel {
     qweights: Vec<[GpuBuffer; 6]>,
     /// The integer engine's weights of the same linears.
     int_weights: Vec<[ops::IntWeights; 6]>,
+    /// The parameters as uploaded (the plan fuses more when quantizers agree).
+    host_params: Vec<QParams>,
 }
 
 impl QuantModel {
     pub fn new(ctx: &GpuContext, model: &GpuModel, bits: u32, params: &[QParams]) -> Self {
-        let params = GpuBuffer::from_slice(ctx, "qparams", params);
+        let params_buf = GpuBuffer::from_slice(ctx, "qparams", params);
         let qweights = model.blocks().map(|b| b.linears().map(|l| l.weight_copy(ctx, "qweight"))).collect();
         let int_weights = model.blocks().map(|b| b.linears().map(|l| ops::IntWeights::new(ctx, l.out_dim, l.k))).collect();
-        let qm = Self { bits, params, qweights, int_weights };
+        let qm = Self { bits, params: params_buf, qweights, int_weights, host_params: params.to_vec() };
         qm.requantize_weights(ctx, model);
         qm
+    }
+
+    /// Whether these quantizers of `block` have equal parameters.
+    fn same_params(&self, block: usize, slots: &[Slot]) -> bool {
+        let first = self.host_params[quant::index(block, slots[0])];
+        slots.iter().all(|&s| self.host_params[quant::index(block, s)] == first)
     }
 
     fn qref(&self, row: usize) -> QuantRef<'_> {
@@ -438,12 +446,21 @@ impl Plan {
             }
         };
         let c = blk.fc2.out_dim;
-        let mut ds = vec![ops::layer_norm(ctx, b.p[x_in].bind(), &blk.norm1, b.ln.bind(), t, "layernorm")];
+        // The integer engine's LayerNorms write their linears' input codes directly
+        // (for q, k and v when their three input quantizers agree, as phase 1 makes them).
+        let ln_codes = |slots: &[Slot]| int.filter(|q| q.same_params(block, slots)).map(|q| q.qref(quant::index(block, slots[0])));
+        let codes = |m: usize| b.codes.bind_range(0, ops::code_words(m, c));
+        let qkv_codes = ln_codes(&[Slot::Input(0), Slot::Input(1), Slot::Input(2)]);
+        let mut ds = vec![match qkv_codes {
+            Some(q) => ops::layer_norm_codes(ctx, b.p[x_in].bind(), &blk.norm1, codes(t), t, q),
+            None => ops::layer_norm(ctx, b.p[x_in].bind(), &blk.norm1, b.ln.bind(), t, "layernorm"),
+        }];
         search(&mut ds, Slot::Input(0), 3, &b.ln, t * c, 1.0);
         for (i, (lin, out)) in blk.qkv.iter().zip(&b.qkv).enumerate() {
             let windows = Some(WindowOrder { h: self.padded.0, w: self.padded.1, shape: attn });
             let mm = Matmul { quant: act(Slot::Input(i)), windows, ..Matmul::tokens(b.ln.bind(), weights(i, lin), out.bind(), t, "qkv") };
-            self.linear(ctx, &mut ds, (int, block, i), mm, IntIo::default());
+            let io = IntIo { coded: qkv_codes.map(|_| codes(t)), ..Default::default() };
+            self.linear(ctx, &mut ds, (int, block, i), mm, io);
         }
         let scale = (attn.head_dim as f64).powf(-0.5) as f32;
         for (i, buf) in b.qkv.iter().enumerate() {
@@ -474,7 +491,11 @@ impl Plan {
         search(&mut ds, Slot::Input(3), 1, &b.attn, t * c, 1.0);
         let proj = Matmul { residual: Some(b.p[x_in].bind()), quant: act(Slot::Input(3)), ..Matmul::tokens(b.attn.bind(), weights(3, &blk.proj), b.p[y].bind(), t, "proj") };
         self.linear(ctx, &mut ds, (int, block, 3), proj, IntIo::default());
-        ds.push(ops::layer_norm(ctx, b.p[y].bind(), &blk.norm2, b.ln.bind(), t, "layernorm"));
+        let fc1_codes = ln_codes(&[Slot::Input(4)]);
+        ds.push(match fc1_codes {
+            Some(q) => ops::layer_norm_codes(ctx, b.p[y].bind(), &blk.norm2, codes(t), t, q),
+            None => ops::layer_norm(ctx, b.p[y].bind(), &blk.norm2, b.ln.bind(), t, "layernorm"),
+        });
         search(&mut ds, Slot::Input(4), 1, &b.ln, t * c, 1.0);
         let hid = blk.fc1.out_dim;
         for start in (0..t).step_by(chunk) {
@@ -486,7 +507,8 @@ impl Plan {
             };
             // The integer engine's fc1 writes fc2's input codes (into `hidden`) directly.
             let hidden_codes = || b.hidden.bind_range(0, ops::code_words(n, hid));
-            let io = IntIo { emit: Some((hidden_codes(), Slot::Input(5))), ..Default::default() };
+            let c4 = ops::code_words(1, c);
+            let io = IntIo { emit: Some((hidden_codes(), Slot::Input(5))), coded: fc1_codes.map(|_| b.codes.bind_range(start * c4, n * c4)) };
             self.linear(ctx, &mut ds, (int, block, 4), fc1, if int.is_some() { io } else { IntIo::default() });
             search(&mut ds, Slot::Input(5), 1, &b.hidden, n * hid, 1.0);
             let fc2 = Matmul {
