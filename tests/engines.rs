@@ -29,7 +29,10 @@ fn integer_engine_matches_fake_quantization() {
         eprintln!("W{bits}A{bits}: integer vs fake-quantized output, relative error {err:.3e}");
         // The two round differently in f32 (the integer sum is exact, its scaling is
         // not), so an activation next to a rounding boundary may take the neighbouring
-        // code: measured 2e-5 at W8, 3e-7 at W4 and W2.
-        assert!(err < 1e-4, "W{bits}A{bits}: relative error {err:.3e}");
+        // code. At W8 the steps are fine and that happens a few times: measured 2e-5
+        // with the `rows` matmul and 4e-4 with the tiled one (another float summation
+        // order); at W4 and W2 3e-7 with both.
+        let tol = if bits == 8 { 1e-3 } else { 1e-5 };
+        assert!(err < tol, "W{bits}A{bits}: relative error {err:.3e} above {tol:e}");
     }
 }
