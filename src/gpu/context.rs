@@ -146,6 +146,11 @@ impl GpuContext {
         self.sink.as_entire_binding()
     }
 
+    /// The alignment of uniform-binding offsets, in 4-byte words.
+    pub fn uniform_align_words(&self) -> usize {
+        (self.limits.min_uniform_buffer_offset_alignment as usize / 4).max(1)
+    }
+
     pub fn has(&self, f: wgpu::Features) -> bool {
         self.features.contains(f)
     }

@@ -21,14 +21,10 @@ impl WeightLayout {
     /// of at most 32 columns (k weights and a bias each) as fit the uniform block,
     /// or dense for the tiled matmul (also when one column would not fit).
     pub fn for_layer(ctx: &GpuContext, kind: MatmulKind, out_dim: usize, k: usize) -> Self {
-        let v_max = (WINDOW_WORDS / (4 * (k + 1))).min(8);
-        if kind == MatmulKind::Tiled || v_max == 0 {
-            return Self::Dense;
+        match column_blocks(ctx, out_dim, k + 1) {
+            Some((v, blocks, slot)) if kind == MatmulKind::Rows => Self::Blocks { v, blocks, slot },
+            _ => Self::Dense,
         }
-        let blocks = out_dim.div_ceil(4 * v_max);
-        let v = out_dim.div_ceil(4 * blocks);
-        let align = (ctx.limits.min_uniform_buffer_offset_alignment as usize / 4).max(1);
-        Self::Blocks { v, blocks, slot: (4 * v * (k + 1)).next_multiple_of(align) }
     }
 
     /// Words the laid-out weight of `elems` values takes (the last block's binding
@@ -39,6 +35,19 @@ impl WeightLayout {
             Self::Blocks { blocks, slot, .. } => (blocks - 1) * slot + WINDOW_WORDS,
         }
     }
+}
+
+/// Column blocks of a `rows`/`rows_int` weight layout with `words_per_col` words per
+/// column: as few blocks of 4·v ≤ 32 columns as fit a uniform window, as (v, blocks,
+/// slot words between block starts); None when one column does not fit.
+fn column_blocks(ctx: &GpuContext, out_dim: usize, words_per_col: usize) -> Option<(usize, usize, usize)> {
+    let v_max = (WINDOW_WORDS / (4 * words_per_col)).min(8);
+    if v_max == 0 {
+        return None;
+    }
+    let blocks = out_dim.div_ceil(4 * v_max);
+    let v = out_dim.div_ceil(4 * blocks);
+    Some((v, blocks, (4 * v * words_per_col).next_multiple_of(ctx.uniform_align_words())))
 }
 
 /// A linear layer or 3×3 convolution on the GPU: weight (out, in·taps) and bias,
@@ -204,18 +213,13 @@ pub struct IntWeights {
 impl IntWeights {
     /// Room for the integer weights of an (out_dim, k) linear.
     pub fn new(ctx: &GpuContext, out_dim: usize, k: usize) -> Self {
-        let words_per_col = k.div_ceil(4) + 1;
-        let v_max = (WINDOW_WORDS / (4 * words_per_col)).min(8);
-        assert!(v_max > 0, "integer engine: a column of {k} weights exceeds a uniform window");
-        let blocks = out_dim.div_ceil(4 * v_max);
-        let v = out_dim.div_ceil(4 * blocks);
-        let align = (ctx.limits.min_uniform_buffer_offset_alignment as usize / 4).max(1);
-        let slot = (4 * v * words_per_col).next_multiple_of(align);
+        let (v, blocks, slot) = column_blocks(ctx, out_dim, k.div_ceil(4) + 1)
+            .unwrap_or_else(|| panic!("integer engine: a column of {k} weights exceeds a uniform window"));
         Self { buffer: GpuBuffer::zeros(ctx, "int_weights", (blocks - 1) * slot + WINDOW_WORDS), v, blocks, slot }
     }
 
     /// Fills them from `layer`'s float weights with weight quantizer row `w_row`
-    /// and input quantizer row `x_row` of `q.params`.
+    /// and the input's quantizer `q`.
     pub fn fill(&self, ctx: &GpuContext, layer: &GpuLinear, q: QuantRef<'_>, w_row: usize) -> Dispatch {
         let pipeline = ctx.pipeline(Shader::Quant, "int_weights", &[Const::F32("LEVELS", q.levels)]);
         let params = LayOutParams {
@@ -608,7 +612,7 @@ struct SliceGroup {
 fn slice_groups(ctx: &GpuContext, (h, w): (usize, usize), s: AttnShape, batch: std::ops::Range<usize>, words: [usize; 2]) -> Vec<SliceGroup> {
     let (wy, wx) = (h / s.window, w / s.window);
     let per_image = wy * wx * s.heads;
-    let align = (ctx.limits.min_uniform_buffer_offset_alignment as usize / 4).max(1);
+    let align = ctx.uniform_align_words();
     let widest = words[0].max(words[1]);
     let per_dispatch = (WINDOW_WORDS - align) / widest;
     assert!(per_dispatch > 0, "attention: one window of one head ({widest} words) exceeds a uniform binding");

@@ -368,7 +368,7 @@ impl Searcher {
     /// Pass 2 over one slice, elements [start, start+n) of `x` (a windowed buffer):
     /// every candidate's squared and summed error, two workgroups per uniform window.
     pub fn errors_pass(&self, ctx: &GpuContext, spec: &SearchSpec, x: &GpuBuffer, start: usize, n: usize, wg_base: usize) -> Vec<Dispatch> {
-        let align = (ctx.limits.min_uniform_buffer_offset_alignment as usize / 4).max(1);
+        let align = ctx.uniform_align_words();
         assert!(2 * PER_WG + align <= WINDOW_WORDS, "uniform offset alignment above 256 bytes");
         (0..n)
             .step_by(2 * PER_WG)
