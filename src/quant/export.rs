@@ -11,8 +11,8 @@ use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::file::QuantFile;
-use super::{all_names, code, index, levels, name, step, QParams, Slot, LINEARS};
+use super::file::{read_params, QuantFile};
+use super::{code, index, levels, name, step, Slot, LINEARS};
 use crate::model::checkpoint::{load_state_dict, read_safetensors_metadata, save_safetensors};
 use crate::model::weights::{block_prefix, Linear};
 use crate::model::{StateDict, SwinWeights, Tensor, TensorData};
@@ -73,10 +73,10 @@ pub struct ExportSizes {
 /// Writes the deployable model of `weights` quantized by `q` to `path` (atomically).
 pub fn export(weights: &SwinWeights, q: &QuantFile, path: &Path) -> Result<ExportSizes> {
     let cfg = &weights.config;
-    let names = all_names(cfg);
-    ensure!(names.len() == q.params.len(), "{} quantizers for a model that has {}", q.params.len(), names.len());
     let lv = levels(q.bits);
     let mut sd = weights.to_state_dict();
+    // Checks that q has one quantizer per quantizer of the model, before they are indexed.
+    q.insert_params(cfg, QUANT, &mut sd)?;
     let mut codes_bytes = 0u64;
     let mut block = 0;
     for (r, g) in weights.groups.iter().enumerate() {
@@ -95,20 +95,8 @@ pub fn export(weights: &SwinWeights, q: &QuantFile, path: &Path) -> Result<Expor
             block += 1;
         }
     }
-    for (n, p) in names.iter().zip(&q.params) {
-        for (field, v) in [("lower", p.lower), ("upper", p.upper), ("bias", p.bias)] {
-            sd.insert(format!("{QUANT}{n}.{field}"), Tensor::f32(vec![1], vec![v]));
-        }
-    }
-    let mut meta = q.settings.clone();
-    meta.insert("format".into(), FORMAT.into());
-    meta.insert("bits".into(), q.bits.to_string());
-    meta.insert("method".into(), q.method.clone());
-    meta.insert("scale".into(), q.scale.to_string());
-    meta.insert("source_sha256".into(), q.source_sha256.clone());
-    meta.insert("config".into(), cfg.describe());
-    meta.insert("codes".into(), if q.bits <= 4 { "u4 pairs, first code in the low nibble" } else { "u8" }.into());
-    save_safetensors(&sd, &meta, path)?;
+    let codes = if q.bits <= 4 { "u4 pairs, first code in the low nibble" } else { "u8" };
+    save_safetensors(&sd, &q.metadata(cfg, FORMAT, ("codes", codes.into())), path)?;
     let file = std::fs::metadata(path).with_context(|| path.display().to_string())?.len();
     Ok(ExportSizes { file, codes: codes_bytes, float: file - codes_bytes })
 }
@@ -125,15 +113,9 @@ pub fn load(path: &Path) -> Result<(SwinWeights, QuantFile)> {
     let ctx = || path.display().to_string();
     let meta = read_safetensors_metadata(path).with_context(ctx)?;
     ensure!(meta.get("format").map(String::as_str) == Some(FORMAT), "{}: not an exported swinq model (format {FORMAT})", path.display());
-    let get = |k: &str| meta.get(k).cloned().with_context(|| format!("{}: metadata `{k}` missing", path.display()));
-    let bits: u32 = get("bits")?.parse().with_context(ctx)?;
+    let bits: u32 = meta.get("bits").with_context(|| format!("{}: metadata `bits` missing", path.display()))?.parse().with_context(ctx)?;
     let all = load_state_dict(path)?;
     let field = |n: &str, f: &str| -> Result<&Tensor> { all.get(&format!("{QUANT}{n}.{f}")).with_context(|| format!("{}: `{QUANT}{n}.{f}` missing", path.display())) };
-    let scalar = |n: &str, f: &str| -> Result<f32> {
-        let v = field(n, f)?.as_f32().filter(|v| v.len() == 1 && v[0].is_finite());
-        v.map(|v| v[0]).with_context(|| format!("{}: `{QUANT}{n}.{f}` is not one finite float", path.display()))
-    };
-    let params_of = |n: &str| -> Result<QParams> { Ok(QParams { lower: scalar(n, "lower")?, upper: scalar(n, "upper")?, bias: scalar(n, "bias")?, _pad: 0.0 }) };
     let mut sd: StateDict = all.iter().filter(|(k, _)| !k.starts_with(QUANT)).map(|(k, t)| (k.clone(), t.clone())).collect();
     let lv = levels(bits);
     // Dequantize every linear's codes into the tensor it belongs to.
@@ -148,7 +130,7 @@ pub fn load(path: &Path) -> Result<(SwinWeights, QuantFile)> {
         };
         let bytes = field(key, "codes")?.as_u8().with_context(|| format!("{}: `{QUANT}{key}.codes` is not u8", path.display()))?;
         let row_bytes = bytes.len() / shape.0;
-        let p = params_of(key)?;
+        let p = read_params(path, &all, &format!("{QUANT}{key}"))?;
         let s = step(&p, lv);
         let mut w = Vec::with_capacity(shape.0 * shape.1);
         for row in bytes.chunks(row_bytes.max(1)).take(shape.0) {
@@ -166,9 +148,6 @@ pub fn load(path: &Path) -> Result<(SwinWeights, QuantFile)> {
         sd.insert(key, Tensor::f32(vec![data.len() / inp, inp], data));
     }
     let weights = SwinWeights::from_state_dict(&sd).with_context(ctx)?;
-    let params = all_names(&weights.config).iter().map(|n| params_of(n)).collect::<Result<Vec<_>>>()?;
-    let fixed = ["format", "bits", "method", "scale", "source_sha256", "config", "codes"];
-    let settings = meta.iter().filter(|(k, _)| !fixed.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
-    let q = QuantFile { bits, method: get("method")?, scale: get("scale")?.parse().with_context(ctx)?, source_sha256: get("source_sha256")?, settings, params };
+    let q = QuantFile::from_parts(path, &meta, &all, &weights.config, QUANT, "codes")?;
     Ok((weights, q))
 }

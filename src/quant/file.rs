@@ -32,30 +32,15 @@ pub struct QuantFile {
 impl QuantFile {
     /// Writes the file atomically; `embed` adds the float weights.
     pub fn save(&self, cfg: &SwinConfig, embed: Option<&SwinWeights>, path: &Path) -> Result<()> {
-        let names = all_names(cfg);
-        if names.len() != self.params.len() {
-            bail!("{} quantizers for a model that has {}", self.params.len(), names.len());
-        }
         let mut sd = StateDict::new();
-        for (n, q) in names.iter().zip(&self.params) {
-            for (field, v) in [("lower", q.lower), ("upper", q.upper), ("bias", q.bias)] {
-                sd.insert(format!("{n}.{field}"), Tensor::f32(vec![1], vec![v]));
-            }
-        }
+        self.insert_params(cfg, "", &mut sd)?;
         if let Some(w) = embed {
             for (k, t) in w.to_state_dict() {
                 sd.insert(format!("{WEIGHTS_PREFIX}{k}"), t);
             }
         }
-        let mut meta = self.settings.clone();
-        meta.insert("format".into(), FORMAT.into());
-        meta.insert("bits".into(), self.bits.to_string());
-        meta.insert("method".into(), self.method.clone());
-        meta.insert("scale".into(), self.scale.to_string());
-        meta.insert("source_sha256".into(), self.source_sha256.clone());
-        meta.insert("config".into(), cfg.describe());
-        meta.insert("weights".into(), if embed.is_some() { "embedded" } else { "referenced" }.into());
-        save_safetensors(&sd, &meta, path)
+        let weights = if embed.is_some() { "embedded" } else { "referenced" };
+        save_safetensors(&sd, &self.metadata(cfg, FORMAT, ("weights", weights.into())), path)
     }
 
     /// Reads a quantized file for a model of configuration `cfg`; also returns the
@@ -67,29 +52,71 @@ impl QuantFile {
             bail!("{}: not a swinq quantized model (metadata `format` is not {FORMAT})", path.display());
         }
         let sd = load_state_dict(path)?;
-        let get = |k: &str| -> Result<String> {
-            meta.get(k).cloned().with_context(|| format!("{}: metadata `{k}` missing", path.display()))
-        };
-        let bits: u32 = get("bits")?.parse().with_context(ctx)?;
-        let scale: usize = get("scale")?.parse().with_context(ctx)?;
-        let mut params = Vec::new();
-        for n in all_names(cfg) {
-            let field = |f: &str| -> Result<f32> {
-                let t = sd.get(&format!("{n}.{f}")).with_context(|| format!("{}: quantizer `{n}.{f}` missing (file made for another architecture?)", path.display()))?;
-                let v = t.as_f32().filter(|v| v.len() == 1).with_context(|| format!("{}: `{n}.{f}` is not one float", path.display()))?;
-                if !v[0].is_finite() {
-                    bail!("{}: `{n}.{f}` is not finite", path.display());
-                }
-                Ok(v[0])
-            };
-            params.push(QParams { lower: field("lower")?, upper: field("upper")?, bias: field("bias")?, _pad: 0.0 });
-        }
         let float: StateDict =
             sd.iter().filter_map(|(k, t)| k.strip_prefix(WEIGHTS_PREFIX).map(|k| (k.to_string(), t.clone()))).collect();
         let embedded = if float.is_empty() { None } else { Some(SwinWeights::from_state_dict(&float).with_context(ctx)?) };
-        let fixed = ["format", "bits", "method", "scale", "source_sha256", "config", "weights"];
-        let settings = meta.iter().filter(|(k, _)| !fixed.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let file = Self { bits, method: get("method")?, scale, source_sha256: get("source_sha256")?, settings, params };
-        Ok((file, embedded))
+        Ok((Self::from_parts(path, &meta, &sd, cfg, "", "weights")?, embedded))
     }
+
+    /// Every quantizer's `{prefix}{name}.lower`, `.upper` and `.bias` (f32 [1]) into `sd`.
+    pub(crate) fn insert_params(&self, cfg: &SwinConfig, prefix: &str, sd: &mut StateDict) -> Result<()> {
+        let names = all_names(cfg);
+        if names.len() != self.params.len() {
+            bail!("{} quantizers for a model that has {}", self.params.len(), names.len());
+        }
+        for (n, q) in names.iter().zip(&self.params) {
+            for (field, v) in [("lower", q.lower), ("upper", q.upper), ("bias", q.bias)] {
+                sd.insert(format!("{prefix}{n}.{field}"), Tensor::f32(vec![1], vec![v]));
+            }
+        }
+        Ok(())
+    }
+
+    /// The metadata of a file in `format`: the settings, what every swinq file records,
+    /// and the format's own entry `own`.
+    pub(crate) fn metadata(&self, cfg: &SwinConfig, format: &str, own: (&str, String)) -> BTreeMap<String, String> {
+        let mut meta = self.settings.clone();
+        meta.insert("format".into(), format.into());
+        meta.insert("bits".into(), self.bits.to_string());
+        meta.insert("method".into(), self.method.clone());
+        meta.insert("scale".into(), self.scale.to_string());
+        meta.insert("source_sha256".into(), self.source_sha256.clone());
+        meta.insert("config".into(), cfg.describe());
+        meta.insert(own.0.into(), own.1);
+        meta
+    }
+
+    /// The quantization stored in a file (`metadata` and `insert_params` with
+    /// `prefix`) for a model of configuration `cfg`; `own` names the format's own
+    /// metadata entry, which is not a setting.
+    pub(crate) fn from_parts(path: &Path, meta: &BTreeMap<String, String>, sd: &StateDict, cfg: &SwinConfig, prefix: &str, own: &str) -> Result<Self> {
+        let ctx = || path.display().to_string();
+        let get = |k: &str| -> Result<String> {
+            meta.get(k).cloned().with_context(|| format!("{}: metadata `{k}` missing", path.display()))
+        };
+        let params = all_names(cfg).iter().map(|n| read_params(path, sd, &format!("{prefix}{n}"))).collect::<Result<Vec<_>>>()?;
+        let fixed = ["format", "bits", "method", "scale", "source_sha256", "config", own];
+        let settings = meta.iter().filter(|(k, _)| !fixed.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        Ok(Self {
+            bits: get("bits")?.parse().with_context(ctx)?,
+            method: get("method")?,
+            scale: get("scale")?.parse().with_context(ctx)?,
+            source_sha256: get("source_sha256")?,
+            settings,
+            params,
+        })
+    }
+}
+
+/// One quantizer's `{key}.lower`, `.upper` and `.bias` from a file's tensors.
+pub(crate) fn read_params(path: &Path, sd: &StateDict, key: &str) -> Result<QParams> {
+    let field = |f: &str| -> Result<f32> {
+        let t = sd.get(&format!("{key}.{f}")).with_context(|| format!("{}: quantizer `{key}.{f}` missing (file made for another architecture?)", path.display()))?;
+        let v = t.as_f32().filter(|v| v.len() == 1).with_context(|| format!("{}: `{key}.{f}` is not one float", path.display()))?;
+        if !v[0].is_finite() {
+            bail!("{}: `{key}.{f}` is not finite", path.display());
+        }
+        Ok(v[0])
+    };
+    Ok(QParams { lower: field("lower")?, upper: field("upper")?, bias: field("bias")?, _pad: 0.0 })
 }
