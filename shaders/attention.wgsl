@@ -5,10 +5,14 @@
 // broadcast and CPU drivers (lavapipe) turn into one vector gather, where storage
 // and workgroup loads are per-lane loops. The softmax takes two passes over the
 // keys (running max and sum, then P and P·v), so no per-query score array exists.
+// GPUs read q, k and v from storage instead (UNIFORM_READS false): a uniform window
+// holds only a few slices, and one dispatch per few slices costs GPUs far more
+// than the loads; there one dispatch covers up to 65535 slices.
 // The output goes back to the tokens' original (unshifted) positions.
 // Header constants: WS (window), HD (head dim), HEADS, C (= HEADS·HD), SHIFT,
-// SCALE (HD^−½), LEVELS (2^b − 1), TABLE_UNIFORM (read the relative-position table
-// from binding 8 instead of 4; CPU drivers), TABLE_VEC4 (its size in vec4s).
+// SCALE (HD^−½), LEVELS (2^b − 1), UNIFORM_READS (CPU drivers: read q, k, v, their
+// codes and the relative-position table from the uniform bindings 1–3, 8–11; else
+// from the storage bindings 12–14, 15–17 and 4), TABLE_VEC4 (the table's size in vec4s).
 // When quant > 0, q·scale, k, v and P are fake-quantized with qparams rows
 // quant−1 .. quant+2. When write_p is 1, P is stored (calibration).
 // `main_int` is the integer engine's version: both matmuls on codes (SPEC §6).
@@ -45,36 +49,60 @@ struct Params {
 @group(0) @binding(9) var<uniform> q_codes: array<vec4<u32>, 4096>;
 @group(0) @binding(10) var<uniform> k_codes: array<vec4<u32>, 4096>;
 @group(0) @binding(11) var<uniform> v_codes: array<vec4<u32>, 4096>;
+@group(0) @binding(12) var<storage, read> q_s: array<f32>;
+@group(0) @binding(13) var<storage, read> k_s: array<f32>;
+@group(0) @binding(14) var<storage, read> v_s: array<f32>;
+@group(0) @binding(15) var<storage, read> q_codes_s: array<u32>;
+@group(0) @binding(16) var<storage, read> k_codes_s: array<u32>;
+@group(0) @binding(17) var<storage, read> v_codes_s: array<u32>;
 
 const HD4: u32 = (HD + 3u) / 4u;
 const NT4: u32 = NT / 4u;
 
 fn q_code(i: u32) -> u32 {
+    if (!UNIFORM_READS) {
+        return q_codes_s[i];
+    }
     return q_codes[i >> 2u][i & 3u];
 }
 
 fn k_code(i: u32) -> u32 {
+    if (!UNIFORM_READS) {
+        return k_codes_s[i];
+    }
     return k_codes[i >> 2u][i & 3u];
 }
 
 fn v_code(i: u32) -> u32 {
+    if (!UNIFORM_READS) {
+        return v_codes_s[i];
+    }
     return v_codes[i >> 2u][i & 3u];
 }
 
 fn q_at(i: u32) -> f32 {
+    if (!UNIFORM_READS) {
+        return q_s[i];
+    }
     return q[i >> 2u][i & 3u];
 }
 
 fn k_at(i: u32) -> f32 {
+    if (!UNIFORM_READS) {
+        return k_s[i];
+    }
     return k[i >> 2u][i & 3u];
 }
 
 fn v_at(i: u32) -> f32 {
+    if (!UNIFORM_READS) {
+        return v_s[i];
+    }
     return v[i >> 2u][i & 3u];
 }
 
 fn bias_at(i: u32) -> f32 {
-    if (TABLE_UNIFORM) {
+    if (UNIFORM_READS) {
         return table_u[i >> 2u][i & 3u];
     }
     return table[i];

@@ -513,6 +513,9 @@ pub fn window_attention(
                 (6, qparams.clone()),
                 (7, probs.clone()),
                 (8, table.bind()),
+                (12, storage_operand(ctx, q)),
+                (13, storage_operand(ctx, k)),
+                (14, storage_operand(ctx, v)),
             ];
             Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [g.count as u32, 1, 1], stage)
         })
@@ -580,6 +583,9 @@ pub fn window_attention_int(
                 (9, q.bind_window(g.starts[0])),
                 (10, k.bind_window(g.starts[0])),
                 (11, v.bind_window(g.starts[1])),
+                (15, storage_operand(ctx, q)),
+                (16, storage_operand(ctx, k)),
+                (17, storage_operand(ctx, v)),
             ];
             Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [g.count as u32, 1, 1], stage)
         })
@@ -595,9 +601,25 @@ fn attention_consts(ctx: &GpuContext, s: AttnShape, table: &GpuBuffer, quant: Op
         Const::U32("SHIFT", s.shift as u32),
         Const::F32("SCALE", (s.head_dim as f64).powf(-0.5) as f32),
         Const::F32("LEVELS", quant.map_or(0.0, |q| q.levels)),
-        Const::Bool("TABLE_UNIFORM", ctx.matmul == MatmulKind::Rows),
+        Const::Bool("UNIFORM_READS", uniform_reads(ctx)),
         Const::U32("TABLE_VEC4", table.len.div_ceil(4) as u32),
     ]
+}
+
+/// Whether attention reads its operands through uniform windows (CPU drivers, see
+/// attention.wgsl) rather than as whole storage bindings (GPUs).
+fn uniform_reads(ctx: &GpuContext) -> bool {
+    ctx.matmul == MatmulKind::Rows
+}
+
+/// An attention operand's storage binding: the whole buffer on GPUs, a dummy where
+/// the uniform windows are read instead.
+fn storage_operand<'a>(ctx: &'a GpuContext, x: &'a GpuBuffer) -> wgpu::BindingResource<'a> {
+    if uniform_reads(ctx) {
+        ctx.empty()
+    } else {
+        x.bind()
+    }
 }
 
 /// A group of consecutive window-head slices that one dispatch handles: its
@@ -612,16 +634,18 @@ struct SliceGroup {
 fn slice_groups(ctx: &GpuContext, (h, w): (usize, usize), s: AttnShape, batch: std::ops::Range<usize>, words: [usize; 2]) -> Vec<SliceGroup> {
     let (wy, wx) = (h / s.window, w / s.window);
     let per_image = wy * wx * s.heads;
+    let uniform = uniform_reads(ctx);
     let align = ctx.uniform_align_words();
     let widest = words[0].max(words[1]);
-    let per_dispatch = (WINDOW_WORDS - align) / widest;
+    let per_dispatch = if uniform { (WINDOW_WORDS - align) / widest } else { ctx.limits.max_compute_workgroups_per_dimension as usize };
     assert!(per_dispatch > 0, "attention: one window of one head ({widest} words) exceeds a uniform binding");
     let (first, last) = (batch.start * per_image, batch.end * per_image);
     (first..last)
         .step_by(per_dispatch)
         .map(|s0| {
             let at = words.map(|sw| s0 * sw);
-            let starts = at.map(|a| a - a % align);
+            // Storage reads start at word 0; the uniform windows at the aligned word before s0.
+            let starts = if uniform { at.map(|a| a - a % align) } else { [0, 0] };
             let params = AttnParams {
                 h: h as u32,
                 w: w as u32,
