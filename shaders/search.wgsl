@@ -6,7 +6,9 @@
 // Tensors may arrive as several slices (dispatches); partial results are indexed
 // by a global workgroup number so the final reductions see every slice in a
 // fixed order (deterministic).
-// Header constants: LEVELS (2^b − 1, f32).
+// Header constants: LEVELS (2^b − 1, f32), UNIFORM_READS (candidate_errors reads x
+// through the uniform window at binding 8, two workgroups per dispatch: CPU drivers;
+// else from binding 1, all workgroups in one dispatch: GPUs).
 
 struct Params {
     n: u32,          // elements in this slice (reductions: number of partials)
@@ -17,7 +19,7 @@ struct Params {
     flags: u32,      // ONE_DIR | BIAS | CENTER_MEAN | CENTER_MEDIAN | RANKS
     mult: f32,       // scale applied to x before quantizing (q is searched as q·scale)
     total: u32,      // elements of the whole tensor (candidates, pick)
-    x_delta: u32,    // candidate_errors: words from the window's start to the slice's
+    x_delta: u32,    // candidate_errors: words from the window's (or binding's) start to the slice's
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -182,7 +184,12 @@ fn candidate_errors(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     var sq = 0.0;
     var sum = 0.0;
     for (var i = p.x_delta + start; i < p.x_delta + end; i++) {
-        let v = x_window[i >> 2u][i & 3u] * p.mult;
+        var v: f32;
+        if (UNIFORM_READS) {
+            v = x_window[i >> 2u][i & 3u] * p.mult;
+        } else {
+            v = x[i] * p.mult;
+        }
         let d = v - fq(v, bounds.x, bounds.y);
         sq = fma(d, d, sq);
         sum += d;

@@ -146,6 +146,15 @@ impl GpuContext {
         self.sink.as_entire_binding()
     }
 
+    /// Whether kernels read their hot operands through 64 KiB uniform windows
+    /// (CPU drivers, where uniform loads are one vector gather and storage loads
+    /// run lane by lane) rather than from whole storage bindings (GPUs, where the
+    /// many small dispatches that windows need cost far more than the loads).
+    /// Follows the matmul strategy, so `SWINQ_MATMUL` switches both.
+    pub fn uniform_reads(&self) -> bool {
+        self.matmul == MatmulKind::Rows
+    }
+
     /// The alignment of uniform-binding offsets, in 4-byte words.
     pub fn uniform_align_words(&self) -> usize {
         (self.limits.min_uniform_buffer_offset_alignment as usize / 4).max(1)

@@ -601,21 +601,15 @@ fn attention_consts(ctx: &GpuContext, s: AttnShape, table: &GpuBuffer, quant: Op
         Const::U32("SHIFT", s.shift as u32),
         Const::F32("SCALE", (s.head_dim as f64).powf(-0.5) as f32),
         Const::F32("LEVELS", quant.map_or(0.0, |q| q.levels)),
-        Const::Bool("UNIFORM_READS", uniform_reads(ctx)),
+        Const::Bool("UNIFORM_READS", ctx.uniform_reads()),
         Const::U32("TABLE_VEC4", table.len.div_ceil(4) as u32),
     ]
-}
-
-/// Whether attention reads its operands through uniform windows (CPU drivers, see
-/// attention.wgsl) rather than as whole storage bindings (GPUs).
-fn uniform_reads(ctx: &GpuContext) -> bool {
-    ctx.matmul == MatmulKind::Rows
 }
 
 /// An attention operand's storage binding: the whole buffer on GPUs, a dummy where
 /// the uniform windows are read instead.
 fn storage_operand<'a>(ctx: &'a GpuContext, x: &'a GpuBuffer) -> wgpu::BindingResource<'a> {
-    if uniform_reads(ctx) {
+    if ctx.uniform_reads() {
         ctx.empty()
     } else {
         x.bind()
@@ -634,7 +628,7 @@ struct SliceGroup {
 fn slice_groups(ctx: &GpuContext, (h, w): (usize, usize), s: AttnShape, batch: std::ops::Range<usize>, words: [usize; 2]) -> Vec<SliceGroup> {
     let (wy, wx) = (h / s.window, w / s.window);
     let per_image = wy * wx * s.heads;
-    let uniform = uniform_reads(ctx);
+    let uniform = ctx.uniform_reads();
     let align = ctx.uniform_align_words();
     let widest = words[0].max(words[1]);
     let per_dispatch = if uniform { (WINDOW_WORDS - align) / widest } else { ctx.limits.max_compute_workgroups_per_dimension as usize };

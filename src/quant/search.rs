@@ -306,7 +306,8 @@ impl Searcher {
     }
 
     fn dispatch(&self, ctx: &GpuContext, entry: &str, params: SearchParams, bindings: &[(u32, wgpu::BindingResource<'_>)], groups: u32) -> Dispatch {
-        let pipeline = ctx.pipeline(Shader::Search, entry, &[Const::F32("LEVELS", levels(self.bits))]);
+        let consts = [Const::F32("LEVELS", levels(self.bits)), Const::Bool("UNIFORM_READS", ctx.uniform_reads())];
+        let pipeline = ctx.pipeline(Shader::Search, entry, &consts);
         Dispatch::with_bindings(ctx, pipeline, &params, bindings, [groups, 1, 1], "search")
     }
 
@@ -366,19 +367,24 @@ impl Searcher {
     }
 
     /// Pass 2 over one slice, elements [start, start+n) of `x` (a windowed buffer):
-    /// every candidate's squared and summed error, two workgroups per uniform window.
+    /// every candidate's squared and summed error. Through uniform windows, two
+    /// workgroups per dispatch, on CPU drivers; from storage in as few dispatches
+    /// as the workgroup-count limit allows on GPUs.
     pub fn errors_pass(&self, ctx: &GpuContext, spec: &SearchSpec, x: &GpuBuffer, start: usize, n: usize, wg_base: usize) -> Vec<Dispatch> {
         let align = ctx.uniform_align_words();
         assert!(2 * PER_WG + align <= WINDOW_WORDS, "uniform offset alignment above 256 bytes");
+        let uniform = ctx.uniform_reads();
+        let per_dispatch = if uniform { 2 } else { ctx.limits.max_compute_workgroups_per_dimension as usize };
         (0..n)
-            .step_by(2 * PER_WG)
+            .step_by(per_dispatch * PER_WG)
             .enumerate()
-            .map(|(w, first)| {
-                let len = (2 * PER_WG).min(n - first);
+            .map(|(d, first)| {
+                let len = (per_dispatch * PER_WG).min(n - first);
                 let at = start + first;
-                let window = at - at % align;
-                let params = SearchParams { x_delta: (at - window) as u32, ..self.params(spec, len, wg_base + 2 * w, 0) };
-                let b = [(3, self.cand.bind()), (4, self.errs.bind()), (8, x.bind_window(window))];
+                let window = if uniform { at - at % align } else { 0 };
+                let params = SearchParams { x_delta: (at - window) as u32, ..self.params(spec, len, wg_base + per_dispatch * d, 0) };
+                let storage = if uniform { ctx.empty() } else { x.bind() };
+                let b = [(1, storage), (3, self.cand.bind()), (4, self.errs.bind()), (8, x.bind_window(window))];
                 self.dispatch(ctx, "candidate_errors", params, &b, Self::groups(len) as u32)
             })
             .collect()
