@@ -62,6 +62,23 @@ fn fake_quant(x: f32, q: vec4<f32>, levels: f32) -> f32 {
     return round((clamp(x, q.x, q.y) - q.x) / s) * s + q.x + q.z;
 }
 
+// The fake quantizer's STE partial derivatives (SPEC §3) at x:
+// (∂Q/∂x, ∂Q/∂l, ∂Q/∂u, ∂Q/∂c). With v = (clip(x, l, u) − l)/s and r = round(v):
+// ∂Q/∂x = 1[l ≤ x ≤ u], ∂Q/∂l = 1[x ≤ l] − (r − v)/n, ∂Q/∂u = 1[x ≥ u] + (r − v)/n,
+// ∂Q/∂c = 1. A degenerate quantizer (u ≤ l) is the constant l + c.
+fn fake_quant_grads(x: f32, q: vec4<f32>, levels: f32) -> vec4<f32> {
+    let s = (q.y - q.x) / levels;
+    if (!(s > 0.0)) {
+        return vec4<f32>(0.0, 1.0, 0.0, 1.0);
+    }
+    let v = (clamp(x, q.x, q.y) - q.x) / s;
+    let frac = (round(v) - v) / levels;
+    let inside = select(0.0, 1.0, x >= q.x && x <= q.y);
+    let below = select(0.0, 1.0, x <= q.x);
+    let above = select(0.0, 1.0, x >= q.y);
+    return vec4<f32>(inside, below - frac, above + frac, 1.0);
+}
+
 // Order-preserving map of f32 bits to u32 (radix sort keys): flip the sign bit
 // of positives, all bits of negatives.
 fn to_key(u: u32) -> u32 {

@@ -104,6 +104,21 @@ pub fn code(x: f32, q: &QParams, levels: f32) -> u32 {
     ((x.clamp(q.lower, q.upper) - q.lower) / s).round_ties_even() as u32
 }
 
+/// The STE partial derivatives of the fake quantizer at x (SPEC §3), as
+/// [∂Q/∂x, ∂Q/∂l, ∂Q/∂u, ∂Q/∂c]; shaders/common.wgsl `fake_quant_grads` on the GPU.
+pub fn fake_quant_grads(x: f32, q: &QParams, levels: f32) -> [f32; 4] {
+    let s = step(q, levels);
+    if s == 0.0 {
+        return [0.0, 1.0, 0.0, 1.0];
+    }
+    let v = (x.clamp(q.lower, q.upper) - q.lower) / s;
+    let frac = (v.round_ties_even() - v) / levels;
+    let inside = (q.lower..=q.upper).contains(&x) as u8 as f32;
+    let below = (x <= q.lower) as u8 as f32;
+    let above = (x >= q.upper) as u8 as f32;
+    [inside, below - frac, above + frac, 1.0]
+}
+
 /// The fake quantizer on the CPU, in the operation order of 2DQuant's code
 /// (division by s, round half to even, multiply, add).
 pub fn fake_quant(x: f32, q: &QParams, levels: f32) -> f32 {
@@ -112,4 +127,41 @@ pub fn fake_quant(x: f32, q: &QParams, levels: f32) -> f32 {
         return q.lower + q.bias;
     }
     code(x, q, levels) as f32 * s + q.lower + q.bias
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The STE surrogate at a base point: round(v) replaced by v + (r₀ − v₀), a
+    /// smooth function of (x, l, u, c) whose derivatives the STE formulas are.
+    fn surrogate(x: f64, l: f64, u: f64, c: f64, offset: f64, n: f64) -> f64 {
+        let s = (u - l) / n;
+        let v = (x.clamp(l, u) - l) / s;
+        l + s * (v + offset) + c
+    }
+
+    #[test]
+    fn ste_gradients_match_finite_differences_of_the_surrogate() {
+        let q = QParams { lower: -0.7, upper: 1.3, bias: 0.05, _pad: 0.0 };
+        let n = levels(3);
+        for &x in &[-1.5f32, -0.31, 0.02, 0.4441, 0.97, 2.0] {
+            let s = step(&q, n) as f64;
+            let v0 = (x.clamp(q.lower, q.upper) - q.lower) as f64 / s;
+            let offset = v0.round_ties_even() - v0;
+            let (xd, l, u, c) = (x as f64, q.lower as f64, q.upper as f64, q.bias as f64);
+            let h = 1e-6;
+            let f = |dx: f64, dl: f64, du: f64, dc: f64| surrogate(xd + dx, l + dl, u + du, c + dc, offset, n as f64);
+            let fd = [
+                (f(h, 0.0, 0.0, 0.0) - f(-h, 0.0, 0.0, 0.0)) / (2.0 * h),
+                (f(0.0, h, 0.0, 0.0) - f(0.0, -h, 0.0, 0.0)) / (2.0 * h),
+                (f(0.0, 0.0, h, 0.0) - f(0.0, 0.0, -h, 0.0)) / (2.0 * h),
+                (f(0.0, 0.0, 0.0, h) - f(0.0, 0.0, 0.0, -h)) / (2.0 * h),
+            ];
+            let got = fake_quant_grads(x, &q, n);
+            for i in 0..4 {
+                assert!((got[i] as f64 - fd[i]).abs() < 1e-5, "x {x}, derivative {i}: STE {} vs finite difference {}", got[i], fd[i]);
+            }
+        }
+    }
 }
