@@ -18,6 +18,7 @@ pub enum Shader {
     Sort,
     Search,
     Quant,
+    Backward,
 }
 
 impl Shader {
@@ -30,6 +31,7 @@ impl Shader {
             Shader::Sort => include_str!("../../shaders/sort.wgsl"),
             Shader::Search => include_str!("../../shaders/search.wgsl"),
             Shader::Quant => include_str!("../../shaders/quant.wgsl"),
+            Shader::Backward => include_str!("../../shaders/backward.wgsl"),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The GPU: device, buffers, kernels and their host-side launchers, timing.
 
+pub mod backward;
 mod buffer;
 mod context;
 mod kernels;

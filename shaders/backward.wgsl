@@ -1,0 +1,140 @@
+// Backward kernels of phase 2 (DQC, SPEC §5): gradients flow to activations and to
+// the quantizers' l, u and c; the weights, LayerNorm gains and biases are frozen, so
+// none of their own gradients are formed.
+//  - quant_backward: through a fake quantizer (STE, SPEC §3): dx = dy·∂Q/∂x, and each
+//    workgroup's sums of dy·∂Q/∂l, dy·∂Q/∂u, dy·∂Q/∂c as one partial (tree order);
+//  - reduce_partials: a quantizer's partials summed in index order (deterministic)
+//    into its gradient row, added to the row when ACCUMULATE;
+//  - gelu_backward: dx = dy·GELU'(x);
+//  - layernorm_backward: dx of y = x̂·γ + β per token, added to dx when ACCUMULATE
+//    (the residual branch's gradient is already there).
+// Header constants: LEVELS (2^b − 1), ACCUMULATE.
+
+struct Params {
+    n: u32,         // elements (quant, gelu), tokens (layernorm), partials (reduce)
+    c: u32,         // channels (layernorm)
+    row: u32,       // quantizer row (quant: its parameters; reduce: its gradient row)
+    part0: u32,     // quant: first partial slot; reduce: first partial to sum
+    eps: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(4) var<storage, read> qparams: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> grads: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> gamma: array<f32>;
+
+var<workgroup> tree: array<vec4<f32>, 256>;
+
+// Sum of v over the workgroup's 256 invocations, in a fixed tree order; the
+// result is valid in invocation 0.
+fn workgroup_sum(lid: u32, v: vec4<f32>) -> vec4<f32> {
+    tree[lid] = v;
+    workgroupBarrier();
+    for (var stride = 128u; stride > 0u; stride >>= 1u) {
+        if (lid < stride) {
+            tree[lid] += tree[lid + stride];
+        }
+        workgroupBarrier();
+    }
+    return tree[0];
+}
+
+@compute @workgroup_size(256)
+fn quant_backward(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let i = flat_index(gid, nwg);
+    var contrib = vec4<f32>(0.0);
+    if (i < p.n) {
+        let g = fake_quant_grads(x[i], qparams[p.row], LEVELS);
+        let d = dy[i];
+        dx[i] = d * g.x;
+        contrib = vec4<f32>(d * g.y, d * g.z, d * g.w, 0.0);
+    }
+    let total = workgroup_sum(lid, contrib);
+    if (lid == 0u) {
+        partials[p.part0 + wg.x + wg.y * nwg.x] = total;
+    }
+}
+
+// One workgroup: invocation t sums partials t, t + 256, … in order, then the tree.
+@compute @workgroup_size(256)
+fn reduce_partials(@builtin(local_invocation_index) lid: u32) {
+    var acc = vec4<f32>(0.0);
+    for (var i = lid; i < p.n; i += 256u) {
+        acc += partials[p.part0 + i];
+    }
+    let total = workgroup_sum(lid, acc);
+    if (lid == 0u) {
+        if (ACCUMULATE) {
+            grads[p.row] += total;
+        } else {
+            grads[p.row] = total;
+        }
+    }
+}
+
+// GELU'(x) = Φ(x) + x·φ(x) for the exact (erf) GELU.
+fn gelu_grad(v: f32) -> f32 {
+    let cdf = 0.5 * (1.0 + erf_f32(v * 0.70710678118654752));
+    let pdf = 0.39894228040143268 * exp(-0.5 * v * v);
+    return cdf + v * pdf;
+}
+
+@compute @workgroup_size(256)
+fn gelu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if (i < p.n) {
+        dx[i] = dy[i] * gelu_grad(x[i]);
+    }
+}
+
+// dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with g = dy·γ, one invocation per token.
+@compute @workgroup_size(256)
+fn layernorm_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let t = flat_index(gid, nwg);
+    if (t >= p.n) {
+        return;
+    }
+    let base = t * p.c;
+    let c = f32(p.c);
+    var sum = 0.0;
+    for (var i = 0u; i < p.c; i++) {
+        sum += x[base + i];
+    }
+    let mean = sum / c;
+    var sq = 0.0;
+    for (var i = 0u; i < p.c; i++) {
+        let d = x[base + i] - mean;
+        sq = fma(d, d, sq);
+    }
+    let rstd = 1.0 / sqrt(sq / c + p.eps);
+    var g_sum = 0.0;
+    var gx_sum = 0.0;
+    for (var i = 0u; i < p.c; i++) {
+        let g = dy[base + i] * gamma[i];
+        g_sum += g;
+        gx_sum = fma(g, (x[base + i] - mean) * rstd, gx_sum);
+    }
+    let g_mean = g_sum / c;
+    let gx_mean = gx_sum / c;
+    for (var i = 0u; i < p.c; i++) {
+        let xhat = (x[base + i] - mean) * rstd;
+        let d = rstd * (dy[base + i] * gamma[i] - g_mean - xhat * gx_mean);
+        if (ACCUMULATE) {
+            dx[base + i] += d;
+        } else {
+            dx[base + i] = d;
+        }
+    }
+}

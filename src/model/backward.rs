@@ -1,0 +1,55 @@
+//! CPU reference of the backward pass of the fake-quantized student (phase 2, SPEC §5):
+//! gradients of activations and of the quantizers' (l, u, c); weights are frozen.
+//! f64 accumulation; the GPU kernels in shaders/backward.wgsl are checked against these.
+
+use super::cpu::erf;
+use super::weights::LayerNorm;
+use crate::quant::{fake_quant_grads, QParams};
+
+/// Through a fake quantizer: dx = dy·∂Q/∂x, and Σ dy·∂Q/∂l, Σ dy·∂Q/∂u, Σ dy·∂Q/∂c.
+pub fn quant_backward(x: &[f32], dy: &[f32], q: &QParams, levels: f32) -> (Vec<f32>, [f64; 3]) {
+    let mut sums = [0.0f64; 3];
+    let dx = x
+        .iter()
+        .zip(dy)
+        .map(|(&v, &d)| {
+            let g = fake_quant_grads(v, q, levels);
+            for (s, gi) in sums.iter_mut().zip(&g[1..]) {
+                *s += d as f64 * *gi as f64;
+            }
+            d * g[0]
+        })
+        .collect();
+    (dx, sums)
+}
+
+/// GELU'(x) = Φ(x) + x·φ(x) of the exact (erf) GELU.
+pub fn gelu_grad(x: f32) -> f64 {
+    let x = x as f64;
+    let cdf = 0.5 * (1.0 + erf(x * std::f64::consts::FRAC_1_SQRT_2));
+    let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    cdf + x * pdf
+}
+
+pub fn gelu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
+    x.iter().zip(dy).map(|(&v, &d)| (d as f64 * gelu_grad(v)) as f32).collect()
+}
+
+/// Input gradient of LayerNorm over the last axis of (tokens, C):
+/// dx = rstd·(g − mean(g) − x̂·mean(g·x̂)) with g = dy·γ.
+pub fn layer_norm_backward(x: &[f32], dy: &[f32], c: usize, ln: &LayerNorm, eps: f32) -> Vec<f32> {
+    let mut dx = vec![0.0f32; x.len()];
+    for ((src, d), out) in x.chunks(c).zip(dy.chunks(c)).zip(dx.chunks_mut(c)) {
+        let mean = src.iter().map(|&v| v as f64).sum::<f64>() / c as f64;
+        let var = src.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / c as f64;
+        let rstd = 1.0 / (var + eps as f64).sqrt();
+        let xhat: Vec<f64> = src.iter().map(|&v| (v as f64 - mean) * rstd).collect();
+        let g: Vec<f64> = d.iter().zip(&ln.weight).map(|(&a, &b)| a as f64 * b as f64).collect();
+        let g_mean = g.iter().sum::<f64>() / c as f64;
+        let gx_mean = g.iter().zip(&xhat).map(|(a, b)| a * b).sum::<f64>() / c as f64;
+        for i in 0..c {
+            out[i] = (rstd * (g[i] - g_mean - xhat[i] * gx_mean)) as f32;
+        }
+    }
+    dx
+}
