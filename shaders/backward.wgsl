@@ -7,8 +7,12 @@
 //    into its gradient row, added to the row when ACCUMULATE;
 //  - gelu_backward: dx = dy·GELU'(x);
 //  - layernorm_backward: dx of y = x̂·γ + β per token, added to dx when ACCUMULATE
-//    (the residual branch's gradient is already there).
-// Header constants: LEVELS (2^b − 1), ACCUMULATE.
+//    (the residual branch's gradient is already there);
+//  - linear_input_grad: dx = dy·Ŵ for y = x·Ŵᵀ + b, Ŵ the weight through its quantizer
+//    (row p.row; float when LEVELS is 0), added to dx when ACCUMULATE;
+//  - weight_quant_grads: the weight quantizer's (dl, du, dc) from ∂L/∂Ŵ = dyᵀ·x, one
+//    invocation per weight, partials per 256 weights.
+// Header constants: LEVELS (2^b − 1, or 0 for no quantizer), ACCUMULATE.
 
 struct Params {
     n: u32,         // elements (quant, gelu), tokens (layernorm), partials (reduce)
@@ -16,7 +20,7 @@ struct Params {
     row: u32,       // quantizer row (quant: its parameters; reduce: its gradient row)
     part0: u32,     // quant: first partial slot; reduce: first partial to sum
     eps: f32,
-    _pad0: u32,
+    n_out: u32,     // linear: output features (x has p.c = input features)
     _pad1: u32,
     _pad2: u32,
 }
@@ -29,6 +33,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> partials: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> grads: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> gamma: array<f32>;
+@group(0) @binding(8) var<storage, read> weight: array<f32>;  // (n_out, c) row-major
 
 var<workgroup> tree: array<vec4<f32>, 256>;
 
@@ -136,5 +141,61 @@ fn layernorm_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
         } else {
             dx[base + i] = d;
         }
+    }
+}
+
+// The weight (o, i) as the forward uses it: through its quantizer when there is one.
+fn weight_used(o: u32, i: u32) -> f32 {
+    let w = weight[o * p.c + i];
+    if (LEVELS > 0.0) {
+        return fake_quant(w, qparams[p.row], LEVELS);
+    }
+    return w;
+}
+
+// dx[t, i] = Σ_o dy[t, o]·Ŵ[o, i], one invocation per element of dx.
+@compute @workgroup_size(256)
+fn linear_input_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = flat_index(gid, nwg);
+    if (e >= p.n * p.c) {
+        return;
+    }
+    let t = e / p.c;
+    let i = e % p.c;
+    var acc = 0.0;
+    for (var o = 0u; o < p.n_out; o++) {
+        acc = fma(dy[t * p.n_out + o], weight_used(o, i), acc);
+    }
+    if (ACCUMULATE) {
+        dx[e] += acc;
+    } else {
+        dx[e] = acc;
+    }
+}
+
+// ∂L/∂Ŵ[o, i] = Σ_t dy[t, o]·x[t, i] (x: the layer's input as the forward used it),
+// times the weight quantizer's STE partials; per-workgroup sums into partials.
+@compute @workgroup_size(256)
+fn weight_quant_grads(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let e = flat_index(gid, nwg);
+    var contrib = vec4<f32>(0.0);
+    if (e < p.n_out * p.c) {
+        let o = e / p.c;
+        let i = e % p.c;
+        var g = 0.0;
+        for (var t = 0u; t < p.n; t++) {
+            g = fma(dy[t * p.n_out + o], x[t * p.c + i], g);
+        }
+        let d = fake_quant_grads(weight[e], qparams[p.row], LEVELS);
+        contrib = vec4<f32>(g * d.y, g * d.z, g * d.w, 0.0);
+    }
+    let total = workgroup_sum(lid, contrib);
+    if (lid == 0u) {
+        partials[p.part0 + wg.x + wg.y * nwg.x] = total;
     }
 }

@@ -132,3 +132,87 @@ fn gelu_and_layer_norm_backward_match_cpu() {
     run_now(ctx, &[layer_norm_backward(ctx, [&xb, &dyb, &dxb], &norm, tokens, false)]);
     assert_close("LayerNorm backward", &dxb.read(ctx), &want, 1e-6);
 }
+
+/// The STE surrogate of a quantizer (SPEC §3) with each element's rounding
+/// offset r − v frozen at (l, u): smooth in (l, u, c), derivatives = the STE's.
+fn surrogate_quant<'a>(w: &'a [f32], q: &QParams, lv: f32) -> impl Fn(f64, f64, f64) -> Vec<f64> + 'a {
+    let s0 = ((q.upper - q.lower) / lv) as f64;
+    let offsets: Vec<f64> = w
+        .iter()
+        .map(|&v| {
+            let v0 = (v.clamp(q.lower, q.upper) - q.lower) as f64 / s0;
+            v0.round_ties_even() - v0
+        })
+        .collect();
+    move |l, u, c| {
+        let s = (u - l) / lv as f64;
+        // l + s·(v + offset) + c with v = (clip(w) − l)/s.
+        w.iter().zip(&offsets).map(|(&v, off)| (v as f64).clamp(l, u) + s * off + c).collect()
+    }
+}
+
+#[test]
+fn linear_gradients_cpu_vs_finite_differences_and_gpu_vs_cpu() {
+    use swinq::gpu::backward::{linear_input_grad, weight_partials, weight_quant_grads, LinearGrad};
+    let ctx = gpu();
+    let mut r = rng(6);
+    let (tokens, k, n_out, bits) = (203, 61, 37, 3);
+    let lv = levels(bits);
+    let x = random(&mut r, tokens * k, -1.0, 1.0);
+    let w = random(&mut r, n_out * k, -0.5, 0.5);
+    let dy = random(&mut r, tokens * n_out, -1.0, 1.0);
+    let qp = [QParams { lower: -0.31, upper: 0.37, bias: 0.004, _pad: 0.0 }];
+
+    // CPU: the weight quantizer's gradient is that of L = Σ dy ⊙ (x·Q̃(W)ᵀ).
+    let q_of = surrogate_quant(&w, &qp[0], lv);
+    let loss = |p: &[f64]| {
+        let wq = q_of(p[0], p[1], p[2]);
+        (0..tokens).map(|t| (0..n_out).map(|o| dy[t * n_out + o] as f64 * (0..k).map(|i| x[t * k + i] as f64 * wq[o * k + i]).sum::<f64>()).sum::<f64>()).sum::<f64>()
+    };
+    let fd = numeric_gradient(&[qp[0].lower as f64, qp[0].upper as f64, qp[0].bias as f64], 1e-7, loss);
+    let want = cpu::weight_quant_grads(&x, &dy, &w, (n_out, k), &qp[0], lv);
+    eprintln!("weight quantizer (dl, du, dc): {want:?}, finite differences {fd:?}");
+    for i in 0..3 {
+        assert!((want[i] - fd[i]).abs() < 1e-4 * (1.0 + fd[i].abs()), "weight quantizer gradient {i}: {} vs {}", want[i], fd[i]);
+    }
+    // CPU input gradient: L = Σ dy ⊙ (x·Ŵᵀ) is linear in x.
+    let (t0, k0) = (3, 5);
+    let small_x: Vec<f64> = x[..t0 * k].iter().map(|&v| v as f64).collect();
+    let loss_x = |xs: &[f64]| (0..t0).map(|t| (0..n_out).map(|o| dy[t * n_out + o] as f64 * (0..k).map(|i| xs[t * k + i] * swinq::quant::fake_quant(w[o * k + i], &qp[0], lv) as f64).sum::<f64>()).sum::<f64>()).sum::<f64>();
+    let fd_x = numeric_gradient(&small_x, 1e-6, loss_x);
+    let dx_cpu = cpu::linear_input_grad(&dy[..t0 * n_out], &w, (n_out, k), Some((&qp[0], lv)));
+    for t in 0..t0 {
+        for i in 0..k0 {
+            assert!((dx_cpu[t * k + i] as f64 - fd_x[t * k + i]).abs() < 1e-5, "linear dx ({t}, {i})");
+        }
+    }
+
+    // GPU against the CPU.
+    let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
+    let [xb, wb, dyb] = [&x, &w, &dy].map(|v| GpuBuffer::from_slice(ctx, "t", v));
+    let prior = random(&mut r, tokens * k, -1.0, 1.0);
+    let dxb = GpuBuffer::from_slice(ctx, "dx", &prior);
+    let layer = LinearGrad { weight: &wb, n_out, k, quant: Some(QuantRef { params: &params, row: 0, levels: lv }) };
+    let parts = weight_partials(&layer);
+    let partials = GpuBuffer::zeros(ctx, "partials", 4 * parts);
+    let grads = GpuBuffer::zeros(ctx, "grads", 4);
+    run_now(
+        ctx,
+        &[
+            linear_input_grad(ctx, [&dyb, &dxb], layer, tokens, true),
+            weight_quant_grads(ctx, [&xb, &dyb], layer, tokens, (&partials, 0)),
+            reduce_partials(ctx, (&partials, 0), parts, (&grads, 0), false),
+        ],
+    );
+    let want_dx: Vec<f32> = cpu::linear_input_grad(&dy, &w, (n_out, k), Some((&qp[0], lv))).iter().zip(&prior).map(|(a, b)| a + b).collect();
+    assert_close("linear input gradient, accumulated", &dxb.read(ctx), &want_dx, 1e-6);
+    let got = grads.read::<f32>(ctx);
+    for i in 0..3 {
+        let err = (got[i] as f64 - want[i]).abs() / (1.0 + want[i].abs());
+        eprintln!("weight quantizer gradient {i}: GPU {} CPU {} (error {err:.1e})", got[i], want[i]);
+        assert!(err < 1e-5, "weight quantizer gradient {i}: {err:.1e}");
+    }
+    let float = LinearGrad { quant: None, ..layer };
+    run_now(ctx, &[linear_input_grad(ctx, [&dyb, &dxb], float, tokens, false)]);
+    assert_close("float linear input gradient", &dxb.read(ctx), &cpu::linear_input_grad(&dy, &w, (n_out, k), None), 1e-6);
+}

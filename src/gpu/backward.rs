@@ -13,7 +13,8 @@ struct BackwardParams {
     row: u32,
     part0: u32,
     eps: f32,
-    _pad: [u32; 3],
+    n_out: u32,
+    _pad: [u32; 2],
 }
 
 fn dispatch(ctx: &GpuContext, entry: &str, consts: &[Const], params: BackwardParams, bindings: &[(u32, wgpu::BindingResource<'_>)], groups: [u32; 3]) -> Dispatch {
@@ -56,4 +57,43 @@ pub fn layer_norm_backward(ctx: &GpuContext, [x, dy, dx]: [&GpuBuffer; 3], norm:
     let params = BackwardParams { n: tokens as u32, c: norm.gamma.len as u32, eps: LN_EPS, ..Default::default() };
     let b = [(1, x.bind()), (2, dy.bind()), (3, dx.bind()), (7, norm.gamma.bind())];
     dispatch(ctx, "layernorm_backward", &[Const::F32("LEVELS", 0.0), Const::Bool("ACCUMULATE", accumulate)], params, &b, grid_1d(tokens))
+}
+
+/// A linear layer's frozen weight (n_out, k) and its quantizer, for the backward.
+#[derive(Clone, Copy)]
+pub struct LinearGrad<'a> {
+    pub weight: &'a GpuBuffer,
+    pub n_out: usize,
+    pub k: usize,
+    pub quant: Option<QuantRef<'a>>,
+}
+
+impl LinearGrad<'_> {
+    fn params(&self, tokens: usize, part0: usize) -> BackwardParams {
+        let row = self.quant.map_or(0, |q| q.row as u32);
+        BackwardParams { n: tokens as u32, c: self.k as u32, row, part0: part0 as u32, n_out: self.n_out as u32, ..Default::default() }
+    }
+}
+
+/// dx = dy·Ŵ over `tokens` rows (y = x·Ŵᵀ + b), added to dx when `accumulate`.
+pub fn linear_input_grad(ctx: &GpuContext, [dy, dx]: [&GpuBuffer; 2], layer: LinearGrad<'_>, tokens: usize, accumulate: bool) -> Dispatch {
+    let qparams = layer.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
+    let b = [(2, dy.bind()), (3, dx.bind()), (4, qparams), (8, layer.weight.bind())];
+    let levels = layer.quant.map_or(0.0, |q| q.levels);
+    let consts = [Const::F32("LEVELS", levels), Const::Bool("ACCUMULATE", accumulate)];
+    dispatch(ctx, "linear_input_grad", &consts, layer.params(tokens, 0), &b, grid_1d(tokens * layer.k))
+}
+
+/// Partial slots that `weight_quant_grads` writes for a layer.
+pub fn weight_partials(layer: &LinearGrad<'_>) -> usize {
+    quant_partials(layer.n_out * layer.k)
+}
+
+/// The weight quantizer's (dl, du, dc) partials from dy and the layer's input x (as
+/// the forward used it), into `partials` from slot `part0` (`weight_partials` slots).
+pub fn weight_quant_grads(ctx: &GpuContext, [x, dy]: [&GpuBuffer; 2], layer: LinearGrad<'_>, tokens: usize, (partials, part0): (&GpuBuffer, usize)) -> Dispatch {
+    let q = layer.quant.expect("weight_quant_grads needs the weight quantizer");
+    let b = [(1, x.bind()), (2, dy.bind()), (4, q.params.bind()), (5, partials.bind()), (8, layer.weight.bind())];
+    let consts = [Const::F32("LEVELS", q.levels), Const::Bool("ACCUMULATE", false)];
+    dispatch(ctx, "weight_quant_grads", &consts, layer.params(tokens, part0), &b, grid_1d(layer.n_out * layer.k))
 }

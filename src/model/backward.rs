@@ -4,7 +4,7 @@
 
 use super::cpu::erf;
 use super::weights::LayerNorm;
-use crate::quant::{fake_quant_grads, QParams};
+use crate::quant::{fake_quant, fake_quant_grads, QParams};
 
 /// Through a fake quantizer: dx = dy·∂Q/∂x, and Σ dy·∂Q/∂l, Σ dy·∂Q/∂u, Σ dy·∂Q/∂c.
 pub fn quant_backward(x: &[f32], dy: &[f32], q: &QParams, levels: f32) -> (Vec<f32>, [f64; 3]) {
@@ -52,4 +52,33 @@ pub fn layer_norm_backward(x: &[f32], dy: &[f32], c: usize, ln: &LayerNorm, eps:
         }
     }
     dx
+}
+
+/// A weight (n_out, k) through its optional quantizer.
+fn weight_used(w: &[f32], q: Option<(&QParams, f32)>) -> Vec<f32> {
+    w.iter().map(|&v| q.map_or(v, |(q, lv)| fake_quant(v, q, lv))).collect()
+}
+
+/// dx = dy·Ŵ for y = x·Ŵᵀ + b: (tokens, n_out) → (tokens, k).
+pub fn linear_input_grad(dy: &[f32], w: &[f32], (n_out, k): (usize, usize), q: Option<(&QParams, f32)>) -> Vec<f32> {
+    let wq = weight_used(w, q);
+    dy.chunks(n_out)
+        .flat_map(|d| (0..k).map(|i| d.iter().enumerate().map(|(o, &g)| g as f64 * wq[o * k + i] as f64).sum::<f64>() as f32).collect::<Vec<_>>())
+        .collect()
+}
+
+/// The weight quantizer's (dl, du, dc) from ∂L/∂Ŵ = dyᵀ·x.
+pub fn weight_quant_grads(x: &[f32], dy: &[f32], w: &[f32], (n_out, k): (usize, usize), q: &QParams, levels: f32) -> [f64; 3] {
+    let tokens = x.len() / k;
+    let mut sums = [0.0f64; 3];
+    for o in 0..n_out {
+        for i in 0..k {
+            let g: f64 = (0..tokens).map(|t| dy[t * n_out + o] as f64 * x[t * k + i] as f64).sum();
+            let d = fake_quant_grads(w[o * k + i], q, levels);
+            for (s, di) in sums.iter_mut().zip(&d[1..]) {
+                *s += g * *di as f64;
+            }
+        }
+    }
+    sums
 }
