@@ -11,7 +11,9 @@
 //  - linear_input_grad: dx = dy·Ŵ for y = x·Ŵᵀ + b, Ŵ the weight through its quantizer
 //    (row p.row; float when LEVELS is 0), added to dx when ACCUMULATE;
 //  - weight_quant_grads: the weight quantizer's (dl, du, dc) from ∂L/∂Ŵ = dyᵀ·x, one
-//    invocation per weight, partials per 256 weights.
+//    invocation per weight, partials per 256 weights;
+//  - conv3x3_input_grad: dx of a 3×3 convolution (zero padding 1) on (batch, h, w, c)
+//    tokens, weight (n_out, c, 3, 3), added to dx when ACCUMULATE.
 // Header constants: LEVELS (2^b − 1, or 0 for no quantizer), ACCUMULATE.
 
 struct Params {
@@ -20,9 +22,9 @@ struct Params {
     row: u32,       // quantizer row (quant: its parameters; reduce: its gradient row)
     part0: u32,     // quant: first partial slot; reduce: first partial to sum
     eps: f32,
-    n_out: u32,     // linear: output features (x has p.c = input features)
-    _pad1: u32,
-    _pad2: u32,
+    n_out: u32,     // linear, conv: output features (x has p.c = input features)
+    h: u32,         // conv: image height and width (p.n tokens = batch·h·w)
+    w: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -197,5 +199,42 @@ fn weight_quant_grads(
     let total = workgroup_sum(lid, contrib);
     if (lid == 0u) {
         partials[p.part0 + wg.x + wg.y * nwg.x] = total;
+    }
+}
+
+// dx[b, y, x, i] = Σ_{o, ky, kx} dy[b, y + 1 − ky, x + 1 − kx, o]·W[o, i, ky, kx].
+@compute @workgroup_size(256)
+fn conv3x3_input_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = flat_index(gid, nwg);
+    if (e >= p.n * p.c) {
+        return;
+    }
+    let t = e / p.c;
+    let i = e % p.c;
+    let y = i32((t / p.w) % p.h);
+    let x0 = i32(t % p.w);
+    let image = t / (p.h * p.w);
+    var acc = 0.0;
+    for (var ky = 0; ky < 3; ky++) {
+        let oy = y + 1 - ky;
+        if (oy < 0 || oy >= i32(p.h)) {
+            continue;
+        }
+        for (var kx = 0; kx < 3; kx++) {
+            let ox = x0 + 1 - kx;
+            if (ox < 0 || ox >= i32(p.w)) {
+                continue;
+            }
+            let src = ((image * p.h + u32(oy)) * p.w + u32(ox)) * p.n_out;
+            let tap = u32(ky * 3 + kx);
+            for (var o = 0u; o < p.n_out; o++) {
+                acc = fma(dy[src + o], weight[(o * p.c + i) * 9u + tap], acc);
+            }
+        }
+    }
+    if (ACCUMULATE) {
+        dx[e] += acc;
+    } else {
+        dx[e] = acc;
     }
 }

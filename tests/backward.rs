@@ -216,3 +216,33 @@ fn linear_gradients_cpu_vs_finite_differences_and_gpu_vs_cpu() {
     run_now(ctx, &[linear_input_grad(ctx, [&dyb, &dxb], float, tokens, false)]);
     assert_close("float linear input gradient", &dxb.read(ctx), &cpu::linear_input_grad(&dy, &w, (n_out, k), None), 1e-6);
 }
+
+#[test]
+fn conv_input_gradient_cpu_vs_finite_differences_and_gpu_vs_cpu() {
+    use swinq::gpu::backward::conv3x3_input_grad;
+    use swinq::model::cpu::conv3x3;
+    use swinq::model::weights::Conv3x3;
+    let ctx = gpu();
+    let mut r = rng(8);
+    let ((b, h, w), (cin, cout)) = ((2, 5, 7), (6, 11));
+    let conv = Conv3x3 { weight: random(&mut r, cout * cin * 9, -0.5, 0.5), bias: random(&mut r, cout, -0.1, 0.1), out_ch: cout, in_ch: cin };
+    let x = random(&mut r, b * h * w * cin, -1.0, 1.0);
+    let dy = random(&mut r, b * h * w * cout, -1.0, 1.0);
+    let want = cpu::conv3x3_input_grad(&dy, (b, h, w), &conv);
+    // The convolution is linear in x: a finite difference of L = Σ dy ⊙ conv(x) is exact up to rounding.
+    let loss = |xs: &[f64]| {
+        let xf: Vec<f32> = xs.iter().map(|&v| v as f32).collect();
+        conv3x3(&xf, b, h, w, &conv).iter().zip(&dy).map(|(y, d)| *y as f64 * *d as f64).sum::<f64>()
+    };
+    let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let fd = numeric_gradient(&xd[..40], 1e-2, |head: &[f64]| loss(&[head, &xd[40..]].concat()));
+    let got: Vec<f64> = want[..40].iter().map(|&v| v as f64).collect();
+    let err = max_abs_diff(&got, &fd);
+    eprintln!("conv input gradient vs finite differences: max abs error {err:.1e}");
+    assert!(err < 1e-3, "conv input gradient vs finite differences: {err:.1e}");
+
+    let [dyb, wb] = [&dy, &conv.weight].map(|v| GpuBuffer::from_slice(ctx, "t", v));
+    let dxb = GpuBuffer::zeros(ctx, "dx", x.len());
+    run_now(ctx, &[conv3x3_input_grad(ctx, [&dyb, &dxb], &wb, (b, h, w), (cin, cout), false)]);
+    assert_close("conv input gradient", &dxb.read(ctx), &want, 1e-6);
+}

@@ -14,7 +14,8 @@ struct BackwardParams {
     part0: u32,
     eps: f32,
     n_out: u32,
-    _pad: [u32; 2],
+    h: u32,
+    w: u32,
 }
 
 fn dispatch(ctx: &GpuContext, entry: &str, consts: &[Const], params: BackwardParams, bindings: &[(u32, wgpu::BindingResource<'_>)], groups: [u32; 3]) -> Dispatch {
@@ -96,4 +97,14 @@ pub fn weight_quant_grads(ctx: &GpuContext, [x, dy]: [&GpuBuffer; 2], layer: Lin
     let b = [(1, x.bind()), (2, dy.bind()), (4, q.params.bind()), (5, partials.bind()), (8, layer.weight.bind())];
     let consts = [Const::F32("LEVELS", q.levels), Const::Bool("ACCUMULATE", false)];
     dispatch(ctx, "weight_quant_grads", &consts, layer.params(tokens, part0), &b, grid_1d(layer.n_out * layer.k))
+}
+
+/// dx of a 3×3 convolution (zero padding) with frozen weights `weight` (n_out, c, 3, 3)
+/// over (b, h, w, c) tokens, from dy (b, h, w, n_out); added to dx when `accumulate`.
+pub fn conv3x3_input_grad(ctx: &GpuContext, [dy, dx]: [&GpuBuffer; 2], weight: &GpuBuffer, (b, h, w): (usize, usize, usize), (c, n_out): (usize, usize), accumulate: bool) -> Dispatch {
+    let tokens = b * h * w;
+    let params = BackwardParams { n: tokens as u32, c: c as u32, n_out: n_out as u32, h: h as u32, w: w as u32, ..Default::default() };
+    let bindings = [(2, dy.bind()), (3, dx.bind()), (8, weight.bind())];
+    let consts = [Const::F32("LEVELS", 0.0), Const::Bool("ACCUMULATE", accumulate)];
+    dispatch(ctx, "conv3x3_input_grad", &consts, params, &bindings, grid_1d(tokens * c))
 }

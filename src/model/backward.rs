@@ -3,7 +3,7 @@
 //! f64 accumulation; the GPU kernels in shaders/backward.wgsl are checked against these.
 
 use super::cpu::erf;
-use super::weights::LayerNorm;
+use super::weights::{Conv3x3, LayerNorm};
 use crate::quant::{fake_quant, fake_quant_grads, QParams};
 
 /// Through a fake quantizer: dx = dy·∂Q/∂x, and Σ dy·∂Q/∂l, Σ dy·∂Q/∂u, Σ dy·∂Q/∂c.
@@ -81,4 +81,28 @@ pub fn weight_quant_grads(x: &[f32], dy: &[f32], w: &[f32], (n_out, k): (usize, 
         }
     }
     sums
+}
+
+/// dx of a 3×3 convolution (zero padding 1) on (b, h, w, in) tokens from dy (b, h, w, out).
+pub fn conv3x3_input_grad(dy: &[f32], (b, h, w): (usize, usize, usize), conv: &Conv3x3) -> Vec<f32> {
+    let (cin, cout) = (conv.in_ch, conv.out_ch);
+    let mut dx = vec![0.0f32; b * h * w * cin];
+    for (t, out) in dx.chunks_mut(cin).enumerate() {
+        let (image, y, x) = (t / (h * w), (t / w) % h, t % w);
+        let mut acc = vec![0.0f64; cin];
+        for (ky, kx) in (0..3).flat_map(|ky| (0..3).map(move |kx| (ky, kx))) {
+            let (oy, ox) = ((y + 1).wrapping_sub(ky), (x + 1).wrapping_sub(kx));
+            if oy >= h || ox >= w {
+                continue;
+            }
+            let d = &dy[((image * h + oy) * w + ox) * cout..][..cout];
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a += d.iter().enumerate().map(|(o, &g)| g as f64 * conv.weight[(o * cin + i) * 9 + ky * 3 + kx] as f64).sum::<f64>();
+            }
+        }
+        for (o, a) in out.iter_mut().zip(&acc) {
+            *o = *a as f32;
+        }
+    }
+    dx
 }
