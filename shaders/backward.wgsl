@@ -14,6 +14,13 @@
 //    invocation per weight, partials per 256 weights;
 //  - conv3x3_input_grad: dx of a 3×3 convolution (zero padding 1) on (batch, h, w, c)
 //    tokens, weight (n_out, c, 3, 3), added to dx when ACCUMULATE.
+//  - l1_grad: the output loss mean|x − target| (x = student, dy = teacher): its
+//    gradient sign(x − t)/N into dx and per-workgroup partial sums of |x − t|;
+//  - sample_sums: per sample (p.c elements each, one workgroup per sample) the sums
+//    (‖x‖², ‖t‖², x·t) of student x and teacher t (dy), for the feature loss;
+//  - feature_grad: the feature loss mean((x/‖x‖ − t/‖t‖)²) over N elements, its
+//    gradient 2/(N‖x‖)·(e − x̂·(x̂·e)) with x̂ = x/‖x‖, e = x̂ − t/‖t‖, times
+//    p.eps (the loss weight λ), added to dx when ACCUMULATE.
 // Header constants: LEVELS (2^b − 1, or 0 for no quantizer), ACCUMULATE.
 
 struct Params {
@@ -236,5 +243,61 @@ fn conv3x3_input_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
         dx[e] += acc;
     } else {
         dx[e] = acc;
+    }
+}
+
+@compute @workgroup_size(256)
+fn l1_grad(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let i = flat_index(gid, nwg);
+    var contrib = vec4<f32>(0.0);
+    if (i < p.n) {
+        let d = x[i] - dy[i];
+        dx[i] = sign(d) / f32(p.n);
+        contrib = vec4<f32>(abs(d), 0.0, 0.0, 0.0);
+    }
+    let total = workgroup_sum(lid, contrib);
+    if (lid == 0u) {
+        partials[p.part0 + wg.x + wg.y * nwg.x] = total;
+    }
+}
+
+@compute @workgroup_size(256)
+fn sample_sums(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let base = wg.x * p.c;
+    var acc = vec4<f32>(0.0);
+    for (var i = lid; i < p.c; i += 256u) {
+        let a = x[base + i];
+        let b = dy[base + i];
+        acc += vec4<f32>(a * a, b * b, a * b, 0.0);
+    }
+    let total = workgroup_sum(lid, acc);
+    if (lid == 0u) {
+        partials[p.part0 + wg.x] = total;
+    }
+}
+
+@compute @workgroup_size(256)
+fn feature_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if (i >= p.n) {
+        return;
+    }
+    let sums = partials[p.part0 + i / p.c];
+    let norm_x = sqrt(sums.x);
+    let norm_t = sqrt(sums.y);
+    let xhat = x[i] / norm_x;
+    let e = xhat - dy[i] / norm_t;
+    // x̂·e over the sample = 1 − (x·t)/(‖x‖‖t‖).
+    let xhat_e = 1.0 - sums.z / (norm_x * norm_t);
+    let g = p.eps * 2.0 / (f32(p.n) * norm_x) * (e - xhat * xhat_e);
+    if (ACCUMULATE) {
+        dx[i] += g;
+    } else {
+        dx[i] = g;
     }
 }

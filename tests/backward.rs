@@ -246,3 +246,46 @@ fn conv_input_gradient_cpu_vs_finite_differences_and_gpu_vs_cpu() {
     run_now(ctx, &[conv3x3_input_grad(ctx, [&dyb, &dxb], &wb, (b, h, w), (cin, cout), false)]);
     assert_close("conv input gradient", &dxb.read(ctx), &want, 1e-6);
 }
+
+#[test]
+fn loss_gradients_cpu_vs_finite_differences_and_gpu_vs_cpu() {
+    use swinq::gpu::backward::{feature_grad, l1_grad};
+    let ctx = gpu();
+    let mut r = rng(9);
+    let (samples, per_sample) = (3, 301);
+    let n = samples * per_sample;
+    let x = random(&mut r, n, -1.0, 1.0);
+    let t = random(&mut r, n, -1.0, 1.0);
+
+    let xd: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+    let feature = |xs: &[f64]| cpu::feature_loss(&xs.iter().map(|&v| v as f32).collect::<Vec<_>>(), &t, per_sample).0;
+    let (_, want) = cpu::feature_loss(&x, &t, per_sample);
+    let picks = [0, 17, 300, 301, 650, n - 1];
+    for &i in &picks {
+        let h = 1e-3;
+        let mut p = xd.clone();
+        p[i] += h;
+        let up = feature(&p);
+        p[i] -= 2.0 * h;
+        let fd = (up - feature(&p)) / (2.0 * h);
+        assert!((want[i] - fd).abs() < 1e-3 * want[i].abs().max(1e-6) + 1e-9, "feature loss gradient {i}: {} vs {fd}", want[i]);
+    }
+
+    let [xb, tb] = [&x, &t].map(|v| GpuBuffer::from_slice(ctx, "t", v));
+    let prior = random(&mut r, n, -1e-3, 1e-3);
+    let dxb = GpuBuffer::from_slice(ctx, "dx", &prior);
+    let parts = quant_partials(n);
+    let partials = GpuBuffer::zeros(ctx, "partials", 4 * parts.max(samples));
+    let grads = GpuBuffer::zeros(ctx, "grads", 4);
+    let lambda = 5.0;
+    let [sums, grad] = feature_grad(ctx, [&xb, &tb, &dxb], (samples, per_sample), lambda, (&partials, 0), true);
+    run_now(ctx, &[sums, grad]);
+    let want_dx: Vec<f32> = want.iter().zip(&prior).map(|(g, p)| (lambda as f64 * g) as f32 + p).collect();
+    assert_close("feature loss gradient, accumulated", &dxb.read(ctx), &want_dx, 1e-5);
+
+    run_now(ctx, &[l1_grad(ctx, [&xb, &tb, &dxb], n, (&partials, 0)), reduce_partials(ctx, (&partials, 0), parts, (&grads, 0), false)]);
+    let (loss, want_l1) = cpu::l1_loss(&x, &t);
+    assert_close("L1 loss gradient", &dxb.read(ctx), &want_l1, 1e-7);
+    let got = grads.read::<f32>(ctx)[0] as f64 / n as f64;
+    assert!((got - loss).abs() < 1e-6 * loss, "L1 loss: GPU {got} CPU {loss}");
+}

@@ -108,3 +108,35 @@ pub fn conv3x3_input_grad(ctx: &GpuContext, [dy, dx]: [&GpuBuffer; 2], weight: &
     let consts = [Const::F32("LEVELS", 0.0), Const::Bool("ACCUMULATE", accumulate)];
     dispatch(ctx, "conv3x3_input_grad", &consts, params, &bindings, grid_1d(tokens * c))
 }
+
+/// The output loss mean|x − target| over n elements: its gradient into dx, and
+/// partial sums of |x − target| into `partials` from `part0` (`quant_partials(n)`
+/// slots; `reduce_partials` gives the sum in its first component).
+pub fn l1_grad(ctx: &GpuContext, [x, target, dx]: [&GpuBuffer; 3], n: usize, (partials, part0): (&GpuBuffer, usize)) -> Dispatch {
+    let params = BackwardParams { n: n as u32, part0: part0 as u32, ..Default::default() };
+    let b = [(1, x.bind()), (2, target.bind()), (3, dx.bind()), (5, partials.bind())];
+    dispatch(ctx, "l1_grad", &[Const::F32("LEVELS", 0.0), Const::Bool("ACCUMULATE", false)], params, &b, grid_1d(n))
+}
+
+/// The feature loss λ·mean((x/‖x‖ − t/‖t‖)²) of `samples` samples of `per_sample`
+/// elements (norms per sample): per-sample sums into `sums` (slots `slot`..+samples,
+/// vec4: ‖x‖², ‖t‖², x·t, 0), then its gradient added to dx when `accumulate`.
+#[allow(clippy::too_many_arguments)]
+pub fn feature_grad(
+    ctx: &GpuContext,
+    [x, target, dx]: [&GpuBuffer; 3],
+    (samples, per_sample): (usize, usize),
+    lambda: f32,
+    (sums, slot): (&GpuBuffer, usize),
+    accumulate: bool,
+) -> [Dispatch; 2] {
+    let n = samples * per_sample;
+    let params = BackwardParams { n: n as u32, c: per_sample as u32, part0: slot as u32, eps: lambda, ..Default::default() };
+    let sum_bindings = [(1, x.bind()), (2, target.bind()), (5, sums.bind())];
+    let grad_bindings = [(1, x.bind()), (2, target.bind()), (3, dx.bind()), (5, sums.bind())];
+    let consts = [Const::F32("LEVELS", 0.0), Const::Bool("ACCUMULATE", accumulate)];
+    [
+        dispatch(ctx, "sample_sums", &consts, params, &sum_bindings, [samples as u32, 1, 1]),
+        dispatch(ctx, "feature_grad", &consts, params, &grad_bindings, grid_1d(n)),
+    ]
+}

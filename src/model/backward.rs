@@ -106,3 +106,29 @@ pub fn conv3x3_input_grad(dy: &[f32], (b, h, w): (usize, usize, usize), conv: &C
     }
     dx
 }
+
+/// The output loss mean|x − t| and its gradient.
+pub fn l1_loss(x: &[f32], t: &[f32]) -> (f64, Vec<f32>) {
+    let n = x.len() as f64;
+    let loss = x.iter().zip(t).map(|(a, b)| (*a as f64 - *b as f64).abs()).sum::<f64>() / n;
+    let grad = x.iter().zip(t).map(|(a, b)| ((*a as f64 - *b as f64).signum() / n) as f32).collect();
+    (loss, grad)
+}
+
+/// The feature loss mean((x/‖x‖ − t/‖t‖)²) over all elements, norms per sample of
+/// `per_sample` elements (SPEC §5, as the paper describes it), and its gradient.
+pub fn feature_loss(x: &[f32], t: &[f32], per_sample: usize) -> (f64, Vec<f64>) {
+    let n = x.len() as f64;
+    let mut loss = 0.0;
+    let mut grad = Vec::with_capacity(x.len());
+    for (xs, ts) in x.chunks(per_sample).zip(t.chunks(per_sample)) {
+        let norm = |v: &[f32]| v.iter().map(|&a| a as f64 * a as f64).sum::<f64>().sqrt();
+        let (nx, nt) = (norm(xs), norm(ts));
+        let xhat: Vec<f64> = xs.iter().map(|&a| a as f64 / nx).collect();
+        let e: Vec<f64> = xhat.iter().zip(ts).map(|(a, &b)| a - b as f64 / nt).collect();
+        let xhat_e: f64 = xhat.iter().zip(&e).map(|(a, b)| a * b).sum();
+        loss += e.iter().map(|v| v * v).sum::<f64>() / n;
+        grad.extend(xhat.iter().zip(&e).map(|(a, b)| 2.0 / (n * nx) * (b - a * xhat_e)));
+    }
+    (loss, grad)
+}
