@@ -1,5 +1,6 @@
-// Image in and out of the network: mirror padding with mean shift (prepare), and
-// pixel shuffle with mean restore and crop (finish). Planar (B, CH, H, W) images,
+// Image in and out of the network: mirror padding with mean shift (prepare),
+// pixel shuffle with mean restore and crop (finish), and finish's backward
+// (finish_backward: the output's gradient back to the upsampling conv's tokens). Planar (B, CH, H, W) images,
 // token tensors (B, Hp, Wp, channels).
 
 struct Params {
@@ -57,4 +58,28 @@ fn finish(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let tok = (b * p.hp + oy / p.scale) * p.wp + ox / p.scale;
     let sub = c * s2 + (oy % p.scale) * p.scale + ox % p.scale;
     dst[idx] = src[tok * p.ch * s2 + sub] / p.img_range + p.mean[c];
+}
+
+// One invocation per token channel of the upsampling conv's output: the gradient of
+// the output pixel it becomes, or 0 where the crop dropped it.
+@compute @workgroup_size(256)
+fn finish_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = flat_index(gid, nwg);
+    let s2 = p.scale * p.scale;
+    if (idx >= p.b * p.hp * p.wp * p.ch * s2) {
+        return;
+    }
+    let sub = idx % (p.ch * s2);
+    let tok = idx / (p.ch * s2);
+    let c = sub / s2;
+    let oy = ((tok / p.wp) % p.hp) * p.scale + (sub % s2) / p.scale;
+    let ox = (tok % p.wp) * p.scale + sub % p.scale;
+    let b = tok / (p.wp * p.hp);
+    let oh = p.h * p.scale;
+    let ow = p.w * p.scale;
+    var g = 0.0;
+    if (oy < oh && ox < ow) {
+        g = src[((b * p.ch + c) * oh + oy) * ow + ox] / p.img_range;
+    }
+    dst[idx] = g;
 }

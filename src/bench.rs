@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::gpu::profiler::Profiler;
 use crate::gpu::GpuContext;
-use crate::model::graph::{GpuModel, Mode, Plan};
+use crate::model::graph::{Capture, GpuModel, Mode, Plan};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ForwardTiming {
@@ -41,7 +41,7 @@ pub fn time_forward(
     warmup: usize,
     repeats: usize,
 ) -> Result<ForwardTiming> {
-    let plan = Plan::with_mode(ctx, model, (batch, h, w), false, mode)?;
+    let plan = Plan::with_mode(ctx, model, (batch, h, w), Capture::Nothing, mode)?;
     let input: Vec<f32> = (0..batch * 3 * h * w).map(|i| (i % 251) as f32 / 250.0).collect();
     plan.forward(ctx, &input, None);
     for _ in 0..warmup {

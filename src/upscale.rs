@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 
 use crate::data::RgbImage;
 use crate::gpu::GpuContext;
-use crate::model::graph::{fits_exactly, GpuModel, Mode, Plan, QuantModel};
+use crate::model::graph::{fits_exactly, Capture, GpuModel, Mode, Plan, QuantModel};
 use crate::model::SwinWeights;
 use crate::quant::QParams;
 
@@ -120,7 +120,7 @@ impl<'a> Upscaler<'a> {
                 Some((q, Engine::Fake)) => Mode::Fake(q),
                 Some((q, Engine::Int)) => Mode::Int(q),
             };
-            self.plan = Some(Plan::with_mode(self.ctx, &self.model, (1, h, w), false, mode)?);
+            self.plan = Some(Plan::with_mode(self.ctx, &self.model, (1, h, w), Capture::Nothing, mode)?);
         }
         let plan = self.plan.as_ref().expect("plan");
         let data = plan.forward(self.ctx, &img.data, None);

@@ -289,3 +289,25 @@ fn loss_gradients_cpu_vs_finite_differences_and_gpu_vs_cpu() {
     let got = grads.read::<f32>(ctx)[0] as f64 / n as f64;
     assert!((got - loss).abs() < 1e-6 * loss, "L1 loss: GPU {got} CPU {loss}");
 }
+
+#[test]
+fn finish_backward_is_the_adjoint_of_finish() {
+    use swinq::gpu::ops::{finish_backward, ImageShape};
+    use swinq::model::cpu::pixel_shuffle_output;
+    let ctx = gpu();
+    let mut r = rng(10);
+    let (b, h, w, scale, window) = (2, 5usize, 7usize, 3, 4);
+    let (hp, wp) = (h.div_ceil(window) * window, w.div_ceil(window) * window);
+    let shape = ImageShape { b, ch: 3, h, w, hp, wp, scale, img_range: 1.0, mean: [0.4, 0.5, 0.6] };
+    let up = random(&mut r, b * hp * wp * 3 * scale * scale, -1.0, 1.0);
+    let d_out = random(&mut r, b * 3 * h * scale * w * scale, -1.0, 1.0);
+    // finish is affine in up: ⟨finish(up) − finish(0), d_out⟩ = ⟨up, finish_backward(d_out)⟩.
+    let shuffle = |x: &[f32]| pixel_shuffle_output(x, b, hp, wp, scale, h * scale, w * scale, 1.0);
+    let zero = shuffle(&vec![0.0; up.len()]);
+    let lhs: f64 = shuffle(&up).iter().zip(&zero).zip(&d_out).map(|((a, z), d)| (a - z) as f64 * *d as f64).sum();
+    let [db, ub] = [&d_out, &vec![0.0; up.len()]].map(|v| GpuBuffer::from_slice(ctx, "t", v));
+    run_now(ctx, &[finish_backward(ctx, &db, &ub, &shape)]);
+    let rhs: f64 = ub.read::<f32>(ctx).iter().zip(&up).map(|(g, u)| *g as f64 * *u as f64).sum();
+    eprintln!("finish adjoint: {lhs} vs {rhs}");
+    assert!((lhs - rhs).abs() < 1e-5 * lhs.abs().max(1.0), "finish backward: {lhs} vs {rhs}");
+}

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{gpu, random, rel_err, rng};
-use swinq::model::graph::{GpuModel, Mode, Plan, QuantModel};
+use swinq::model::graph::{Capture, GpuModel, Mode, Plan, QuantModel};
 use swinq::model::{SwinConfig, SwinWeights};
 use swinq::quant::calib::Patches;
 use swinq::quant::phase1::calibrate;
@@ -23,7 +23,7 @@ fn integer_engine_matches_fake_quantization() {
     for bits in [8, 4, 2] {
         let params = calibrate(ctx, &model, &patch, Method::DOBI, bits).expect("calibration");
         let q = QuantModel::new(ctx, &model, bits, &params);
-        let run = |mode| Plan::with_mode(ctx, &model, (1, h, w), false, mode).expect("plan").forward(ctx, &x, None);
+        let run = |mode| Plan::with_mode(ctx, &model, (1, h, w), Capture::Nothing, mode).expect("plan").forward(ctx, &x, None);
         let (fake, int) = (run(Mode::Fake(&q)), run(Mode::Int(&q)));
         let err = rel_err(&int, &fake);
         eprintln!("W{bits}A{bits}: integer vs fake-quantized output, relative error {err:.3e}");

@@ -269,13 +269,27 @@ pub fn fits_exactly(ctx: &GpuContext, cfg: &SwinConfig, b: usize, h: usize, w: u
     tokens * widest_activation(cfg) as u64 * 4 <= ctx.max_binding() && (tokens as usize).div_ceil(64) <= 65535
 }
 
+/// What a plan's forward copies aside, to read back with `Plan::captured` or to
+/// use on the GPU with `Plan::captured_buffer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capture {
+    Nothing,
+    /// The golden features of ../shared/golden/README.md (tests).
+    Golden,
+    /// Phase 2: each residual group's block output `group{r}` (the distilled
+    /// features), the body's output `body` (before the last LayerNorm), and with
+    /// `block_inputs` every block's input `block_in{n}` (the student's backward
+    /// recomputes each block from it).
+    Distill { block_inputs: bool },
+}
+
 impl Plan {
     /// `capture` records the golden features (see ../shared/golden/README.md) for tests.
     pub fn new(ctx: &GpuContext, model: &GpuModel, b: usize, h: usize, w: usize, capture: bool) -> Result<Self> {
-        Self::with_mode(ctx, model, (b, h, w), capture, Mode::Float)
+        Self::with_mode(ctx, model, (b, h, w), if capture { Capture::Golden } else { Capture::Nothing }, Mode::Float)
     }
 
-    pub fn with_mode(ctx: &GpuContext, model: &GpuModel, (b, h, w): (usize, usize, usize), capture: bool, mode: Mode<'_>) -> Result<Self> {
+    pub fn with_mode(ctx: &GpuContext, model: &GpuModel, (b, h, w): (usize, usize, usize), capture: Capture, mode: Mode<'_>) -> Result<Self> {
         let cfg = &model.config;
         if b == 0 || h == 0 || w == 0 {
             bail!("empty input ({b}×{h}×{w})");
@@ -360,7 +374,10 @@ impl Plan {
         }
     }
 
-    fn record(&mut self, ctx: &GpuContext, m: &GpuModel, chunk: usize, cap: bool, mode: Mode<'_>) {
+    fn record(&mut self, ctx: &GpuContext, m: &GpuModel, chunk: usize, capture: Capture, mode: Mode<'_>) {
+        let cap = capture == Capture::Golden;
+        let distill = matches!(capture, Capture::Distill { .. });
+        let block_inputs = capture == Capture::Distill { block_inputs: true };
         let cfg = &m.config;
         let t = self.tokens();
         let (hp, wp) = self.padded;
@@ -381,19 +398,21 @@ impl Plan {
             for (j, blk) in g.blocks.iter().enumerate() {
                 let x_in = if j == 0 { u } else { s2 };
                 let attn = attn_shape(cfg, r, j);
+                self.capture(ctx, block_inputs, &format!("block_in{flat}"), Buf::P(x_in));
                 self.record_block(ctx, blk, attn, [x_in, s1, s2], chunk, (flat, mode));
                 flat += 1;
                 if r == 0 && j < 2 {
                     self.capture(ctx, cap, &format!("block0_{j}"), Buf::P(s2));
                 }
             }
-            self.capture(ctx, cap, &format!("group{r}"), Buf::P(s2));
+            self.capture(ctx, cap || distill, &format!("group{r}"), Buf::P(s2));
             let b = &self.bufs;
             let d = conv(ctx, b.p[s2].bind(), &g.conv, b.p[s1].bind(), t, conv_in, Some(b.p[u].bind()));
             self.run(d);
             self.capture(ctx, cap, &format!("rstb{r}"), Buf::P(s1));
             (u, s1) = (s1, u);
         }
+        self.capture(ctx, distill, "body", Buf::P(u));
         let b = &self.bufs;
         let mut tail = vec![ops::layer_norm(ctx, b.p[u].bind(), &m.norm, b.ln.bind(), t, "layernorm")];
         tail.extend(conv(ctx, b.ln.bind(), &m.conv_after_body, b.p[s1].bind(), t, conv_in, Some(b.f0.bind())));
@@ -580,8 +599,7 @@ impl Plan {
     /// Uploads a planar (b, ch, h, w) batch, runs the model and returns the planar
     /// (b, ch, s·h, s·w) output, un-clamped.
     pub fn forward(&self, ctx: &GpuContext, image: &[f32], profiler: Option<&mut Profiler>) -> Vec<f32> {
-        assert_eq!(image.len(), self.bufs.input.len, "input size does not match the plan");
-        self.bufs.input.write(ctx, image);
+        self.set_input(ctx, image);
         self.execute(ctx, profiler);
         self.bufs.output.read(ctx)
     }
@@ -623,6 +641,25 @@ impl Plan {
         }
         ctx.queue.submit([enc.finish()]);
         ctx.wait();
+    }
+
+    /// A captured feature's buffer on the GPU.
+    pub fn captured_buffer(&self, name: &str) -> Option<&GpuBuffer> {
+        self.steps.iter().find_map(|s| match s {
+            Step::Capture { name: n, dst, .. } if n == name => Some(dst),
+            _ => None,
+        })
+    }
+
+    /// The output buffer: planar (b, ch, s·h, s·w), un-clamped.
+    pub fn output(&self) -> &GpuBuffer {
+        &self.bufs.output
+    }
+
+    /// Writes a planar (b, ch, h, w) input batch (then `execute`).
+    pub fn set_input(&self, ctx: &GpuContext, image: &[f32]) {
+        assert_eq!(image.len(), self.bufs.input.len, "input size does not match the plan");
+        self.bufs.input.write(ctx, image);
     }
 
     /// A captured feature by name (only in plans made with `capture`).

@@ -8,7 +8,7 @@ use super::calib::Patches;
 use super::search::Method;
 use super::QParams;
 use crate::gpu::GpuContext;
-use crate::model::graph::{Calibration, GpuModel, Mode, Plan};
+use crate::model::graph::{Calibration, Capture, GpuModel, Mode, Plan};
 
 /// Bounds and bias of every quantizer for `bits`-bit quantization (c = 0 unless
 /// the method corrects the bias; weights get theirs from the same search).
@@ -16,7 +16,7 @@ pub fn calibrate(ctx: &GpuContext, model: &GpuModel, patches: &Patches, method: 
     let dims = (patches.n, patches.size, patches.size);
     let cal = Calibration::new(ctx, model, method, bits, dims)?;
     cal.search_weights(ctx, model);
-    let plan = Plan::with_mode(ctx, model, dims, false, Mode::Calibrate(&cal))?;
+    let plan = Plan::with_mode(ctx, model, dims, Capture::Nothing, Mode::Calibrate(&cal))?;
     plan.forward(ctx, &patches.data, None);
     Ok(cal.read_params(ctx))
 }
