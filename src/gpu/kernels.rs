@@ -19,6 +19,7 @@ pub enum Shader {
     Search,
     Quant,
     Backward,
+    Adam,
 }
 
 impl Shader {
@@ -32,6 +33,7 @@ impl Shader {
             Shader::Search => include_str!("../../shaders/search.wgsl"),
             Shader::Quant => include_str!("../../shaders/quant.wgsl"),
             Shader::Backward => include_str!("../../shaders/backward.wgsl"),
+            Shader::Adam => include_str!("../../shaders/adam.wgsl"),
         }
     }
 }

@@ -62,3 +62,64 @@ pub fn load_patches(dir: &Path, n: usize, size: usize, mode: PatchMode, seed: u6
     }
     Ok(Patches { n, size, data })
 }
+
+/// Random training patches for phase 2: a random crop of a random image, with one of
+/// the eight flips and 90° rotations, drawn afresh for every batch.
+pub struct PatchSampler {
+    images: Vec<RgbImage>,
+    size: usize,
+    rng: rand::rngs::StdRng,
+}
+
+impl PatchSampler {
+    /// Loads every image of `dir` (each at least `size`×`size`).
+    pub fn new(dir: &Path, size: usize, seed: u64, window: usize) -> Result<Self> {
+        if size < window || !size.is_multiple_of(window) {
+            bail!("training patches of {size}×{size} must be a multiple of the {window}×{window} window");
+        }
+        let mut images = Vec::new();
+        for file in list_images(dir)? {
+            let img = load_rgb(&file)?;
+            if img.width < size || img.height < size {
+                bail!("{}: {}×{} is smaller than a {size}×{size} training patch", file.display(), img.width, img.height);
+            }
+            images.push(img);
+        }
+        Ok(Self { images, size, rng: rand::rngs::StdRng::seed_from_u64(seed) })
+    }
+
+    pub fn batch(&mut self, n: usize) -> Patches {
+        let size = self.size;
+        let mut data = Vec::with_capacity(n * 3 * size * size);
+        for _ in 0..n {
+            let img = &self.images[self.rng.random_range(0..self.images.len())];
+            let (x0, y0) = (self.rng.random_range(0..=img.width - size), self.rng.random_range(0..=img.height - size));
+            let mut patch = Vec::with_capacity(3 * size * size);
+            crop(img, x0, y0, size, &mut patch);
+            data.extend(dihedral(&patch, size, self.rng.random_range(0..8)));
+        }
+        Patches { n, size, data }
+    }
+}
+
+/// One of the eight symmetries of a square planar (3, size, size) patch: bit 0
+/// flips horizontally, bit 1 vertically, bit 2 transposes (with the flips, the
+/// 90° rotations).
+pub fn dihedral(patch: &[f32], size: usize, which: u32) -> Vec<f32> {
+    let mut out = vec![0.0; patch.len()];
+    for c in 0..3 {
+        for y in 0..size {
+            for x in 0..size {
+                let (mut sy, mut sx) = if which & 4 != 0 { (x, y) } else { (y, x) };
+                if which & 1 != 0 {
+                    sx = size - 1 - sx;
+                }
+                if which & 2 != 0 {
+                    sy = size - 1 - sy;
+                }
+                out[(c * size + y) * size + x] = patch[(c * size + sy) * size + sx];
+            }
+        }
+    }
+    out
+}

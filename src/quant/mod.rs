@@ -1,6 +1,7 @@
 //! Quantizers: names and layout (SPEC §3, §6), the fake quantizer, and phase 1's bound search.
 
 pub mod calib;
+pub mod dqc;
 pub mod export;
 pub mod file;
 pub mod phase1;

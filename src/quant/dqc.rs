@@ -1,0 +1,101 @@
+//! Phase 2 (DQC, SPEC §5): the quantizers' bounds (and, for 2DQuant+, their bias c)
+//! trained by distillation from the float model with Adam and a cosine schedule,
+//! entirely on the GPU.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::{grid_1d, Const, Dispatch, GpuBuffer, GpuContext, Shader};
+use crate::quant::QParams;
+
+/// Phase 2 settings (SPEC §5 defaults).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct DqcOptions {
+    pub iters: usize,
+    pub batch: usize,
+    /// LR patch side.
+    pub patch: usize,
+    pub lr: f32,
+    /// Weight λ of the feature loss.
+    pub lambda: f32,
+    pub seed: u64,
+    /// Whether c trains (2DQuant+) or stays as phase 1 left it.
+    pub train_bias: bool,
+}
+
+impl Default for DqcOptions {
+    fn default() -> Self {
+        Self { iters: 3000, batch: 32, patch: 64, lr: 1e-2, lambda: 5.0, seed: 0, train_bias: false }
+    }
+}
+
+pub const ADAM_BETAS: (f32, f32) = (0.9, 0.999);
+pub const ADAM_EPS: f32 = 1e-8;
+
+/// Cosine decay from `base` at iteration 0 to 0 after `total` iterations.
+pub fn cosine_lr(base: f32, iter: usize, total: usize) -> f32 {
+    let t = iter as f64 / total.max(1) as f64;
+    (base as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct AdamParams {
+    rows: u32,
+    step: u32,
+    train_bias: u32,
+    _pad: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+}
+
+/// Adam's moment buffers for the quantizer parameter rows.
+pub struct Adam {
+    rows: usize,
+    m1: GpuBuffer,
+    m2: GpuBuffer,
+    train_bias: bool,
+}
+
+impl Adam {
+    pub fn new(ctx: &GpuContext, rows: usize, train_bias: bool) -> Self {
+        Self { rows, m1: GpuBuffer::zeros(ctx, "adam.m1", 4 * rows), m2: GpuBuffer::zeros(ctx, "adam.m2", 4 * rows), train_bias }
+    }
+
+    /// Step `step` (1-based) with learning rate `lr`: `params` (vec4 rows l, u, c, 0)
+    /// from `grads` (dl, du, dc, 0).
+    pub fn step(&self, ctx: &GpuContext, params: &GpuBuffer, grads: &GpuBuffer, step: usize, lr: f32) -> Dispatch {
+        let p = AdamParams {
+            rows: self.rows as u32,
+            step: step as u32,
+            train_bias: self.train_bias as u32,
+            _pad: 0,
+            lr,
+            beta1: ADAM_BETAS.0,
+            beta2: ADAM_BETAS.1,
+            eps: ADAM_EPS,
+        };
+        let pipeline = ctx.pipeline(Shader::Adam, "main", &[] as &[Const]);
+        let b = [(1, params.bind()), (2, grads.bind()), (3, self.m1.bind()), (4, self.m2.bind())];
+        Dispatch::with_bindings(ctx, pipeline, &p, &b, grid_1d(self.rows), "adam")
+    }
+}
+
+/// The same Adam step on the CPU (reference for tests): moments as [l, u, c] rows.
+pub fn adam_reference(params: &mut [QParams], grads: &[[f32; 3]], moments: &mut [[[f64; 3]; 2]], step: usize, lr: f32, train_bias: bool) {
+    let (b1, b2) = (ADAM_BETAS.0 as f64, ADAM_BETAS.1 as f64);
+    for ((p, g), [m, v]) in params.iter_mut().zip(grads).zip(moments.iter_mut()) {
+        let mut theta = [p.lower, p.upper, p.bias];
+        for i in 0..3 {
+            m[i] = b1 * m[i] + (1.0 - b1) * g[i] as f64;
+            v[i] = b2 * v[i] + (1.0 - b2) * (g[i] as f64).powi(2);
+            let m_hat = m[i] / (1.0 - b1.powi(step as i32));
+            let v_hat = v[i] / (1.0 - b2.powi(step as i32));
+            if i < 2 || train_bias {
+                theta[i] -= (lr as f64 * m_hat / (v_hat.sqrt() + ADAM_EPS as f64)) as f32;
+            }
+        }
+        [p.lower, p.upper, p.bias] = theta;
+    }
+}
