@@ -1,17 +1,20 @@
 // Backward kernels of phase 2 (DQC, SPEC §5): gradients flow to activations and to
 // the quantizers' l, u and c; the weights, LayerNorm gains and biases are frozen, so
 // none of their own gradients are formed.
-//  - quant_backward: through a fake quantizer (STE, SPEC §3): dx = dy·∂Q/∂x, and each
-//    workgroup's sums of dy·∂Q/∂l, dy·∂Q/∂u, dy·∂Q/∂c as one partial (tree order);
-//  - reduce_partials: a quantizer's partials summed in index order (deterministic)
-//    into its gradient row, added to the row when ACCUMULATE;
+//  - quant_backward: through a fake quantizer (STE, SPEC §3): dx = dy·∂Q/∂x (added
+//    to dx when ACCUMULATE), and each workgroup's sums of dy·∂Q/∂l, dy·∂Q/∂u,
+//    dy·∂Q/∂c as one partial (tree order);
+//  - reduce_partials: a quantizer's partials (every p.c-th from part0) summed in
+//    index order (deterministic) into its gradient row, added to it when ACCUMULATE;
+//  - add_into: dx += dy (a residual's gradient);
 //  - gelu_backward: dx = dy·GELU'(x);
 //  - layernorm_backward: dx of y = x̂·γ + β per token, added to dx when ACCUMULATE
 //    (the residual branch's gradient is already there);
 //  - linear_input_grad: dx = dy·Ŵ for y = x·Ŵᵀ + b, Ŵ the weight through its quantizer
 //    (row p.row; float when LEVELS is 0), added to dx when ACCUMULATE;
-//  - weight_quant_grads: the weight quantizer's (dl, du, dc) from ∂L/∂Ŵ = dyᵀ·x, one
-//    invocation per weight, partials per 256 weights;
+//  - weight_quant_grads: the weight quantizer's (dl, du, dc) from ∂L/∂Ŵ = dyᵀ·x̂ (x̂:
+//    x through the input quantizer p.act_row when ACT_QUANT), one invocation per
+//    weight, partials per 256 weights;
 //  - conv3x3_input_grad: dx of a 3×3 convolution (zero padding 1) on (batch, h, w, c)
 //    tokens, weight (n_out, c, 3, 3), added to dx when ACCUMULATE.
 //  - l1_grad: the output loss mean|x − target| (x = student, dy = teacher): its
@@ -21,17 +24,21 @@
 //  - feature_grad: the feature loss mean((x/‖x‖ − t/‖t‖)²) over N elements, its
 //    gradient 2/(N‖x‖)·(e − x̂·(x̂·e)) with x̂ = x/‖x‖, e = x̂ − t/‖t‖, times
 //    p.eps (the loss weight λ), added to dx when ACCUMULATE.
-// Header constants: LEVELS (2^b − 1, or 0 for no quantizer), ACCUMULATE.
+// Header constants: LEVELS (2^b − 1, or 0 for no quantizer), ACCUMULATE, ACT_QUANT.
 
 struct Params {
-    n: u32,         // elements (quant, gelu), tokens (layernorm), partials (reduce)
-    c: u32,         // channels (layernorm)
+    n: u32,         // elements (quant, gelu, add), tokens (layernorm, linear), partials (reduce)
+    c: u32,         // channels (layernorm, linear and conv input), stride (reduce)
     row: u32,       // quantizer row (quant: its parameters; reduce: its gradient row)
     part0: u32,     // quant: first partial slot; reduce: first partial to sum
     eps: f32,
     n_out: u32,     // linear, conv: output features (x has p.c = input features)
     h: u32,         // conv: image height and width (p.n tokens = batch·h·w)
     w: u32,
+    act_row: u32,   // weight_quant_grads: the input quantizer's row
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -72,7 +79,11 @@ fn quant_backward(
     if (i < p.n) {
         let g = fake_quant_grads(x[i], qparams[p.row], LEVELS);
         let d = dy[i];
-        dx[i] = d * g.x;
+        if (ACCUMULATE) {
+            dx[i] += d * g.x;
+        } else {
+            dx[i] = d * g.x;
+        }
         contrib = vec4<f32>(d * g.y, d * g.z, d * g.w, 0.0);
     }
     let total = workgroup_sum(lid, contrib);
@@ -86,7 +97,7 @@ fn quant_backward(
 fn reduce_partials(@builtin(local_invocation_index) lid: u32) {
     var acc = vec4<f32>(0.0);
     for (var i = lid; i < p.n; i += 256u) {
-        acc += partials[p.part0 + i];
+        acc += partials[p.part0 + i * p.c];
     }
     let total = workgroup_sum(lid, acc);
     if (lid == 0u) {
@@ -95,6 +106,14 @@ fn reduce_partials(@builtin(local_invocation_index) lid: u32) {
         } else {
             grads[p.row] = total;
         }
+    }
+}
+
+@compute @workgroup_size(256)
+fn add_into(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if (i < p.n) {
+        dx[i] += dy[i];
     }
 }
 
@@ -197,8 +216,13 @@ fn weight_quant_grads(
         let o = e / p.c;
         let i = e % p.c;
         var g = 0.0;
+        let act = qparams[p.act_row];
         for (var t = 0u; t < p.n; t++) {
-            g = fma(dy[t * p.n_out + o], x[t * p.c + i], g);
+            var xi = x[t * p.c + i];
+            if (ACT_QUANT) {
+                xi = fake_quant(xi, act, LEVELS);
+            }
+            g = fma(dy[t * p.n_out + o], xi, g);
         }
         let d = fake_quant_grads(weight[e], qparams[p.row], LEVELS);
         contrib = vec4<f32>(g * d.y, g * d.z, g * d.w, 0.0);

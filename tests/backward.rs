@@ -89,13 +89,16 @@ fn quantizer_backward_and_reduction() {
         run_now(
             ctx,
             &[
-                quant_backward(ctx, [&xb, &dyb, &dxb], n, q, (&partials, 5)),
-                reduce_partials(ctx, (&partials, 5), parts, (&grads, 2), false),
-                reduce_partials(ctx, (&partials, 5), parts, (&grads, 2), true),
+                quant_backward(ctx, [&xb, &dyb, &dxb], n, q, (&partials, 5), false),
+                reduce_partials(ctx, (&partials, 5, 1), parts, (&grads, 2), false),
+                reduce_partials(ctx, (&partials, 5, 1), parts, (&grads, 2), true),
             ],
         );
         let (want_dx, want_sums) = cpu::quant_backward(&x, &dy, &rows[1], lv);
         assert_close(&format!("W{bits} quantizer dx"), &dxb.read(ctx), &want_dx, 1e-7);
+        run_now(ctx, &[quant_backward(ctx, [&xb, &dyb, &dxb], n, q, (&partials, 5), true)]);
+        let twice: Vec<f32> = want_dx.iter().map(|v| 2.0 * v).collect();
+        assert_close(&format!("W{bits} quantizer dx, accumulated"), &dxb.read(ctx), &twice, 1e-7);
         let got = grads.read::<f32>(ctx);
         // Cancellation makes the sums small: compare against the sum of magnitudes.
         let scale: f64 = dy.iter().map(|d| d.abs() as f64).sum();
@@ -161,7 +164,7 @@ fn linear_gradients_cpu_vs_finite_differences_and_gpu_vs_cpu() {
     let x = random(&mut r, tokens * k, -1.0, 1.0);
     let w = random(&mut r, n_out * k, -0.5, 0.5);
     let dy = random(&mut r, tokens * n_out, -1.0, 1.0);
-    let qp = [QParams { lower: -0.31, upper: 0.37, bias: 0.004, _pad: 0.0 }];
+    let qp = [QParams { lower: -0.31, upper: 0.37, bias: 0.004, _pad: 0.0 }, QParams { lower: -0.8, upper: 0.9, bias: 0.01, _pad: 0.0 }];
 
     // CPU: the weight quantizer's gradient is that of L = Σ dy ⊙ (x·Q̃(W)ᵀ).
     let q_of = surrogate_quant(&w, &qp[0], lv);
@@ -200,8 +203,8 @@ fn linear_gradients_cpu_vs_finite_differences_and_gpu_vs_cpu() {
         ctx,
         &[
             linear_input_grad(ctx, [&dyb, &dxb], layer, tokens, true),
-            weight_quant_grads(ctx, [&xb, &dyb], layer, tokens, (&partials, 0)),
-            reduce_partials(ctx, (&partials, 0), parts, (&grads, 0), false),
+            weight_quant_grads(ctx, [&xb, &dyb], layer, None, tokens, (&partials, 0)),
+            reduce_partials(ctx, (&partials, 0, 1), parts, (&grads, 0), false),
         ],
     );
     let want_dx: Vec<f32> = cpu::linear_input_grad(&dy, &w, (n_out, k), Some((&qp[0], lv))).iter().zip(&prior).map(|(a, b)| a + b).collect();
@@ -211,6 +214,15 @@ fn linear_gradients_cpu_vs_finite_differences_and_gpu_vs_cpu() {
         let err = (got[i] as f64 - want[i]).abs() / (1.0 + want[i].abs());
         eprintln!("weight quantizer gradient {i}: GPU {} CPU {} (error {err:.1e})", got[i], want[i]);
         assert!(err < 1e-5, "weight quantizer gradient {i}: {err:.1e}");
+    }
+    // With the input quantizer (row 1) applied to x on the fly.
+    let xq: Vec<f32> = x.iter().map(|&v| swinq::quant::fake_quant(v, &qp[1], lv)).collect();
+    let want_q = cpu::weight_quant_grads(&xq, &dy, &w, (n_out, k), &qp[0], lv);
+    run_now(ctx, &[weight_quant_grads(ctx, [&xb, &dyb], layer, Some(1), tokens, (&partials, 0)), reduce_partials(ctx, (&partials, 0, 1), parts, (&grads, 0), false)]);
+    let got = grads.read::<f32>(ctx);
+    for i in 0..3 {
+        let err = (got[i] as f64 - want_q[i]).abs() / (1.0 + want_q[i].abs());
+        assert!(err < 1e-5, "weight quantizer gradient {i} with a quantized input: {err:.1e}");
     }
     let float = LinearGrad { quant: None, ..layer };
     run_now(ctx, &[linear_input_grad(ctx, [&dyb, &dxb], float, tokens, false)]);
@@ -283,7 +295,7 @@ fn loss_gradients_cpu_vs_finite_differences_and_gpu_vs_cpu() {
     let want_dx: Vec<f32> = want.iter().zip(&prior).map(|(g, p)| (lambda as f64 * g) as f32 + p).collect();
     assert_close("feature loss gradient, accumulated", &dxb.read(ctx), &want_dx, 1e-5);
 
-    run_now(ctx, &[l1_grad(ctx, [&xb, &tb, &dxb], n, (&partials, 0)), reduce_partials(ctx, (&partials, 0), parts, (&grads, 0), false)]);
+    run_now(ctx, &[l1_grad(ctx, [&xb, &tb, &dxb], n, (&partials, 0)), reduce_partials(ctx, (&partials, 0, 1), parts, (&grads, 0), false)]);
     let (loss, want_l1) = cpu::l1_loss(&x, &t);
     assert_close("L1 loss gradient", &dxb.read(ctx), &want_l1, 1e-7);
     let got = grads.read::<f32>(ctx)[0] as f64 / n as f64;

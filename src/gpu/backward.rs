@@ -16,10 +16,22 @@ struct BackwardParams {
     n_out: u32,
     h: u32,
     w: u32,
+    act_row: u32,
+    _pad: [u32; 3],
 }
 
-fn dispatch(ctx: &GpuContext, entry: &str, consts: &[Const], params: BackwardParams, bindings: &[(u32, wgpu::BindingResource<'_>)], groups: [u32; 3]) -> Dispatch {
-    let pipeline = ctx.pipeline(Shader::Backward, entry, consts);
+/// The header constants of shaders/backward.wgsl.
+#[derive(Clone, Copy, Default)]
+struct Flags {
+    /// 2^b − 1 of the kernel's quantizer, 0 for none.
+    levels: f32,
+    accumulate: bool,
+    act_quant: bool,
+}
+
+fn dispatch(ctx: &GpuContext, entry: &str, f: Flags, params: BackwardParams, bindings: &[(u32, wgpu::BindingResource<'_>)], groups: [u32; 3]) -> Dispatch {
+    let consts = [Const::F32("LEVELS", f.levels), Const::Bool("ACCUMULATE", f.accumulate), Const::Bool("ACT_QUANT", f.act_quant)];
+    let pipeline = ctx.pipeline(Shader::Backward, entry, &consts);
     Dispatch::with_bindings(ctx, pipeline, &params, bindings, groups, "backward")
 }
 
@@ -28,28 +40,34 @@ pub fn quant_partials(n: usize) -> usize {
     n.div_ceil(256).max(1)
 }
 
-/// Through fake quantizer `q` on x (n elements): dx = dy·∂Q/∂x, and the
-/// quantizer's (dl, du, dc) sums per 256 elements into `partials` from slot `part0`
-/// (`quant_partials(n)` slots; sum them with `reduce_partials`).
-pub fn quant_backward(ctx: &GpuContext, [x, dy, dx]: [&GpuBuffer; 3], n: usize, q: QuantRef<'_>, (partials, part0): (&GpuBuffer, usize)) -> Dispatch {
+/// Through fake quantizer `q` on x (n elements): dx = dy·∂Q/∂x (added to dx when
+/// `accumulate`), and the quantizer's (dl, du, dc) sums per 256 elements into
+/// `partials` from slot `part0` (`quant_partials(n)` slots; sum them with `reduce_partials`).
+pub fn quant_backward(ctx: &GpuContext, [x, dy, dx]: [&GpuBuffer; 3], n: usize, q: QuantRef<'_>, (partials, part0): (&GpuBuffer, usize), accumulate: bool) -> Dispatch {
     let params = BackwardParams { n: n as u32, row: q.row as u32, part0: part0 as u32, ..Default::default() };
     let b = [(1, x.bind()), (2, dy.bind()), (3, dx.bind()), (4, q.params.bind()), (5, partials.bind())];
-    dispatch(ctx, "quant_backward", &[Const::F32("LEVELS", q.levels), Const::Bool("ACCUMULATE", false)], params, &b, grid_1d(n))
+    dispatch(ctx, "quant_backward", Flags { levels: q.levels, accumulate, ..Flags::default() }, params, &b, grid_1d(n))
 }
 
-/// Sums `count` partials from slot `part0` in a fixed order into row `row` of
-/// `grads` (vec4 rows: dl, du, dc, 0), or adds them to it when `accumulate`.
-pub fn reduce_partials(ctx: &GpuContext, (partials, part0): (&GpuBuffer, usize), count: usize, (grads, row): (&GpuBuffer, usize), accumulate: bool) -> Dispatch {
-    let params = BackwardParams { n: count as u32, row: row as u32, part0: part0 as u32, ..Default::default() };
+/// Sums `count` partials, every `stride`-th from slot `part0`, in a fixed order into
+/// row `row` of `grads` (vec4 rows: dl, du, dc, 0), or adds them to it when `accumulate`.
+pub fn reduce_partials(ctx: &GpuContext, (partials, part0, stride): (&GpuBuffer, usize, usize), count: usize, (grads, row): (&GpuBuffer, usize), accumulate: bool) -> Dispatch {
+    let params = BackwardParams { n: count as u32, c: stride as u32, row: row as u32, part0: part0 as u32, ..Default::default() };
     let b = [(5, partials.bind()), (6, grads.bind())];
-    dispatch(ctx, "reduce_partials", &[Const::F32("LEVELS", 0.0), Const::Bool("ACCUMULATE", accumulate)], params, &b, [1, 1, 1])
+    dispatch(ctx, "reduce_partials", Flags { accumulate, ..Flags::default() }, params, &b, [1, 1, 1])
+}
+
+/// dx += dy over n elements.
+pub fn add_into(ctx: &GpuContext, [dy, dx]: [&GpuBuffer; 2], n: usize) -> Dispatch {
+    let params = BackwardParams { n: n as u32, ..Default::default() };
+    dispatch(ctx, "add_into", Flags::default(), params, &[(2, dy.bind()), (3, dx.bind())], grid_1d(n))
 }
 
 /// dx = dy·GELU'(x) over n elements.
 pub fn gelu_backward(ctx: &GpuContext, [x, dy, dx]: [&GpuBuffer; 3], n: usize) -> Dispatch {
     let params = BackwardParams { n: n as u32, ..Default::default() };
     let b = [(1, x.bind()), (2, dy.bind()), (3, dx.bind())];
-    dispatch(ctx, "gelu_backward", &[Const::F32("LEVELS", 0.0), Const::Bool("ACCUMULATE", false)], params, &b, grid_1d(n))
+    dispatch(ctx, "gelu_backward", Flags::default(), params, &b, grid_1d(n))
 }
 
 /// Input gradient of LayerNorm `norm` over (tokens, C) x, written to dx or added
@@ -57,7 +75,7 @@ pub fn gelu_backward(ctx: &GpuContext, [x, dy, dx]: [&GpuBuffer; 3], n: usize) -
 pub fn layer_norm_backward(ctx: &GpuContext, [x, dy, dx]: [&GpuBuffer; 3], norm: &GpuNorm, tokens: usize, accumulate: bool) -> Dispatch {
     let params = BackwardParams { n: tokens as u32, c: norm.gamma.len as u32, eps: LN_EPS, ..Default::default() };
     let b = [(1, x.bind()), (2, dy.bind()), (3, dx.bind()), (7, norm.gamma.bind())];
-    dispatch(ctx, "layernorm_backward", &[Const::F32("LEVELS", 0.0), Const::Bool("ACCUMULATE", accumulate)], params, &b, grid_1d(tokens))
+    dispatch(ctx, "layernorm_backward", Flags { accumulate, ..Flags::default() }, params, &b, grid_1d(tokens))
 }
 
 /// A linear layer's frozen weight (n_out, k) and its quantizer, for the backward.
@@ -80,9 +98,8 @@ impl LinearGrad<'_> {
 pub fn linear_input_grad(ctx: &GpuContext, [dy, dx]: [&GpuBuffer; 2], layer: LinearGrad<'_>, tokens: usize, accumulate: bool) -> Dispatch {
     let qparams = layer.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
     let b = [(2, dy.bind()), (3, dx.bind()), (4, qparams), (8, layer.weight.bind())];
-    let levels = layer.quant.map_or(0.0, |q| q.levels);
-    let consts = [Const::F32("LEVELS", levels), Const::Bool("ACCUMULATE", accumulate)];
-    dispatch(ctx, "linear_input_grad", &consts, layer.params(tokens, 0), &b, grid_1d(tokens * layer.k))
+    let flags = Flags { levels: layer.quant.map_or(0.0, |q| q.levels), accumulate, ..Flags::default() };
+    dispatch(ctx, "linear_input_grad", flags, layer.params(tokens, 0), &b, grid_1d(tokens * layer.k))
 }
 
 /// Partial slots that `weight_quant_grads` writes for a layer.
@@ -90,13 +107,22 @@ pub fn weight_partials(layer: &LinearGrad<'_>) -> usize {
     quant_partials(layer.n_out * layer.k)
 }
 
-/// The weight quantizer's (dl, du, dc) partials from dy and the layer's input x (as
-/// the forward used it), into `partials` from slot `part0` (`weight_partials` slots).
-pub fn weight_quant_grads(ctx: &GpuContext, [x, dy]: [&GpuBuffer; 2], layer: LinearGrad<'_>, tokens: usize, (partials, part0): (&GpuBuffer, usize)) -> Dispatch {
+/// The weight quantizer's (dl, du, dc) partials from dy and the layer's input x,
+/// through its input quantizer (parameter row `act_row` of the same table) when
+/// given, into `partials` from slot `part0` (`weight_partials` slots).
+pub fn weight_quant_grads(
+    ctx: &GpuContext,
+    [x, dy]: [&GpuBuffer; 2],
+    layer: LinearGrad<'_>,
+    act_row: Option<usize>,
+    tokens: usize,
+    (partials, part0): (&GpuBuffer, usize),
+) -> Dispatch {
     let q = layer.quant.expect("weight_quant_grads needs the weight quantizer");
     let b = [(1, x.bind()), (2, dy.bind()), (4, q.params.bind()), (5, partials.bind()), (8, layer.weight.bind())];
-    let consts = [Const::F32("LEVELS", q.levels), Const::Bool("ACCUMULATE", false)];
-    dispatch(ctx, "weight_quant_grads", &consts, layer.params(tokens, part0), &b, grid_1d(layer.n_out * layer.k))
+    let params = BackwardParams { act_row: act_row.unwrap_or(0) as u32, ..layer.params(tokens, part0) };
+    let flags = Flags { levels: q.levels, act_quant: act_row.is_some(), ..Flags::default() };
+    dispatch(ctx, "weight_quant_grads", flags, params, &b, grid_1d(layer.n_out * layer.k))
 }
 
 /// dx of a 3×3 convolution (zero padding) with frozen weights `weight` (n_out, c, 3, 3)
@@ -105,8 +131,7 @@ pub fn conv3x3_input_grad(ctx: &GpuContext, [dy, dx]: [&GpuBuffer; 2], weight: &
     let tokens = b * h * w;
     let params = BackwardParams { n: tokens as u32, c: c as u32, n_out: n_out as u32, h: h as u32, w: w as u32, ..Default::default() };
     let bindings = [(2, dy.bind()), (3, dx.bind()), (8, weight.bind())];
-    let consts = [Const::F32("LEVELS", 0.0), Const::Bool("ACCUMULATE", accumulate)];
-    dispatch(ctx, "conv3x3_input_grad", &consts, params, &bindings, grid_1d(tokens * c))
+    dispatch(ctx, "conv3x3_input_grad", Flags { accumulate, ..Flags::default() }, params, &bindings, grid_1d(tokens * c))
 }
 
 /// The output loss mean|x − target| over n elements: its gradient into dx, and
@@ -115,7 +140,7 @@ pub fn conv3x3_input_grad(ctx: &GpuContext, [dy, dx]: [&GpuBuffer; 2], weight: &
 pub fn l1_grad(ctx: &GpuContext, [x, target, dx]: [&GpuBuffer; 3], n: usize, (partials, part0): (&GpuBuffer, usize)) -> Dispatch {
     let params = BackwardParams { n: n as u32, part0: part0 as u32, ..Default::default() };
     let b = [(1, x.bind()), (2, target.bind()), (3, dx.bind()), (5, partials.bind())];
-    dispatch(ctx, "l1_grad", &[Const::F32("LEVELS", 0.0), Const::Bool("ACCUMULATE", false)], params, &b, grid_1d(n))
+    dispatch(ctx, "l1_grad", Flags::default(), params, &b, grid_1d(n))
 }
 
 /// The feature loss λ·mean((x/‖x‖ − t/‖t‖)²) of `samples` samples of `per_sample`
@@ -134,9 +159,9 @@ pub fn feature_grad(
     let params = BackwardParams { n: n as u32, c: per_sample as u32, part0: slot as u32, eps: lambda, ..Default::default() };
     let sum_bindings = [(1, x.bind()), (2, target.bind()), (5, sums.bind())];
     let grad_bindings = [(1, x.bind()), (2, target.bind()), (3, dx.bind()), (5, sums.bind())];
-    let consts = [Const::F32("LEVELS", 0.0), Const::Bool("ACCUMULATE", accumulate)];
+    let flags = Flags { accumulate, ..Flags::default() };
     [
-        dispatch(ctx, "sample_sums", &consts, params, &sum_bindings, [samples as u32, 1, 1]),
-        dispatch(ctx, "feature_grad", &consts, params, &grad_bindings, grid_1d(n)),
+        dispatch(ctx, "sample_sums", flags, params, &sum_bindings, [samples as u32, 1, 1]),
+        dispatch(ctx, "feature_grad", flags, params, &grad_bindings, grid_1d(n)),
     ]
 }
