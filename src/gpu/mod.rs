@@ -3,6 +3,7 @@
 mod buffer;
 mod context;
 mod kernels;
+pub mod attention_backward;
 pub mod ops;
 pub mod profiler;
 

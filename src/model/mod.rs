@@ -1,5 +1,6 @@
 //! SwinIR: configuration, checkpoints, weights, the CPU reference and the GPU graph.
 
+pub mod backward;
 pub mod checkpoint;
 pub mod config;
 pub mod cpu;
