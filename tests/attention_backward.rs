@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use common::{assert_close, gpu, random, rng};
 use swinq::gpu::attention_backward::{partial_words, sum_partials, window_attention_backward};
-use swinq::gpu::ops::{self, AttnShape, QuantRef};
+use swinq::gpu::ops::{self, AttnExtras, AttnShape, QuantRef};
 use swinq::gpu::{run_now, GpuBuffer};
 use swinq::model::backward::{AttnGrads, Operand, WindowAttention};
 use swinq::quant::{code, fake_quant, levels, step, QParams};
@@ -194,3 +194,26 @@ fn gpu_backward_matches_cpu_swinir_windows() {
     gpu_matches_cpu(4, (1, 16, 24), AttnShape { window: 8, heads: 6, head_dim: 10, shift: 4 }, 1e-5);
 }
 
+
+/// The CPU reference's forward is the function the GPU forward computes (what the
+/// backward differentiates), fake quantizers included.
+#[test]
+fn cpu_reference_forward_matches_the_gpu_forward() {
+    let ctx = gpu();
+    let (dims, shape) = ((2, 12, 20), AttnShape { window: 4, heads: 3, head_dim: 5, shift: 2 });
+    let c = case(5, dims, shape);
+    let tb = ops::attention_table(ctx, &c.table);
+    let [q, k, v] = c.qkv.each_ref().map(|x| GpuBuffer::from_slice_windowed(ctx, "qkv", x));
+    let out = GpuBuffer::zeros(ctx, "out", c.d_out.len());
+    for shift in [0, shape.shift] {
+        for bits in [None, Some(4)] {
+            let s = AttnShape { shift, ..shape };
+            let quant = bits.map(quantizers);
+            let params = GpuBuffer::from_slice(ctx, "qparams", &quant.map_or(vec![QParams::default()], |(p, _)| p.to_vec()));
+            let extras = AttnExtras { quant: quant.map(|(_, lv)| QuantRef { params: &params, row: 0, levels: lv }), ..Default::default() };
+            run_now(ctx, &ops::window_attention(ctx, [&q, &k, &v], &tb, out.bind(), dims, s, extras, "t"));
+            let want = WindowAttention { dims, shape: s, table: &c.table, quant }.forward([&c.qkv[0], &c.qkv[1], &c.qkv[2]]);
+            assert_close(&format!("forward shift {shift} bits {bits:?} GPU vs CPU reference"), &out.read(ctx), &f32s(&want), 1e-5);
+        }
+    }
+}
