@@ -16,34 +16,14 @@
 // When quant > 0, q·scale, k, v and P are fake-quantized with qparams rows
 // quant−1 .. quant+2. When write_p is 1, P is stored (calibration).
 // `main_int` is the integer engine's version: both matmuls on codes (SPEC §6).
+// window.wgsl (prepended) holds the parameters, the geometry and the bias; bindings
+// 0, 4, 6 and 8 are declared there.
 
-const NT: u32 = WS * WS;        // tokens per window
-const SIDE: u32 = 2u * WS - 1u; // relative-position table side
-
-struct Params {
-    h: u32,          // padded image height
-    w: u32,          // padded image width
-    windows_x: u32,  // windows per row
-    quant: u32,      // first matmul quantizer row + 1, or 0
-    write_p: u32,
-    s0: u32,         // first slice of this dispatch
-    delta: u32,      // words from the start of the q/k/v bindings to slice s0
-    p_slice0: u32,   // slice stored at the start of `probs`
-    delta_v: u32,    // main_int: words from the start of the v-code binding to slice s0
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<uniform> q: array<vec4<f32>, 4096>;
 @group(0) @binding(2) var<uniform> k: array<vec4<f32>, 4096>;
 @group(0) @binding(3) var<uniform> v: array<vec4<f32>, 4096>;
-@group(0) @binding(4) var<storage, read> table: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read> qparams: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read_write> probs: array<f32>;
-@group(0) @binding(8) var<uniform> table_u: array<vec4<f32>, TABLE_VEC4>;
 // main_int: codes of q·scale and k (per token: HD4 words, then their sum) and of v
 // (per d: NT4 words of four tokens, then their sum), from quant.wgsl pack_window_codes.
 @group(0) @binding(9) var<uniform> q_codes: array<vec4<u32>, 4096>;
@@ -99,84 +79,6 @@ fn v_at(i: u32) -> f32 {
         return v_s[i];
     }
     return v[i >> 2u][i & 3u];
-}
-
-fn bias_at(i: u32) -> f32 {
-    if (UNIFORM_READS) {
-        return table_u[i >> 2u][i & 3u];
-    }
-    return table[i];
-}
-
-// Fake quantization with parameters `qp` (identity when the model is float).
-fn quantize(x: f32, qp: vec4<f32>) -> f32 {
-    if (p.quant == 0u) {
-        return x;
-    }
-    return fake_quant(x, qp, LEVELS);
-}
-
-fn quant_row(which: u32) -> vec4<f32> {
-    if (p.quant == 0u) {
-        return vec4<f32>(0.0);
-    }
-    return qparams[p.quant - 1u + which];
-}
-
-// Which of the three shift-mask slices [0, n−WS), [n−WS, n−SHIFT), [n−SHIFT, n) holds y.
-fn region(y: u32, n: u32) -> u32 {
-    if (y < n - WS) {
-        return 0u;
-    }
-    if (y < n - SHIFT) {
-        return 1u;
-    }
-    return 2u;
-}
-
-// Where query i of this dispatch's slice `local` sits.
-struct Query {
-    slice: u32,
-    head: u32,
-    wy: u32,        // window row and column
-    wx: u32,
-    i: u32,         // token in the window
-    tok: u32,       // token in the original (unshifted) layout
-    label: u32,     // shift-mask region
-    table_row: u32, // its relative-position table entries
-}
-
-fn query(local: u32, i: u32) -> Query {
-    let slice = p.s0 + local;
-    let head = slice % HEADS;
-    let win = slice / HEADS;
-    let per_image = (p.h / WS) * p.windows_x;
-    let b = win / per_image;
-    let wy = (win % per_image) / p.windows_x;
-    let wx = win % p.windows_x;
-    let iy = i / WS;
-    let ix = i % WS;
-    // Position in the shifted layout, then in the original one (roll by −SHIFT).
-    let sy = wy * WS + iy;
-    let sx = wx * WS + ix;
-    let tok = (b * p.h + (sy + SHIFT) % p.h) * p.w + (sx + SHIFT) % p.w;
-    let label = region(sy, p.h) * 3u + region(sx, p.w);
-    let table_row = ((iy + WS - 1u) * SIDE + ix + WS - 1u) * HEADS + head;
-    return Query(slice, head, wy, wx, i, tok, label, table_row);
-}
-
-// Relative-position bias and shift mask of key j for query `qr`.
-fn bias_and_mask(qr: Query, j: u32) -> f32 {
-    let jy = j / WS;
-    let jx = j % WS;
-    var b = bias_at(qr.table_row - (jy * SIDE + jx) * HEADS);
-    if (SHIFT > 0u) {
-        let label_j = region(qr.wy * WS + jy, p.h) * 3u + region(qr.wx * WS + jx, p.w);
-        if (label_j != qr.label) {
-            b -= 100.0;
-        }
-    }
-    return b;
 }
 
 @compute @workgroup_size(NT)

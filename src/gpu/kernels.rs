@@ -8,12 +8,14 @@ use wgpu::util::DeviceExt;
 
 use super::GpuContext;
 
-/// A kernel family: one WGSL file, prefixed with the shared helpers.
+/// A kernel family: one WGSL file (the attention kernels after window.wgsl), prefixed
+/// with the shared helpers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     Matmul,
     LayerNorm,
     Attention,
+    AttentionBackward,
     Image,
     Sort,
     Search,
@@ -27,7 +29,10 @@ impl Shader {
         match self {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::LayerNorm => include_str!("../../shaders/layernorm.wgsl"),
-            Shader::Attention => include_str!("../../shaders/attention.wgsl"),
+            Shader::Attention => concat!(include_str!("../../shaders/window.wgsl"), include_str!("../../shaders/attention.wgsl")),
+            Shader::AttentionBackward => {
+                concat!(include_str!("../../shaders/window.wgsl"), include_str!("../../shaders/attention_backward.wgsl"))
+            }
             Shader::Image => include_str!("../../shaders/image.wgsl"),
             Shader::Sort => include_str!("../../shaders/sort.wgsl"),
             Shader::Search => include_str!("../../shaders/search.wgsl"),

@@ -4,6 +4,7 @@ pub mod backward;
 mod buffer;
 mod context;
 mod kernels;
+pub mod attention_backward;
 pub mod ops;
 pub mod profiler;
 

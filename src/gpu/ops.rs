@@ -445,9 +445,10 @@ pub fn layer_norm_codes(ctx: &GpuContext, x: wgpu::BindingResource<'_>, norm: &G
     Dispatch::with_bindings(ctx, pipeline, &params, &b, grid_1d(tokens), "layernorm")
 }
 
+/// window.wgsl's `Params`.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct AttnParams {
+pub(super) struct AttnParams {
     h: u32,
     w: u32,
     windows_x: u32,
@@ -458,6 +459,13 @@ struct AttnParams {
     p_slice0: u32,
     delta_v: u32,
     _pad: [u32; 3],
+}
+
+impl AttnParams {
+    /// With the matmul quantizers at rows `q.row`.. (`quant` is the row + 1, 0 for a float model).
+    pub(super) fn quantized(self, quant: Option<QuantRef<'_>>) -> Self {
+        Self { quant: quant.map_or(0, |q| q.row as u32 + 1), ..self }
+    }
 }
 
 /// Shape of one attention layer.
@@ -494,16 +502,16 @@ pub fn window_attention(
     extras: AttnExtras<'_>,
     stage: &'static str,
 ) -> Vec<Dispatch> {
-    let pipeline = ctx.pipeline(Shader::Attention, "main", &attention_consts(ctx, s, table, extras.quant));
+    let pipeline = ctx.pipeline(Shader::Attention, "main", &attention_consts(s, table, extras.quant, ctx.uniform_reads()));
     let slice_words = s.window * s.window * s.head_dim;
     let batch = extras.batch.clone().unwrap_or(0..b);
     let qparams = extras.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
     let write_p = extras.probs.is_some() as u32;
     let probs = extras.probs.unwrap_or_else(|| ctx.sink());
-    slice_groups(ctx, (h, w), s, batch, [slice_words, slice_words])
+    slice_groups(ctx, (h, w), s, batch, [slice_words, slice_words], ctx.uniform_reads())
         .into_iter()
         .map(|g| {
-            let params = AttnParams { quant: extras.quant.map_or(0, |q| q.row as u32 + 1), write_p, ..g.params };
+            let params = AttnParams { write_p, ..g.params.quantized(extras.quant) };
             let bindings = [
                 (1, q.bind_window(g.starts[0])),
                 (2, k.bind_window(g.starts[0])),
@@ -570,11 +578,11 @@ pub fn window_attention_int(
     quant: QuantRef<'_>,
     stage: &'static str,
 ) -> Vec<Dispatch> {
-    let pipeline = ctx.pipeline(Shader::Attention, "main_int", &attention_consts(ctx, s, table, Some(quant)));
-    slice_groups(ctx, (h, w), s, 0..b, code_slice_words(s))
+    let pipeline = ctx.pipeline(Shader::Attention, "main_int", &attention_consts(s, table, Some(quant), ctx.uniform_reads()));
+    slice_groups(ctx, (h, w), s, 0..b, code_slice_words(s), ctx.uniform_reads())
         .into_iter()
         .map(|g| {
-            let params = AttnParams { quant: quant.row as u32 + 1, ..g.params };
+            let params = g.params.quantized(Some(quant));
             let bindings = [
                 (4, table.bind()),
                 (5, out.clone()),
@@ -592,7 +600,8 @@ pub fn window_attention_int(
         .collect()
 }
 
-fn attention_consts(ctx: &GpuContext, s: AttnShape, table: &GpuBuffer, quant: Option<QuantRef<'_>>) -> [Const; 9] {
+/// The attention kernels' header constants; `uniform`: read operands through uniform windows.
+pub(super) fn attention_consts(s: AttnShape, table: &GpuBuffer, quant: Option<QuantRef<'_>>, uniform: bool) -> [Const; 9] {
     [
         Const::U32("WS", s.window as u32),
         Const::U32("HD", s.head_dim as u32),
@@ -601,7 +610,7 @@ fn attention_consts(ctx: &GpuContext, s: AttnShape, table: &GpuBuffer, quant: Op
         Const::U32("SHIFT", s.shift as u32),
         Const::F32("SCALE", (s.head_dim as f64).powf(-0.5) as f32),
         Const::F32("LEVELS", quant.map_or(0.0, |q| q.levels)),
-        Const::Bool("UNIFORM_READS", ctx.uniform_reads()),
+        Const::Bool("UNIFORM_READS", uniform),
         Const::U32("TABLE_VEC4", table.len.div_ceil(4) as u32),
     ]
 }
@@ -619,16 +628,24 @@ fn storage_operand<'a>(ctx: &'a GpuContext, x: &'a GpuBuffer) -> wgpu::BindingRe
 /// A group of consecutive window-head slices that one dispatch handles: its
 /// parameters (geometry and where slice s0 starts in each binding) and the first
 /// word of each uniform window (for buffers with `words[i]` words per slice).
-struct SliceGroup {
-    params: AttnParams,
-    count: usize,
-    starts: [usize; 2],
+pub(super) struct SliceGroup {
+    pub params: AttnParams,
+    pub count: usize,
+    pub starts: [usize; 2],
 }
 
-fn slice_groups(ctx: &GpuContext, (h, w): (usize, usize), s: AttnShape, batch: std::ops::Range<usize>, words: [usize; 2]) -> Vec<SliceGroup> {
+/// The slice groups of batch items `batch`: as many slices as fit a uniform window
+/// (`uniform`), else as many as one dispatch's grid holds.
+pub(super) fn slice_groups(
+    ctx: &GpuContext,
+    (h, w): (usize, usize),
+    s: AttnShape,
+    batch: std::ops::Range<usize>,
+    words: [usize; 2],
+    uniform: bool,
+) -> Vec<SliceGroup> {
     let (wy, wx) = (h / s.window, w / s.window);
     let per_image = wy * wx * s.heads;
-    let uniform = ctx.uniform_reads();
     let align = ctx.uniform_align_words();
     let widest = words[0].max(words[1]);
     let per_dispatch = if uniform { (WINDOW_WORDS - align) / widest } else { ctx.limits.max_compute_workgroups_per_dimension as usize };

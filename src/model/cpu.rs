@@ -303,7 +303,7 @@ pub fn gelu(x: f32) -> f32 {
 // ---------------------------------------------------------------------------------------
 
 /// Region label (0..9) of a pixel of the shifted layout for the shifted-window mask.
-fn mask_label(y: usize, x: usize, h: usize, w: usize, window: usize, shift: usize) -> usize {
+pub(crate) fn mask_label(y: usize, x: usize, h: usize, w: usize, window: usize, shift: usize) -> usize {
     let band = |p: usize, n: usize| {
         if p < n - window {
             0
