@@ -197,3 +197,16 @@ fn reduce_sums(t: u32) {
         workgroupBarrier();
     }
 }
+
+// Window order (q, k, v and their gradients) to token order (tokens × C, head h at
+// columns h·HD, original positions), as the linears' backward reads the gradients:
+// slice element (i, d) from binding 1 to binding 7.
+@compute @workgroup_size(NT)
+fn to_tokens(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let qr = query(wg.x, lid.x);
+    let first = (qr.slice * NT + lid.x) * HD;
+    let o = qr.tok * C + qr.head * HD;
+    for (var d = 0u; d < HD; d++) {
+        dq[o + d] = q_s[first + d];
+    }
+}

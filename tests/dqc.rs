@@ -54,3 +54,103 @@ fn cosine_schedule_and_patch_symmetries() {
     assert_eq!(dihedral(&dihedral(&patch, size, 4), size, 4), patch);
     assert_eq!(dihedral(&dihedral(&patch, size, 3), size, 3), patch);
 }
+
+/// A small SwinIR (2 groups of 2 blocks, 16 channels, window 4) and a batch shape.
+fn tiny() -> (swinq::model::graph::GpuModel, (usize, usize, usize)) {
+    use swinq::model::{SwinConfig, SwinWeights};
+    let cfg = SwinConfig { embed_dim: 16, depths: vec![2, 2], heads: vec![2, 2], window: 4, mlp_hidden: 32, ..SwinConfig::light(2) };
+    (swinq::model::graph::GpuModel::upload(gpu(), &SwinWeights::random(&cfg, 3)), (2, 12, 16))
+}
+
+#[test]
+fn window_order_back_to_token_order() {
+    use swinq::gpu::attention_backward::to_token_order;
+    use swinq::gpu::ops::{self, attention_table, AttnShape, GpuLinear, Matmul, WindowOrder};
+    let ctx = gpu();
+    let mut r = rng(2);
+    let (b, h, w, c) = (2, 8, 12, 6);
+    let t = b * h * w;
+    for shift in [0, 2] {
+        let shape = AttnShape { window: 4, heads: 2, head_dim: 3, shift };
+        let x = GpuBuffer::from_slice_windowed(ctx, "x", &random(&mut r, t * c, -1.0, 1.0));
+        let layer = GpuLinear::new(ctx, "w", &random(&mut r, c * c, -1.0, 1.0), &random(&mut r, c, -0.1, 0.1), c);
+        let [plain, windowed, back] = ["plain", "windowed", "back"].map(|l| GpuBuffer::zeros_windowed(ctx, l, t * c));
+        let table = attention_table(ctx, &[0.0; 49 * 2]);
+        let mut ds = ops::matmul(ctx, Matmul::tokens(x.bind(), layer.weights(), plain.bind(), t, "t"));
+        ds.extend(ops::matmul(ctx, Matmul { windows: Some(WindowOrder { h, w, shape }), ..Matmul::tokens(x.bind(), layer.weights(), windowed.bind(), t, "t") }));
+        ds.extend(to_token_order(ctx, &windowed, &back, (b, h, w), shape, &table));
+        run_now(ctx, &ds);
+        assert_eq!(back.read::<f32>(ctx)[..t * c], plain.read::<f32>(ctx)[..t * c], "shift {shift}");
+    }
+}
+
+/// The whole student's quantizer gradient against finite differences of its loss.
+/// With 20-bit quantizers rounding is negligible and the STE's gradient is the true
+/// one of clip(x, l, u) + c; bounds are shrunk inside the data range so clipping is
+/// active, and teacher and student see different inputs so no L1 term sits at its kink.
+#[test]
+fn student_gradient_matches_finite_differences() {
+    use swinq::model::graph::{Capture, Mode, Plan, QuantModel};
+    use swinq::quant::calib::Patches;
+    use swinq::quant::phase1::calibrate;
+    use swinq::quant::search::Method;
+    use swinq::quant::student::StudentGrad;
+    use swinq::quant::{index, Slot};
+    let ctx = gpu();
+    let (model, (b, h, w)) = tiny();
+    let mut r = rng(5);
+    let xs = random(&mut r, b * 3 * h * w, 0.0, 1.0);
+    let xt = random(&mut r, b * 3 * h * w, 0.0, 1.0);
+    let bits = 20;
+    let calib = Patches { n: b, size: 12, data: random(&mut r, b * 3 * 12 * 12, 0.0, 1.0) };
+    let base: Vec<QParams> = calibrate(ctx, &model, &calib, Method::MINMAX, bits)
+        .expect("calibration")
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let (mid, half) = ((q.upper + q.lower) / 2.0, (q.upper - q.lower) / 2.0 * 0.8);
+            QParams { lower: mid - half, upper: mid + half, bias: 0.01 * ((i % 7) as f32 - 3.0), _pad: 0.0 }
+        })
+        .collect();
+    let quant = QuantModel::new(ctx, &model, bits, &base);
+    let teacher = Plan::with_mode(ctx, &model, (b, h, w), Capture::Distill { block_inputs: false }, Mode::Float).expect("teacher");
+    let student = Plan::with_mode(ctx, &model, (b, h, w), Capture::Distill { block_inputs: true }, Mode::Fake(&quant)).expect("student");
+    let grad = StudentGrad::new(ctx, &model, &quant, &teacher, &student, 5.0).expect("gradient");
+    teacher.set_input(ctx, &xt);
+    teacher.execute(ctx, None);
+    student.set_input(ctx, &xs);
+    let loss_at = |params: &[QParams]| {
+        quant.params.write(ctx, params);
+        quant.requantize_weights(ctx, &model);
+        student.execute(ctx, None);
+        grad.run(ctx);
+        grad.loss(ctx).2
+    };
+    let loss = loss_at(&base);
+    let grads = grad.grads.read::<f32>(ctx);
+    eprintln!("loss {loss:.6}");
+    let picks = [(0, Slot::Input(0)), (0, Slot::Matmul(3)), (1, Slot::Weight(5)), (2, Slot::Matmul(0)), (3, Slot::Input(5)), (3, Slot::Weight(1))];
+    for (block, slot) in picks {
+        let row = index(block, slot);
+        for comp in 0..3 {
+            // c moves the loss smoothly: a wide step beats the f32 noise. The bounds
+            // meet kinks (elements crossing them): a narrow step, and a floor at the
+            // finite difference's noise (about 1e-7 of the loss over the step).
+            let (h, tol, floor) = if comp == 2 { (1e-2, 0.05, 2e-5) } else { (1e-3, 0.10, 1e-4) };
+            let h = h * (base[row].upper - base[row].lower).max(1e-3);
+            let shifted = |d: f32| {
+                let mut p = base.clone();
+                match comp {
+                    0 => p[row].lower += d,
+                    1 => p[row].upper += d,
+                    _ => p[row].bias += d,
+                }
+                loss_at(&p)
+            };
+            let fd = (shifted(h) - shifted(-h)) / (2.0 * h as f64);
+            let got = grads[4 * row + comp] as f64;
+            eprintln!("block {block} {slot:?} {}: STE {got:.5e}, finite difference {fd:.5e}", ["l", "u", "c"][comp]);
+            assert!((got - fd).abs() <= tol * fd.abs().max(got.abs()) + floor, "block {block} {slot:?} component {comp}: {got} vs {fd}");
+        }
+    }
+}

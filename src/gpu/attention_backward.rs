@@ -53,6 +53,17 @@ pub fn window_attention_backward(
         .collect()
 }
 
+/// Copies window-ordered `src` (as q, k, v and their gradients) of an attention
+/// layer over (b, h, w) tokens into token order (tokens × heads·head_dim) in `dst`.
+pub fn to_token_order(ctx: &GpuContext, src: &GpuBuffer, dst: &GpuBuffer, (b, h, w): (usize, usize, usize), s: AttnShape, table: &GpuBuffer) -> Vec<Dispatch> {
+    let pipeline = ctx.pipeline(Shader::AttentionBackward, "to_tokens", &attention_consts(s, table, None, false));
+    let slice_words = s.window * s.window * s.head_dim;
+    slice_groups(ctx, (h, w), s, 0..b, [slice_words; 2], false)
+        .into_iter()
+        .map(|g| Dispatch::with_bindings(ctx, pipeline.clone(), &g.params, &[(1, src.bind()), (7, dst.bind())], [g.count as u32, 1, 1], "attention backward"))
+        .collect()
+}
+
 /// The partials summed over slices in slice order (in f64, so the result does not
 /// depend on how the slices were grouped): [∂l, ∂u, ∂c] of q·scale, k, v and P's quantizers.
 pub fn sum_partials(partials: &[f32]) -> [[f64; 3]; QUANTIZERS] {

@@ -12,13 +12,13 @@ use crate::quant::search::{Method, SearchSpec, Searcher};
 use crate::quant::{self, levels, QParams, Slot};
 
 pub struct GpuBlock {
-    norm1: GpuNorm,
-    qkv: [GpuLinear; 3],
-    table: GpuBuffer,
-    proj: GpuLinear,
-    norm2: GpuNorm,
-    fc1: GpuLinear,
-    fc2: GpuLinear,
+    pub(crate) norm1: GpuNorm,
+    pub(crate) qkv: [GpuLinear; 3],
+    pub(crate) table: GpuBuffer,
+    pub(crate) proj: GpuLinear,
+    pub(crate) norm2: GpuNorm,
+    pub(crate) fc1: GpuLinear,
+    pub(crate) fc2: GpuLinear,
 }
 
 impl GpuBlock {
@@ -28,9 +28,9 @@ impl GpuBlock {
     }
 }
 
-struct GpuGroup {
-    blocks: Vec<GpuBlock>,
-    conv: GpuLinear,
+pub(crate) struct GpuGroup {
+    pub(crate) blocks: Vec<GpuBlock>,
+    pub(crate) conv: GpuLinear,
 }
 
 /// The float model's weights on the GPU.
@@ -38,10 +38,10 @@ pub struct GpuModel {
     pub config: SwinConfig,
     conv_first: GpuLinear,
     patch_norm: GpuNorm,
-    groups: Vec<GpuGroup>,
-    norm: GpuNorm,
-    conv_after_body: GpuLinear,
-    upsample: GpuLinear,
+    pub(crate) groups: Vec<GpuGroup>,
+    pub(crate) norm: GpuNorm,
+    pub(crate) conv_after_body: GpuLinear,
+    pub(crate) upsample: GpuLinear,
 }
 
 impl GpuModel {
@@ -119,7 +119,7 @@ impl QuantModel {
         slots.iter().all(|&s| self.host_params[quant::index(block, s)] == first)
     }
 
-    fn qref(&self, row: usize) -> QuantRef<'_> {
+    pub(crate) fn qref(&self, row: usize) -> QuantRef<'_> {
         QuantRef { params: &self.params, row, levels: levels(self.bits) }
     }
 
@@ -335,7 +335,7 @@ impl Plan {
         Ok(plan)
     }
 
-    fn image_shape(&self, cfg: &SwinConfig) -> ImageShape {
+    pub(crate) fn image_shape(&self, cfg: &SwinConfig) -> ImageShape {
         let mean = if cfg.in_chans == 3 { RGB_MEAN } else { [0.0; 3] };
         ImageShape {
             b: self.batch,
@@ -350,7 +350,7 @@ impl Plan {
         }
     }
 
-    fn tokens(&self) -> usize {
+    pub(crate) fn tokens(&self) -> usize {
         self.batch * self.padded.0 * self.padded.1
     }
 
@@ -680,13 +680,13 @@ struct IntIo<'b> {
 }
 
 /// The attention of block `j` in group `r` (odd blocks shift their windows).
-fn attn_shape(cfg: &SwinConfig, r: usize, j: usize) -> AttnShape {
+pub(crate) fn attn_shape(cfg: &SwinConfig, r: usize, j: usize) -> AttnShape {
     let shift = if j % 2 == 1 { cfg.shift() } else { 0 };
     AttnShape { window: cfg.window, heads: cfg.heads[r], head_dim: cfg.head_dim(r), shift }
 }
 
 /// Linear `i` of a block: its float weights, or their fake-quantized copy.
-fn block_weights<'a>(fake: Option<&'a QuantModel>, block: usize, i: usize, l: &'a GpuLinear) -> ops::Weights<'a> {
+pub(crate) fn block_weights<'a>(fake: Option<&'a QuantModel>, block: usize, i: usize, l: &'a GpuLinear) -> ops::Weights<'a> {
     match fake {
         Some(q) => l.weights_with(&q.qweights[block][i]),
         None => l.weights(),

@@ -2,9 +2,13 @@
 //! trained by distillation from the float model with Adam and a cosine schedule,
 //! entirely on the GPU.
 
+use anyhow::Result;
 use bytemuck::{Pod, Zeroable};
 
-use crate::gpu::{grid_1d, Const, Dispatch, GpuBuffer, GpuContext, Shader};
+use super::calib::PatchSampler;
+use super::student::StudentGrad;
+use crate::gpu::{grid_1d, run_now, Const, Dispatch, GpuBuffer, GpuContext, Shader};
+use crate::model::graph::{Capture, GpuModel, Mode, Plan, QuantModel};
 use crate::quant::QParams;
 
 /// Phase 2 settings (SPEC §5 defaults).
@@ -98,4 +102,38 @@ pub fn adam_reference(params: &mut [QParams], grads: &[[f32; 3]], moments: &mut 
         }
         [p.lower, p.upper, p.bias] = theta;
     }
+}
+
+/// One iteration's losses: L1, the summed feature losses, and L1 + λ·features.
+#[derive(Clone, Copy, Debug)]
+pub struct Losses {
+    pub l1: f64,
+    pub feature: f64,
+    pub total: f64,
+}
+
+/// Runs DQC: trains `quant`'s parameters in place against the float `model` on
+/// batches from `sampler`; `progress` sees each iteration's losses.
+pub fn train(ctx: &GpuContext, model: &GpuModel, quant: &QuantModel, sampler: &mut PatchSampler, o: &DqcOptions, mut progress: impl FnMut(usize, Losses)) -> Result<Vec<Losses>> {
+    let dims = (o.batch, o.patch, o.patch);
+    let teacher = Plan::with_mode(ctx, model, dims, Capture::Distill { block_inputs: false }, Mode::Float)?;
+    let student = Plan::with_mode(ctx, model, dims, Capture::Distill { block_inputs: true }, Mode::Fake(quant))?;
+    let grad = StudentGrad::new(ctx, model, quant, &teacher, &student, o.lambda)?;
+    let adam = Adam::new(ctx, quant.params.len / 4, o.train_bias);
+    let mut history = Vec::with_capacity(o.iters);
+    for it in 0..o.iters {
+        let batch = sampler.batch(o.batch);
+        for plan in [&teacher, &student] {
+            plan.set_input(ctx, &batch.data);
+            plan.execute(ctx, None);
+        }
+        grad.run(ctx);
+        let (l1, feature, total) = grad.loss(ctx);
+        run_now(ctx, &[adam.step(ctx, &quant.params, &grad.grads, it + 1, cosine_lr(o.lr, it, o.iters))]);
+        quant.requantize_weights(ctx, model);
+        let losses = Losses { l1, feature, total };
+        progress(it, losses);
+        history.push(losses);
+    }
+    Ok(history)
 }

@@ -6,6 +6,7 @@ pub mod export;
 pub mod file;
 pub mod phase1;
 pub mod search;
+pub mod student;
 
 use crate::model::weights::block_prefix;
 use crate::model::SwinConfig;
