@@ -15,7 +15,8 @@ use swinq::gpu::{adapters_report, AdapterChoice, GpuContext};
 use swinq::model::checkpoint::{load_weights, save_safetensors, sha256_file};
 use swinq::model::graph::{GpuModel, QuantModel};
 use swinq::model::SwinWeights;
-use swinq::quant::calib::{load_patches, PatchMode};
+use swinq::quant::calib::{load_patches, PatchMode, PatchSampler};
+use swinq::quant::dqc::{self, DqcOptions};
 use swinq::quant::export;
 use swinq::quant::file::QuantFile;
 use swinq::quant::phase1::calibrate;
@@ -129,9 +130,10 @@ enum Command {
         /// from 1/N towards 1/2). OPTIONs: onedir (one-direction for the softmax output
         /// and the fc2 input), center-mean, center-median (dobi: shrink towards the mean
         /// or median instead of the mid-range), bias (bias correction c = mean(x) −
-        /// mean(Q(x))). Aliases: 2dquant (= dobi, phase 2 not yet), 2dquant+ (=
-        /// sorted-tail+bias, provisional until the ablation). The full name is printed
-        /// and stored in the file.
+        /// mean(Q(x))). The full methods, phase 1 then phase 2 (DQC, 3000 iterations
+        /// unless --phase2-iters says otherwise): 2dquant (dobi + DQC) and 2dquant+
+        /// (sorted-tail+bias + DQC with c trained too). The full name is printed and
+        /// stored in the file.
         #[arg(long, default_value = "dobi")]
         method: String,
         /// Add bias correction to the method (same as its +bias option).
@@ -153,6 +155,8 @@ enum Command {
         /// Also store the float weights in the file.
         #[arg(long)]
         embed_weights: bool,
+        #[command(flatten)]
+        phase2: Phase2Args,
         /// Output quantized model (.safetensors).
         #[arg(short, long)]
         output: PathBuf,
@@ -165,6 +169,28 @@ enum Command {
         #[command(flatten)]
         opts: ReportOptions,
     },
+}
+
+/// Phase 2 (DQC, SPEC §5): the bounds (and c, for methods with bias correction)
+/// trained by distillation from the float model on random calibration patches.
+#[derive(Args)]
+struct Phase2Args {
+    /// DQC iterations after phase 1 (0: phase 1 only) [default: 3000 for 2dquant and
+    /// 2dquant+, else 0]
+    #[arg(long)]
+    phase2_iters: Option<usize>,
+    /// LR patches per DQC batch.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Side of the DQC patches (random crops with flips and 90° rotations).
+    #[arg(long, default_value_t = 64)]
+    patch: usize,
+    /// Adam learning rate (cosine decay to 0).
+    #[arg(long, default_value_t = 1e-2)]
+    lr: f32,
+    /// Weight λ of the feature loss on the four residual groups' outputs.
+    #[arg(long, default_value_t = 5.0)]
+    lambda: f32,
 }
 
 #[derive(Args)]
@@ -220,8 +246,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval { model, dataset, scale, json, quant } => eval(&model, &dataset, scale, json, &quant),
         Command::Export { model, quantized, output } => export_model(&model, &quantized, &output),
         Command::Bench { model, quantized, size, repeats, warmup, json } => bench(&model, quantized.as_deref(), &size, (warmup, repeats), json),
-        Command::Calibrate { model, calib, scale, bits, method, bias, center, patches, patch_mode, seed, embed_weights, output } => {
-            let opts = CalibOptions { calib, bits, method, bias, center, patches, patch_mode, seed, embed_weights };
+        Command::Calibrate { model, calib, scale, bits, method, bias, center, patches, patch_mode, seed, embed_weights, phase2, output } => {
+            let opts = CalibOptions { calib, bits, method, bias, center, patches, patch_mode, seed, embed_weights, phase2 };
             run_calibrate(&model, scale, &opts, &output)
         }
         Command::Report { model, opts } => report(&model, &opts),
@@ -412,6 +438,7 @@ struct CalibOptions {
     patch_mode: String,
     seed: u64,
     embed_weights: bool,
+    phase2: Phase2Args,
 }
 
 fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, output: &Path) -> Result<()> {
@@ -428,25 +455,83 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     let (weights, hash) = model.load_with_hash()?;
     let s = check_scale(&weights, scale)?;
     let patches = load_patches(&o.calib, o.patches, 64, mode, o.seed, weights.config.window)?;
+    let full_method = matches!(o.method.as_str(), "2dquant" | "2dquant+");
+    let iters = o.phase2.phase2_iters.unwrap_or(if full_method { DqcOptions::default().iters } else { 0 });
+    let dqc = DqcOptions {
+        iters,
+        batch: o.phase2.batch,
+        patch: o.phase2.patch,
+        lr: o.phase2.lr,
+        lambda: o.phase2.lambda,
+        seed: o.seed,
+        train_bias: method.bias,
+    };
+    // Check phase 2's inputs before phase 1 runs.
+    let mut sampler = if iters > 0 { Some(PatchSampler::new(&o.calib, dqc.patch, dqc.seed, weights.config.window)?) } else { None };
     let ctx = model.gpu()?;
+    if iters > 0 {
+        dqc::check_batch(&ctx, &weights.config, &dqc)?;
+    }
     eprintln!("phase 1: {} W{}A{} on {} patches of 64×64 ({}) on {}", method.name(), o.bits, o.bits, o.patches, o.patch_mode, ctx.describe());
     let spinner = ProgressBar::new_spinner();
     spinner.set_message("calibration forward and bound search");
     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
     let start = std::time::Instant::now();
     let gpu_model = swinq::model::graph::GpuModel::upload(&ctx, &weights);
-    let params = calibrate(&ctx, &gpu_model, &patches, method, o.bits)?;
+    let mut params = calibrate(&ctx, &gpu_model, &patches, method, o.bits)?;
     spinner.finish_and_clear();
+    eprintln!("phase 1 done in {:.1} s", start.elapsed().as_secs_f64());
     let mut settings = BTreeMap::new();
     settings.insert("patches".into(), o.patches.to_string());
     settings.insert("patch_mode".into(), o.patch_mode.clone());
     settings.insert("patch_size".into(), "64".into());
     settings.insert("seed".into(), o.seed.to_string());
     settings.insert("calib".into(), o.calib.display().to_string());
-    settings.insert("phase2_iters".into(), "0".into());
-    let file = QuantFile { bits: o.bits, method: method.name(), scale: s, source_sha256: hash, settings, params };
+    settings.insert("phase2_iters".into(), iters.to_string());
+    let mut name = method.name();
+    if let Some(sampler) = sampler.as_mut() {
+        let phase2 = std::time::Instant::now();
+        let quant = QuantModel::new(&ctx, &gpu_model, o.bits, &params);
+        eprintln!(
+            "phase 2 (DQC): {iters} iterations, batch {} of {}×{}, Adam lr {} (cosine), λ {}, c {}; about {:.0} MiB of GPU memory",
+            dqc.batch,
+            dqc.patch,
+            dqc.patch,
+            dqc.lr,
+            dqc.lambda,
+            if dqc.train_bias { "trained" } else { "fixed" },
+            dqc::memory_bytes(&weights.config, dqc.batch, dqc.patch) as f64 / (1 << 20) as f64
+        );
+        let bar = ProgressBar::new(iters as u64);
+        bar.set_style(
+            ProgressStyle::with_template("DQC [{bar:30}] {pos}/{len} {per_sec} {elapsed_precise} (eta {eta}) {msg}").expect("valid template").progress_chars("=> "),
+        );
+        let losses = dqc::train(&ctx, &gpu_model, &quant, sampler, &dqc, |_, l| {
+            bar.set_message(format!("loss {:.5} (L1 {:.5}, features {:.5})", l.total, l.l1, l.feature));
+            bar.inc(1);
+        })?;
+        bar.finish_and_clear();
+        params = quant.read_params(&ctx);
+        let (first, last) = (losses[0].total, losses[losses.len() - 1].total);
+        eprintln!("phase 2 done in {:.1} s: loss {first:.5} → {last:.5}", phase2.elapsed().as_secs_f64());
+        for (key, value) in [
+            ("phase2_batch", dqc.batch.to_string()),
+            ("phase2_patch", dqc.patch.to_string()),
+            ("phase2_lr", dqc.lr.to_string()),
+            ("phase2_lambda", dqc.lambda.to_string()),
+            ("phase2_schedule", "adam-cosine".to_string()),
+            ("phase2_train_bias", dqc.train_bias.to_string()),
+            ("phase2_loss_first", format!("{first:.6}")),
+            ("phase2_loss_last", format!("{last:.6}")),
+            ("phase2_seconds", format!("{:.1}", phase2.elapsed().as_secs_f64())),
+        ] {
+            settings.insert(key.into(), value);
+        }
+        name.push_str("+dqc");
+    }
+    let file = QuantFile { bits: o.bits, method: name, scale: s, source_sha256: hash, settings, params };
     file.save(&weights.config, o.embed_weights.then_some(&weights), output)?;
-    eprintln!("phase 1 done in {:.1} s → {}", start.elapsed().as_secs_f64(), output.display());
+    eprintln!("done in {:.1} s → {}", start.elapsed().as_secs_f64(), output.display());
     Ok(())
 }
 

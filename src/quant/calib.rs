@@ -16,6 +16,7 @@ pub enum PatchMode {
 }
 
 /// A batch of equally sized planar RGB patches, (n, 3, size, size).
+#[derive(Clone)]
 pub struct Patches {
     pub n: usize,
     pub size: usize,
@@ -69,6 +70,9 @@ pub struct PatchSampler {
     images: Vec<RgbImage>,
     size: usize,
     rng: rand::rngs::StdRng,
+    /// Hand out the first batch again and again (tests).
+    repeat: bool,
+    first: Option<Patches>,
 }
 
 impl PatchSampler {
@@ -85,10 +89,26 @@ impl PatchSampler {
             }
             images.push(img);
         }
-        Ok(Self { images, size, rng: rand::rngs::StdRng::seed_from_u64(seed) })
+        Ok(Self { images, size, rng: rand::rngs::StdRng::seed_from_u64(seed), repeat: false, first: None })
+    }
+
+    /// A sampler that hands out its first batch again and again (tests).
+    pub fn fixed(self) -> Self {
+        Self { repeat: true, ..self }
     }
 
     pub fn batch(&mut self, n: usize) -> Patches {
+        if let Some(p) = self.first.as_ref().filter(|p| p.n == n) {
+            return p.clone();
+        }
+        let p = self.draw(n);
+        if self.repeat {
+            self.first = Some(p.clone());
+        }
+        p
+    }
+
+    fn draw(&mut self, n: usize) -> Patches {
         let size = self.size;
         let mut data = Vec::with_capacity(n * 3 * size * size);
         for _ in 0..n {

@@ -2,13 +2,14 @@
 //! trained by distillation from the float model with Adam and a cosine schedule,
 //! entirely on the GPU.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::calib::PatchSampler;
 use super::student::StudentGrad;
 use crate::gpu::{grid_1d, run_now, Const, Dispatch, GpuBuffer, GpuContext, Shader};
-use crate::model::graph::{Capture, GpuModel, Mode, Plan, QuantModel};
+use crate::model::graph::{fits_exactly, Capture, GpuModel, Mode, Plan, QuantModel};
+use crate::model::SwinConfig;
 use crate::quant::QParams;
 
 /// Phase 2 settings (SPEC §5 defaults).
@@ -102,6 +103,40 @@ pub fn adam_reference(params: &mut [QParams], grads: &[[f32; 3]], moments: &mut 
         }
         [p.lower, p.upper, p.bias] = theta;
     }
+}
+
+/// GPU memory a DQC batch needs (estimate, bytes): the teacher's and the student's
+/// activations and captures, the recomputed block, and the gradient buffers.
+pub fn memory_bytes(cfg: &SwinConfig, batch: usize, patch: usize) -> u64 {
+    let (c, hid, up) = (cfg.embed_dim, cfg.mlp_hidden, cfg.in_chans * cfg.scale * cfg.scale);
+    let plan = 9 * c + hid + 2 * cfg.in_chans + 2 * up;
+    let captures = (2 * (cfg.depths.len() + 1) + cfg.num_blocks()) * c;
+    let tape = 7 * c + 2 * hid;
+    let grads = 2 * hid + 10 * c + 2 * up;
+    (batch * patch * patch) as u64 * (2 * plan + captures + tape + grads) as u64 * 4
+}
+
+/// Whether a batch's largest activation fits one storage binding of the adapter.
+fn batch_fits(ctx: &GpuContext, cfg: &SwinConfig, batch: usize, patch: usize) -> bool {
+    fits_exactly(ctx, cfg, batch, patch, patch) && (batch * patch * patch * cfg.mlp_hidden * 4) as u64 <= ctx.max_binding()
+}
+
+/// Refuses a batch whose activations exceed the adapter's storage-binding limit,
+/// naming the largest batch that fits.
+pub fn check_batch(ctx: &GpuContext, cfg: &SwinConfig, o: &DqcOptions) -> Result<()> {
+    if o.batch == 0 || o.iters == 0 {
+        bail!("phase 2 needs --batch and --phase2-iters of at least 1");
+    }
+    if !batch_fits(ctx, cfg, o.batch, o.patch) {
+        let largest = (1..o.batch).rev().find(|&b| batch_fits(ctx, cfg, b, o.patch)).unwrap_or(0);
+        bail!(
+            "a DQC batch of {} patches of {p}×{p} needs activations above this adapter's {} MiB storage-binding limit; the largest batch that fits is {largest}",
+            o.batch,
+            ctx.max_binding() >> 20,
+            p = o.patch
+        );
+    }
+    Ok(())
 }
 
 /// One iteration's losses: L1, the summed feature losses, and L1 + λ·features.

@@ -60,7 +60,8 @@ impl Center {
 /// A phase 1 bound-search method: a named configuration (SPEC §4). Names are
 /// `BASE[+onedir][+center-mean|+center-median][+bias]` with BASE one of minmax,
 /// dobi, dobi-paper (= dobi+onedir), sorted-uniform, sorted-tail; aliases
-/// `2dquant` (= dobi; phase 2 comes later) and `2dquant+` (see [`Method::TWO_D_QUANT_PLUS`]).
+/// `2dquant` (= dobi, then phase 2) and `2dquant+` (see [`Method::TWO_D_QUANT_PLUS`],
+/// then phase 2 with c trained).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Method {
     pub candidates: Candidates,
