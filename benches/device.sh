@@ -2,7 +2,7 @@
 # One call on a lent GPU machine: correctness there, then every timing the issues ask for.
 #   benches/device.sh stage   (here) build release binaries, pack them and the few data files into .dev/
 #   benches/device.sh run [SECTION...]   (there, with .dev and .gl carried): setup, then the sections
-#       check phase1 bench eval_sets ablation (default: all); results and log in $OUT
+#       check phase1 bench eval_sets phase2 ablation (default: all); results and log in $OUT
 # The device machine has no Rust toolchain and no ../shared, hence the staging.
 set -u
 mode=${1:-}
@@ -91,6 +91,15 @@ eval_sets() {
     done | tee "$OUT/evals.txt"
 }
 
+# Phase 2 speed: DQC iterations at batch 16 and 32 (64×64 patches), W4 from dobi.
+phase2() {
+    echo "== phase 2 (DQC) time per iteration"
+    for b in 16 32; do
+        $bin/swinq calibrate --weights $W --calib $calib --bits 4 --method dobi --patches 8 \
+            --phase2-iters ${PHASE2_ITERS:-20} --batch $b -o $q/w4_dobi_dqc_b$b.safetensors 2>&1 | grep -E "phase|done"
+    done
+}
+
 ablation() {
     # Stop starting jobs after this many seconds, so the call ends inside its limit.
     export deadline=$(($(date +%s) + ${SWINQ_DEVICE_BUDGET:-300}))
@@ -122,7 +131,7 @@ run() {
     local start=$SECONDS
     exec > >(tee -a "$OUT/log.txt") 2>&1
     setup
-    for section in "${@:-check phase1 bench eval_sets ablation}"; do
+    for section in "${@:-check phase1 bench eval_sets phase2 ablation}"; do
         for s in $section; do $s; done
     done
     echo "device script: $((SECONDS - start)) s"

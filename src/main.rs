@@ -16,7 +16,7 @@ use swinq::model::checkpoint::{load_weights, save_safetensors, sha256_file};
 use swinq::model::graph::{GpuModel, QuantModel};
 use swinq::model::SwinWeights;
 use swinq::quant::calib::{load_patches, PatchMode, PatchSampler};
-use swinq::quant::dqc::{self, DqcOptions};
+use swinq::quant::dqc::{self, Checkpointing, DqcOptions, DqcState};
 use swinq::quant::export;
 use swinq::quant::file::QuantFile;
 use swinq::quant::phase1::calibrate;
@@ -191,6 +191,14 @@ struct Phase2Args {
     /// Weight λ of the feature loss on the four residual groups' outputs.
     #[arg(long, default_value_t = 5.0)]
     lambda: f32,
+    /// Save phase 2's state (parameters, Adam moments, iteration) every N iterations
+    /// to OUTPUT with the extension .dqc-state.safetensors (removed when phase 2 ends).
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: usize,
+    /// Continue an interrupted phase 2 from that state file (same checkpoint, bits,
+    /// method and settings).
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(Args)]
@@ -466,54 +474,69 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
         seed: o.seed,
         train_bias: method.bias,
     };
-    // Check phase 2's inputs before phase 1 runs.
-    let mut sampler = if iters > 0 { Some(PatchSampler::new(&o.calib, dqc.patch, dqc.seed, weights.config.window)?) } else { None };
+    let mut settings = calib_settings(o, &dqc);
+    let state_path = DqcState::path_for(output);
+    let resume = match o.phase2.resume {
+        true if iters == 0 => bail!("--resume continues a phase 2; give --phase2-iters"),
+        true => Some(resumable_state(&weights.config, &state_path, o.bits, &method.name(), &hash, &settings)?),
+        false => None,
+    };
+    // Check phase 2's inputs before phase 1 runs. A resumed run draws other patches
+    // than an uninterrupted one would (the sampler restarts from seed + iteration).
+    let skip = resume.as_ref().map_or(0, |r| r.next_iter) as u64;
+    let mut sampler = if iters > 0 { Some(PatchSampler::new(&o.calib, dqc.patch, dqc.seed + skip, weights.config.window)?) } else { None };
     let ctx = model.gpu()?;
     if iters > 0 {
         dqc::check_batch(&ctx, &weights.config, &dqc)?;
     }
-    eprintln!("phase 1: {} W{}A{} on {} patches of 64×64 ({}) on {}", method.name(), o.bits, o.bits, o.patches, o.patch_mode, ctx.describe());
-    let spinner = ProgressBar::new_spinner();
-    spinner.set_message("calibration forward and bound search");
-    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
     let start = std::time::Instant::now();
     let gpu_model = swinq::model::graph::GpuModel::upload(&ctx, &weights);
-    let mut params = calibrate(&ctx, &gpu_model, &patches, method, o.bits)?;
-    spinner.finish_and_clear();
-    eprintln!("phase 1 done in {:.1} s", start.elapsed().as_secs_f64());
-    let mut settings = BTreeMap::new();
-    settings.insert("patches".into(), o.patches.to_string());
-    settings.insert("patch_mode".into(), o.patch_mode.clone());
-    settings.insert("patch_size".into(), "64".into());
-    settings.insert("seed".into(), o.seed.to_string());
-    settings.insert("calib".into(), o.calib.display().to_string());
-    settings.insert("phase2_iters".into(), iters.to_string());
-    let mut name = method.name();
+    let mut params = match &resume {
+        Some(state) => {
+            eprintln!("resuming phase 2 at iteration {} of {iters} from {}", state.next_iter, state_path.display());
+            state.file.params.clone()
+        }
+        None => {
+            eprintln!("phase 1: {} W{}A{} on {} patches of 64×64 ({}) on {}", method.name(), o.bits, o.bits, o.patches, o.patch_mode, ctx.describe());
+            let spinner = ProgressBar::new_spinner();
+            spinner.set_message("calibration forward and bound search");
+            spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+            let params = calibrate(&ctx, &gpu_model, &patches, method, o.bits)?;
+            spinner.finish_and_clear();
+            eprintln!("phase 1 done in {:.1} s", start.elapsed().as_secs_f64());
+            params
+        }
+    };
+    let mut file = QuantFile { bits: o.bits, method: method.name(), scale: s, source_sha256: hash, settings: settings.clone(), params: Vec::new() };
     if let Some(sampler) = sampler.as_mut() {
-        let phase2 = std::time::Instant::now();
-        let quant = QuantModel::new(&ctx, &gpu_model, o.bits, &params);
-        eprintln!(
-            "phase 2 (DQC): {iters} iterations, batch {} of {}×{}, Adam lr {} (cosine), λ {}, c {}; about {:.0} MiB of GPU memory",
-            dqc.batch,
-            dqc.patch,
-            dqc.patch,
-            dqc.lr,
-            dqc.lambda,
-            if dqc.train_bias { "trained" } else { "fixed" },
-            dqc::memory_bytes(&weights.config, dqc.batch, dqc.patch) as f64 / (1 << 20) as f64
-        );
-        let bar = ProgressBar::new(iters as u64);
-        bar.set_style(
-            ProgressStyle::with_template("DQC [{bar:30}] {pos}/{len} {per_sec} {elapsed_precise} (eta {eta}) {msg}").expect("valid template").progress_chars("=> "),
-        );
-        let losses = dqc::train(&ctx, &gpu_model, &quant, sampler, &dqc, |_, l| {
-            bar.set_message(format!("loss {:.5} (L1 {:.5}, features {:.5})", l.total, l.l1, l.feature));
-            bar.inc(1);
-        })?;
-        bar.finish_and_clear();
-        params = quant.read_params(&ctx);
-        let (first, last) = (losses[0].total, losses[losses.len() - 1].total);
-        eprintln!("phase 2 done in {:.1} s: loss {first:.5} → {last:.5}", phase2.elapsed().as_secs_f64());
+        let checkpoint = Checkpointing { path: &state_path, every: o.phase2.checkpoint_every.max(1), cfg: &weights.config, file: file.clone() };
+        params = run_phase2(&ctx, &gpu_model, (o.bits, params), sampler, &dqc, (resume.as_ref(), checkpoint), &mut settings)?;
+        file.method.push_str("+dqc");
+    }
+    file.params = params;
+    file.settings = settings;
+    file.save(&weights.config, o.embed_weights.then_some(&weights), output)?;
+    if state_path.exists() {
+        std::fs::remove_file(&state_path).with_context(|| state_path.display().to_string())?;
+    }
+    eprintln!("done in {:.1} s → {}", start.elapsed().as_secs_f64(), output.display());
+    Ok(())
+}
+
+/// The settings stored in a quantized file (and checked on --resume).
+fn calib_settings(o: &CalibOptions, dqc: &DqcOptions) -> BTreeMap<String, String> {
+    let mut settings: BTreeMap<String, String> = [
+        ("patches", o.patches.to_string()),
+        ("patch_mode", o.patch_mode.clone()),
+        ("patch_size", "64".into()),
+        ("seed", o.seed.to_string()),
+        ("calib", o.calib.display().to_string()),
+        ("phase2_iters", dqc.iters.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    if dqc.iters > 0 {
         for (key, value) in [
             ("phase2_batch", dqc.batch.to_string()),
             ("phase2_patch", dqc.patch.to_string()),
@@ -521,18 +544,74 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
             ("phase2_lambda", dqc.lambda.to_string()),
             ("phase2_schedule", "adam-cosine".to_string()),
             ("phase2_train_bias", dqc.train_bias.to_string()),
-            ("phase2_loss_first", format!("{first:.6}")),
-            ("phase2_loss_last", format!("{last:.6}")),
-            ("phase2_seconds", format!("{:.1}", phase2.elapsed().as_secs_f64())),
         ] {
             settings.insert(key.into(), value);
         }
-        name.push_str("+dqc");
     }
-    let file = QuantFile { bits: o.bits, method: name, scale: s, source_sha256: hash, settings, params };
-    file.save(&weights.config, o.embed_weights.then_some(&weights), output)?;
-    eprintln!("done in {:.1} s → {}", start.elapsed().as_secs_f64(), output.display());
-    Ok(())
+    settings
+}
+
+/// The saved phase 2 state at `path`, if it was made with the same checkpoint, bits,
+/// method and settings as this run.
+fn resumable_state(cfg: &swinq::model::SwinConfig, path: &Path, bits: u32, method: &str, hash: &str, settings: &BTreeMap<String, String>) -> Result<DqcState> {
+    let state = DqcState::load(cfg, path)?;
+    let f = &state.file;
+    let mut differ: Vec<String> = settings.iter().filter(|(k, v)| f.settings.get(*k) != Some(v)).map(|(k, v)| format!("{k} {v} (saved: {})", f.settings.get(k).map_or("none", String::as_str))).collect();
+    if f.bits != bits {
+        differ.push(format!("bits {bits} (saved: {})", f.bits));
+    }
+    if f.method != method {
+        differ.push(format!("method {method} (saved: {})", f.method));
+    }
+    if f.source_sha256 != hash {
+        differ.push("the checkpoint (another SHA-256)".into());
+    }
+    if !differ.is_empty() {
+        bail!("{}: saved by a run with other settings, cannot resume: {}", path.display(), differ.join(", "));
+    }
+    Ok(state)
+}
+
+/// Phase 2 from `params`: returns the trained parameters and adds its losses and
+/// time to `settings`.
+fn run_phase2(
+    ctx: &GpuContext,
+    model: &GpuModel,
+    (bits, params): (u32, Vec<swinq::quant::QParams>),
+    sampler: &mut PatchSampler,
+    dqc: &DqcOptions,
+    (resume, checkpoint): (Option<&DqcState>, Checkpointing<'_>),
+    settings: &mut BTreeMap<String, String>,
+) -> Result<Vec<swinq::quant::QParams>> {
+    let start = std::time::Instant::now();
+    let quant = QuantModel::new(ctx, model, bits, &params);
+    eprintln!(
+        "phase 2 (DQC): {} iterations, batch {} of {}×{}, Adam lr {} (cosine), λ {}, c {}; about {:.0} MiB of GPU memory; state saved every {} iterations to {}",
+        dqc.iters,
+        dqc.batch,
+        dqc.patch,
+        dqc.patch,
+        dqc.lr,
+        dqc.lambda,
+        if dqc.train_bias { "trained" } else { "fixed" },
+        dqc::memory_bytes(&model.config, dqc.batch, dqc.patch) as f64 / (1 << 20) as f64,
+        checkpoint.every,
+        checkpoint.path.display()
+    );
+    let bar = ProgressBar::new(dqc.iters as u64);
+    bar.set_style(ProgressStyle::with_template("DQC [{bar:30}] {pos}/{len} {per_sec} {elapsed_precise} (eta {eta}) {msg}").expect("valid template").progress_chars("=> "));
+    bar.set_position(resume.map_or(0, |r| r.next_iter) as u64);
+    let losses = dqc::train(ctx, model, &quant, sampler, dqc, (resume, Some(checkpoint)), |_, l| {
+        bar.set_message(format!("loss {:.5} (L1 {:.5}, features {:.5})", l.total, l.l1, l.feature));
+        bar.inc(1);
+    })?;
+    bar.finish_and_clear();
+    let (first, last) = (losses[0].total, losses[losses.len() - 1].total);
+    eprintln!("phase 2 done in {:.1} s: loss {first:.5} → {last:.5}", start.elapsed().as_secs_f64());
+    settings.insert("phase2_loss_first".into(), format!("{first:.6}"));
+    settings.insert("phase2_loss_last".into(), format!("{last:.6}"));
+    settings.insert("phase2_seconds".into(), format!("{:.1}", start.elapsed().as_secs_f64()));
+    Ok(quant.read_params(ctx))
 }
 
 fn export_model(model: &ModelArgs, quantized: &Path, output: &Path) -> Result<()> {

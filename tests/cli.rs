@@ -192,4 +192,6 @@ fn calibrate_with_phase2_records_its_settings() {
     assert!(!o.status.success() && stderr(&o).contains("the largest batch that fits is"), "{}", stderr(&o));
     let o = swinq(&[&args[..], &["--phase2-iters", "1", "--patch", "20", "-o", s(&q)]].concat());
     assert!(!o.status.success() && stderr(&o).contains("multiple of the 8×8 window"), "{}", stderr(&o));
+    let o = swinq(&[&args[..], &["--phase2-iters", "2", "--batch", "1", "--patch", "16", "--resume", "-o", s(&q)]].concat());
+    assert!(!o.status.success() && stderr(&o).contains("no phase 2 state to resume"), "{}", stderr(&o));
 }

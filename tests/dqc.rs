@@ -173,9 +173,40 @@ fn dqc_lowers_the_distillation_loss() {
     let opts = DqcOptions { iters: 30, batch: 2, patch: 16, lr: 5e-3, train_bias: true, ..DqcOptions::default() };
     // The same batch every iteration isolates the optimisation from sampling noise.
     let mut sampler = PatchSampler::new(&dir, opts.patch, 1, 4).expect("sampler").fixed();
-    let losses = train(ctx, &model, &quant, &mut sampler, &opts, |_, _| {}).expect("DQC");
+    let losses = train(ctx, &model, &quant, &mut sampler, &opts, (None, None), |_, _| {}).expect("DQC");
     let (first, last) = (losses[0].total, losses[losses.len() - 1].total);
     eprintln!("DQC loss {first:.5} → {last:.5} over {} iterations", losses.len());
     assert!(last < 0.9 * first, "DQC did not lower the loss: {first} → {last}");
     assert_ne!(quant.read_params(ctx), params, "the parameters moved");
+}
+
+/// Phase 2 saves its state and continues from it.
+#[test]
+fn dqc_state_saves_and_resumes() {
+    use swinq::model::graph::QuantModel;
+    use swinq::quant::calib::PatchSampler;
+    use swinq::quant::dqc::{train, Checkpointing, DqcOptions, DqcState};
+    use swinq::quant::file::QuantFile;
+    use swinq::quant::phase1::calibrate;
+    use swinq::quant::search::Method;
+    let ctx = gpu();
+    let (model, _) = tiny();
+    let mut r = rng(7);
+    let calib = swinq::quant::calib::Patches { n: 1, size: 16, data: random(&mut r, 3 * 16 * 16, 0.0, 1.0) };
+    let params = calibrate(ctx, &model, &calib, Method::MINMAX, 4).expect("phase 1");
+    let quant = QuantModel::new(ctx, &model, 4, &params);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.dqc-state.safetensors");
+    let opts = DqcOptions { iters: 3, batch: 1, patch: 16, lr: 1e-3, ..DqcOptions::default() };
+    let data = common::shared().join("datasets/calib/LR_bicubic/X2");
+    let mut sampler = PatchSampler::new(&data, 16, 0, 4).expect("sampler");
+    let file = QuantFile { bits: 4, method: "minmax".into(), scale: 2, source_sha256: "x".into(), settings: Default::default(), params: Vec::new() };
+    let checkpoint = Checkpointing { path: &path, every: 1, cfg: &model.config, file };
+    train(ctx, &model, &quant, &mut sampler, &opts, (None, Some(checkpoint)), |_, _| {}).expect("DQC");
+    let state = DqcState::load(&model.config, &path).expect("state");
+    assert_eq!(state.next_iter, 2, "the last state saved is before the last iteration");
+    assert!(state.moments[1].iter().any(|&v| v > 0.0), "Adam's second moments are saved");
+    let resumed = QuantModel::new(ctx, &model, 4, &state.file.params);
+    let history = train(ctx, &model, &resumed, &mut sampler, &opts, (Some(&state), None), |_, _| {}).expect("resumed DQC");
+    assert_eq!(history.len(), 1, "one iteration left");
 }

@@ -2,14 +2,18 @@
 //! trained by distillation from the float model with Adam and a cosine schedule,
 //! entirely on the GPU.
 
-use anyhow::{bail, Result};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
 use bytemuck::{Pod, Zeroable};
 
 use super::calib::PatchSampler;
 use super::student::StudentGrad;
 use crate::gpu::{grid_1d, run_now, Const, Dispatch, GpuBuffer, GpuContext, Shader};
 use crate::model::graph::{fits_exactly, Capture, GpuModel, Mode, Plan, QuantModel};
-use crate::model::SwinConfig;
+use crate::model::checkpoint::{load_state_dict, read_safetensors_metadata, save_safetensors};
+use crate::model::{StateDict, SwinConfig, Tensor};
+use crate::quant::file::QuantFile;
 use crate::quant::QParams;
 
 /// Phase 2 settings (SPEC §5 defaults).
@@ -66,6 +70,14 @@ pub struct Adam {
 impl Adam {
     pub fn new(ctx: &GpuContext, rows: usize, train_bias: bool) -> Self {
         Self { rows, m1: GpuBuffer::zeros(ctx, "adam.m1", 4 * rows), m2: GpuBuffer::zeros(ctx, "adam.m2", 4 * rows), train_bias }
+    }
+
+    /// Adam with its moments as a checkpoint left them.
+    fn resumed(ctx: &GpuContext, rows: usize, train_bias: bool, [m1, m2]: &[Vec<f32>; 2]) -> Self {
+        let adam = Self::new(ctx, rows, train_bias);
+        adam.m1.write(ctx, m1);
+        adam.m2.write(ctx, m2);
+        adam
     }
 
     /// Step `step` (1-based) with learning rate `lr`: `params` (vec4 rows l, u, c, 0)
@@ -147,16 +159,84 @@ pub struct Losses {
     pub total: f64,
 }
 
+/// Phase 2 interrupted: the quantization so far (settings included) with Adam's
+/// moments and the next iteration, in a safetensors file beside the output.
+pub struct DqcState {
+    pub file: QuantFile,
+    pub moments: [Vec<f32>; 2],
+    pub next_iter: usize,
+}
+
+const STATE_FORMAT: &str = "swinq-dqc-state-1";
+
+impl DqcState {
+    /// The state file of a phase 2 writing `output`.
+    pub fn path_for(output: &Path) -> std::path::PathBuf {
+        output.with_extension("dqc-state.safetensors")
+    }
+
+    pub fn save(&self, cfg: &SwinConfig, path: &Path) -> Result<()> {
+        let mut sd = StateDict::new();
+        self.file.insert_params(cfg, "", &mut sd)?;
+        for (name, m) in ["adam.m1", "adam.m2"].iter().zip(&self.moments) {
+            sd.insert(name.to_string(), Tensor::f32(vec![m.len()], m.clone()));
+        }
+        save_safetensors(&sd, &self.file.metadata(cfg, STATE_FORMAT, ("next_iter", self.next_iter.to_string())), path)
+    }
+
+    pub fn load(cfg: &SwinConfig, path: &Path) -> Result<Self> {
+        let meta = read_safetensors_metadata(path).with_context(|| format!("{}: no phase 2 state to resume", path.display()))?;
+        if meta.get("format").map(String::as_str) != Some(STATE_FORMAT) {
+            bail!("{}: not a swinq phase 2 state", path.display());
+        }
+        let sd = load_state_dict(path)?;
+        let file = QuantFile::from_parts(path, &meta, &sd, cfg, "", "next_iter")?;
+        let rows = 4 * file.params.len();
+        let moment = |name: &str| -> Result<Vec<f32>> {
+            let m = sd.get(name).and_then(|t| t.as_f32()).with_context(|| format!("{}: `{name}` missing", path.display()))?;
+            if m.len() != rows {
+                bail!("{}: `{name}` has {} values, not {rows}", path.display(), m.len());
+            }
+            Ok(m.to_vec())
+        };
+        let next_iter = meta.get("next_iter").and_then(|v| v.parse().ok()).with_context(|| format!("{}: `next_iter` missing", path.display()))?;
+        Ok(Self { moments: [moment("adam.m1")?, moment("adam.m2")?], file, next_iter })
+    }
+}
+
+/// Where and how often `train` saves its state (every `every` iterations), with
+/// the quantization's description (`file.params` is filled in at each save).
+pub struct Checkpointing<'a> {
+    pub path: &'a Path,
+    pub every: usize,
+    pub cfg: &'a SwinConfig,
+    pub file: QuantFile,
+}
+
 /// Runs DQC: trains `quant`'s parameters in place against the float `model` on
-/// batches from `sampler`; `progress` sees each iteration's losses.
-pub fn train(ctx: &GpuContext, model: &GpuModel, quant: &QuantModel, sampler: &mut PatchSampler, o: &DqcOptions, mut progress: impl FnMut(usize, Losses)) -> Result<Vec<Losses>> {
+/// batches from `sampler`, from iteration 0 or from `resume` (whose parameters
+/// `quant` must already hold); `progress` sees each iteration's losses.
+pub fn train(
+    ctx: &GpuContext,
+    model: &GpuModel,
+    quant: &QuantModel,
+    sampler: &mut PatchSampler,
+    o: &DqcOptions,
+    (resume, mut checkpoint): (Option<&DqcState>, Option<Checkpointing<'_>>),
+    mut progress: impl FnMut(usize, Losses),
+) -> Result<Vec<Losses>> {
     let dims = (o.batch, o.patch, o.patch);
     let teacher = Plan::with_mode(ctx, model, dims, Capture::Distill { block_inputs: false }, Mode::Float)?;
     let student = Plan::with_mode(ctx, model, dims, Capture::Distill { block_inputs: true }, Mode::Fake(quant))?;
     let grad = StudentGrad::new(ctx, model, quant, &teacher, &student, o.lambda)?;
-    let adam = Adam::new(ctx, quant.params.len / 4, o.train_bias);
+    let rows = quant.params.len / 4;
+    let adam = match resume {
+        Some(state) => Adam::resumed(ctx, rows, o.train_bias, &state.moments),
+        None => Adam::new(ctx, rows, o.train_bias),
+    };
+    let start = resume.map_or(0, |s| s.next_iter);
     let mut history = Vec::with_capacity(o.iters);
-    for it in 0..o.iters {
+    for it in start..o.iters {
         let batch = sampler.batch(o.batch);
         for plan in [&teacher, &student] {
             plan.set_input(ctx, &batch.data);
@@ -169,6 +249,11 @@ pub fn train(ctx: &GpuContext, model: &GpuModel, quant: &QuantModel, sampler: &m
         let losses = Losses { l1, feature, total };
         progress(it, losses);
         history.push(losses);
+        if let Some(c) = checkpoint.as_mut().filter(|c| (it + 1) % c.every == 0 && it + 1 < o.iters) {
+            c.file.params = quant.read_params(ctx);
+            let state = DqcState { file: c.file.clone(), moments: [adam.m1.read(ctx), adam.m2.read(ctx)], next_iter: it + 1 };
+            state.save(c.cfg, c.path)?;
+        }
     }
     Ok(history)
 }
