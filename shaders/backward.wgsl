@@ -12,9 +12,9 @@
 //    (the residual branch's gradient is already there);
 //  - linear_input_grad: dx = dy·Ŵ for y = x·Ŵᵀ + b, Ŵ the weight through its quantizer
 //    (row p.row; float when LEVELS is 0), added to dx when ACCUMULATE;
-//  - weight_quant_grads: the weight quantizer's (dl, du, dc) from ∂L/∂Ŵ = dyᵀ·x̂ (x̂:
-//    x through the input quantizer p.act_row when ACT_QUANT), one invocation per
-//    weight, partials per 256 weights;
+//  - weight_grad_chunks, weight_quant_grads: the weight quantizer's (dl, du, dc) from
+//    ∂L/∂Ŵ = dyᵀ·x̂ (x̂: x through the input quantizer p.act_row when ACT_QUANT), summed
+//    over token chunks first, then per weight, partials per 256 weights;
 //  - conv3x3_input_grad: dx of a 3×3 convolution (zero padding 1) on (batch, h, w, c)
 //    tokens, weight (n_out, c, 3, 3), added to dx when ACCUMULATE.
 //  - l1_grad: the output loss mean|x − target| (x = student, dy = teacher): its
@@ -35,8 +35,8 @@ struct Params {
     n_out: u32,     // linear, conv: output features (x has p.c = input features)
     h: u32,         // conv: image height and width (p.n tokens = batch·h·w)
     w: u32,
-    act_row: u32,   // weight_quant_grads: the input quantizer's row
-    _pad0: u32,
+    act_row: u32,   // weight_grad_chunks: the input quantizer's row
+    chunk: u32,     // weight_grad_chunks: tokens per chunk
     _pad1: u32,
     _pad2: u32,
 }
@@ -50,6 +50,7 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> grads: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> gamma: array<f32>;
 @group(0) @binding(8) var<storage, read> weight: array<f32>;  // (n_out, c) row-major
+@group(0) @binding(9) var<storage, read_write> wgrad: array<f32>;  // (chunk, weight) sums of ∂L/∂Ŵ
 
 var<workgroup> tree: array<vec4<f32>, 256>;
 
@@ -201,8 +202,33 @@ fn linear_input_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     }
 }
 
-// ∂L/∂Ŵ[o, i] = Σ_t dy[t, o]·x[t, i] (x: the layer's input as the forward used it),
-// times the weight quantizer's STE partials; per-workgroup sums into partials.
+// ∂L/∂Ŵ[o, i] = Σ_t dy[t, o]·x̂[t, i] over the tokens of chunk j (p.chunk tokens):
+// one invocation per (weight, chunk), so long token sums run in parallel on GPUs.
+@compute @workgroup_size(256)
+fn weight_grad_chunks(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let weights = p.n_out * p.c;
+    let idx = flat_index(gid, nwg);
+    if (idx >= weights * ((p.n + p.chunk - 1u) / p.chunk)) {
+        return;
+    }
+    let e = idx % weights;
+    let j = idx / weights;
+    let o = e / p.c;
+    let i = e % p.c;
+    let act = qparams[p.act_row];
+    var g = 0.0;
+    for (var t = j * p.chunk; t < min(p.n, (j + 1u) * p.chunk); t++) {
+        var xi = x[t * p.c + i];
+        if (ACT_QUANT) {
+            xi = fake_quant(xi, act, LEVELS);
+        }
+        g = fma(dy[t * p.n_out + o], xi, g);
+    }
+    wgrad[idx] = g;
+}
+
+// The chunks' sums per weight (in chunk order), times the weight quantizer's STE
+// partials; per-workgroup sums into partials.
 @compute @workgroup_size(256)
 fn weight_quant_grads(
     @builtin(global_invocation_id) gid: vec3<u32>,
@@ -210,19 +236,13 @@ fn weight_quant_grads(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
+    let weights = p.n_out * p.c;
     let e = flat_index(gid, nwg);
     var contrib = vec4<f32>(0.0);
-    if (e < p.n_out * p.c) {
-        let o = e / p.c;
-        let i = e % p.c;
+    if (e < weights) {
         var g = 0.0;
-        let act = qparams[p.act_row];
-        for (var t = 0u; t < p.n; t++) {
-            var xi = x[t * p.c + i];
-            if (ACT_QUANT) {
-                xi = fake_quant(xi, act, LEVELS);
-            }
-            g = fma(dy[t * p.n_out + o], xi, g);
+        for (var j = 0u; j < (p.n + p.chunk - 1u) / p.chunk; j++) {
+            g += wgrad[j * weights + e];
         }
         let d = fake_quant_grads(weight[e], qparams[p.row], LEVELS);
         contrib = vec4<f32>(g * d.y, g * d.z, g * d.w, 0.0);

@@ -156,10 +156,11 @@ fn surrogate_quant<'a>(w: &'a [f32], q: &QParams, lv: f32) -> impl Fn(f64, f64, 
 
 #[test]
 fn linear_gradients_cpu_vs_finite_differences_and_gpu_vs_cpu() {
-    use swinq::gpu::backward::{linear_input_grad, weight_partials, weight_quant_grads, LinearGrad};
+    use swinq::gpu::backward::{linear_input_grad, weight_grad_words, weight_partials, weight_quant_grads, LinearGrad};
     let ctx = gpu();
     let mut r = rng(6);
-    let (tokens, k, n_out, bits) = (203, 61, 37, 3);
+    // Over two token chunks of the weight gradient's sum.
+    let (tokens, k, n_out, bits) = (1203, 61, 37, 3);
     let lv = levels(bits);
     let x = random(&mut r, tokens * k, -1.0, 1.0);
     let w = random(&mut r, n_out * k, -0.5, 0.5);
@@ -199,14 +200,11 @@ fn linear_gradients_cpu_vs_finite_differences_and_gpu_vs_cpu() {
     let parts = weight_partials(&layer);
     let partials = GpuBuffer::zeros(ctx, "partials", 4 * parts);
     let grads = GpuBuffer::zeros(ctx, "grads", 4);
-    run_now(
-        ctx,
-        &[
-            linear_input_grad(ctx, [&dyb, &dxb], layer, tokens, true),
-            weight_quant_grads(ctx, [&xb, &dyb], layer, None, tokens, (&partials, 0)),
-            reduce_partials(ctx, (&partials, 0, 1), parts, (&grads, 0), false),
-        ],
-    );
+    let scratch = GpuBuffer::zeros(ctx, "scratch", weight_grad_words(n_out, k, tokens));
+    let mut ds = vec![linear_input_grad(ctx, [&dyb, &dxb], layer, tokens, true)];
+    ds.extend(weight_quant_grads(ctx, [&xb, &dyb], layer, None, tokens, &scratch, (&partials, 0)));
+    ds.push(reduce_partials(ctx, (&partials, 0, 1), parts, (&grads, 0), false));
+    run_now(ctx, &ds);
     let want_dx: Vec<f32> = cpu::linear_input_grad(&dy, &w, (n_out, k), Some((&qp[0], lv))).iter().zip(&prior).map(|(a, b)| a + b).collect();
     assert_close("linear input gradient, accumulated", &dxb.read(ctx), &want_dx, 1e-6);
     let got = grads.read::<f32>(ctx);
@@ -218,7 +216,9 @@ fn linear_gradients_cpu_vs_finite_differences_and_gpu_vs_cpu() {
     // With the input quantizer (row 1) applied to x on the fly.
     let xq: Vec<f32> = x.iter().map(|&v| swinq::quant::fake_quant(v, &qp[1], lv)).collect();
     let want_q = cpu::weight_quant_grads(&xq, &dy, &w, (n_out, k), &qp[0], lv);
-    run_now(ctx, &[weight_quant_grads(ctx, [&xb, &dyb], layer, Some(1), tokens, (&partials, 0)), reduce_partials(ctx, (&partials, 0, 1), parts, (&grads, 0), false)]);
+    let mut ds = Vec::from(weight_quant_grads(ctx, [&xb, &dyb], layer, Some(1), tokens, &scratch, (&partials, 0)));
+    ds.push(reduce_partials(ctx, (&partials, 0, 1), parts, (&grads, 0), false));
+    run_now(ctx, &ds);
     let got = grads.read::<f32>(ctx);
     for i in 0..3 {
         let err = (got[i] as f64 - want_q[i]).abs() / (1.0 + want_q[i].abs());

@@ -17,7 +17,8 @@ struct BackwardParams {
     h: u32,
     w: u32,
     act_row: u32,
-    _pad: [u32; 3],
+    chunk: u32,
+    _pad: [u32; 2],
 }
 
 /// The header constants of shaders/backward.wgsl.
@@ -107,22 +108,37 @@ pub fn weight_partials(layer: &LinearGrad<'_>) -> usize {
     quant_partials(layer.n_out * layer.k)
 }
 
+/// Tokens per chunk of the weight gradient's token sum.
+const WEIGHT_GRAD_CHUNK: usize = 512;
+
+/// Scratch words `weight_quant_grads` needs for a layer over `tokens` tokens.
+pub fn weight_grad_words(n_out: usize, k: usize, tokens: usize) -> usize {
+    n_out * k * tokens.div_ceil(WEIGHT_GRAD_CHUNK)
+}
+
 /// The weight quantizer's (dl, du, dc) partials from dy and the layer's input x,
 /// through its input quantizer (parameter row `act_row` of the same table) when
-/// given, into `partials` from slot `part0` (`weight_partials` slots).
+/// given, into `partials` from slot `part0` (`weight_partials` slots); `scratch`
+/// holds `weight_grad_words` words.
+#[allow(clippy::too_many_arguments)]
 pub fn weight_quant_grads(
     ctx: &GpuContext,
     [x, dy]: [&GpuBuffer; 2],
     layer: LinearGrad<'_>,
     act_row: Option<usize>,
     tokens: usize,
+    scratch: &GpuBuffer,
     (partials, part0): (&GpuBuffer, usize),
-) -> Dispatch {
+) -> [Dispatch; 2] {
     let q = layer.quant.expect("weight_quant_grads needs the weight quantizer");
-    let b = [(1, x.bind()), (2, dy.bind()), (4, q.params.bind()), (5, partials.bind()), (8, layer.weight.bind())];
-    let params = BackwardParams { act_row: act_row.unwrap_or(0) as u32, ..layer.params(tokens, part0) };
+    let params = BackwardParams { act_row: act_row.unwrap_or(0) as u32, chunk: WEIGHT_GRAD_CHUNK as u32, ..layer.params(tokens, part0) };
     let flags = Flags { levels: q.levels, act_quant: act_row.is_some(), ..Flags::default() };
-    dispatch(ctx, "weight_quant_grads", flags, params, &b, grid_1d(layer.n_out * layer.k))
+    let chunks = [(1, x.bind()), (2, dy.bind()), (4, q.params.bind()), (9, scratch.bind())];
+    let sums = [(4, q.params.bind()), (5, partials.bind()), (8, layer.weight.bind()), (9, scratch.bind())];
+    [
+        dispatch(ctx, "weight_grad_chunks", flags, params, &chunks, grid_1d(weight_grad_words(layer.n_out, layer.k, tokens))),
+        dispatch(ctx, "weight_quant_grads", flags, params, &sums, grid_1d(layer.n_out * layer.k)),
+    ]
 }
 
 /// dx of a 3×3 convolution (zero padding) with frozen weights `weight` (n_out, c, 3, 3)

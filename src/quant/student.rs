@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use crate::gpu::attention_backward::{to_token_order, window_attention_backward};
 use crate::gpu::backward::{
     add_into, conv3x3_input_grad, feature_grad, gelu_backward, l1_grad, layer_norm_backward, linear_input_grad, quant_backward, quant_partials, reduce_partials,
-    weight_quant_grads, LinearGrad,
+    weight_grad_words, weight_quant_grads, LinearGrad,
 };
 use crate::gpu::ops::{self, finish_backward, AttnExtras, AttnShape, GpuLinear, Matmul, WindowOrder};
 use crate::gpu::{run_now, Dispatch, GpuBuffer, GpuContext};
@@ -53,6 +53,8 @@ struct Scratch {
     d_a: GpuBuffer,
     d_qkv: [GpuBuffer; 3],
     partials: GpuBuffer,
+    /// Token-chunk sums of a weight's gradient.
+    wgrad: GpuBuffer,
 }
 
 /// What every block's backward shares.
@@ -85,13 +87,14 @@ impl Ctx<'_> {
         let layer = self.layer(lin, block, i);
         let (t, k) = (self.tokens, lin.k);
         let in_row = self.row(block, Slot::Input(i));
-        vec![
-            linear_input_grad(ctx, [dy, d_xhat], layer, t, false),
-            weight_quant_grads(ctx, [x, dy], layer, Some(in_row), t, (&s.partials, 0)),
+        let mut ds = vec![linear_input_grad(ctx, [dy, d_xhat], layer, t, false)];
+        ds.extend(weight_quant_grads(ctx, [x, dy], layer, Some(in_row), t, &s.wgrad, (&s.partials, 0)));
+        ds.extend([
             self.reduce(s, quant_partials(lin.out_dim * k), self.row(block, Slot::Weight(i))),
             quant_backward(ctx, [x, d_xhat, dx], t * k, self.quant.qref(in_row), (&s.partials, 0), accumulate),
             self.reduce(s, quant_partials(t * k), in_row),
-        ]
+        ]);
+        ds
     }
 }
 
@@ -125,6 +128,7 @@ impl StudentGrad {
             d_a: z("d_a", t * c),
             d_qkv: ["dq", "dk", "dv"].map(|n| z(n, t * c)),
             partials: z("partials", 4 * [quant_partials(t * hid), 4 * max_slices, quant_partials(hid * c), quant_partials(output_len)].into_iter().max().unwrap_or(1)),
+            wgrad: z("wgrad", weight_grad_words(hid, c, t)),
         };
         let grads = GpuBuffer::zeros(ctx, "quant_grads", 4 * PER_BLOCK * cfg.num_blocks());
         let l1_sum = GpuBuffer::zeros(ctx, "l1_sum", 4);
@@ -166,7 +170,7 @@ impl StudentGrad {
             ds.push(add_into(ctx, [&run[out], grad], t * c));
             out = 1 - out;
         }
-        let mut buffers = vec![d_out, d_up, d_y, tape.a, tape.o, tape.t1, tape.m, tape.h, tape.g, scratch.d_a, scratch.partials];
+        let mut buffers = vec![d_out, d_up, d_y, tape.a, tape.o, tape.t1, tape.m, tape.h, tape.g, scratch.d_a, scratch.partials, scratch.wgrad];
         buffers.extend(run);
         buffers.extend(tape.qkv);
         buffers.extend(scratch.hid);
