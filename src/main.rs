@@ -191,6 +191,14 @@ struct Phase2Args {
     /// Weight λ of the feature loss on the four residual groups' outputs.
     #[arg(long, default_value_t = 5.0)]
     lambda: f32,
+    /// Folders of DQC training images (repeatable; default: the --calib folder), LR
+    /// images unless --phase2-hr says they are HR.
+    #[arg(long)]
+    phase2_data: Vec<PathBuf>,
+    /// The --phase2-data folders hold HR images: LR patches are made from them with the
+    /// MATLAB-exact bicubic at the model's scale (e.g. ../shared/train/BSDS500_train).
+    #[arg(long)]
+    phase2_hr: bool,
     /// Save phase 2's state (parameters, Adam moments, iteration) every N iterations
     /// to OUTPUT with the extension .dqc-state.safetensors (removed when phase 2 ends).
     #[arg(long, default_value_t = 100)]
@@ -484,7 +492,9 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     // Check phase 2's inputs before phase 1 runs. A resumed run draws other patches
     // than an uninterrupted one would (the sampler restarts from seed + iteration).
     let skip = resume.as_ref().map_or(0, |r| r.next_iter) as u64;
-    let mut sampler = if iters > 0 { Some(PatchSampler::new(&o.calib, dqc.patch, dqc.seed + skip, weights.config.window)?) } else { None };
+    let data: Vec<&Path> = if o.phase2.phase2_data.is_empty() { vec![o.calib.as_path()] } else { o.phase2.phase2_data.iter().map(PathBuf::as_path).collect() };
+    let hr_scale = o.phase2.phase2_hr.then_some(s);
+    let mut sampler = if iters > 0 { Some(PatchSampler::new(&data, hr_scale, dqc.patch, dqc.seed + skip, weights.config.window)?) } else { None };
     let ctx = model.gpu()?;
     if iters > 0 {
         dqc::check_batch(&ctx, &weights.config, &dqc)?;
@@ -544,6 +554,8 @@ fn calib_settings(o: &CalibOptions, dqc: &DqcOptions) -> BTreeMap<String, String
             ("phase2_lambda", dqc.lambda.to_string()),
             ("phase2_schedule", "adam-cosine".to_string()),
             ("phase2_train_bias", dqc.train_bias.to_string()),
+            ("phase2_data", o.phase2.phase2_data.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(";")),
+            ("phase2_hr", o.phase2.phase2_hr.to_string()),
         ] {
             settings.insert(key.into(), value);
         }

@@ -172,7 +172,7 @@ fn dqc_lowers_the_distillation_loss() {
     let dir = common::shared().join("datasets/calib/LR_bicubic/X2");
     let opts = DqcOptions { iters: 30, batch: 2, patch: 16, lr: 5e-3, train_bias: true, ..DqcOptions::default() };
     // The same batch every iteration isolates the optimisation from sampling noise.
-    let mut sampler = PatchSampler::new(&dir, opts.patch, 1, 4).expect("sampler").fixed();
+    let mut sampler = PatchSampler::new(&[dir.as_path()], None, opts.patch, 1, 4).expect("sampler").fixed();
     let losses = train(ctx, &model, &quant, &mut sampler, &opts, (None, None), |_, _| {}).expect("DQC");
     let (first, last) = (losses[0].total, losses[losses.len() - 1].total);
     eprintln!("DQC loss {first:.5} → {last:.5} over {} iterations", losses.len());
@@ -199,7 +199,7 @@ fn dqc_state_saves_and_resumes() {
     let path = dir.path().join("q.dqc-state.safetensors");
     let opts = DqcOptions { iters: 3, batch: 1, patch: 16, lr: 1e-3, ..DqcOptions::default() };
     let data = common::shared().join("datasets/calib/LR_bicubic/X2");
-    let mut sampler = PatchSampler::new(&data, 16, 0, 4).expect("sampler");
+    let mut sampler = PatchSampler::new(&[data.as_path()], None, 16, 0, 4).expect("sampler");
     let file = QuantFile { bits: 4, method: "minmax".into(), scale: 2, source_sha256: "x".into(), settings: Default::default(), params: Vec::new() };
     let checkpoint = Checkpointing { path: &path, every: 1, cfg: &model.config, file };
     train(ctx, &model, &quant, &mut sampler, &opts, (None, Some(checkpoint)), |_, _| {}).expect("DQC");
@@ -209,4 +209,19 @@ fn dqc_state_saves_and_resumes() {
     let resumed = QuantModel::new(ctx, &model, 4, &state.file.params);
     let history = train(ctx, &model, &resumed, &mut sampler, &opts, (Some(&state), None), |_, _| {}).expect("resumed DQC");
     assert_eq!(history.len(), 1, "one iteration left");
+}
+
+/// Training patches from HR images: LR made with the MATLAB-exact bicubic, which
+/// reproduces the shipped LR files.
+#[test]
+fn patches_from_hr_images_match_the_shipped_lr() {
+    use swinq::quant::calib::PatchSampler;
+    let lr_dir = common::shared().join("datasets/Set5/LR_bicubic/X2");
+    let hr_dir = common::shared().join("datasets/Set5/HR");
+    let size = 64;
+    let mut from_lr = PatchSampler::new(&[lr_dir.as_path()], None, size, 9, 8).expect("LR");
+    let mut from_hr = PatchSampler::new(&[hr_dir.as_path()], Some(2), size, 9, 8).expect("HR");
+    for _ in 0..3 {
+        assert_eq!(from_lr.batch(2).data, from_hr.batch(2).data, "same seed, same crops, same pixels");
+    }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 
-use crate::data::{list_images, load_rgb, RgbImage};
+use crate::data::{downscale_matlab, list_images, load_rgb, load_rgb_u8, RgbImage};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatchMode {
@@ -76,18 +76,25 @@ pub struct PatchSampler {
 }
 
 impl PatchSampler {
-    /// Loads every image of `dir` (each at least `size`×`size`).
-    pub fn new(dir: &Path, size: usize, seed: u64, window: usize) -> Result<Self> {
+    /// Loads every image of the folders `dirs` (each at least `size`×`size` in LR).
+    /// With `hr_scale`, the folders hold HR images and each becomes its LR with the
+    /// MATLAB-exact bicubic the benchmark LR images were made with (SPEC datasets README).
+    pub fn new(dirs: &[&Path], hr_scale: Option<usize>, size: usize, seed: u64, window: usize) -> Result<Self> {
         if size < window || !size.is_multiple_of(window) {
             bail!("training patches of {size}×{size} must be a multiple of the {window}×{window} window");
         }
         let mut images = Vec::new();
-        for file in list_images(dir)? {
-            let img = load_rgb(&file)?;
-            if img.width < size || img.height < size {
-                bail!("{}: {}×{} is smaller than a {size}×{size} training patch", file.display(), img.width, img.height);
+        for dir in dirs {
+            for file in list_images(dir)? {
+                let img = match hr_scale {
+                    Some(s) => downscale_matlab(&load_rgb_u8(&file)?, s).to_f32(),
+                    None => load_rgb(&file)?,
+                };
+                if img.width < size || img.height < size {
+                    bail!("{}: {}×{} (LR) is smaller than a {size}×{size} training patch", file.display(), img.width, img.height);
+                }
+                images.push(img);
             }
-            images.push(img);
         }
         Ok(Self { images, size, rng: rand::rngs::StdRng::seed_from_u64(seed), repeat: false, first: None })
     }
