@@ -1,6 +1,7 @@
 // Backward kernels of phase 2 (DQC, SPEC §5): gradients flow to activations and to
 // the quantizers' l, u and c; the weights, LayerNorm gains and biases are frozen, so
-// none of their own gradients are formed.
+// none of their own gradients are formed. Input gradients of linears and convolutions
+// are the forward matmul on transposed weights (src/gpu/backward.rs).
 //  - quant_backward: through a fake quantizer (STE, SPEC §3): dx = dy·∂Q/∂x (added
 //    to dx when ACCUMULATE), and each workgroup's sums of dy·∂Q/∂l, dy·∂Q/∂u,
 //    dy·∂Q/∂c as one partial (tree order);
@@ -10,13 +11,9 @@
 //  - gelu_backward: dx = dy·GELU'(x);
 //  - layernorm_backward: dx of y = x̂·γ + β per token, added to dx when ACCUMULATE
 //    (the residual branch's gradient is already there);
-//  - linear_input_grad: dx = dy·Ŵ for y = x·Ŵᵀ + b, Ŵ the weight through its quantizer
-//    (row p.row; float when LEVELS is 0), added to dx when ACCUMULATE;
 //  - weight_grad_chunks, weight_quant_grads: the weight quantizer's (dl, du, dc) from
 //    ∂L/∂Ŵ = dyᵀ·x̂ (x̂: x through the input quantizer p.act_row when ACT_QUANT), summed
 //    over token chunks first, then per weight, partials per 256 weights;
-//  - conv3x3_input_grad: dx of a 3×3 convolution (zero padding 1) on (batch, h, w, c)
-//    tokens, weight (n_out, c, 3, 3), added to dx when ACCUMULATE.
 //  - l1_grad: the output loss mean|x − target| (x = student, dy = teacher): its
 //    gradient sign(x − t)/N into dx and per-workgroup partial sums of |x − t|;
 //  - sample_sums: per sample (p.c elements each, one workgroup per sample) the sums
@@ -27,18 +24,14 @@
 // Header constants: LEVELS (2^b − 1, or 0 for no quantizer), ACCUMULATE, ACT_QUANT.
 
 struct Params {
-    n: u32,         // elements (quant, gelu, add), tokens (layernorm, linear), partials (reduce)
-    c: u32,         // channels (layernorm, linear and conv input), stride (reduce)
-    row: u32,       // quantizer row (quant: its parameters; reduce: its gradient row)
-    part0: u32,     // quant: first partial slot; reduce: first partial to sum
-    eps: f32,
-    n_out: u32,     // linear, conv: output features (x has p.c = input features)
-    h: u32,         // conv: image height and width (p.n tokens = batch·h·w)
-    w: u32,
-    act_row: u32,   // weight_grad_chunks: the input quantizer's row
-    chunk: u32,     // weight_grad_chunks: tokens per chunk
-    _pad1: u32,
-    _pad2: u32,
+    n: u32,         // elements (quant, gelu, add, losses), tokens (layernorm, weight gradient), partials (reduce)
+    c: u32,         // channels (layernorm), input features (weight gradient), per sample (feature loss), stride (reduce)
+    row: u32,       // quantizer row (quant, weight gradient: its parameters; reduce: its gradient row)
+    part0: u32,     // first partial slot written (quant, weight gradient, L1, sample sums) or summed (reduce)
+    eps: f32,       // LayerNorm ε; the feature loss's weight λ
+    n_out: u32,     // weight gradient: output features
+    act_row: u32,   // weight gradient: the input quantizer's row
+    chunk: u32,     // weight gradient: tokens per chunk
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -173,35 +166,6 @@ fn layernorm_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     }
 }
 
-// The weight (o, i) as the forward uses it: through its quantizer when there is one.
-fn weight_used(o: u32, i: u32) -> f32 {
-    let w = weight[o * p.c + i];
-    if (LEVELS > 0.0) {
-        return fake_quant(w, qparams[p.row], LEVELS);
-    }
-    return w;
-}
-
-// dx[t, i] = Σ_o dy[t, o]·Ŵ[o, i], one invocation per element of dx.
-@compute @workgroup_size(256)
-fn linear_input_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let e = flat_index(gid, nwg);
-    if (e >= p.n * p.c) {
-        return;
-    }
-    let t = e / p.c;
-    let i = e % p.c;
-    var acc = 0.0;
-    for (var o = 0u; o < p.n_out; o++) {
-        acc = fma(dy[t * p.n_out + o], weight_used(o, i), acc);
-    }
-    if (ACCUMULATE) {
-        dx[e] += acc;
-    } else {
-        dx[e] = acc;
-    }
-}
-
 // ∂L/∂Ŵ[o, i] = Σ_t dy[t, o]·x̂[t, i] over the tokens of chunk j (p.chunk tokens):
 // one invocation per (weight, chunk), so long token sums run in parallel on GPUs.
 @compute @workgroup_size(256)
@@ -250,43 +214,6 @@ fn weight_quant_grads(
     let total = workgroup_sum(lid, contrib);
     if (lid == 0u) {
         partials[p.part0 + wg.x + wg.y * nwg.x] = total;
-    }
-}
-
-// dx[b, y, x, i] = Σ_{o, ky, kx} dy[b, y + 1 − ky, x + 1 − kx, o]·W[o, i, ky, kx].
-@compute @workgroup_size(256)
-fn conv3x3_input_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let e = flat_index(gid, nwg);
-    if (e >= p.n * p.c) {
-        return;
-    }
-    let t = e / p.c;
-    let i = e % p.c;
-    let y = i32((t / p.w) % p.h);
-    let x0 = i32(t % p.w);
-    let image = t / (p.h * p.w);
-    var acc = 0.0;
-    for (var ky = 0; ky < 3; ky++) {
-        let oy = y + 1 - ky;
-        if (oy < 0 || oy >= i32(p.h)) {
-            continue;
-        }
-        for (var kx = 0; kx < 3; kx++) {
-            let ox = x0 + 1 - kx;
-            if (ox < 0 || ox >= i32(p.w)) {
-                continue;
-            }
-            let src = ((image * p.h + u32(oy)) * p.w + u32(ox)) * p.n_out;
-            let tap = u32(ky * 3 + kx);
-            for (var o = 0u; o < p.n_out; o++) {
-                acc = fma(dy[src + o], weight[(o * p.c + i) * 9u + tap], acc);
-            }
-        }
-    }
-    if (ACCUMULATE) {
-        dx[e] += acc;
-    } else {
-        dx[e] = acc;
     }
 }
 

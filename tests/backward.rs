@@ -156,7 +156,7 @@ fn surrogate_quant<'a>(w: &'a [f32], q: &QParams, lv: f32) -> impl Fn(f64, f64, 
 
 #[test]
 fn linear_gradients_cpu_vs_finite_differences_and_gpu_vs_cpu() {
-    use swinq::gpu::backward::{linear_input_grad, weight_grad_words, weight_partials, weight_quant_grads, LinearGrad};
+    use swinq::gpu::backward::{weight_grad_words, weight_partials, weight_quant_grads, LinearGrad, TransposedLinear};
     let ctx = gpu();
     let mut r = rng(6);
     // Over two token chunks of the weight gradient's sum.
@@ -194,19 +194,20 @@ fn linear_gradients_cpu_vs_finite_differences_and_gpu_vs_cpu() {
     // GPU against the CPU.
     let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
     let [xb, wb, dyb] = [&x, &w, &dy].map(|v| GpuBuffer::from_slice(ctx, "t", v));
-    let prior = random(&mut r, tokens * k, -1.0, 1.0);
-    let dxb = GpuBuffer::from_slice(ctx, "dx", &prior);
+    let dxb = GpuBuffer::zeros(ctx, "dx", tokens * k);
+    let transposed = TransposedLinear::new(ctx, &w, n_out, k);
     let layer = LinearGrad { weight: &wb, n_out, k, quant: Some(QuantRef { params: &params, row: 0, levels: lv }) };
     let parts = weight_partials(&layer);
     let partials = GpuBuffer::zeros(ctx, "partials", 4 * parts);
     let grads = GpuBuffer::zeros(ctx, "grads", 4);
     let scratch = GpuBuffer::zeros(ctx, "scratch", weight_grad_words(n_out, k, tokens));
-    let mut ds = vec![linear_input_grad(ctx, [&dyb, &dxb], layer, tokens, true)];
+    let mut ds = vec![transposed.refresh(ctx, layer.quant)];
+    ds.extend(transposed.input_grad(ctx, [&dyb, &dxb], tokens));
     ds.extend(weight_quant_grads(ctx, [&xb, &dyb], layer, None, tokens, &scratch, (&partials, 0)));
     ds.push(reduce_partials(ctx, (&partials, 0, 1), parts, (&grads, 0), false));
     run_now(ctx, &ds);
-    let want_dx: Vec<f32> = cpu::linear_input_grad(&dy, &w, (n_out, k), Some((&qp[0], lv))).iter().zip(&prior).map(|(a, b)| a + b).collect();
-    assert_close("linear input gradient, accumulated", &dxb.read(ctx), &want_dx, 1e-6);
+    let want_dx = cpu::linear_input_grad(&dy, &w, (n_out, k), Some((&qp[0], lv)));
+    assert_close("linear input gradient", &dxb.read(ctx), &want_dx, 1e-6);
     let got = grads.read::<f32>(ctx);
     for i in 0..3 {
         let err = (got[i] as f64 - want[i]).abs() / (1.0 + want[i].abs());
@@ -224,14 +225,15 @@ fn linear_gradients_cpu_vs_finite_differences_and_gpu_vs_cpu() {
         let err = (got[i] as f64 - want_q[i]).abs() / (1.0 + want_q[i].abs());
         assert!(err < 1e-5, "weight quantizer gradient {i} with a quantized input: {err:.1e}");
     }
-    let float = LinearGrad { quant: None, ..layer };
-    run_now(ctx, &[linear_input_grad(ctx, [&dyb, &dxb], float, tokens, false)]);
+    let mut ds = vec![transposed.refresh(ctx, None)];
+    ds.extend(transposed.input_grad(ctx, [&dyb, &dxb], tokens));
+    run_now(ctx, &ds);
     assert_close("float linear input gradient", &dxb.read(ctx), &cpu::linear_input_grad(&dy, &w, (n_out, k), None), 1e-6);
 }
 
 #[test]
 fn conv_input_gradient_cpu_vs_finite_differences_and_gpu_vs_cpu() {
-    use swinq::gpu::backward::conv3x3_input_grad;
+    use swinq::gpu::backward::{conv3x3_input_grad, transposed_conv};
     use swinq::model::cpu::conv3x3;
     use swinq::model::weights::Conv3x3;
     let ctx = gpu();
@@ -253,9 +255,10 @@ fn conv_input_gradient_cpu_vs_finite_differences_and_gpu_vs_cpu() {
     eprintln!("conv input gradient vs finite differences: max abs error {err:.1e}");
     assert!(err < 1e-3, "conv input gradient vs finite differences: {err:.1e}");
 
-    let [dyb, wb] = [&dy, &conv.weight].map(|v| GpuBuffer::from_slice(ctx, "t", v));
+    let dyb = GpuBuffer::from_slice(ctx, "dy", &dy);
     let dxb = GpuBuffer::zeros(ctx, "dx", x.len());
-    run_now(ctx, &[conv3x3_input_grad(ctx, [&dyb, &dxb], &wb, (b, h, w), (cin, cout), false)]);
+    let transposed = transposed_conv(ctx, &conv.weight, (cin, cout));
+    run_now(ctx, &conv3x3_input_grad(ctx, [&dyb, &dxb], &transposed, (b, h, w)));
     assert_close("conv input gradient", &dxb.read(ctx), &want, 1e-6);
 }
 

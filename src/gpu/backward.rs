@@ -2,7 +2,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::ops::{GpuNorm, QuantRef, LN_EPS};
+use super::ops::{self, GpuLinear, GpuNorm, Matmul, MatmulInput, QuantRef, LN_EPS};
 use super::{grid_1d, Const, Dispatch, GpuBuffer, GpuContext, Shader};
 
 #[repr(C)]
@@ -14,11 +14,8 @@ struct BackwardParams {
     part0: u32,
     eps: f32,
     n_out: u32,
-    h: u32,
-    w: u32,
     act_row: u32,
     chunk: u32,
-    _pad: [u32; 2],
 }
 
 /// The header constants of shaders/backward.wgsl.
@@ -95,14 +92,6 @@ impl LinearGrad<'_> {
     }
 }
 
-/// dx = dy·Ŵ over `tokens` rows (y = x·Ŵᵀ + b), added to dx when `accumulate`.
-pub fn linear_input_grad(ctx: &GpuContext, [dy, dx]: [&GpuBuffer; 2], layer: LinearGrad<'_>, tokens: usize, accumulate: bool) -> Dispatch {
-    let qparams = layer.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
-    let b = [(2, dy.bind()), (3, dx.bind()), (4, qparams), (8, layer.weight.bind())];
-    let flags = Flags { levels: layer.quant.map_or(0.0, |q| q.levels), accumulate, ..Flags::default() };
-    dispatch(ctx, "linear_input_grad", flags, layer.params(tokens, 0), &b, grid_1d(tokens * layer.k))
-}
-
 /// Partial slots that `weight_quant_grads` writes for a layer.
 pub fn weight_partials(layer: &LinearGrad<'_>) -> usize {
     quant_partials(layer.n_out * layer.k)
@@ -141,15 +130,6 @@ pub fn weight_quant_grads(
     ]
 }
 
-/// dx of a 3×3 convolution (zero padding) with frozen weights `weight` (n_out, c, 3, 3)
-/// over (b, h, w, c) tokens, from dy (b, h, w, n_out); added to dx when `accumulate`.
-pub fn conv3x3_input_grad(ctx: &GpuContext, [dy, dx]: [&GpuBuffer; 2], weight: &GpuBuffer, (b, h, w): (usize, usize, usize), (c, n_out): (usize, usize), accumulate: bool) -> Dispatch {
-    let tokens = b * h * w;
-    let params = BackwardParams { n: tokens as u32, c: c as u32, n_out: n_out as u32, h: h as u32, w: w as u32, ..Default::default() };
-    let bindings = [(2, dy.bind()), (3, dx.bind()), (8, weight.bind())];
-    dispatch(ctx, "conv3x3_input_grad", Flags { accumulate, ..Flags::default() }, params, &bindings, grid_1d(tokens * c))
-}
-
 /// The output loss mean|x − target| over n elements: its gradient into dx, and
 /// partial sums of |x − target| into `partials` from `part0` (`quant_partials(n)`
 /// slots; `reduce_partials` gives the sum in its first component).
@@ -180,4 +160,49 @@ pub fn feature_grad(
         dispatch(ctx, "sample_sums", flags, params, &sum_bindings, [samples as u32, 1, 1]),
         dispatch(ctx, "feature_grad", flags, params, &grad_bindings, grid_1d(n)),
     ]
+}
+
+/// A linear layer's transposed weight Wᵀ (k, n_out) as a layer of its own, so that
+/// its input gradient dx̂ = dy·Q(W) runs as the forward's matmul (tiled on GPUs, rows
+/// on CPU drivers); `refresh` fake-quantizes it into the copy that matmul reads.
+pub struct TransposedLinear {
+    layer: GpuLinear,
+    quantized: GpuBuffer,
+}
+
+impl TransposedLinear {
+    /// From the layer's (n_out, k) weight.
+    pub fn new(ctx: &GpuContext, weight: &[f32], n_out: usize, k: usize) -> Self {
+        assert_eq!(weight.len(), n_out * k, "transposed linear: weight size");
+        let transposed: Vec<f32> = (0..k).flat_map(|i| (0..n_out).map(move |o| weight[o * k + i])).collect();
+        let layer = GpuLinear::new(ctx, "weight_t", &transposed, &vec![0.0; k], k);
+        let quantized = layer.weight_copy(ctx, "weight_t_q");
+        Self { layer, quantized }
+    }
+
+    /// Fake-quantizes the weight with `q` (its current parameters; a plain copy
+    /// without) for `input_grad`.
+    pub fn refresh(&self, ctx: &GpuContext, q: Option<QuantRef<'_>>) -> Dispatch {
+        self.layer.copy_weights(ctx, &self.quantized, q)
+    }
+
+    /// dx̂ = dy·Q(W) over `tokens` rows, Q(W) as the last `refresh` made it.
+    pub fn input_grad(&self, ctx: &GpuContext, [dy, dx]: [&GpuBuffer; 2], tokens: usize) -> Vec<Dispatch> {
+        ops::matmul(ctx, Matmul::tokens(dy.bind(), self.layer.weights_with(&self.quantized), dx.bind(), tokens, "backward"))
+    }
+}
+
+/// A 3×3 convolution's input gradient as a convolution of its own: channels swapped
+/// and the kernel flipped, W'[i, o, 8 − tap] = W[o, i, tap] (zero padding both ways).
+pub fn transposed_conv(ctx: &GpuContext, weight: &[f32], (c_in, c_out): (usize, usize)) -> GpuLinear {
+    assert_eq!(weight.len(), c_out * c_in * 9, "transposed conv: weight size");
+    let flipped: Vec<f32> = (0..c_in).flat_map(|i| (0..c_out).flat_map(move |o| (0..9).map(move |tap| weight[(o * c_in + i) * 9 + 8 - tap]))).collect();
+    GpuLinear::new(ctx, "conv_t", &flipped, &vec![0.0; c_in], c_in)
+}
+
+/// dx of a 3×3 convolution over (b, h, w) tokens from dy, with `transposed` from
+/// `transposed_conv`.
+pub fn conv3x3_input_grad(ctx: &GpuContext, [dy, dx]: [&GpuBuffer; 2], transposed: &GpuLinear, (b, h, w): (usize, usize, usize)) -> Vec<Dispatch> {
+    let mm = Matmul { input: MatmulInput::Conv3x3 { h, w }, ..Matmul::tokens(dy.bind(), transposed.weights(), dx.bind(), b * h * w, "backward") };
+    ops::matmul(ctx, mm)
 }

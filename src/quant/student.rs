@@ -10,8 +10,8 @@ use anyhow::{bail, Result};
 
 use crate::gpu::attention_backward::{to_token_order, window_attention_backward};
 use crate::gpu::backward::{
-    add_into, conv3x3_input_grad, feature_grad, gelu_backward, l1_grad, layer_norm_backward, linear_input_grad, quant_backward, quant_partials, reduce_partials,
-    weight_grad_words, weight_quant_grads, LinearGrad,
+    add_into, conv3x3_input_grad, feature_grad, gelu_backward, l1_grad, layer_norm_backward, quant_backward, quant_partials, reduce_partials, transposed_conv,
+    weight_grad_words, weight_quant_grads, LinearGrad, TransposedLinear,
 };
 use crate::gpu::ops::{self, finish_backward, AttnExtras, AttnShape, GpuLinear, Matmul, WindowOrder};
 use crate::gpu::{run_now, Dispatch, GpuBuffer, GpuContext};
@@ -33,6 +33,7 @@ pub struct StudentGrad {
     feature_len: usize,
     lambda: f32,
     _buffers: Vec<GpuBuffer>,
+    _layers: (Vec<[TransposedLinear; 6]>, Vec<GpuLinear>),
 }
 
 /// Activations of one block, recomputed from its input.
@@ -80,14 +81,14 @@ impl Ctx<'_> {
         LinearGrad { weight: &lin.weight, n_out: lin.out_dim, k: lin.k, quant: Some(self.quant.qref(self.row(block, Slot::Weight(i)))) }
     }
 
-    /// Back through quantized linear `i` of `block` (y = Q(x)·Q(W)ᵀ + b): dx from dy,
-    /// and the gradients of its weight and input quantizers.
-    fn linear(&self, s: &Scratch, (lin, block, i): (&GpuLinear, usize, usize), [x, dy, d_xhat, dx]: [&GpuBuffer; 4], accumulate: bool) -> Vec<Dispatch> {
+    /// Back through quantized linear `i` of `block` (y = Q(x)·Q(W)ᵀ + b, `lin_t` its
+    /// transposed weight): dx from dy, and the gradients of its weight and input quantizers.
+    fn linear(&self, s: &Scratch, (lin, lin_t, block, i): (&GpuLinear, &TransposedLinear, usize, usize), [x, dy, d_xhat, dx]: [&GpuBuffer; 4], accumulate: bool) -> Vec<Dispatch> {
         let ctx = self.ctx;
         let layer = self.layer(lin, block, i);
         let (t, k) = (self.tokens, lin.k);
         let in_row = self.row(block, Slot::Input(i));
-        let mut ds = vec![linear_input_grad(ctx, [dy, d_xhat], layer, t, false)];
+        let mut ds = lin_t.input_grad(ctx, [dy, d_xhat], t);
         ds.extend(weight_quant_grads(ctx, [x, dy], layer, Some(in_row), t, &s.wgrad, (&s.partials, 0)));
         ds.extend([
             self.reduce(s, quant_partials(lin.out_dim * k), self.row(block, Slot::Weight(i))),
@@ -138,16 +139,27 @@ impl StudentGrad {
         let run = [z("d_t0", t * c), z("d_t1", t * c)];
         let d_y = z("d_y", t * c);
         let shared = Ctx { ctx, quant, grads: &grads, dims: (b, hp, wp), tokens: t };
-        let mut ds = Vec::new();
+        // Input gradients run as forward matmuls on transposed weights; the quantized
+        // ones are refreshed from the current parameters first.
+        let transposed: Vec<[TransposedLinear; 6]> =
+            model.groups.iter().flat_map(|g| &g.blocks).map(|blk| blk.linears().map(|l| TransposedLinear::new(ctx, &l.weight.read(ctx), l.out_dim, l.k))).collect();
+        let conv_t = |l: &GpuLinear| transposed_conv(ctx, &l.weight.read(ctx), (l.k / 9, l.out_dim));
+        let (up_t, body_t) = (conv_t(&model.upsample), conv_t(&model.conv_after_body));
+        let groups_t: Vec<GpuLinear> = model.groups.iter().map(|g| conv_t(&g.conv)).collect();
+        let mut ds: Vec<Dispatch> = transposed
+            .iter()
+            .enumerate()
+            .flat_map(|(n, ts)| ts.iter().enumerate().map(move |(i, lt)| (n, i, lt)))
+            .map(|(n, i, lt)| lt.refresh(ctx, Some(quant.qref(index(n, Slot::Weight(i))))))
+            .collect();
 
         // The losses' gradients, then back through the float tail to the body's output.
         let n_out = output_len;
         ds.push(l1_grad(ctx, [student.output(), teacher.output(), &d_out], n_out, (&scratch.partials, 0)));
         ds.push(reduce_partials(ctx, (&scratch.partials, 0, 1), quant_partials(n_out), (&l1_sum, 0), false));
         ds.push(finish_backward(ctx, &d_out, &d_up, &student.image_shape(cfg)));
-        let s2c = cfg.in_chans * cfg.scale * cfg.scale;
-        ds.push(conv3x3_input_grad(ctx, [&d_up, &d_y], &model.upsample.weight, (b, hp, wp), (c, s2c), false));
-        ds.push(conv3x3_input_grad(ctx, [&d_y, &scratch.tok[0]], &model.conv_after_body.weight, (b, hp, wp), (c, c), false));
+        ds.extend(conv3x3_input_grad(ctx, [&d_up, &d_y], &up_t, (b, hp, wp)));
+        ds.extend(conv3x3_input_grad(ctx, [&d_y, &scratch.tok[0]], &body_t, (b, hp, wp)));
         let body = student.captured_buffer("body").expect("student plan captures the body's output");
         ds.push(layer_norm_backward(ctx, [body, &scratch.tok[0], &run[0]], &model.norm, t, false));
 
@@ -156,7 +168,7 @@ impl StudentGrad {
         let mut flat = cfg.num_blocks();
         for (r, group) in model.groups.iter().enumerate().rev() {
             let grad = &run[1 - out];
-            ds.push(conv3x3_input_grad(ctx, [&run[out], grad], &group.conv.weight, (b, hp, wp), (c, c), false));
+            ds.extend(conv3x3_input_grad(ctx, [&run[out], grad], &groups_t[r], (b, hp, wp)));
             let [fs, ft] = [student, teacher].map(|p| p.captured_buffer(&format!("group{r}")).expect("plans capture the groups' features"));
             ds.extend(feature_grad(ctx, [fs, ft, grad], (b, hp * wp * c), lambda, (&feature_sums, r * b), true));
             for (j, blk) in group.blocks.iter().enumerate().rev() {
@@ -164,7 +176,7 @@ impl StudentGrad {
                 let x_in = student.captured_buffer(&format!("block_in{flat}")).expect("student plan captures block inputs");
                 let attn = attn_shape(cfg, r, j);
                 ds.extend(recompute_block(&shared, blk, attn, flat, x_in, &tape));
-                ds.extend(block_backward(&shared, &scratch, blk, attn, flat, [x_in, grad], &tape));
+                ds.extend(block_backward(&shared, &scratch, (blk, &transposed[flat]), attn, flat, [x_in, grad], &tape));
             }
             // The group's residual: its input's gradient also flows straight from its output.
             ds.push(add_into(ctx, [&run[out], grad], t * c));
@@ -176,7 +188,21 @@ impl StudentGrad {
         buffers.extend(scratch.hid);
         buffers.extend(scratch.tok);
         buffers.extend(scratch.d_qkv);
-        Ok(Self { dispatches: ds, grads, l1_sum, feature_sums, output_len, samples: b, groups, feature_len: t * c, lambda, _buffers: buffers })
+        let mut convs = groups_t;
+        convs.extend([up_t, body_t]);
+        Ok(Self {
+            dispatches: ds,
+            grads,
+            l1_sum,
+            feature_sums,
+            output_len,
+            samples: b,
+            groups,
+            feature_len: t * c,
+            lambda,
+            _buffers: buffers,
+            _layers: (transposed, convs),
+        })
     }
 
     /// Computes the gradient rows for the batch the two plans just ran.
@@ -223,17 +249,25 @@ fn recompute_block(s: &Ctx<'_>, blk: &GpuBlock, attn: AttnShape, block: usize, x
 
 /// Back through one block: `grad` holds the gradient at its output and ends with
 /// the gradient at its input `x_in`; the block's 16 quantizer rows are written.
-fn block_backward(s: &Ctx<'_>, sc: &Scratch, blk: &GpuBlock, attn: AttnShape, block: usize, [x_in, grad]: [&GpuBuffer; 2], tape: &Tape) -> Vec<Dispatch> {
+fn block_backward(
+    s: &Ctx<'_>,
+    sc: &Scratch,
+    (blk, lin_t): (&GpuBlock, &[TransposedLinear; 6]),
+    attn: AttnShape,
+    block: usize,
+    [x_in, grad]: [&GpuBuffer; 2],
+    tape: &Tape,
+) -> Vec<Dispatch> {
     let (ctx, t) = (s.ctx, s.tokens);
     let [hid0, hid1] = &sc.hid;
     let [tok0, tok1, tok2] = &sc.tok;
     // MLP: x + fc2(GELU(fc1(LN2(x)))).
-    let mut ds = s.linear(sc, (&blk.fc2, block, 5), [&tape.g, grad, hid0, hid1], false);
+    let mut ds = s.linear(sc, (&blk.fc2, &lin_t[5], block, 5), [&tape.g, grad, hid0, hid1], false);
     ds.push(gelu_backward(ctx, [&tape.h, hid1, hid0], t * blk.fc1.out_dim));
-    ds.extend(s.linear(sc, (&blk.fc1, block, 4), [&tape.m, hid0, tok0, tok1], false));
+    ds.extend(s.linear(sc, (&blk.fc1, &lin_t[4], block, 4), [&tape.m, hid0, tok0, tok1], false));
     ds.push(layer_norm_backward(ctx, [&tape.t1, tok1, grad], &blk.norm2, t, true));
     // Attention: x + proj(attention(q, k, v of LN1(x))).
-    ds.extend(s.linear(sc, (&blk.proj, block, 3), [&tape.o, grad, tok0, tok1], false));
+    ds.extend(s.linear(sc, (&blk.proj, &lin_t[3], block, 3), [&tape.o, grad, tok0, tok1], false));
     let [qb, kb, vb] = &tape.qkv;
     let [dq, dk, dv] = &sc.d_qkv;
     let matmul_row = s.row(block, Slot::Matmul(0));
@@ -244,7 +278,7 @@ fn block_backward(s: &Ctx<'_>, sc: &Scratch, blk: &GpuBlock, attn: AttnShape, bl
     }
     for (i, (lin, d)) in blk.qkv.iter().zip(&sc.d_qkv).enumerate() {
         ds.extend(to_token_order(ctx, d, tok2, s.dims, attn, &blk.table));
-        ds.extend(s.linear(sc, (lin, block, i), [&tape.a, tok2, tok0, &sc.d_a], i > 0));
+        ds.extend(s.linear(sc, (lin, &lin_t[i], block, i), [&tape.a, tok2, tok0, &sc.d_a], i > 0));
     }
     ds.push(layer_norm_backward(ctx, [x_in, &sc.d_a, grad], &blk.norm1, t, true));
     ds
