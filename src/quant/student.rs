@@ -59,7 +59,7 @@ struct Scratch {
 }
 
 /// What every block's backward shares.
-struct Ctx<'a> {
+struct Shared<'a> {
     ctx: &'a GpuContext,
     quant: &'a QuantModel,
     grads: &'a GpuBuffer,
@@ -67,18 +67,14 @@ struct Ctx<'a> {
     tokens: usize,
 }
 
-impl Ctx<'_> {
-    fn row(&self, block: usize, slot: Slot) -> usize {
-        index(block, slot)
-    }
-
+impl Shared<'_> {
     /// Sums the partials just written for quantizer `row` into its gradient row.
     fn reduce(&self, s: &Scratch, count: usize, row: usize) -> Dispatch {
         reduce_partials(self.ctx, (&s.partials, 0, 1), count, (self.grads, row), false)
     }
 
     fn layer<'b>(&'b self, lin: &'b GpuLinear, block: usize, i: usize) -> LinearGrad<'b> {
-        LinearGrad { weight: &lin.weight, n_out: lin.out_dim, k: lin.k, quant: Some(self.quant.qref(self.row(block, Slot::Weight(i)))) }
+        LinearGrad { weight: &lin.weight, n_out: lin.out_dim, k: lin.k, quant: Some(self.quant.qref(index(block, Slot::Weight(i)))) }
     }
 
     /// Back through quantized linear `i` of `block` (y = Q(x)·Q(W)ᵀ + b, `lin_t` its
@@ -87,11 +83,11 @@ impl Ctx<'_> {
         let ctx = self.ctx;
         let layer = self.layer(lin, block, i);
         let (t, k) = (self.tokens, lin.k);
-        let in_row = self.row(block, Slot::Input(i));
+        let in_row = index(block, Slot::Input(i));
         let mut ds = lin_t.input_grad(ctx, [dy, d_xhat], t);
         ds.extend(weight_quant_grads(ctx, [x, dy], layer, Some(in_row), t, &s.wgrad, (&s.partials, 0)));
         ds.extend([
-            self.reduce(s, quant_partials(lin.out_dim * k), self.row(block, Slot::Weight(i))),
+            self.reduce(s, quant_partials(lin.out_dim * k), index(block, Slot::Weight(i))),
             quant_backward(ctx, [x, d_xhat, dx], t * k, self.quant.qref(in_row), (&s.partials, 0), accumulate),
             self.reduce(s, quant_partials(t * k), in_row),
         ]);
@@ -138,7 +134,7 @@ impl StudentGrad {
         let [d_out, d_up] = [z("d_out", output_len), z("d_up", t * cfg.in_chans * cfg.scale * cfg.scale)];
         let run = [z("d_t0", t * c), z("d_t1", t * c)];
         let d_y = z("d_y", t * c);
-        let shared = Ctx { ctx, quant, grads: &grads, dims: (b, hp, wp), tokens: t };
+        let shared = Shared { ctx, quant, grads: &grads, dims: (b, hp, wp), tokens: t };
         // Input gradients run as forward matmuls on transposed weights; the quantized
         // ones are refreshed from the current parameters first.
         let transposed: Vec<[TransposedLinear; 6]> =
@@ -225,7 +221,7 @@ impl StudentGrad {
 }
 
 /// The block's forward again, keeping what its backward needs (SPEC §1 Block, fake-quantized).
-fn recompute_block(s: &Ctx<'_>, blk: &GpuBlock, attn: AttnShape, block: usize, x_in: &GpuBuffer, tape: &Tape) -> Vec<Dispatch> {
+fn recompute_block(s: &Shared<'_>, blk: &GpuBlock, attn: AttnShape, block: usize, x_in: &GpuBuffer, tape: &Tape) -> Vec<Dispatch> {
     let (ctx, q, t) = (s.ctx, s.quant, s.tokens);
     let act = |slot| Some(q.qref(index(block, slot)));
     let weights = |i, l| block_weights(Some(q), block, i, l);
@@ -250,7 +246,7 @@ fn recompute_block(s: &Ctx<'_>, blk: &GpuBlock, attn: AttnShape, block: usize, x
 /// Back through one block: `grad` holds the gradient at its output and ends with
 /// the gradient at its input `x_in`; the block's 16 quantizer rows are written.
 fn block_backward(
-    s: &Ctx<'_>,
+    s: &Shared<'_>,
     sc: &Scratch,
     (blk, lin_t): (&GpuBlock, &[TransposedLinear; 6]),
     attn: AttnShape,
@@ -270,7 +266,7 @@ fn block_backward(
     ds.extend(s.linear(sc, (&blk.proj, &lin_t[3], block, 3), [&tape.o, grad, tok0, tok1], false));
     let [qb, kb, vb] = &tape.qkv;
     let [dq, dk, dv] = &sc.d_qkv;
-    let matmul_row = s.row(block, Slot::Matmul(0));
+    let matmul_row = index(block, Slot::Matmul(0));
     ds.extend(window_attention_backward(ctx, [qb, kb, vb], &blk.table, tok1, [dq, dk, dv], &sc.partials, s.dims, attn, Some(s.quant.qref(matmul_row))));
     let slices = t / (attn.window * attn.window) * attn.heads;
     for w in 0..4 {
