@@ -61,6 +61,23 @@ fn workgroup_sum(lid: u32, v: vec4<f32>) -> vec4<f32> {
     return tree[0];
 }
 
+// The workgroup's sum of v as its partial (slot part0 + its flat workgroup index).
+fn store_partial(lid: u32, wg: vec3<u32>, nwg: vec3<u32>, v: vec4<f32>) {
+    let total = workgroup_sum(lid, v);
+    if (lid == 0u) {
+        partials[p.part0 + wg.x + wg.y * nwg.x] = total;
+    }
+}
+
+// dx[i] = v, or dx[i] += v when ACCUMULATE.
+fn store_dx(i: u32, v: f32) {
+    if (ACCUMULATE) {
+        dx[i] += v;
+    } else {
+        dx[i] = v;
+    }
+}
+
 @compute @workgroup_size(256)
 fn quant_backward(
     @builtin(global_invocation_id) gid: vec3<u32>,
@@ -73,17 +90,10 @@ fn quant_backward(
     if (i < p.n) {
         let g = fake_quant_grads(x[i], qparams[p.row], LEVELS);
         let d = dy[i];
-        if (ACCUMULATE) {
-            dx[i] += d * g.x;
-        } else {
-            dx[i] = d * g.x;
-        }
+        store_dx(i, d * g.x);
         contrib = vec4<f32>(d * g.y, d * g.z, d * g.w, 0.0);
     }
-    let total = workgroup_sum(lid, contrib);
-    if (lid == 0u) {
-        partials[p.part0 + wg.x + wg.y * nwg.x] = total;
-    }
+    store_partial(lid, wg, nwg, contrib);
 }
 
 // One workgroup: invocation t sums partials t, t + 256, … in order, then the tree.
@@ -158,11 +168,7 @@ fn layernorm_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     for (var i = 0u; i < p.c; i++) {
         let xhat = (x[base + i] - mean) * rstd;
         let d = rstd * (dy[base + i] * gamma[i] - g_mean - xhat * gx_mean);
-        if (ACCUMULATE) {
-            dx[base + i] += d;
-        } else {
-            dx[base + i] = d;
-        }
+        store_dx(base + i, d);
     }
 }
 
@@ -211,10 +217,7 @@ fn weight_quant_grads(
         let d = fake_quant_grads(weight[e], qparams[p.row], LEVELS);
         contrib = vec4<f32>(g * d.y, g * d.z, g * d.w, 0.0);
     }
-    let total = workgroup_sum(lid, contrib);
-    if (lid == 0u) {
-        partials[p.part0 + wg.x + wg.y * nwg.x] = total;
-    }
+    store_partial(lid, wg, nwg, contrib);
 }
 
 @compute @workgroup_size(256)
@@ -231,10 +234,7 @@ fn l1_grad(
         dx[i] = sign(d) / f32(p.n);
         contrib = vec4<f32>(abs(d), 0.0, 0.0, 0.0);
     }
-    let total = workgroup_sum(lid, contrib);
-    if (lid == 0u) {
-        partials[p.part0 + wg.x + wg.y * nwg.x] = total;
-    }
+    store_partial(lid, wg, nwg, contrib);
 }
 
 @compute @workgroup_size(256)
@@ -266,9 +266,5 @@ fn feature_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     // x̂·e over the sample = 1 − (x·t)/(‖x‖‖t‖).
     let xhat_e = 1.0 - sums.z / (norm_x * norm_t);
     let g = p.eps * 2.0 / (f32(p.n) * norm_x) * (e - xhat * xhat_e);
-    if (ACCUMULATE) {
-        dx[i] += g;
-    } else {
-        dx[i] = g;
-    }
+    store_dx(i, g);
 }

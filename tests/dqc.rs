@@ -121,7 +121,7 @@ fn student_gradient_matches_finite_differences() {
     student.set_input(ctx, &xs);
     let loss_at = |params: &[QParams]| {
         quant.params.write(ctx, params);
-        quant.requantize_weights(ctx, &model);
+        quant.requantize_fake_weights(ctx, &model);
         student.execute(ctx, None);
         grad.run(ctx);
         grad.loss(ctx).2

@@ -125,12 +125,24 @@ impl QuantModel {
 
     /// Recomputes the fake-quantized and the integer weights from the current parameters.
     pub fn requantize_weights(&self, ctx: &GpuContext, model: &GpuModel) {
+        self.requantize(ctx, model, true);
+    }
+
+    /// Recomputes only the fake-quantized weights (phase 2's steps: the integer
+    /// engine does not run while the parameters train).
+    pub fn requantize_fake_weights(&self, ctx: &GpuContext, model: &GpuModel) {
+        self.requantize(ctx, model, false);
+    }
+
+    fn requantize(&self, ctx: &GpuContext, model: &GpuModel, with_int: bool) {
         let mut ds = Vec::new();
         for (bi, (blk, (qw, iw))) in model.blocks().zip(self.qweights.iter().zip(&self.int_weights)).enumerate() {
             for (i, (l, (q, int))) in blk.linears().into_iter().zip(qw.iter().zip(iw)).enumerate() {
                 let w_row = quant::index(bi, Slot::Weight(i));
                 ds.push(l.copy_weights(ctx, q, Some(self.qref(w_row))));
-                ds.push(int.fill(ctx, l, self.qref(quant::index(bi, Slot::Input(i))), w_row));
+                if with_int {
+                    ds.push(int.fill(ctx, l, self.qref(quant::index(bi, Slot::Input(i))), w_row));
+                }
             }
         }
         crate::gpu::run_now(ctx, &ds);

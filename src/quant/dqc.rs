@@ -245,7 +245,7 @@ pub fn train(
         grad.run(ctx);
         let (l1, feature, total) = grad.loss(ctx);
         run_now(ctx, &[adam.step(ctx, &quant.params, &grad.grads, it + 1, cosine_lr(o.lr, it, o.iters))]);
-        quant.requantize_weights(ctx, model);
+        quant.requantize_fake_weights(ctx, model);
         let losses = Losses { l1, feature, total };
         progress(it, losses);
         history.push(losses);
@@ -255,5 +255,7 @@ pub fn train(
             state.save(c.cfg, c.path)?;
         }
     }
+    // The integer weights follow the trained parameters once, at the end.
+    quant.requantize_weights(ctx, model);
     Ok(history)
 }
