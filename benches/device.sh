@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One call on a lent GPU machine: correctness there, then every timing the issues ask for.
 #   benches/device.sh stage   (here) build release binaries, pack them and the few data files into .dev/
+#       (SETS: benchmark sets to carry, default "Set5 Set14"; GOLDEN=0 leaves out the golden
+#       tensors and so the `check` section; the carry limit is 64 MiB)
 #   benches/device.sh run [SECTION...]   (there, with .dev and .gl carried): setup, then the sections
-#       check phase1 bench eval_sets phase2 ablation (default: all); results and log in $OUT
+#       check phase1 bench eval_sets phase2 quality (default: all); results and log in $OUT
 # The device machine has no Rust toolchain and no ../shared, hence the staging.
 set -u
 mode=${1:-}
@@ -23,8 +25,8 @@ stage() {
     strip .dev/bin/*
     tar -C .dev -cJf .dev/bin.tar.xz bin && rm -rf .dev/bin
     cp "$shared/weights/swinir_light_x2_standin.pth" .dev/shared/weights/
-    cp "$shared/golden/standin_x2_bird.safetensors" "$shared/golden/dobi_w4_bounds.json" .dev/shared/golden/
-    for set in Set5 Set14; do
+    [ "${GOLDEN:-1}" = 0 ] || cp "$shared/golden/standin_x2_bird.safetensors" "$shared/golden/dobi_w4_bounds.json" .dev/shared/golden/
+    for set in ${SETS:-Set5 Set14}; do
         mkdir -p ".dev/shared/datasets/$set/LR_bicubic"
         cp -r "$shared/datasets/$set/HR" ".dev/shared/datasets/$set/"
         cp -r "$shared/datasets/$set/LR_bicubic/X2" ".dev/shared/datasets/$set/LR_bicubic/"
@@ -43,6 +45,8 @@ setup() {
     export bin=/tmp/swinq-bin q=/tmp/swinq-q S=$here/.dev/shared
     export W=$S/weights/swinir_light_x2_standin.pth calib=$S/datasets/calib/LR_bicubic/X2
     mkdir -p $bin $q
+    # The benchmark sets that were staged (the 64 MiB carry limit decides which).
+    export SETS=$(cd $S/datasets && ls -d */ | tr -d / | grep -v calib | sort -f | tr '\n' ' ')
     # Only python3 is sure to be there (no jq, maybe no xz).
     python3 -c 'import tarfile; tarfile.open(".dev/bin.tar.xz").extractall("/tmp")' && mv /tmp/bin/* $bin/
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw --format=csv
@@ -58,6 +62,7 @@ ev() {
 
 check() {
     echo "== correctness on this GPU"
+    [ -f $S/golden/standin_x2_bird.safetensors ] || { echo "golden tensors not staged: no check"; return; }
     timeout 150 $bin/golden_gpu --test-threads 1 standin_x2_bird 2>&1 | grep -E "test |result|error"
     timeout 150 $bin/kernels --test-threads 1 2>&1 | grep -E "test |result|panicked|error"
     timeout 150 $bin/engines --test-threads 1 2>&1 | grep -E "test |result|panicked|error"
@@ -76,7 +81,7 @@ phase1() {
 
 bench() {
     echo "== speed: forward engines, sort"
-    $bin/swinq bench --weights $W --quantized ${BENCH_Q:-$q/w4_dobi.safetensors} --size ${BENCH_SIZES:-64,128,256,512} --repeats 10 --warmup 3 --json > "$OUT/bench.json"
+    $bin/swinq bench --weights $W --quantized ${BENCH_Q:-$q/w4_2dquant_timing_b16.safetensors} --size ${BENCH_SIZES:-64,128,256,512} --repeats 10 --warmup 3 --json > "$OUT/bench.json"
     python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["device"]); [print("%s² %s: median %.2f ms, min %.2f ms; stages %s" % (t["height"], t["engine"], t["median_ms"], t["min_ms"], {k: round(v, 2) for k, v in t["stages_ms"].items()})) for t in d["timings"]]' "$OUT/bench.json"
     SWINQ_BENCH_SIZES=256 SWINQ_BENCH_REPEATS=10 $bin/forward --bench
     [ -n "${SKIP_SORT:-}" ] || SWINQ_SORT_SIZES=1048576,16777216,67108864 $bin/sort --bench
@@ -91,47 +96,74 @@ eval_sets() {
     done | tee "$OUT/evals.txt"
 }
 
-# Phase 2 speed: DQC iterations at batch 16 and 32 (64×64 patches), W4 from dobi.
+# Phase 2 speed: DQC iterations at batch 16 and 32 (64×64 patches), W4, one process alone
+# on the GPU. The batch-16 run also times phase 1 (dobi, 32 patches) alone.
 phase2() {
     echo "== phase 2 (DQC) time per iteration"
     for b in 16 32; do
-        $bin/swinq calibrate --weights $W --calib $calib --bits 4 --method dobi --patches 8 \
-            --phase2-iters ${PHASE2_ITERS:-20} --batch $b -o $q/w4_dobi_dqc_b$b.safetensors 2>&1 | grep -E "phase|done"
+        local patches=32; [ $b = 16 ] || patches=8
+        $bin/swinq calibrate --weights $W --calib $calib --bits 4 --method 2dquant --patches $patches \
+            --phase2-iters ${PHASE2_ITERS:-20} --batch $b -o $q/w4_2dquant_timing_b$b.safetensors 2>&1 |
+            grep -E "phase|done" | tee $q/phase2_b$b.log
     done
 }
 
-ablation() {
-    # Stop starting jobs after this many seconds, so the call ends inside its limit.
-    export deadline=$(($(date +%s) + ${SWINQ_DEVICE_BUDGET:-300}))
-    echo "== ablation (32 centre patches, fake engine, Set5 and Set14), for ${SWINQ_DEVICE_BUDGET:-300} s"
-    job() {
-        local bits=$1 m=$2 f=$q/w${1}_$2.safetensors
-        [ "$(date +%s)" -lt "$deadline" ] || { echo "skipped w$bits $m"; return; }
-        local t0=$SECONDS
-        [ -f "$f" ] || $bin/swinq calibrate --weights $W --calib $calib --bits "$bits" --method "$m" --patches 32 -o "$f" >/dev/null 2>&1
-        local t1=$SECONDS
-        for set in Set5 Set14; do
-            for engine in fake int; do
-                [ "$engine" = int ] && [ "$set" = Set14 ] && continue
-                EXTRA="{\"method\": \"$m\", \"bits\": $bits, \"calib_seconds\": $((t1 - t0))}" ev $set --quantized "$f" --engine $engine
-            done
-        done
-    }
-    export -f job ev
-    local jobs=()
-    for m in dobi sorted-tail+bias; do for b in 4 3 2; do jobs+=("$b $m"); done; done
-    for m in minmax dobi-paper sorted-uniform sorted-tail sorted-uniform+bias dobi+bias dobi+center-mean sorted-tail+bias+onedir; do
-        for b in 4 3 2; do jobs+=("$b $m"); done
+# Every staged set with the fake engine, and the integer engine on the sets in $3, as JSON
+# lines merged with the JSON object $2.
+evals() {
+    local f=$1 extra=$2 set
+    for set in $SETS; do
+        EXTRA="$extra" ev $set --quantized "$f" --engine fake
+        case " $3 " in *" $set "*) EXTRA="$extra" ev $set --quantized "$f" --engine int ;; esac
     done
-    printf '%s\n' "${jobs[@]}" | xargs -P 3 -L 1 bash -c 'job $0 $1' | tee "$OUT/ablation.jsonl"
+}
+
+# One phase 1 job (32 centre patches; DQ: phase 2 iterations too), then its evaluations.
+job() {
+    local bits=$1 m=$2 iters=${3:-0} f=$q/w${1}_$2.safetensors
+    [ "$iters" = 0 ] || f=$q/w${bits}_${m}_dqc${iters}.safetensors
+    [ "$(date +%s)" -lt "$deadline" ] || { echo "{\"skipped\": \"w$bits $m $iters\"}"; return; }
+    local t0=$SECONDS
+    $bin/swinq calibrate --weights $W --calib $calib --bits "$bits" --method "$m" --patches 32 \
+        --phase2-iters "$iters" --batch ${DQC_BATCH:-16} -o "$f" >"$f.log" 2>&1 ||
+        { echo "{\"failed\": \"w$bits $m $iters\", \"log\": \"$(tail -1 "$f.log")\"}"; return; }
+    local extra="{\"method\": \"$m\", \"bits\": $bits, \"phase2_iters\": $iters, \"batch\": ${DQC_BATCH:-16}, \"calib_seconds\": $((SECONDS - t0))}"
+    evals "$f" "$extra" "$([ "$bits" = 4 ] || echo Set5 Set14)"
+}
+
+# Quality runs under one deadline, all at once (their times are not speed claims): the
+# full methods with phase 2 (iterations sized from the batch-16 timing to end in time),
+# and the phase 1 ablation, most wanted rows first.
+quality() {
+    local budget=$((call_end - $(date +%s)))
+    export deadline=$(($(date +%s) + budget - 60))
+    local iters=${DQC_ITERS:-}
+    if [ -z "$iters" ]; then
+        # Six DQC processes share the GPU; assume they together go 1.5× one alone.
+        iters=$(python3 -c 'import re,sys; t=open(sys.argv[1]).read(); p1=float(re.search(r"phase 1 done in ([0-9.]+)", t).group(1)); p2=float(re.search(r"phase 2 done in ([0-9.]+)", t).group(1)) / int(sys.argv[3]); print(max(10, min(3000, int((int(sys.argv[2]) - 90 - 2 * p1) * 1.5 / (6 * p2)))))' \
+            $q/phase2_b16.log $budget ${PHASE2_ITERS:-20} 2>/dev/null || echo 50)
+    fi
+    echo "== quality for $budget s: 2dquant and 2dquant+ with $iters DQC iterations (batch ${DQC_BATCH:-16}), phase 1 ablation; sets $SETS"
+    export -f job ev evals
+    {
+        for b in 4 3 2; do for m in 2dquant 2dquant+; do echo "$b $m $iters"; done; done | xargs -P 6 -L 1 bash -c 'job $0 $1 $2' &
+        local jobs=()
+        for m in dobi sorted-tail+bias dobi-paper sorted-uniform sorted-uniform+bias minmax sorted-tail dobi+bias dobi+center-mean sorted-tail+bias+onedir; do
+            for b in 3 2 4; do jobs+=("$b $m"); done
+        done
+        printf '%s\n' "${jobs[@]}" | xargs -P 2 -L 1 bash -c 'job $0 $1'
+        wait
+    } | tee "$OUT/quality.jsonl"
     tar -C $q -cf "$OUT/quantized.tar" .
 }
 
 run() {
     local start=$SECONDS
+    # When the call must end (SWINQ_CALL_SECONDS after this start): `quality` fills the time left.
+    export call_end=$(($(date +%s) + ${SWINQ_CALL_SECONDS:-500}))
     exec > >(tee -a "$OUT/log.txt") 2>&1
     setup
-    for section in "${@:-check phase1 bench eval_sets phase2 ablation}"; do
+    for section in "${@:-check phase1 bench eval_sets phase2 quality}"; do
         for s in $section; do $s; done
     done
     echo "device script: $((SECONDS - start)) s"
