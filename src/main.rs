@@ -207,6 +207,10 @@ struct Phase2Args {
     /// method and settings).
     #[arg(long)]
     resume: bool,
+    /// Print the GPU time per stage of one DQC iteration (teacher, student, gradient),
+    /// from timestamp queries where the adapter has them.
+    #[arg(long)]
+    phase2_profile: bool,
 }
 
 #[derive(Args)]
@@ -481,6 +485,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
         lambda: o.phase2.lambda,
         seed: o.seed,
         train_bias: method.bias,
+        profile: o.phase2.phase2_profile,
     };
     let mut settings = calib_settings(o, &dqc);
     let state_path = DqcState::path_for(output);
@@ -613,11 +618,17 @@ fn run_phase2(
     let bar = ProgressBar::new(dqc.iters as u64);
     bar.set_style(ProgressStyle::with_template("DQC [{bar:30}] {pos}/{len} {per_sec} {elapsed_precise} (eta {eta}) {msg}").expect("valid template").progress_chars("=> "));
     bar.set_position(resume.map_or(0, |r| r.next_iter) as u64);
-    let losses = dqc::train(ctx, model, &quant, sampler, dqc, (resume, Some(checkpoint)), |_, l| {
+    let trained = dqc::train(ctx, model, &quant, sampler, dqc, (resume, Some(checkpoint)), |_, l| {
         bar.set_message(format!("loss {:.5} (L1 {:.5}, features {:.5})", l.total, l.l1, l.feature));
         bar.inc(1);
     })?;
     bar.finish_and_clear();
+    for (part, stages) in trained.profile.iter().flatten() {
+        let total: f64 = stages.values().sum();
+        let list: Vec<String> = stages.iter().map(|(s, ms)| format!("{s} {ms:.2}")).collect();
+        eprintln!("phase 2 GPU time of one iteration, {part}: {total:.2} ms ({})", list.join(", "));
+    }
+    let losses = trained.losses;
     // Batches differ from iteration to iteration: compare the means of the first and last tenth.
     let tenth = (losses.len() / 10).max(1);
     let mean = |ls: &[dqc::Losses]| ls.iter().map(|l| l.total).sum::<f64>() / ls.len() as f64;

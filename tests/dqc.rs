@@ -123,7 +123,7 @@ fn student_gradient_matches_finite_differences() {
         quant.params.write(ctx, params);
         quant.requantize_fake_weights(ctx, &model);
         student.execute(ctx, None);
-        grad.run(ctx);
+        grad.run(ctx, None);
         grad.loss(ctx).2
     };
     let loss = loss_at(&base);
@@ -173,7 +173,7 @@ fn dqc_lowers_the_distillation_loss() {
     let opts = DqcOptions { iters: 30, batch: 2, patch: 16, lr: 5e-3, train_bias: true, ..DqcOptions::default() };
     // The same batch every iteration isolates the optimisation from sampling noise.
     let mut sampler = PatchSampler::new(&[dir.as_path()], None, opts.patch, 1, 4).expect("sampler").fixed();
-    let losses = train(ctx, &model, &quant, &mut sampler, &opts, (None, None), |_, _| {}).expect("DQC");
+    let losses = train(ctx, &model, &quant, &mut sampler, &opts, (None, None), |_, _| {}).expect("DQC").losses;
     let (first, last) = (losses[0].total, losses[losses.len() - 1].total);
     eprintln!("DQC loss {first:.5} → {last:.5} over {} iterations", losses.len());
     assert!(last < 0.9 * first, "DQC did not lower the loss: {first} → {last}");
@@ -197,17 +197,21 @@ fn dqc_state_saves_and_resumes() {
     let quant = QuantModel::new(ctx, &model, 4, &params);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.dqc-state.safetensors");
-    let opts = DqcOptions { iters: 3, batch: 1, patch: 16, lr: 1e-3, ..DqcOptions::default() };
+    let opts = DqcOptions { iters: 3, batch: 1, patch: 16, lr: 1e-3, profile: true, ..DqcOptions::default() };
     let data = common::shared().join("datasets/calib/LR_bicubic/X2");
     let mut sampler = PatchSampler::new(&[data.as_path()], None, 16, 0, 4).expect("sampler");
     let file = QuantFile { bits: 4, method: "minmax".into(), scale: 2, source_sha256: "x".into(), settings: Default::default(), params: Vec::new() };
     let checkpoint = Checkpointing { path: &path, every: 1, cfg: &model.config, file };
-    train(ctx, &model, &quant, &mut sampler, &opts, (None, Some(checkpoint)), |_, _| {}).expect("DQC");
+    let trained = train(ctx, &model, &quant, &mut sampler, &opts, (None, Some(checkpoint)), |_, _| {}).expect("DQC");
+    if ctx.has(wgpu::Features::TIMESTAMP_QUERY) {
+        let parts: Vec<_> = trained.profile.expect("a profiled iteration").into_iter().map(|(name, stages)| (name, stages.len())).collect();
+        assert!(parts.iter().map(|p| p.0).eq(["teacher", "student", "gradient"]) && parts.iter().all(|p| p.1 > 0), "{parts:?}");
+    }
     let state = DqcState::load(&model.config, &path).expect("state");
     assert_eq!(state.next_iter, 2, "the last state saved is before the last iteration");
     assert!(state.moments[1].iter().any(|&v| v > 0.0), "Adam's second moments are saved");
     let resumed = QuantModel::new(ctx, &model, 4, &state.file.params);
-    let history = train(ctx, &model, &resumed, &mut sampler, &opts, (Some(&state), None), |_, _| {}).expect("resumed DQC");
+    let history = train(ctx, &model, &resumed, &mut sampler, &opts, (Some(&state), None), |_, _| {}).expect("resumed DQC").losses;
     assert_eq!(history.len(), 1, "one iteration left");
 }
 

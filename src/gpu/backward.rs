@@ -27,10 +27,10 @@ struct Flags {
     act_quant: bool,
 }
 
-fn dispatch(ctx: &GpuContext, entry: &str, f: Flags, params: BackwardParams, bindings: &[(u32, wgpu::BindingResource<'_>)], groups: [u32; 3]) -> Dispatch {
+fn dispatch(ctx: &GpuContext, entry: &'static str, f: Flags, params: BackwardParams, bindings: &[(u32, wgpu::BindingResource<'_>)], groups: [u32; 3]) -> Dispatch {
     let consts = [Const::F32("LEVELS", f.levels), Const::Bool("ACCUMULATE", f.accumulate), Const::Bool("ACT_QUANT", f.act_quant)];
     let pipeline = ctx.pipeline(Shader::Backward, entry, &consts);
-    Dispatch::with_bindings(ctx, pipeline, &params, bindings, groups, "backward")
+    Dispatch::with_bindings(ctx, pipeline, &params, bindings, groups, entry)
 }
 
 /// Partial slots (one per 256 elements) that `quant_backward` writes for n elements.

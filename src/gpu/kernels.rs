@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use wgpu::util::DeviceExt;
 
+use super::profiler::Profiler;
 use super::GpuContext;
 
 /// A kernel family: one WGSL file (the attention kernels after window.wgsl), prefixed
@@ -163,15 +164,32 @@ pub fn grid_1d(n: usize) -> [u32; 3] {
     }
 }
 
-/// Runs dispatches in one compute pass and waits for them.
-pub fn run_now(ctx: &GpuContext, dispatches: &[Dispatch]) {
-    let mut enc = ctx.device.create_command_encoder(&Default::default());
-    {
-        let mut pass = enc.begin_compute_pass(&Default::default());
-        for d in dispatches {
+/// Records dispatches as compute passes: one pass, or with a profiler one
+/// timestamped pass per run of consecutive dispatches of the same stage.
+pub fn record_passes(enc: &mut wgpu::CommandEncoder, dispatches: &[&Dispatch], mut profiler: Option<&mut Profiler>) {
+    let split = profiler.is_some();
+    for run in dispatches.chunk_by(|a, b| !split || a.stage == b.stage) {
+        let timestamp_writes = profiler.as_deref_mut().and_then(|p| p.pass(run[0].stage));
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(run[0].stage), timestamp_writes });
+        for d in run {
             d.record(&mut pass);
         }
     }
+}
+
+/// Runs dispatches (timed per stage with a profiler) and waits for them.
+pub fn run_profiled(ctx: &GpuContext, dispatches: &[Dispatch], mut profiler: Option<&mut Profiler>) {
+    let mut enc = ctx.device.create_command_encoder(&Default::default());
+    let all: Vec<&Dispatch> = dispatches.iter().collect();
+    record_passes(&mut enc, &all, profiler.as_deref_mut());
+    if let Some(p) = profiler {
+        p.resolve(&mut enc);
+    }
     ctx.queue.submit([enc.finish()]);
     ctx.wait();
+}
+
+/// Runs dispatches in one compute pass and waits for them.
+pub fn run_now(ctx: &GpuContext, dispatches: &[Dispatch]) {
+    run_profiled(ctx, dispatches, None);
 }

@@ -7,7 +7,7 @@ use super::config::{SwinConfig, RGB_MEAN};
 use super::weights::SwinWeights;
 use crate::gpu::ops::{self, AttnExtras, AttnShape, GpuLinear, GpuNorm, ImageShape, IntOperands, Matmul, MatmulInput, QuantRef, WindowOrder};
 use crate::gpu::profiler::Profiler;
-use crate::gpu::{Dispatch, GpuBuffer, GpuContext};
+use crate::gpu::{record_passes, Dispatch, GpuBuffer, GpuContext};
 use crate::quant::search::{Method, SearchSpec, Searcher};
 use crate::quant::{self, levels, QParams, Slot};
 
@@ -620,34 +620,18 @@ impl Plan {
     /// timestamped compute pass of its own.
     pub fn execute(&self, ctx: &GpuContext, mut profiler: Option<&mut Profiler>) {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
-        let mut i = 0;
-        while i < self.steps.len() {
-            match &self.steps[i] {
+        let mut runs: Vec<&Dispatch> = Vec::new();
+        for step in &self.steps {
+            match step {
+                Step::Run(d) => runs.push(d),
                 Step::Capture { src, dst, .. } => {
+                    record_passes(&mut enc, &runs, profiler.as_deref_mut());
+                    runs.clear();
                     enc.copy_buffer_to_buffer(src, 0, &dst.buffer, 0, dst.bytes());
-                    i += 1;
-                }
-                Step::Run(first) => {
-                    // A pass spans consecutive dispatches (of one stage when profiling).
-                    let mut end = i;
-                    while let Some(Step::Run(d)) = self.steps.get(end) {
-                        if profiler.is_some() && d.stage != first.stage {
-                            break;
-                        }
-                        end += 1;
-                    }
-                    let timestamps = profiler.as_deref_mut().and_then(|p| p.pass(first.stage));
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(first.stage), timestamp_writes: timestamps });
-                    for step in &self.steps[i..end] {
-                        if let Step::Run(d) = step {
-                            d.record(&mut pass);
-                        }
-                    }
-                    drop(pass);
-                    i = end;
                 }
             }
         }
+        record_passes(&mut enc, &runs, profiler.as_deref_mut());
         if let Some(p) = profiler {
             p.resolve(&mut enc);
         }

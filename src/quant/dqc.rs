@@ -2,6 +2,7 @@
 //! trained by distillation from the float model with Adam and a cosine schedule,
 //! entirely on the GPU.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -9,6 +10,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::calib::PatchSampler;
 use super::student::StudentGrad;
+use crate::gpu::profiler::Profiler;
 use crate::gpu::{grid_1d, run_now, Const, Dispatch, GpuBuffer, GpuContext, Shader};
 use crate::model::graph::{fits_exactly, Capture, GpuModel, Mode, Plan, QuantModel};
 use crate::model::checkpoint::{load_state_dict, read_safetensors_metadata, save_safetensors};
@@ -29,11 +31,13 @@ pub struct DqcOptions {
     pub seed: u64,
     /// Whether c trains (2DQuant+) or stays as phase 1 left it.
     pub train_bias: bool,
+    /// Time one iteration's GPU work per stage (timestamp queries, where the adapter has them).
+    pub profile: bool,
 }
 
 impl Default for DqcOptions {
     fn default() -> Self {
-        Self { iters: 3000, batch: 32, patch: 64, lr: 1e-2, lambda: 5.0, seed: 0, train_bias: false }
+        Self { iters: 3000, batch: 32, patch: 64, lr: 1e-2, lambda: 5.0, seed: 0, train_bias: false, profile: false }
     }
 }
 
@@ -213,6 +217,15 @@ pub struct Checkpointing<'a> {
     pub file: QuantFile,
 }
 
+/// GPU milliseconds per stage of one iteration's parts (teacher, student, gradient).
+pub type IterationProfile = Vec<(&'static str, BTreeMap<&'static str, f64>)>;
+
+/// What `train` returns: every iteration's losses and, when asked, one iteration's profile.
+pub struct Trained {
+    pub losses: Vec<Losses>,
+    pub profile: Option<IterationProfile>,
+}
+
 /// Runs DQC: trains `quant`'s parameters in place against the float `model` on
 /// batches from `sampler`, from iteration 0 or from `resume` (whose parameters
 /// `quant` must already hold); `progress` sees each iteration's losses.
@@ -224,7 +237,7 @@ pub fn train(
     o: &DqcOptions,
     (resume, mut checkpoint): (Option<&DqcState>, Option<Checkpointing<'_>>),
     mut progress: impl FnMut(usize, Losses),
-) -> Result<Vec<Losses>> {
+) -> Result<Trained> {
     let dims = (o.batch, o.patch, o.patch);
     let teacher = Plan::with_mode(ctx, model, dims, Capture::Distill { block_inputs: false }, Mode::Float)?;
     let student = Plan::with_mode(ctx, model, dims, Capture::Distill { block_inputs: true }, Mode::Fake(quant))?;
@@ -236,13 +249,22 @@ pub fn train(
     };
     let start = resume.map_or(0, |s| s.next_iter);
     let mut history = Vec::with_capacity(o.iters);
+    let mut profile = None;
     for it in start..o.iters {
         let batch = sampler.batch(o.batch);
-        for plan in [&teacher, &student] {
+        // The second iteration is timed: the first one warms caches and allocations up.
+        let mut profiler = (o.profile && it == start + 1).then(|| Profiler::new(ctx, 2048)).flatten();
+        let mut parts = Vec::new();
+        for (name, plan) in [("teacher", &teacher), ("student", &student)] {
             plan.set_input(ctx, &batch.data);
-            plan.execute(ctx, None);
+            plan.execute(ctx, profiler.as_mut());
+            parts.extend(profiler.as_mut().map(|p| (name, p.take(ctx))));
         }
-        grad.run(ctx);
+        grad.run(ctx, profiler.as_mut());
+        parts.extend(profiler.as_mut().map(|p| ("gradient", p.take(ctx))));
+        if !parts.is_empty() {
+            profile = Some(parts);
+        }
         let (l1, feature, total) = grad.loss(ctx);
         run_now(ctx, &[adam.step(ctx, &quant.params, &grad.grads, it + 1, cosine_lr(o.lr, it, o.iters))]);
         quant.requantize_fake_weights(ctx, model);
@@ -257,5 +279,5 @@ pub fn train(
     }
     // The integer weights follow the trained parameters once, at the end.
     quant.requantize_weights(ctx, model);
-    Ok(history)
+    Ok(Trained { losses: history, profile })
 }

@@ -14,7 +14,8 @@ use crate::gpu::backward::{
     weight_grad_words, weight_quant_grads, LinearGrad, TransposedLinear,
 };
 use crate::gpu::ops::{self, finish_backward, AttnExtras, AttnShape, GpuLinear, Matmul, WindowOrder};
-use crate::gpu::{run_now, Dispatch, GpuBuffer, GpuContext};
+use crate::gpu::profiler::Profiler;
+use crate::gpu::{run_profiled, Dispatch, GpuBuffer, GpuContext};
 use crate::model::graph::{attn_shape, block_weights, GpuBlock, GpuModel, Plan, QuantModel};
 use crate::quant::{index, Slot, PER_BLOCK};
 
@@ -202,8 +203,8 @@ impl StudentGrad {
     }
 
     /// Computes the gradient rows for the batch the two plans just ran.
-    pub fn run(&self, ctx: &GpuContext) {
-        run_now(ctx, &self.dispatches);
+    pub fn run(&self, ctx: &GpuContext, profiler: Option<&mut Profiler>) {
+        run_profiled(ctx, &self.dispatches, profiler);
     }
 
     /// The loss of the last `run`: (L1, Σ_r feature loss, total = L1 + λ·features).
