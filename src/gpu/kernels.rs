@@ -156,7 +156,13 @@ impl Dispatch {
 
 /// Grid for `n` invocations of a 256-wide kernel that uses `flat_index`.
 pub fn grid_1d(n: usize) -> [u32; 3] {
-    let groups = n.div_ceil(256).max(1);
+    grid_groups(n.div_ceil(256))
+}
+
+/// Grid for `groups` workgroups numbered wg.x + wg.y·nwg.x (some past the end when
+/// they need two rows).
+pub fn grid_groups(groups: usize) -> [u32; 3] {
+    let groups = groups.max(1);
     if groups <= 65535 {
         [groups as u32, 1, 1]
     } else {

@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{grid_1d, run_now, Const, Dispatch, GpuBuffer, GpuContext, MatmulKind, Shader, WINDOW_WORDS};
+use super::{grid_1d, grid_groups, run_now, Const, Dispatch, GpuBuffer, GpuContext, MatmulKind, Shader, WINDOW_WORDS};
 use crate::model::weights::{Conv3x3, LayerNorm, Linear};
 
 /// How a matmul's weights are laid out in memory.
@@ -430,19 +430,40 @@ pub fn layer_norm(
     tokens: usize,
     stage: &'static str,
 ) -> Dispatch {
-    let pipeline = ctx.pipeline(Shader::LayerNorm, "main", &[Const::Bool("CODES", false), Const::F32("LEVELS", 0.0)]);
     let params = NormParams { tokens: tokens as u32, c: norm.gamma.len as u32, eps: LN_EPS, quant: 0 };
     // Both variants bind every slot the file declares (the unused ones get dummies).
     let b = [(1, x), (2, norm.gamma.bind()), (3, norm.beta.bind()), (4, out), (5, ctx.sink()), (6, ctx.empty())];
-    Dispatch::with_bindings(ctx, pipeline, &params, &b, grid_1d(tokens), stage)
+    layer_norm_dispatch(ctx, params, None, &b, stage)
 }
 
 /// LayerNorm whose output goes straight to the integer engine as codes of quantizer `q`.
 pub fn layer_norm_codes(ctx: &GpuContext, x: wgpu::BindingResource<'_>, norm: &GpuNorm, codes: wgpu::BindingResource<'_>, tokens: usize, q: QuantRef<'_>) -> Dispatch {
-    let pipeline = ctx.pipeline(Shader::LayerNorm, "main", &[Const::Bool("CODES", true), Const::F32("LEVELS", q.levels)]);
     let params = NormParams { tokens: tokens as u32, c: norm.gamma.len as u32, eps: LN_EPS, quant: q.row as u32 + 1 };
     let b = [(1, x), (2, norm.gamma.bind()), (3, norm.beta.bind()), (4, ctx.sink()), (5, codes), (6, q.params.bind())];
-    Dispatch::with_bindings(ctx, pipeline, &params, &b, grid_1d(tokens), "layernorm")
+    layer_norm_dispatch(ctx, params, Some(q.levels), &b, "layernorm")
+}
+
+/// Words of the staged LayerNorm's tile: at most this many, whole tokens.
+const LN_TILE_WORDS: usize = 8192;
+
+/// The LayerNorm entry for this device (`staged` on GPUs, one token per invocation on
+/// CPU drivers) with its constants; `levels` for the codes variant.
+fn layer_norm_dispatch(ctx: &GpuContext, params: NormParams, levels: Option<f32>, b: &[(u32, wgpu::BindingResource<'_>)], stage: &'static str) -> Dispatch {
+    let c = params.c as usize;
+    let tokens_per_group = (LN_TILE_WORDS / c).clamp(1, 64);
+    let consts = [
+        Const::Bool("CODES", levels.is_some()),
+        Const::F32("LEVELS", levels.unwrap_or(0.0)),
+        Const::U32("TOKENS", tokens_per_group as u32),
+        Const::U32("TILE", (tokens_per_group * c) as u32),
+    ];
+    let tokens = params.tokens as usize;
+    if ctx.uniform_reads() {
+        let pipeline = ctx.pipeline(Shader::LayerNorm, "main", &consts);
+        return Dispatch::with_bindings(ctx, pipeline, &params, b, grid_1d(tokens), stage);
+    }
+    let pipeline = ctx.pipeline(Shader::LayerNorm, "staged", &consts);
+    Dispatch::with_bindings(ctx, pipeline, &params, b, grid_groups(tokens.div_ceil(tokens_per_group)), stage)
 }
 
 /// window.wgsl's `Params`.
