@@ -103,7 +103,7 @@ phase2() {
     for b in 16 32; do
         local patches=32; [ $b = 16 ] || patches=8
         $bin/swinq calibrate --weights $W --calib $calib --bits 4 --method 2dquant --patches $patches \
-            --phase2-iters ${PHASE2_ITERS:-20} --batch $b -o $q/w4_2dquant_timing_b$b.safetensors 2>&1 |
+            --phase2-iters ${PHASE2_ITERS:-20} --batch $b --phase2-profile -o $q/w4_2dquant_timing_b$b.safetensors 2>&1 |
             grep -E "phase|done" | tee $q/phase2_b$b.log
     done
 }
@@ -132,26 +132,26 @@ job() {
 }
 
 # Quality runs under one deadline, all at once (their times are not speed claims): the
-# full methods with phase 2 (iterations sized from the batch-16 timing to end in time),
-# and the phase 1 ablation, most wanted rows first.
+# DQC_METHODS with phase 2 (DQC_ITERS iterations of batch DQC_BATCH, by default sized from
+# the batch-16 timing to end in time), and the phase 1 ABLATION methods, in that order.
 quality() {
     local budget=$((call_end - $(date +%s)))
     export deadline=$(($(date +%s) + budget - 60))
     local iters=${DQC_ITERS:-}
     if [ -z "$iters" ]; then
-        # Six DQC processes share the GPU; assume they together go 1.5× one alone.
-        iters=$(python3 -c 'import re,sys; t=open(sys.argv[1]).read(); p1=float(re.search(r"phase 1 done in ([0-9.]+)", t).group(1)); p2=float(re.search(r"phase 2 done in ([0-9.]+)", t).group(1)) / int(sys.argv[3]); print(max(10, min(3000, int((int(sys.argv[2]) - 90 - 2 * p1) * 1.5 / (6 * p2)))))' \
+        # Six DQC processes share the GPU; assume they together go no faster than one alone.
+        iters=$(python3 -c 'import re,sys; t=open(sys.argv[1]).read(); p1=float(re.search(r"phase 1 done in ([0-9.]+)", t).group(1)); p2=float(re.search(r"phase 2 done in ([0-9.]+)", t).group(1)) / int(sys.argv[3]); print(max(10, min(3000, int((int(sys.argv[2]) - 90 - 2 * p1) / (6 * p2)))))' \
             $q/phase2_b16.log $budget ${PHASE2_ITERS:-20} 2>/dev/null || echo 50)
     fi
     echo "== quality for $budget s: 2dquant and 2dquant+ with $iters DQC iterations (batch ${DQC_BATCH:-16}), phase 1 ablation; sets $SETS"
     export -f job ev evals
     {
-        for b in 4 3 2; do for m in 2dquant 2dquant+; do echo "$b $m $iters"; done; done | xargs -P 6 -L 1 bash -c 'job $0 $1 $2' &
+        for b in 4 3 2; do for m in ${DQC_METHODS:-2dquant 2dquant+}; do echo "$b $m $iters"; done; done | xargs -P 6 -L 1 bash -c 'job $0 $1 $2' &
         local jobs=()
-        for m in dobi sorted-tail+bias dobi-paper sorted-uniform sorted-uniform+bias minmax sorted-tail dobi+bias dobi+center-mean sorted-tail+bias+onedir; do
+        for m in ${ABLATION:-dobi sorted-tail+bias dobi-paper sorted-uniform sorted-uniform+bias minmax sorted-tail dobi+bias dobi+center-mean sorted-tail+bias+onedir}; do
             for b in 3 2 4; do jobs+=("$b $m"); done
         done
-        printf '%s\n' "${jobs[@]}" | xargs -P 2 -L 1 bash -c 'job $0 $1'
+        printf '%s\n' "${jobs[@]}" | xargs -P ${ABLATION_JOBS:-2} -L 1 bash -c 'job $0 $1'
         wait
     } | tee "$OUT/quality.jsonl"
     tar -C $q -cf "$OUT/quantized.tar" .
