@@ -62,8 +62,11 @@ ev() {
 
 check() {
     echo "== correctness on this GPU"
-    [ -f $S/golden/standin_x2_bird.safetensors ] || { echo "golden tensors not staged: no check"; return; }
-    timeout 150 $bin/golden_gpu --test-threads 1 standin_x2_bird 2>&1 | grep -E "test |result|error"
+    if [ -f $S/golden/standin_x2_bird.safetensors ]; then
+        timeout 150 $bin/golden_gpu --test-threads 1 standin_x2_bird 2>&1 | grep -E "test |result|error"
+    else
+        echo "golden tensors not staged: the FP32 evaluation below is the end-to-end check"
+    fi
     timeout 150 $bin/kernels --test-threads 1 2>&1 | grep -E "test |result|panicked|error"
     timeout 150 $bin/engines --test-threads 1 2>&1 | grep -E "test |result|panicked|error"
 }
@@ -89,8 +92,9 @@ bench() {
 
 eval_sets() {
     echo "== evaluation"
-    for set in Set5 Set14; do
+    for set in $SETS; do
         echo "fp32 $(ev $set)"
+        [ -f $q/anchor_dobi8.safetensors ] || continue
         echo "anchor_dobi8 fake $(ev $set --quantized $q/anchor_dobi8.safetensors --engine fake)"
         echo "anchor_dobi8 int $(ev $set --quantized $q/anchor_dobi8.safetensors --engine int)"
     done | tee "$OUT/evals.txt"
