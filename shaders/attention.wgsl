@@ -1,13 +1,18 @@
 // Fused (shifted) window attention. A workgroup handles one slice (a window of one
 // head), an invocation one query token. q, k and v arrive in window order
-// (window, head, token in window, d), as the q/k/v matmuls write them, and are
-// read as uniform buffers: all invocations read the same key at once, which GPUs
-// broadcast and CPU drivers (lavapipe) turn into one vector gather, where storage
-// and workgroup loads are per-lane loops. The softmax takes two passes over the
-// keys (running max and sum, then P and P·v), so no per-query score array exists.
-// GPUs read q, k and v from storage instead (UNIFORM_READS false): a uniform window
-// holds only a few slices, and one dispatch per few slices costs GPUs far more
-// than the loads; there one dispatch covers up to 65535 slices.
+// (window, head, token in window, d), as the q/k/v matmuls write them, and the
+// softmax takes two passes over the keys (running max and sum, then P and P·v).
+// Every query reads every key and value of its slice, so how k and v are read
+// depends on the device (UNIFORM_READS):
+// - CPU drivers (lavapipe, true): through uniform windows, which they turn into one
+//   vector gather where storage and workgroup loads are per-lane loops; each use is
+//   fake-quantized again and pass 2 recomputes the scores, since private arrays spill
+//   to memory there. A uniform window holds only a few slices per dispatch.
+// - GPUs (false): from storage, one dispatch per up to 65535 slices (per-dispatch
+//   cost dominates otherwise). The workgroup first copies its slice's k and v,
+//   fake-quantized once, into workgroup memory (every query then reads the same word
+//   at once: a broadcast), and each query keeps its NT scores in a private array
+//   (registers) for pass 2.
 // The output goes back to the tokens' original (unshifted) positions.
 // Header constants: WS (window), HD (head dim), HEADS, C (= HEADS·HD), SHIFT,
 // SCALE (HD^−½), LEVELS (2^b − 1), UNIFORM_READS (CPU drivers: read q, k, v, their
@@ -15,9 +20,11 @@
 // from the storage bindings 12–14, 15–17 and 4), TABLE_VEC4 (the table's size in vec4s).
 // When quant > 0, q·scale, k, v and P are fake-quantized with qparams rows
 // quant−1 .. quant+2. When write_p is 1, P is stored (calibration).
-// `main_int` is the integer engine's version: both matmuls on codes (SPEC §6).
+// `main_int` is the integer engine's version: both matmuls on codes (SPEC §6); on
+// GPUs it stages the k and v codes in workgroup memory the same way.
 // window.wgsl (prepended) holds the parameters, the geometry and the bias; bindings
-// 0, 4, 6 and 8 are declared there.
+// 0, 4, 6 and 8 are declared there. The pipelines skip wgpu's zero fill of workgroup
+// memory (kernels.rs): every staged word is written before it is read.
 
 @group(0) @binding(1) var<uniform> q: array<vec4<f32>, 4096>;
 @group(0) @binding(2) var<uniform> k: array<vec4<f32>, 4096>;
@@ -39,25 +46,18 @@
 const HD4: u32 = (HD + 3u) / 4u;
 const NT4: u32 = NT / 4u;
 
+// GPU path: this slice's k and v (fake-quantized) and their codes, staged per workgroup.
+// (Sized for both entry points; each uses only its own pair.)
+var<workgroup> k_w: array<f32, NT * HD>;
+var<workgroup> v_w: array<f32, NT * HD>;
+var<workgroup> k_codes_w: array<u32, NT * (HD4 + 1u)>;
+var<workgroup> v_codes_w: array<u32, HD * (NT4 + 1u)>;
+
 fn q_code(i: u32) -> u32 {
     if (!UNIFORM_READS) {
         return q_codes_s[i];
     }
     return q_codes[i >> 2u][i & 3u];
-}
-
-fn k_code(i: u32) -> u32 {
-    if (!UNIFORM_READS) {
-        return k_codes_s[i];
-    }
-    return k_codes[i >> 2u][i & 3u];
-}
-
-fn v_code(i: u32) -> u32 {
-    if (!UNIFORM_READS) {
-        return v_codes_s[i];
-    }
-    return v_codes[i >> 2u][i & 3u];
 }
 
 fn q_at(i: u32) -> f32 {
@@ -67,18 +67,59 @@ fn q_at(i: u32) -> f32 {
     return q[i >> 2u][i & 3u];
 }
 
-fn k_at(i: u32) -> f32 {
+// Word `at` of the slice whose k (v) starts at word `first`, fake-quantized with kq (vq).
+fn key(first: u32, at: u32, kq: vec4<f32>) -> f32 {
     if (!UNIFORM_READS) {
-        return k_s[i];
+        return k_w[at];
     }
-    return k[i >> 2u][i & 3u];
+    let i = first + at;
+    return quantize(k[i >> 2u][i & 3u], kq);
 }
 
-fn v_at(i: u32) -> f32 {
+fn value(first: u32, at: u32, vq: vec4<f32>) -> f32 {
     if (!UNIFORM_READS) {
-        return v_s[i];
+        return v_w[at];
     }
-    return v[i >> 2u][i & 3u];
+    let i = first + at;
+    return quantize(v[i >> 2u][i & 3u], vq);
+}
+
+// Word `at` of the slice's k (v) codes starting at word `first`.
+fn k_code(first: u32, at: u32) -> u32 {
+    if (!UNIFORM_READS) {
+        return k_codes_w[at];
+    }
+    let i = first + at;
+    return k_codes[i >> 2u][i & 3u];
+}
+
+fn v_code(first: u32, at: u32) -> u32 {
+    if (!UNIFORM_READS) {
+        return v_codes_w[at];
+    }
+    let i = first + at;
+    return v_codes[i >> 2u][i & 3u];
+}
+
+// GPU path: copy the slice's k and v into workgroup memory, fake-quantized once.
+// Invocation i copies words i, i + NT, ...: consecutive lanes, consecutive words.
+fn stage_kv(first: u32, i: u32, kq: vec4<f32>, vq: vec4<f32>) {
+    for (var w = i; w < NT * HD; w += NT) {
+        k_w[w] = quantize(k_s[first + w], kq);
+        v_w[w] = quantize(v_s[first + w], vq);
+    }
+    workgroupBarrier();
+}
+
+// GPU path: copy the slice's k codes (from word `first`) and v codes (from `first_v`).
+fn stage_codes(first: u32, first_v: u32, i: u32) {
+    for (var w = i; w < NT * (HD4 + 1u); w += NT) {
+        k_codes_w[w] = k_codes_s[first + w];
+    }
+    for (var w = i; w < HD * (NT4 + 1u); w += NT) {
+        v_codes_w[w] = v_codes_s[first_v + w];
+    }
+    workgroupBarrier();
 }
 
 @compute @workgroup_size(NT)
@@ -90,16 +131,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let kq = quant_row(1u);
     let vq = quant_row(2u);
     let pq = quant_row(3u);
+    if (!UNIFORM_READS) {
+        stage_kv(first, i, kq, vq);
+    }
     var qi: array<f32, HD>;
     let qq = quant_row(0u);
     for (var d = 0u; d < HD; d++) {
         qi[d] = quantize(q_at(first + i * HD + d) * SCALE, qq);
     }
     // Pass 1: the scores' maximum and the sum of their exponentials, online.
+    var scores: array<f32, NT>;  // GPUs only: pass 1's scores for pass 2
     var mx = -3.4e38;
     var sum = 0.0;
     for (var j = 0u; j < NT; j++) {
-        let s = score(&qi, first + j * HD, kq) + bias_and_mask(qr, j);
+        let s = score(&qi, first, j, kq) + bias_and_mask(qr, j);
+        if (!UNIFORM_READS) {
+            scores[j] = s;
+        }
         let m = max(mx, s);
         sum = sum * exp(mx - m) + exp(s - m);
         mx = m;
@@ -112,14 +160,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
     let p_row = ((slice - p.p_slice0) * NT + i) * NT;
     for (var j = 0u; j < NT; j++) {
-        let s = score(&qi, first + j * HD, kq) + bias_and_mask(qr, j);
+        var s: f32;
+        if (UNIFORM_READS) {
+            s = score(&qi, first, j, kq) + bias_and_mask(qr, j);
+        } else {
+            s = scores[j];
+        }
         let pj = quantize(exp(s - mx) * inv, pq);
         if (p.write_p == 1u) {
             probs[p_row + j] = pj;
         }
-        let vj = first + j * HD;
         for (var d = 0u; d < HD; d++) {
-            o[d] = fma(pj, quantize(v_at(vj + d), vq), o[d]);
+            o[d] = fma(pj, value(first, j * HD + d, vq), o[d]);
         }
     }
     let base = qr.tok * C + qr.head * HD;
@@ -128,11 +180,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
 }
 
-// q·k_j for key j starting at word kj.
-fn score(qi: ptr<function, array<f32, HD>>, kj: u32, kq: vec4<f32>) -> f32 {
+// q·k_j for key j of the slice whose k starts at word `first`.
+fn score(qi: ptr<function, array<f32, HD>>, first: u32, j: u32, kq: vec4<f32>) -> f32 {
     var dot = 0.0;
     for (var d = 0u; d < HD; d++) {
-        dot = fma((*qi)[d], quantize(k_at(kj + d), kq), dot);
+        dot = fma((*qi)[d], key(first, j * HD + d, kq), dot);
     }
     return dot;
 }
@@ -159,6 +211,9 @@ fn main_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     let sp = quant_step(pq, LEVELS);
     let first = p.delta + wg.x * NT * (HD4 + 1u);
     let first_v = p.delta_v + wg.x * HD * (NT4 + 1u);
+    if (!UNIFORM_READS) {
+        stage_codes(first, first_v, qr.i);
+    }
     var qw: array<u32, HD4>;
     let q0 = first + qr.i * (HD4 + 1u);
     for (var w = 0u; w < HD4; w++) {
@@ -167,10 +222,14 @@ fn main_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     let q_sum = f32(q_code(q0 + HD4));
     // Terms of the score that do not depend on k's codes beyond their sum.
     let q_term = sq * lower(kq) * q_sum + f32(HD) * lower(qq) * lower(kq);
+    var scores: array<f32, NT>;  // GPUs only: pass 1's scores for pass 2
     var mx = -3.4e38;
     var sum = 0.0;
     for (var j = 0u; j < NT; j++) {
-        let s = int_score(&qw, first + j * (HD4 + 1u), sq * sk, sk * lower(qq), q_term) + bias_and_mask(qr, j);
+        let s = int_score(&qw, first, j, sq * sk, sk * lower(qq), q_term) + bias_and_mask(qr, j);
+        if (!UNIFORM_READS) {
+            scores[j] = s;
+        }
         let m = max(mx, s);
         sum = sum * exp(mx - m) + exp(s - m);
         mx = m;
@@ -183,29 +242,35 @@ fn main_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     var p_sum = 0u;
     var p_word = 0u;
     for (var j = 0u; j < NT; j++) {
-        let s = int_score(&qw, first + j * (HD4 + 1u), sq * sk, sk * lower(qq), q_term) + bias_and_mask(qr, j);
+        var s: f32;
+        if (UNIFORM_READS) {
+            s = int_score(&qw, first, j, sq * sk, sk * lower(qq), q_term) + bias_and_mask(qr, j);
+        } else {
+            s = scores[j];
+        }
         let r = quant_code(exp(s - mx) * inv, pq, LEVELS);
         p_sum += r;
         p_word |= r << (8u * (j & 3u));
         if ((j & 3u) == 3u) {
             for (var d = 0u; d < HD; d++) {
-                acc[d] += dot4U8Packed(p_word, v_code(first_v + d * (NT4 + 1u) + j / 4u));
+                acc[d] += dot4U8Packed(p_word, v_code(first_v, d * (NT4 + 1u) + j / 4u));
             }
             p_word = 0u;
         }
     }
     let base = qr.tok * C + qr.head * HD;
     for (var d = 0u; d < HD; d++) {
-        let v_sum = f32(v_code(first_v + d * (NT4 + 1u) + NT4));
+        let v_sum = f32(v_code(first_v, d * (NT4 + 1u) + NT4));
         out[base + d] = sp * sv * f32(acc[d]) + sp * lower(vq) * f32(p_sum) + sv * lower(pq) * v_sum + f32(NT) * lower(pq) * lower(vq);
     }
 }
 
-// q·k_j from codes: scale·Σ r_q r_k + k_scale·Σ r_k + q_term.
-fn int_score(qw: ptr<function, array<u32, HD4>>, kj: u32, scale: f32, k_scale: f32, q_term: f32) -> f32 {
+// q·k_j from codes (k's start at word `first`): scale·Σ r_q r_k + k_scale·Σ r_k + q_term.
+fn int_score(qw: ptr<function, array<u32, HD4>>, first: u32, j: u32, scale: f32, k_scale: f32, q_term: f32) -> f32 {
+    let kj = j * (HD4 + 1u);
     var dot = 0u;
     for (var w = 0u; w < HD4; w++) {
-        dot += dot4U8Packed((*qw)[w], k_code(kj + w));
+        dot += dot4U8Packed((*qw)[w], k_code(first, kj + w));
     }
-    return scale * f32(dot) + k_scale * f32(k_code(kj + HD4)) + q_term;
+    return scale * f32(dot) + k_scale * f32(k_code(first, kj + HD4)) + q_term;
 }

@@ -42,6 +42,14 @@ impl Shader {
             Shader::Adam => include_str!("../../shaders/adam.wgsl"),
         }
     }
+
+    /// Whether wgpu zero-fills the kernels' workgroup memory first (WebGPU's default).
+    /// The attention writes every staged word before reading it; the fill would cost a
+    /// store loop and a barrier per workgroup, on CPU drivers too, where its workgroup
+    /// arrays are otherwise dead code.
+    fn zero_fills_workgroup_memory(self) -> bool {
+        self != Shader::Attention
+    }
 }
 
 const COMMON: &str = include_str!("../../shaders/common.wgsl");
@@ -89,7 +97,10 @@ impl PipelineCache {
                     layout: None,
                     module: &module,
                     entry_point: Some(entry),
-                    compilation_options: Default::default(),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        zero_initialize_workgroup_memory: shader.zero_fills_workgroup_memory(),
+                        ..Default::default()
+                    },
                     cache: None,
                 }))
             })

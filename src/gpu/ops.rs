@@ -525,6 +525,12 @@ pub fn window_attention(
 ) -> Vec<Dispatch> {
     let pipeline = ctx.pipeline(Shader::Attention, "main", &attention_consts(s, table, extras.quant, ctx.uniform_reads()));
     let slice_words = s.window * s.window * s.head_dim;
+    // GPUs stage a slice's k and v in workgroup memory.
+    let staged_bytes = 2 * slice_words * 4;
+    assert!(
+        ctx.uniform_reads() || staged_bytes <= ctx.limits.max_compute_workgroup_storage_size as usize,
+        "attention: a slice's k and v ({staged_bytes} bytes) exceed the workgroup memory"
+    );
     let batch = extras.batch.clone().unwrap_or(0..b);
     let qparams = extras.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
     let write_p = extras.probs.is_some() as u32;
