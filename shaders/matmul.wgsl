@@ -5,11 +5,13 @@
 // - `rows` (CPU drivers such as lavapipe, where every storage or workgroup load is
 //   a per-lane scalar loop but a uniform-buffer load is one vector gather): an
 //   invocation computes 4·V columns of one row of C, W comes from a uniform block.
+// The integer engine's linears have the same two: `main_int` (tiles, GPUs) and
+// `rows_int` (CPU drivers), sharing the integer algebra and the epilogues.
 // Header constants: V (rows only), A_MODE (0: A is a dense (m, k) matrix; 1: A is the im2col
 // view of an NHWC image for a 3×3 convolution with padding 1, k = ci·9 + ky·3 + kx,
 // matching PyTorch's (out, in, 3, 3) weights), GELU, RESIDUAL (add residual[m, n]),
-// OUT_WINDOWS (write C in the attention's window order), OUT_CODES (rows_int: write C
-// as codes), LEVELS (2^b − 1 of the
+// OUT_WINDOWS (write C in the attention's window order), OUT_CODES (main_int, rows_int:
+// write C as codes), LEVELS (2^b − 1 of the
 // fake-quantized model, 0 for float; A is fake-quantized on load with
 // qparams[act_quant − 1]).
 
@@ -17,7 +19,7 @@ struct Params {
     m: u32,
     n: u32,
     k: u32,
-    w_quant: u32,  // rows_int: the weight quantizer's parameter row + 1
+    w_quant: u32,  // main_int, rows_int: the weight quantizer's parameter row + 1
     // A_MODE 1 only: image height, width and input channels.
     img_h: u32,
     img_w: u32,
@@ -44,12 +46,16 @@ struct Params {
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
 @group(0) @binding(6) var<storage, read> qparams: array<vec4<f32>>;
-// rows_int only: the activation codes (quant.wgsl pack_codes) and the integer
-// weight block (quant.wgsl int_weights).
+// main_int, rows_int: the activation codes (quant.wgsl pack_codes), (m, ceil(k/4)) words.
 @group(0) @binding(8) var<storage, read> a_codes: array<u32>;
+// rows_int only: the integer weight block (quant.wgsl int_weights) of 4·V columns.
 @group(0) @binding(9) var<uniform> w_int: array<vec4<u32>, 4096>;
-// rows_int with OUT_CODES: C as the next linear's input codes (four per word).
+// main_int, rows_int with OUT_CODES: C as the next linear's input codes (four per word).
 @group(0) @binding(10) var<storage, read_write> c_codes: array<u32>;
+// main_int only: the integer weights as one block of all n columns (int_weights with
+// block_cols = n): the codes of column col at k-word g at g·n + col, then the
+// columns' constant terms (f32 bits) at ceil(k/4)·n + col.
+@group(0) @binding(11) var<storage, read> w_codes: array<u32>;
 // rows only: Wᵀ of 4·V columns, (k, V) vec4s, then their bias (V vec4s), bound
 // at the column block's offset.
 @group(0) @binding(7) var<uniform> w_block: array<vec4<f32>, 4096>;
@@ -230,10 +236,121 @@ fn rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
 }
 
-// The integer engine's linear (SPEC §6), laid out like `rows`: with codes r_x
-// (activations) and R_w (weights) and c folded into l,
+// The integer engine's linear (SPEC §6): with codes r_x (activations) and R_w
+// (weights) and c folded into l,
 // y = s_x·s_w·Σ r_x·R_w + s_x·l_w·Σ r_x + [s_w·l_x·Σ R_w + k·l_x·l_w + bias],
-// the bracket precomputed per column. The sums are exact in u32.
+// the bracket precomputed per column (the column term). The sums are exact in u32,
+// so `main_int` and `rows_int` give the same bits.
+
+// (s_x·s_w, s_x·l_w) of the integer linear.
+fn int_scales() -> vec2<f32> {
+    let xq = qparams[p.act_quant - 1u];
+    let wq = qparams[p.w_quant - 1u];
+    let sx = quant_step(xq, LEVELS);
+    return vec2<f32>(sx * quant_step(wq, LEVELS), sx * (wq.x + wq.z));
+}
+
+// y of four columns of one row from the sums Σ r_x·R_w (`acc`) and Σ r_x (`row_sum`),
+// `s` = int_scales() and the columns' constant terms.
+fn int_y(s: vec2<f32>, acc: vec4<u32>, row_sum: u32, col_term: vec4<f32>) -> vec4<f32> {
+    let row_term = s.y * f32(row_sum);
+    return s.x * vec4<f32>(acc) + row_term + col_term;
+}
+
+// Writes y = C[row, col0..col0+3] of the integer linear: as the next quantizer's codes
+// (OUT_CODES) or through the float epilogue; `start` is row_start(row).
+fn int_output(row: u32, start: u32, col0: u32, y: vec4<f32>) {
+    if (OUT_CODES) {
+        emit_codes(row, col0, y);
+    } else {
+        epilogue(row, start, col0, y);
+    }
+}
+
+// The word of codes A[row, 4g..4g+3] (0 outside A); k4 = ceil(k/4).
+fn load_code(row: u32, g: u32, k4: u32) -> u32 {
+    let word = a_codes[min(row, p.m - 1u) * k4 + min(g, k4 - 1u)];
+    return select(0u, word, row < p.m && g < k4);
+}
+
+// The word of weight codes W[col, 4g..4g+3] (0 outside W).
+fn load_w_code(col: u32, g: u32, k4: u32) -> u32 {
+    let word = w_codes[min(g, k4 - 1u) * p.n + min(col, p.n - 1u)];
+    return select(0u, word, col < p.n && g < k4);
+}
+
+// Four packed code words times four: (dot(a, w.x), dot(a, w.y), dot(a, w.z), dot(a, w.w)).
+fn dot4x4(a: u32, w: vec4<u32>) -> vec4<u32> {
+    return vec4<u32>(dot4U8Packed(a, w.x), dot4U8Packed(a, w.y), dot4U8Packed(a, w.z), dot4U8Packed(a, w.w));
+}
+
+const TG: u32 = 16u;  // main_int: k-words (four k each) of one shared-memory slice
+
+// Integer tiles as vec4s of four consecutive rows (a) or columns (w) at one k-word.
+var<workgroup> a_code_tile: array<vec4<u32>, 256>;  // [TG][QUADS]
+var<workgroup> w_code_tile: array<vec4<u32>, 256>;  // [TG][QUADS]
+
+// The integer linear on GPUs, tiled like `main`: a 64×64 tile of C per workgroup,
+// each thread a 4×4 block, the codes staged in workgroup memory TG words deep. The
+// row sums Σ r_x are taken while staging: each thread sums its word of four rows
+// over the slices, and the TG shares of a row are added at the end.
+@compute @workgroup_size(16, 16)
+fn main_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wg.y * TILE;
+    let col0 = wg.x * TILE;
+    let tid = lid.y * 16u + lid.x;
+    let k4 = (p.k + 3u) / 4u;
+    var acc0 = vec4<u32>(0u);
+    var acc1 = vec4<u32>(0u);
+    var acc2 = vec4<u32>(0u);
+    var acc3 = vec4<u32>(0u);
+    // A is staged as (word ag, row quad aq), so neighbouring threads read neighbouring
+    // words of a row; W as (word wk, column quad wq), so they read along W's rows.
+    let ag = tid % TG;
+    let aq = tid / TG;
+    let wq = tid % QUADS;
+    let wk = tid / QUADS;
+    var sums = vec4<u32>(0u);
+    for (var g0 = 0u; g0 < k4; g0 += TG) {
+        let r = row0 + 4u * aq;
+        let ga = g0 + ag;
+        let a4 = vec4<u32>(load_code(r, ga, k4), load_code(r + 1u, ga, k4), load_code(r + 2u, ga, k4), load_code(r + 3u, ga, k4));
+        sums += dot4x4(0x01010101u, a4);
+        a_code_tile[ag * QUADS + aq] = a4;
+        let n = col0 + 4u * wq;
+        let gw = g0 + wk;
+        w_code_tile[wk * QUADS + wq] = vec4<u32>(load_w_code(n, gw, k4), load_w_code(n + 1u, gw, k4), load_w_code(n + 2u, gw, k4), load_w_code(n + 3u, gw, k4));
+        workgroupBarrier();
+        for (var d = 0u; d < TG; d++) {
+            let av = a_code_tile[d * QUADS + lid.y];
+            let wv = w_code_tile[d * QUADS + lid.x];
+            acc0 += dot4x4(av.x, wv);
+            acc1 += dot4x4(av.y, wv);
+            acc2 += dot4x4(av.z, wv);
+            acc3 += dot4x4(av.w, wv);
+        }
+        workgroupBarrier();
+    }
+    // Row sums of rows 4·lid.y..: the shares of the TG threads that staged them.
+    a_code_tile[ag * QUADS + aq] = sums;
+    workgroupBarrier();
+    var row_sum = vec4<u32>(0u);
+    for (var g = 0u; g < TG; g++) {
+        row_sum += a_code_tile[g * QUADS + lid.y];
+    }
+    let row = row0 + 4u * lid.y;
+    let col = col0 + 4u * lid.x;
+    let s = int_scales();
+    let terms = k4 * p.n;
+    let last = p.n - 1u;
+    let col_term = bitcast<vec4<f32>>(vec4<u32>(w_codes[terms + min(col, last)], w_codes[terms + min(col + 1u, last)], w_codes[terms + min(col + 2u, last)], w_codes[terms + min(col + 3u, last)]));
+    int_output(row, row_start(row), col, int_y(s, acc0, row_sum.x, col_term));
+    int_output(row + 1u, row_start(row + 1u), col, int_y(s, acc1, row_sum.y, col_term));
+    int_output(row + 2u, row_start(row + 2u), col, int_y(s, acc2, row_sum.z, col_term));
+    int_output(row + 3u, row_start(row + 3u), col, int_y(s, acc3, row_sum.w, col_term));
+}
+
+// The integer linear on CPU drivers, laid out like `rows`.
 @compute @workgroup_size(64)
 fn rows_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let row = wg.x * 64u + lid.x;
@@ -249,24 +366,14 @@ fn rows_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
         row_sum += dot4U8Packed(a4, 0x01010101u);
         let base = g * V;
         for (var j = 0u; j < V; j++) {
-            let w = w_int[base + j];
-            acc[j] += vec4<u32>(dot4U8Packed(a4, w.x), dot4U8Packed(a4, w.y), dot4U8Packed(a4, w.z), dot4U8Packed(a4, w.w));
+            acc[j] += dot4x4(a4, w_int[base + j]);
         }
     }
-    let xq = qparams[p.act_quant - 1u];
-    let wq = qparams[p.w_quant - 1u];
-    let sx = quant_step(xq, LEVELS);
-    let scale = sx * quant_step(wq, LEVELS);
-    let row_term = sx * (wq.x + wq.z) * f32(row_sum);
+    let s = int_scales();
     let start = row_start(row);
     for (var j = 0u; j < V; j++) {
         let col_term = bitcast<vec4<f32>>(w_int[k4 * V + j]);
-        let y = scale * vec4<f32>(acc[j]) + row_term + col_term;
-        if (OUT_CODES) {
-            emit_codes(row, p.col0 + 4u * j, y);
-        } else {
-            epilogue(row, start, p.col0 + 4u * j, y);
-        }
+        int_output(row, start, p.col0 + 4u * j, int_y(s, acc[j], row_sum, col_term));
     }
 }
 

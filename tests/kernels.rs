@@ -243,8 +243,8 @@ fn integer_linear_matches_its_algebra_and_the_fake_quantized_linear() {
     let layer = GpuLinear::linear(ctx, "w", &lin);
     let (xb, rb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::from_slice(ctx, "r", &res), GpuBuffer::zeros(ctx, "o", m * n));
     let codes = GpuBuffer::zeros(ctx, "codes", code_words(m, k));
-    let weights = IntWeights::new(ctx, n, k);
-    for bits in [2, 3, 4, 8] {
+    for (kind, bits) in KINDS.into_iter().flat_map(|kind| [2, 3, 4, 8].map(|bits| (kind, bits))) {
+        let weights = IntWeights::with_kind(ctx, kind, n, k);
         let lv = levels(bits);
         let qp = [QParams { lower: -0.21, upper: 0.24, bias: 0.004, _pad: 0.0 }, QParams { lower: -1.5, upper: 1.7, bias: -0.03, _pad: 0.0 }];
         let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
@@ -270,12 +270,12 @@ fn integer_linear_matches_its_algebra_and_the_fake_quantized_linear() {
             }
         }
         let got = out.read(ctx);
-        assert_close(&format!("integer linear W{bits}A{bits}"), &got, &want, TOL);
+        assert_close(&format!("integer linear {kind:?} W{bits}A{bits}"), &got, &want, TOL);
         // The same numbers as the fake-quantized float linear.
         let xf: Vec<f32> = x.iter().map(|&v| fake_quant(v, &qp[1], lv)).collect();
         let wf: Vec<f32> = lin.weight.iter().map(|&v| fake_quant(v, &qp[0], lv)).collect();
         let fake: Vec<f32> = cpu::linear(&xf, &Linear { weight: wf, ..lin.clone() }).iter().zip(&res).map(|(&y, &r)| cpu::gelu(y) + r).collect();
-        assert_close(&format!("integer vs fake-quantized linear W{bits}A{bits}"), &got, &fake, TOL);
+        assert_close(&format!("integer vs fake-quantized linear {kind:?} W{bits}A{bits}"), &got, &fake, TOL);
         // Emitting the next linear's codes directly equals packing the float output.
         let (packed, emitted) = (GpuBuffer::zeros(ctx, "packed", code_words(m, n)), GpuBuffer::zeros(ctx, "emitted", code_words(m, n)));
         let plain = |emit| Matmul {
@@ -288,7 +288,69 @@ fn integer_linear_matches_its_algebra_and_the_fake_quantized_linear() {
         ds.push(pack_codes(ctx, out.bind(), packed.bind(), m, n, xq));
         ds.extend(ops::matmul(ctx, plain(Some((emitted.bind(), 1)))));
         run_now(ctx, &ds);
-        assert_eq!(emitted.read::<u32>(ctx), packed.read::<u32>(ctx), "emitted codes W{bits}A{bits}");
+        assert_eq!(emitted.read::<u32>(ctx), packed.read::<u32>(ctx), "emitted codes {kind:?} W{bits}A{bits}");
+    }
+}
+
+/// The tiled integer matmul (`main_int`, GPUs) gives the same bits as `rows_int` (CPU
+/// drivers) off its 64×64 tiles and 16-word slices (m, n, k not multiples of 64 or 4;
+/// several slices, the last partial; several `rows_int` blocks), with every epilogue.
+#[test]
+fn tiled_integer_linear_equals_rows_int() {
+    use swinq::gpu::ops::{code_words, pack_codes, IntOperands, IntWeights, QuantRef, WeightLayout, WindowOrder};
+    use swinq::quant::{levels, QParams};
+    let ctx = gpu();
+    let (b, h, w, window, heads) = (2, 12, 20, 4, 3);
+    let (m, k, n) = (b * h * w, 150, 69);
+    let mut r = rng(14);
+    let x = random(&mut r, m * k, -2.0, 2.0);
+    let res = random(&mut r, m * n, -1.0, 1.0);
+    let lin = random_linear(15, n, k);
+    let layer = GpuLinear::linear(ctx, "w", &lin);
+    let (xb, rb) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::from_slice(ctx, "r", &res));
+    let codes = GpuBuffer::zeros(ctx, "codes", code_words(m, k));
+    let weights = KINDS.map(|kind| IntWeights::with_kind(ctx, kind, n, k));
+    assert_eq!(weights[0].layout, WeightLayout::Dense);
+    assert!(matches!(weights[1].layout, WeightLayout::Blocks { blocks: 2.., .. }), "{:?}", weights[1].layout);
+    for bits in [3, 4] {
+        let lv = levels(bits);
+        let qp = [(-0.21, 0.24, 0.004), (-1.5, 1.7, -0.03), (-0.9, 1.1, 0.01)].map(|(lower, upper, bias)| QParams { lower, upper, bias, _pad: 0.0 });
+        let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
+        let xq = QuantRef { params: &params, row: 1, levels: lv };
+        let mut ds = vec![pack_codes(ctx, xb.bind(), codes.bind(), m, k, xq)];
+        ds.extend(weights.iter().map(|wt| wt.fill(ctx, &layer, xq, 0)));
+        run_now(ctx, &ds);
+        for shift in [0, window / 2] {
+            let order = WindowOrder { h, w, shape: AttnShape { window, heads, head_dim: n / heads, shift } };
+            let cases = [(false, false, false, false), (true, true, false, false), (false, true, true, false), (true, false, true, false), (true, false, false, true), (false, false, false, true)];
+            for (gelu, residual, windows, emit) in cases {
+                if shift > 0 && !windows {
+                    continue;
+                }
+                let [tiled, rows] = [&weights[0], &weights[1]].map(|wt| {
+                    let out = GpuBuffer::zeros(ctx, "o", m * n);
+                    let emitted = GpuBuffer::zeros(ctx, "e", code_words(m, n));
+                    let int = IntOperands { codes: codes.bind(), weights: wt, w_row: 0, emit: emit.then(|| (emitted.bind(), 2)) };
+                    let mm = Matmul {
+                        quant: Some(xq),
+                        gelu,
+                        residual: residual.then(|| rb.bind()),
+                        windows: windows.then_some(order),
+                        int: Some(int),
+                        ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), m, "t")
+                    };
+                    run_now(ctx, &ops::matmul(ctx, mm));
+                    if emit { emitted.read::<u32>(ctx) } else { out.read::<u32>(ctx) }
+                });
+                let case = format!("W{bits} gelu={gelu} residual={residual} windows={windows} shift={shift} emit={emit}");
+                let distinct = rows.iter().collect::<std::collections::HashSet<_>>().len();
+                assert!(distinct > rows.len() / 50, "{case}: only {distinct} distinct values");
+                let diff = tiled.iter().zip(&rows).position(|(a, b)| a != b);
+                let count = tiled.iter().zip(&rows).filter(|(a, b)| a != b).count();
+                assert!(diff.is_none(), "{case}: {count} words differ, the first at {diff:?}");
+                eprintln!("tiled = rows_int: {case}");
+            }
+        }
     }
 }
 

@@ -9,10 +9,11 @@ use crate::model::weights::{Conv3x3, LayerNorm, Linear};
 /// How a matmul's weights are laid out in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightLayout {
-    /// (n, k) as PyTorch stores it: the tiled matmul.
+    /// (n, k) as PyTorch stores it: the tiled matmul (`IntWeights`: one block of all
+    /// columns, for `main_int`).
     Dense,
     /// The `rows` matmul's column blocks: block b holds Wᵀ of columns 4·v·b.. as
-    /// (k, 4·v), starting at word b·slot.
+    /// (k, 4·v), starting at word b·slot (`IntWeights`: likewise for `rows_int`).
     Blocks { v: usize, blocks: usize, slot: usize },
 }
 
@@ -200,34 +201,50 @@ pub struct IntOperands<'a> {
     pub emit: Option<(wgpu::BindingResource<'a>, usize)>,
 }
 
-/// A linear's weights for the integer engine (`rows_int` in matmul.wgsl): column
-/// blocks of 4·v columns at multiples of `slot` words, each with the columns' u8
-/// codes (four k per word) and their constant terms (quant.wgsl `int_weights`).
+/// A linear's weights for the integer engine (quant.wgsl `int_weights`): per column
+/// the u8 codes (four k per word) and the constant term. `Blocks` for `rows_int`
+/// (CPU drivers: column blocks of 4·v columns at multiples of `slot` words, each read
+/// as a uniform window), `Dense` for `main_int` (GPUs: one block of all columns,
+/// read from storage).
 pub struct IntWeights {
     pub buffer: GpuBuffer,
-    pub v: usize,
-    pub blocks: usize,
-    pub slot: usize,
+    pub layout: WeightLayout,
 }
 
 impl IntWeights {
-    /// Room for the integer weights of an (out_dim, k) linear.
+    /// Room for the integer weights of an (out_dim, k) linear on this device.
     pub fn new(ctx: &GpuContext, out_dim: usize, k: usize) -> Self {
-        let (v, blocks, slot) = column_blocks(ctx, out_dim, k.div_ceil(4) + 1)
-            .unwrap_or_else(|| panic!("integer engine: a column of {k} weights exceeds a uniform window"));
-        Self { buffer: GpuBuffer::zeros(ctx, "int_weights", (blocks - 1) * slot + WINDOW_WORDS), v, blocks, slot }
+        Self::with_kind(ctx, ctx.matmul, out_dim, k)
+    }
+
+    /// The same for a given matmul strategy (the tests run both). `Rows` falls back
+    /// to the dense layout when one column does not fit a uniform window.
+    pub fn with_kind(ctx: &GpuContext, kind: MatmulKind, out_dim: usize, k: usize) -> Self {
+        let words_per_col = k.div_ceil(4) + 1;
+        match column_blocks(ctx, out_dim, words_per_col) {
+            Some((v, blocks, slot)) if kind == MatmulKind::Rows => {
+                let buffer = GpuBuffer::zeros(ctx, "int_weights", (blocks - 1) * slot + WINDOW_WORDS);
+                Self { buffer, layout: WeightLayout::Blocks { v, blocks, slot } }
+            }
+            _ => Self { buffer: GpuBuffer::zeros(ctx, "int_weights", words_per_col * out_dim), layout: WeightLayout::Dense },
+        }
     }
 
     /// Fills them from `layer`'s float weights with weight quantizer row `w_row`
     /// and the input's quantizer `q`.
     pub fn fill(&self, ctx: &GpuContext, layer: &GpuLinear, q: QuantRef<'_>, w_row: usize) -> Dispatch {
         let pipeline = ctx.pipeline(Shader::Quant, "int_weights", &[Const::F32("LEVELS", q.levels)]);
+        let (block_cols, slot) = match self.layout {
+            WeightLayout::Blocks { v, slot, .. } => (4 * v, slot),
+            // One block: the block index col / n is always 0.
+            WeightLayout::Dense => (layer.out_dim, 0),
+        };
         let params = LayOutParams {
             n: layer.out_dim as u32,
             quantizer: w_row as u32 + 1,
             k: layer.k as u32,
-            block_cols: 4 * self.v as u32,
-            slot: self.slot as u32,
+            block_cols: block_cols as u32,
+            slot: slot as u32,
             total: 0,
             act_quantizer: q.row as u32 + 1,
             mult: 1.0,
@@ -275,7 +292,8 @@ pub fn attention_table(ctx: &GpuContext, table: &[f32]) -> GpuBuffer {
 
 
 
-/// The matmul's dispatches: one for the tiled strategy, one per weight block for `rows`.
+/// The matmul's dispatches: one for the tiled strategy (`main`, `main_int`), one per
+/// weight block for `rows` and `rows_int`.
 pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
     let (mode, img_h, img_w) = match (a.input, a.windows) {
         (MatmulInput::Tokens, None) => (0, 0, 0),
@@ -284,10 +302,11 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
         (MatmulInput::Conv3x3 { .. }, Some(_)) => panic!("window-ordered output is for token matmuls"),
     };
     let l = a.layer;
-    let v = match (&a.int, l.layout) {
-        (Some(int), _) => int.weights.v,
-        (None, WeightLayout::Dense) => 1,
-        (None, WeightLayout::Blocks { v, .. }) => v,
+    // The layout that picks the kernel: the integer weights' for the integer engine.
+    let layout = a.int.as_ref().map_or(l.layout, |i| i.weights.layout);
+    let v = match layout {
+        WeightLayout::Dense => 1,
+        WeightLayout::Blocks { v, .. } => v,
     };
     let levels = a.quant.map_or(0.0, |q| q.levels);
     let consts = [
@@ -321,25 +340,32 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
     let qparams = a.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
     let row_groups = a.m.div_ceil(64);
     if let Some(int) = a.int {
-        let pipeline = ctx.pipeline(Shader::Matmul, "rows_int", &consts);
-        assert!(row_groups <= 65535, "integer matmul over {} rows: split the input", a.m);
         assert!(int.emit.is_none() || plain_output, "codes are emitted without residual or window order");
         let w = int.weights;
         let emit = int.emit.map_or_else(|| ctx.sink(), |e| e.0);
-        return (0..w.blocks)
-            .map(|b| {
-                let params = MatmulParams { col0: (4 * v * b) as u32, ..params };
-                let bindings = [
-                    (4, residual.clone()),
-                    (5, a.out.clone()),
-                    (6, qparams.clone()),
-                    (8, int.codes.clone()),
-                    (9, w.buffer.bind_window(b * w.slot)),
-                    (10, emit.clone()),
-                ];
-                Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [row_groups as u32, 1, 1], a.stage)
-            })
-            .collect();
+        let shared = [(4, residual), (5, a.out), (6, qparams), (8, int.codes), (10, emit)];
+        return match w.layout {
+            WeightLayout::Dense => {
+                let pipeline = ctx.pipeline(Shader::Matmul, "main_int", &consts);
+                assert!(row_groups <= 65535, "integer matmul over {} rows: split the input", a.m);
+                let groups = [l.out_dim.div_ceil(64) as u32, row_groups as u32, 1];
+                let mut bindings = shared.to_vec();
+                bindings.push((11, w.buffer.bind()));
+                vec![Dispatch::with_bindings(ctx, pipeline, &params, &bindings, groups, a.stage)]
+            }
+            WeightLayout::Blocks { blocks, slot, .. } => {
+                let pipeline = ctx.pipeline(Shader::Matmul, "rows_int", &consts);
+                assert!(row_groups <= 65535, "integer matmul over {} rows: split the input", a.m);
+                (0..blocks)
+                    .map(|b| {
+                        let params = MatmulParams { col0: (4 * v * b) as u32, ..params };
+                        let mut bindings = shared.to_vec();
+                        bindings.push((9, w.buffer.bind_window(b * slot)));
+                        Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [row_groups as u32, 1, 1], a.stage)
+                    })
+                    .collect()
+            }
+        };
     }
     match l.layout {
         WeightLayout::Dense => {
