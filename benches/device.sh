@@ -2,7 +2,8 @@
 # One call on a lent GPU machine: correctness there, then every timing the issues ask for.
 #   benches/device.sh stage   (here) build release binaries, pack them and the few data files into .dev/
 #       (SETS: benchmark sets to carry, default "Set5 Set14"; GOLDEN=0 leaves out the golden
-#       tensors and so the `check` section; the carry limit is 64 MiB)
+#       tensors and the golden check, and carries the checkpoint as safetensors; the carry
+#       limit is 64 MiB; BINS: the binaries to carry, default all)
 #   benches/device.sh run [SECTION...]   (there, with .dev and .gl carried): setup, then the sections
 #       check phase1 bench eval_sets phase2 quality (default: all); results and log in $OUT
 # The device machine has no Rust toolchain and no ../shared, hence the staging.
@@ -23,8 +24,13 @@ stage() {
     cp target/release/swinq .dev/bin/
     while read -r name exe; do cp "$exe" ".dev/bin/$name"; done <<<"$exes"
     strip .dev/bin/*
-    tar -C .dev -cJf .dev/bin.tar.xz bin && rm -rf .dev/bin
-    cp "$shared/weights/swinir_light_x2_standin.pth" .dev/shared/weights/
+    (cd .dev && tar -cJf bin.tar.xz ${BINS:-bin} && rm -rf bin)
+    # The golden test reads the official .pth; otherwise its safetensors copy is a fifth the size.
+    if [ "${GOLDEN:-1}" = 0 ]; then
+        target/release/swinq convert "$shared/weights/swinir_light_x2_standin.pth" .dev/shared/weights/swinir_light_x2_standin.safetensors
+    else
+        cp "$shared/weights/swinir_light_x2_standin.pth" .dev/shared/weights/
+    fi
     [ "${GOLDEN:-1}" = 0 ] || cp "$shared/golden/standin_x2_bird.safetensors" "$shared/golden/dobi_w4_bounds.json" .dev/shared/golden/
     for set in ${SETS:-Set5 Set14}; do
         mkdir -p ".dev/shared/datasets/$set/LR_bicubic"
@@ -43,7 +49,7 @@ setup() {
     export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
     export SWINQ_SHARED=$here/.dev/shared
     export bin=/tmp/swinq-bin q=/tmp/swinq-q S=$here/.dev/shared
-    export W=$S/weights/swinir_light_x2_standin.pth calib=$S/datasets/calib/LR_bicubic/X2
+    export W=$(ls $S/weights/swinir_light_x2_standin.* | head -1) calib=$S/datasets/calib/LR_bicubic/X2
     mkdir -p $bin $q
     # The benchmark sets that were staged (the 64 MiB carry limit decides which).
     export SETS=$(cd $S/datasets && ls -d */ | tr -d / | grep -v calib | sort -f | tr '\n' ' ')
@@ -84,7 +90,10 @@ phase1() {
 
 bench() {
     echo "== speed: forward engines, sort"
-    $bin/swinq bench --weights $W --quantized ${BENCH_Q:-$q/w4_2dquant_timing_b16.safetensors} --size ${BENCH_SIZES:-64,128,256,512} --repeats 10 --warmup 3 --json > "$OUT/bench.json"
+    # Speed does not depend on the bounds: any W4 file will do, made here if no section made one.
+    local bq=${BENCH_Q:-$q/bench_w4.safetensors}
+    [ -f "$bq" ] || $bin/swinq calibrate --weights $W --calib $calib --bits 4 --method dobi --patches 8 -o "$bq" 2>&1 | tail -1
+    $bin/swinq bench --weights $W --quantized "$bq" --size ${BENCH_SIZES:-64,128,256,512} --repeats 10 --warmup 3 --json > "$OUT/bench.json"
     python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["device"]); [print("%s² %s: median %.2f ms, min %.2f ms; stages %s" % (t["height"], t["engine"], t["median_ms"], t["min_ms"], {k: round(v, 2) for k, v in t["stages_ms"].items()})) for t in d["timings"]]' "$OUT/bench.json"
     SWINQ_BENCH_SIZES=256 SWINQ_BENCH_REPEATS=10 $bin/forward --bench
     [ -n "${SKIP_SORT:-}" ] || SWINQ_SORT_SIZES=1048576,16777216,67108864 $bin/sort --bench

@@ -132,7 +132,7 @@ enum Command {
         /// or median instead of the mid-range), bias (bias correction c = mean(x) −
         /// mean(Q(x))). The full methods, phase 1 then phase 2 (DQC, 3000 iterations
         /// unless --phase2-iters says otherwise): 2dquant (dobi + DQC) and 2dquant+
-        /// (sorted-tail+bias + DQC with c trained too). The full name is printed and
+        /// (sorted-tail+onedir+bias + DQC with c trained too). The full name is printed and
         /// stored in the file.
         #[arg(long, default_value = "dobi")]
         method: String,

@@ -198,7 +198,7 @@ fn method_names() {
         assert_eq!(method(name).name(), name);
     }
     assert_eq!(method("2dquant"), Method::DOBI);
-    assert_eq!(method("2dquant+").name(), "sorted-tail+bias");
+    assert_eq!(method("2dquant+").name(), "sorted-tail+onedir+bias");
     assert_eq!(method("dobi+onedir"), Method::DOBI_PAPER);
     assert_eq!(method("dobi+center-mid"), Method::DOBI);
     assert_eq!(method("dobi").with_options(true, Some(Center::Median)).unwrap().name(), "dobi+center-median+bias");
