@@ -338,7 +338,6 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
     // Without a residual the slot is filled with the (read-only) bias buffer.
     let residual = a.residual.unwrap_or_else(|| l.bias.bind());
     let qparams = a.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
-    let row_groups = a.m.div_ceil(64);
     if let Some(int) = a.int {
         assert!(int.emit.is_none() || plain_output, "codes are emitted without residual or window order");
         let w = int.weights;
@@ -347,24 +346,18 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
         return match w.layout {
             WeightLayout::Dense => {
                 let pipeline = ctx.pipeline(Shader::Matmul, "main_int", &consts);
+                let row_groups = a.m.div_ceil(64);
                 assert!(row_groups <= 65535, "integer matmul over {} rows: split the input", a.m);
                 let groups = [l.out_dim.div_ceil(64) as u32, row_groups as u32, 1];
                 let mut bindings = shared.to_vec();
                 bindings.push((11, w.buffer.bind()));
                 vec![Dispatch::with_bindings(ctx, pipeline, &params, &bindings, groups, a.stage)]
             }
-            WeightLayout::Blocks { blocks, slot, .. } => {
-                let pipeline = ctx.pipeline(Shader::Matmul, "rows_int", &consts);
-                assert!(row_groups <= 65535, "integer matmul over {} rows: split the input", a.m);
-                (0..blocks)
-                    .map(|b| {
-                        let params = MatmulParams { col0: (4 * v * b) as u32, ..params };
-                        let mut bindings = shared.to_vec();
-                        bindings.push((9, w.buffer.bind_window(b * slot)));
-                        Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [row_groups as u32, 1, 1], a.stage)
-                    })
-                    .collect()
-            }
+            WeightLayout::Blocks { blocks, slot, .. } => column_block_dispatches(ctx, ("rows_int", &consts), params, (v, blocks), a.m, a.stage, |b| {
+                let mut bindings = shared.to_vec();
+                bindings.push((9, w.buffer.bind_window(b * slot)));
+                bindings
+            }),
         };
     }
     match l.layout {
@@ -374,24 +367,33 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
             let bindings = [a.x, l.weight.bind(), l.bias.bind(), residual, a.out, qparams];
             vec![Dispatch::new(ctx, pipeline, &params, &bindings, groups, a.stage)]
         }
-        WeightLayout::Blocks { blocks, slot, .. } => {
-            let pipeline = ctx.pipeline(Shader::Matmul, "rows", &consts);
-            assert!(row_groups <= 65535, "rows matmul over {} rows: split the input", a.m);
-            (0..blocks)
-                .map(|b| {
-                    let params = MatmulParams { col0: (4 * v * b) as u32, ..params };
-                    let bindings = [
-                        (1, a.x.clone()),
-                        (4, residual.clone()),
-                        (5, a.out.clone()),
-                        (6, qparams.clone()),
-                        (7, l.weight.bind_window(b * slot)),
-                    ];
-                    Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [row_groups as u32, 1, 1], a.stage)
-                })
-                .collect()
-        }
+        WeightLayout::Blocks { blocks, slot, .. } => column_block_dispatches(ctx, ("rows", &consts), params, (v, blocks), a.m, a.stage, |b| {
+            vec![(1, a.x.clone()), (4, residual.clone()), (5, a.out.clone()), (6, qparams.clone()), (7, l.weight.bind_window(b * slot))]
+        }),
     }
+}
+
+/// The `rows` or `rows_int` matmul (`entry` with its constants) over m rows: one
+/// dispatch per weight block b (columns 4·v·b..), with the bindings `bindings(b)`.
+#[allow(clippy::too_many_arguments)]
+fn column_block_dispatches<'a>(
+    ctx: &GpuContext,
+    (entry, consts): (&str, &[Const]),
+    params: MatmulParams,
+    (v, blocks): (usize, usize),
+    m: usize,
+    stage: &'static str,
+    bindings: impl Fn(usize) -> Vec<(u32, wgpu::BindingResource<'a>)>,
+) -> Vec<Dispatch> {
+    let row_groups = m.div_ceil(64);
+    assert!(row_groups <= 65535, "{entry} matmul over {m} rows: split the input");
+    let pipeline = ctx.pipeline(Shader::Matmul, entry, consts);
+    (0..blocks)
+        .map(|b| {
+            let params = MatmulParams { col0: (4 * v * b) as u32, ..params };
+            Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings(b), [row_groups as u32, 1, 1], stage)
+        })
+        .collect()
 }
 
 #[repr(C)]
