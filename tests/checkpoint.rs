@@ -214,6 +214,18 @@ fn safetensors_round_trip_is_exact() {
         assert_eq!(load_state_dict(&out).unwrap(), sd, "{name}");
         assert_eq!(read_safetensors_metadata(&out).unwrap(), meta);
     }
+    // The same tensors and metadata give the same bytes (the file's SHA-256 names a
+    // checkpoint in quantized files), whatever order a HashMap would visit them in.
+    let many: BTreeMap<String, String> = (0..16).map(|i| (format!("key{i}"), format!("value {i}"))).collect();
+    let files: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let out = dir.path().join(format!("same{i}.safetensors"));
+            save_safetensors(&weights.to_state_dict(), &many, &out).unwrap();
+            std::fs::read(&out).unwrap()
+        })
+        .collect();
+    assert!(files.windows(2).all(|w| w[0] == w[1]), "saving twice gave different bytes");
+    assert_eq!(read_safetensors_metadata(&dir.path().join("same0.safetensors")).unwrap(), many);
     // Overwriting works, and no temporary file is left behind.
     let out = dir.path().join("raw.safetensors");
     let small: swinq::model::StateDict = [("x".to_string(), Tensor::f32(vec![2], vec![1.0, -2.5]))].into();
@@ -223,7 +235,7 @@ fn safetensors_round_trip_is_exact() {
     let mut names: Vec<String> =
         std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
-    assert_eq!(names, ["raw.safetensors", "weights.safetensors"]);
+    assert_eq!(names, ["raw.safetensors", "same0.safetensors", "same1.safetensors", "same2.safetensors", "same3.safetensors", "weights.safetensors"]);
 }
 
 #[test]

@@ -77,7 +77,22 @@ fn serialize(sd: &StateDict, metadata: &BTreeMap<String, String>) -> Result<Vec<
     }
     let info: Option<HashMap<String, String>> =
         (!metadata.is_empty()).then(|| metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
-    safetensors::serialize(views, info).map_err(|e| anyhow!("cannot serialize: {e}"))
+    let mut bytes = safetensors::serialize(views, info).map_err(|e| anyhow!("cannot serialize: {e}"))?;
+    sort_header_keys(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The crate writes the metadata in HashMap order, which changes from run to run;
+/// rewriting the JSON header with sorted keys (same entries, same length) makes the
+/// same tensors and metadata always give the same bytes, and so the same SHA-256.
+fn sort_header_keys(bytes: &mut [u8]) -> Result<()> {
+    let n = u64::from_le_bytes(arr8(&bytes[..8])) as usize;
+    let header = &mut bytes[8..8 + n];
+    let text = std::str::from_utf8(header)?.trim_end();
+    let sorted = serde_json::to_vec(&serde_json::from_str::<serde_json::Value>(text)?)?;
+    anyhow::ensure!(sorted.len() == text.len(), "safetensors header changed length when sorted");
+    header[..sorted.len()].copy_from_slice(&sorted);
+    Ok(())
 }
 
 /// Temp file in the target directory (same filesystem, so the rename is atomic).
