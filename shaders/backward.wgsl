@@ -11,9 +11,9 @@
 //  - gelu_backward: dx = dy·GELU'(x);
 //  - layernorm_backward: dx of y = x̂·γ + β per token, added to dx when ACCUMULATE
 //    (the residual branch's gradient is already there);
-//  - weight_grad_chunks, weight_quant_grads: the weight quantizer's (dl, du, dc) from
+//  - weight_grad_tiles, weight_quant_grads: the weight quantizer's (dl, du, dc) from
 //    ∂L/∂Ŵ = dyᵀ·x̂ (x̂: x through the input quantizer p.act_row when ACT_QUANT), summed
-//    over token chunks first, then per weight, partials per 256 weights;
+//    over token chunks first (workgroup tiles), then per weight, partials per 256 weights;
 //  - l1_grad: the output loss mean|x − target| (x = student, dy = teacher): its
 //    gradient sign(x − t)/N into dx and per-workgroup partial sums of |x − t|;
 //  - sample_sums: per sample (p.c elements each, one workgroup per sample) the sums
@@ -172,29 +172,81 @@ fn layernorm_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     }
 }
 
-// ∂L/∂Ŵ[o, i] = Σ_t dy[t, o]·x̂[t, i] over the tokens of chunk j (p.chunk tokens):
-// one invocation per (weight, chunk), so long token sums run in parallel on GPUs.
+// ∂L/∂Ŵ[o, i] = Σ_t dy[t, o]·x̂[t, i] over the tokens of chunk j (p.chunk tokens), a
+// matmul whose inner dimension is the tokens. A workgroup computes a TILE×TILE block
+// of Ŵ's gradient for one chunk: it stages STEP tokens of dy and x̂ at a time (x
+// fake-quantized once there, not once per output), and each invocation accumulates
+// a 4×4 block from them. Tiles × chunks workgroups, chunk-major.
+const TILE: u32 = 64u;
+const STEP: u32 = 16u;
+var<workgroup> dy_tile: array<vec4<f32>, 256>;  // STEP tokens × TILE/4 quads of outputs
+var<workgroup> x_tile: array<vec4<f32>, 256>;   // STEP tokens × TILE/4 quads of inputs
+
 @compute @workgroup_size(256)
-fn weight_grad_chunks(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let weights = p.n_out * p.c;
-    let idx = flat_index(gid, nwg);
-    if (idx >= weights * ((p.n + p.chunk - 1u) / p.chunk)) {
+fn weight_grad_tiles(
+    @builtin(local_invocation_index) lid: u32,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let tiles_i = (p.c + TILE - 1u) / TILE;
+    let tiles = (p.n_out + TILE - 1u) / TILE * tiles_i;
+    let g = wg.x + wg.y * nwg.x;
+    if (g >= tiles * ((p.n + p.chunk - 1u) / p.chunk)) {
         return;
     }
-    let e = idx % weights;
-    let j = idx / weights;
-    let o = e / p.c;
-    let i = e % p.c;
+    let j = g / tiles;
+    let o0 = g % tiles / tiles_i * TILE;
+    let i0 = g % tiles % tiles_i * TILE;
+    let ty = lid / 16u;  // outputs o0 + 4·ty ..
+    let tx = lid % 16u;  // inputs i0 + 4·tx ..
     let act = qparams[p.act_row];
-    var g = 0.0;
-    for (var t = j * p.chunk; t < min(p.n, (j + 1u) * p.chunk); t++) {
-        var xi = x[t * p.c + i];
-        if (ACT_QUANT) {
-            xi = fake_quant(xi, act, LEVELS);
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    let t_end = min(p.n, (j + 1u) * p.chunk);
+    for (var t0 = j * p.chunk; t0 < t_end; t0 += STEP) {
+        // Invocation lid stages quad lid % 16 of token t0 + lid / 16.
+        let t = t0 + lid / 16u;
+        var d = vec4<f32>(0.0);
+        var xq = vec4<f32>(0.0);
+        for (var e = 0u; e < 4u; e++) {
+            let o = o0 + 4u * tx + e;
+            if (t < t_end && o < p.n_out) {
+                d[e] = dy[t * p.n_out + o];
+            }
+            let i = i0 + 4u * tx + e;
+            if (t < t_end && i < p.c) {
+                xq[e] = x[t * p.c + i];
+                if (ACT_QUANT) {
+                    xq[e] = fake_quant(xq[e], act, LEVELS);
+                }
+            }
         }
-        g = fma(dy[t * p.n_out + o], xi, g);
+        dy_tile[lid] = d;
+        x_tile[lid] = xq;
+        workgroupBarrier();
+        for (var s = 0u; s < STEP; s++) {
+            let a = dy_tile[s * 16u + ty];
+            let b = x_tile[s * 16u + tx];
+            acc0 = fma(vec4<f32>(a.x), b, acc0);
+            acc1 = fma(vec4<f32>(a.y), b, acc1);
+            acc2 = fma(vec4<f32>(a.z), b, acc2);
+            acc3 = fma(vec4<f32>(a.w), b, acc3);
+        }
+        workgroupBarrier();
     }
-    wgrad[idx] = g;
+    let rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    let base = j * p.n_out * p.c;
+    for (var r = 0u; r < 4u; r++) {
+        let o = o0 + 4u * ty + r;
+        for (var e = 0u; e < 4u; e++) {
+            let i = i0 + 4u * tx + e;
+            if (o < p.n_out && i < p.c) {
+                wgrad[base + o * p.c + i] = rows[r][e];
+            }
+        }
+    }
 }
 
 // The chunks' sums per weight (in chunk order), times the weight quantizer's STE

@@ -159,8 +159,8 @@ fn linear_gradients_cpu_vs_finite_differences_and_gpu_vs_cpu() {
     use swinq::gpu::backward::{weight_grad_words, weight_partials, weight_quant_grads, LinearGrad, TransposedLinear};
     let ctx = gpu();
     let mut r = rng(6);
-    // Over two token chunks of the weight gradient's sum.
-    let (tokens, k, n_out, bits) = (1203, 61, 37, 3);
+    // Over ten token chunks of the weight gradient's sum and 2×2 workgroup tiles.
+    let (tokens, k, n_out, bits) = (1203, 67, 71, 3);
     let lv = levels(bits);
     let x = random(&mut r, tokens * k, -1.0, 1.0);
     let w = random(&mut r, n_out * k, -0.5, 0.5);

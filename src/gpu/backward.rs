@@ -3,7 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::ops::{self, GpuLinear, GpuNorm, Matmul, MatmulInput, QuantRef, LN_EPS};
-use super::{grid_1d, Const, Dispatch, GpuBuffer, GpuContext, Shader};
+use super::{grid_1d, grid_groups, Const, Dispatch, GpuBuffer, GpuContext, Shader};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, Default)]
@@ -97,8 +97,12 @@ pub fn weight_partials(layer: &LinearGrad<'_>) -> usize {
     quant_partials(layer.n_out * layer.k)
 }
 
-/// Tokens per chunk of the weight gradient's token sum.
-const WEIGHT_GRAD_CHUNK: usize = 512;
+/// Tokens per chunk of the weight gradient's token sum (a workgroup's share: small
+/// enough that a batch's chunks keep a GPU busy, large enough to amortise the tile).
+const WEIGHT_GRAD_CHUNK: usize = 128;
+
+/// Outputs and inputs per workgroup tile of `weight_grad_tiles`.
+const WEIGHT_GRAD_TILE: usize = 64;
 
 /// Scratch words `weight_quant_grads` needs for a layer over `tokens` tokens.
 pub fn weight_grad_words(n_out: usize, k: usize, tokens: usize) -> usize {
@@ -124,8 +128,9 @@ pub fn weight_quant_grads(
     let flags = Flags { levels: q.levels, act_quant: act_row.is_some(), ..Flags::default() };
     let chunks = [(1, x.bind()), (2, dy.bind()), (4, q.params.bind()), (9, scratch.bind())];
     let sums = [(4, q.params.bind()), (5, partials.bind()), (8, layer.weight.bind()), (9, scratch.bind())];
+    let tiles = layer.n_out.div_ceil(WEIGHT_GRAD_TILE) * layer.k.div_ceil(WEIGHT_GRAD_TILE);
     [
-        dispatch(ctx, "weight_grad_chunks", flags, params, &chunks, grid_1d(weight_grad_words(layer.n_out, layer.k, tokens))),
+        dispatch(ctx, "weight_grad_tiles", flags, params, &chunks, grid_groups(tiles * tokens.div_ceil(WEIGHT_GRAD_CHUNK))),
         dispatch(ctx, "weight_quant_grads", flags, params, &sums, grid_1d(layer.n_out * layer.k)),
     ]
 }
