@@ -5,12 +5,17 @@
 //   dq̂ = dS·k̂, dk̂ = dSᵀ·q̂, dv̂ = P̂ᵀ·dO,
 // then dq (w.r.t. q before the scale), dk, dv through the STE of their quantizers,
 // in window order like q, k, v. The bias table and the mask are constants.
-// A workgroup handles one slice (a window of one head), an invocation token t: the
-// slice's q̂, k̂, v̂ and dO sit in workgroup memory; t first owns query row t (softmax
-// statistics, rowsum, dq̂), then key column t (dk̂, dv̂), recomputing P rather than
-// storing NT×NT matrices. Each workgroup writes its quantizers' gradient partials,
-// vec4(∂l, ∂u, ∂c, 0) per quantizer (q·scale, k, v, P), slice-major, summed in a
-// fixed tree order (no atomics) so that a reduction over slices can be deterministic.
+// A workgroup handles one slice (a window of one head): the slice's q̂, k̂, v̂ and dO
+// sit in workgroup memory, and one NT×NT matrix holds, in turn, the scores, P and
+// dS, so each (query, key) pair's logit, exponential and dP̂ are formed once or
+// twice rather than once per use. Invocation t owns query row t in the row phases
+// (softmax statistics, rowsum, dq̂) and key column t in the column phases (dv̂
+// from P̂, then dk̂ from dS); the matrix rows are padded by one word so that both
+// walk distinct memory banks. Each workgroup writes its quantizers' gradient
+// partials, vec4(∂l, ∂u, ∂c, 0) per quantizer (q·scale, k, v, P), slice-major,
+// summed in a fixed tree order (no atomics) so that a reduction over slices can be
+// deterministic. The pipeline skips wgpu's zero fill of workgroup memory: every
+// word is written before it is read.
 // Header constants as attention.wgsl; UNIFORM_READS is false (all storage reads).
 
 @group(0) @binding(1) var<storage, read> q_s: array<f32>;
@@ -22,13 +27,16 @@
 @group(0) @binding(10) var<storage, read_write> dv: array<f32>;
 @group(0) @binding(11) var<storage, read_write> partials: array<vec4<f32>>;
 
+const ROW: u32 = NT + 1u;  // padded row length of `pairs`
+
 var<workgroup> q_hat: array<f32, NT * HD>;
 var<workgroup> k_hat: array<f32, NT * HD>;
 var<workgroup> v_hat: array<f32, NT * HD>;
 var<workgroup> d_o: array<f32, NT * HD>;
-// Per query row: the scores' maximum, 1/Σexp and rowsum(dP ⊙ P).
-var<workgroup> row_max: array<f32, NT>;
-var<workgroup> row_inv: array<f32, NT>;
+// Per (query i, key j) at i·ROW + j: the score, then exp(score − max), then P_ij,
+// then dS_ij.
+var<workgroup> pairs: array<f32, NT * ROW>;
+// Per query row: rowsum(dP ⊙ P).
 var<workgroup> row_dot: array<f32, NT>;
 // Quantizer-gradient partials per quantizer and invocation.
 var<workgroup> sums: array<array<vec4<f32>, NT>, 4>;
@@ -40,11 +48,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let first = (qr.slice * NT + t) * HD;  // token t's first word in q, k, v and their gradients
     load_slice(qr, first);
     workgroupBarrier();
-    softmax_stats(qr);
-    sums[3u][t] = probs_backward(qr);
-    sums[0u][t] = query_backward(qr, first);
+    probabilities(qr);
+    sums[3u][t] = probs_backward(t);
     workgroupBarrier();
-    key_backward(wg.x, t, first);
+    let gv = value_grad(t);
+    workgroupBarrier();
+    let gq = logit_grads(t);
+    workgroupBarrier();
+    let gk = key_grad(t);
+    sums[0u][t] = finish(gq, first, 0u);
+    sums[1u][t] = finish(gk, first, 1u);
+    sums[2u][t] = finish(gv, first, 2u);
     workgroupBarrier();
     reduce_sums(t);
     if (t < 4u) {
@@ -64,50 +78,51 @@ fn load_slice(qr: Query, first: u32) {
     }
 }
 
-// S_ij = q̂_i·k̂_j + bias and mask, for query qr.
-fn logit(qr: Query, j: u32) -> f32 {
-    var s = 0.0;
+// Row qr.i of P = softmax(q̂·k̂ᵀ + bias + mask) into `pairs`: the scores and their
+// maximum, the exponentials and their sum, then the normalised row.
+fn probabilities(qr: Query) {
+    let row = qr.i * ROW;
+    var qi: array<f32, HD>;
     for (var d = 0u; d < HD; d++) {
-        s = fma(q_hat[qr.i * HD + d], k_hat[j * HD + d], s);
+        qi[d] = q_hat[qr.i * HD + d];
     }
-    return s + bias_and_mask(qr, j);
-}
-
-// Query qr's row maximum and 1/Σexp, online as in the forward.
-fn softmax_stats(qr: Query) {
     var mx = -3.4e38;
+    for (var j = 0u; j < NT; j++) {
+        var s = bias_and_mask(qr, j);
+        for (var d = 0u; d < HD; d++) {
+            s = fma(qi[d], k_hat[j * HD + d], s);
+        }
+        pairs[row + j] = s;
+        mx = max(mx, s);
+    }
     var sum = 0.0;
     for (var j = 0u; j < NT; j++) {
-        let s = logit(qr, j);
-        let m = max(mx, s);
-        sum = sum * exp(mx - m) + exp(s - m);
-        mx = m;
+        let e = exp(pairs[row + j] - mx);
+        pairs[row + j] = e;
+        sum += e;
     }
-    row_max[qr.i] = mx;
-    row_inv[qr.i] = 1.0 / sum;
+    let inv = 1.0 / sum;
+    for (var j = 0u; j < NT; j++) {
+        pairs[row + j] *= inv;
+    }
 }
 
-// What the backward needs of P_ij (query qr, key j; row qr.i's statistics known).
-struct Prob {
-    p: f32,          // P_ij, before P's quantizer
-    p_hat: f32,      // P̂_ij
-    dp_hat: f32,     // ∂L/∂P̂_ij = dO_i·v̂_j
-    ste: vec4<f32>,  // P's quantizer's STE partials at P_ij
-}
-
-fn prob(qr: Query, j: u32) -> Prob {
-    let pij = exp(logit(qr, j) - row_max[qr.i]) * row_inv[qr.i];
-    var dp_hat = 0.0;
+// dO_i in registers, for the row phases.
+fn d_out_row(i: u32) -> array<f32, HD> {
+    var r: array<f32, HD>;
     for (var d = 0u; d < HD; d++) {
-        dp_hat = fma(d_o[qr.i * HD + d], v_hat[j * HD + d], dp_hat);
+        r[d] = d_o[i * HD + d];
     }
-    let pq = quant_row(3u);
-    return Prob(pij, quantize(pij, pq), dp_hat, ste(pij, pq));
+    return r;
 }
 
-// ∂L/∂S_ij = P_ij (dP_ij − rowsum_i), with dP = STE(dP̂).
-fn grad_logit(pr: Prob, rowsum: f32) -> f32 {
-    return pr.p * (pr.dp_hat * pr.ste.x - rowsum);
+// ∂L/∂P̂_ij = dO_i·v̂_j, with dO_i in registers.
+fn dp_hat(o_i: array<f32, HD>, j: u32) -> f32 {
+    var dot = 0.0;
+    for (var d = 0u; d < HD; d++) {
+        dot = fma(o_i[d], v_hat[j * HD + d], dot);
+    }
+    return dot;
 }
 
 // STE partials (∂Q/∂x, ∂Q/∂l, ∂Q/∂u, ∂Q/∂c) of quantizer qp at x; the identity when
@@ -119,70 +134,96 @@ fn ste(x: f32, qp: vec4<f32>) -> vec4<f32> {
     return fake_quant_grads(x, qp, LEVELS);
 }
 
-// Row qr.i's rowsum(dP ⊙ P) (stored for the key pass) and P's quantizer partials over the row.
-fn probs_backward(qr: Query) -> vec4<f32> {
+// Row i's rowsum(dP ⊙ P) with dP = STE(dP̂) (kept for the dS pass), and P's
+// quantizer partials over the row.
+fn probs_backward(i: u32) -> vec4<f32> {
+    let pq = quant_row(3u);
+    let o_i = d_out_row(i);
     var rowsum = 0.0;
     var acc = vec4<f32>(0.0);
     for (var j = 0u; j < NT; j++) {
-        let pr = prob(qr, j);
-        rowsum = fma(pr.dp_hat * pr.ste.x, pr.p, rowsum);
-        acc += pr.dp_hat * pr.ste;
+        let pij = pairs[i * ROW + j];
+        let g = dp_hat(o_i, j) * ste(pij, pq);
+        rowsum = fma(g.x, pij, rowsum);
+        acc += g;
     }
-    row_dot[qr.i] = rowsum;
+    row_dot[i] = rowsum;
     return vec4<f32>(acc.yzw, 0.0);
 }
 
-// dq of token qr.i (dq̂ = Σ_j dS_ij k̂_j through the q·scale quantizer and the scale);
-// returns that quantizer's partials.
-fn query_backward(qr: Query, first: u32) -> vec4<f32> {
+// dv̂ of key j = Σ_i P̂_ij dO_i (column j of P).
+fn value_grad(j: u32) -> array<f32, HD> {
+    let pq = quant_row(3u);
+    var g: array<f32, HD>;
+    for (var d = 0u; d < HD; d++) {
+        g[d] = 0.0;
+    }
+    for (var i = 0u; i < NT; i++) {
+        let p_hat = quantize(pairs[i * ROW + j], pq);
+        for (var d = 0u; d < HD; d++) {
+            g[d] = fma(p_hat, d_o[i * HD + d], g[d]);
+        }
+    }
+    return g;
+}
+
+// Row i of dS = P ⊙ (STE(dP̂) − rowsum) over P in `pairs`, and dq̂_i = Σ_j dS_ij k̂_j.
+fn logit_grads(i: u32) -> array<f32, HD> {
+    let pq = quant_row(3u);
+    let o_i = d_out_row(i);
+    let rowsum = row_dot[i];
     var g: array<f32, HD>;
     for (var d = 0u; d < HD; d++) {
         g[d] = 0.0;
     }
     for (var j = 0u; j < NT; j++) {
-        let ds = grad_logit(prob(qr, j), row_dot[qr.i]);
+        let pij = pairs[i * ROW + j];
+        let ds = pij * (dp_hat(o_i, j) * ste(pij, pq).x - rowsum);
+        pairs[i * ROW + j] = ds;
         for (var d = 0u; d < HD; d++) {
             g[d] = fma(ds, k_hat[j * HD + d], g[d]);
         }
     }
+    return g;
+}
+
+// dk̂ of key j = Σ_i dS_ij q̂_i (column j of dS).
+fn key_grad(j: u32) -> array<f32, HD> {
+    var g: array<f32, HD>;
+    for (var d = 0u; d < HD; d++) {
+        g[d] = 0.0;
+    }
+    for (var i = 0u; i < NT; i++) {
+        let ds = pairs[i * ROW + j];
+        for (var d = 0u; d < HD; d++) {
+            g[d] = fma(ds, q_hat[i * HD + d], g[d]);
+        }
+    }
+    return g;
+}
+
+// Gradient g at the quantized operand `which` (0 q·scale, 1 k, 2 v) of token t
+// (words from `first`) through its quantizer into dq (times the scale: dq is
+// w.r.t. q), dk or dv; returns the quantizer's partials.
+fn finish(g: array<f32, HD>, first: u32, which: u32) -> vec4<f32> {
+    let qp = quant_row(which);
     var acc = vec4<f32>(0.0);
     for (var d = 0u; d < HD; d++) {
-        let r = g[d] * ste(q_s[first + d] * SCALE, quant_row(0u));
-        dq[first + d] = r.x * SCALE;
+        var x: f32;
+        switch which {
+            case 0u: { x = q_s[first + d] * SCALE; }
+            case 1u: { x = k_s[first + d]; }
+            default: { x = v_s[first + d]; }
+        }
+        let r = g[d] * ste(x, qp);
+        switch which {
+            case 0u: { dq[first + d] = r.x * SCALE; }
+            case 1u: { dk[first + d] = r.x; }
+            default: { dv[first + d] = r.x; }
+        }
         acc += vec4<f32>(r.yzw, 0.0);
     }
     return acc;
-}
-
-// dk and dv of key token j (dk̂ = Σ_i dS_ij q̂_i, dv̂ = Σ_i P̂_ij dO_i through their
-// quantizers); their quantizers' partials go to sums[1] and sums[2].
-fn key_backward(local: u32, j: u32, first: u32) {
-    var gk: array<f32, HD>;
-    var gv: array<f32, HD>;
-    for (var d = 0u; d < HD; d++) {
-        gk[d] = 0.0;
-        gv[d] = 0.0;
-    }
-    for (var i = 0u; i < NT; i++) {
-        let pr = prob(query(local, i), j);
-        let ds = grad_logit(pr, row_dot[i]);
-        for (var d = 0u; d < HD; d++) {
-            gk[d] = fma(ds, q_hat[i * HD + d], gk[d]);
-            gv[d] = fma(pr.p_hat, d_o[i * HD + d], gv[d]);
-        }
-    }
-    var acc_k = vec4<f32>(0.0);
-    var acc_v = vec4<f32>(0.0);
-    for (var d = 0u; d < HD; d++) {
-        let rk = gk[d] * ste(k_s[first + d], quant_row(1u));
-        let rv = gv[d] * ste(v_s[first + d], quant_row(2u));
-        dk[first + d] = rk.x;
-        dv[first + d] = rv.x;
-        acc_k += vec4<f32>(rk.yzw, 0.0);
-        acc_v += vec4<f32>(rv.yzw, 0.0);
-    }
-    sums[1u][j] = acc_k;
-    sums[2u][j] = acc_v;
 }
 
 // sums[w][0] = Σ_t sums[w][t] for every quantizer w, by halving (any NT, fixed order).

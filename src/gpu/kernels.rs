@@ -44,11 +44,11 @@ impl Shader {
     }
 
     /// Whether wgpu zero-fills the kernels' workgroup memory first (WebGPU's default).
-    /// The attention and the LayerNorm write every staged word before reading it; the
+    /// The attention (both ways) and the LayerNorm write every staged word before reading it; the
     /// fill would cost a store loop and a barrier per workgroup, on CPU drivers too,
     /// where their workgroup arrays are otherwise dead code.
     fn zero_fills_workgroup_memory(self) -> bool {
-        !matches!(self, Shader::Attention | Shader::LayerNorm)
+        !matches!(self, Shader::Attention | Shader::AttentionBackward | Shader::LayerNorm)
     }
 }
 
