@@ -73,6 +73,24 @@ impl Const {
     }
 }
 
+/// What wgpu adds to our shaders. By default it bounds every loop with a hidden
+/// counter, clamps every array index and guards every integer division; the loop
+/// counter keeps GPU compilers from unrolling the fixed-length loops over a window
+/// or a head, so the per-query arrays of the attention kernels leave registers
+/// (without the checks lavapipe runs the whole forward 1.3× faster). These shaders
+/// are ours, compiled in: every loop runs to a constant or a host-set bound, every
+/// divisor is a nonzero host-set size, and indices stay inside the arrays by
+/// construction (the tests run every kernel on odd sizes). Buffer accesses keep
+/// whatever bounds checks the driver itself makes. `SWINQ_SHADER_CHECKS=1` puts
+/// wgpu's checks back, to debug a kernel.
+fn runtime_checks() -> wgpu::ShaderRuntimeChecks {
+    if std::env::var("SWINQ_SHADER_CHECKS").is_ok_and(|v| v == "1") {
+        return wgpu::ShaderRuntimeChecks::checked();
+    }
+    // SAFETY: the conditions above.
+    unsafe { wgpu::ShaderRuntimeChecks::all(false) }
+}
+
 /// Compiled pipelines keyed by shader, entry point and constants.
 #[derive(Default)]
 pub struct PipelineCache {
@@ -88,10 +106,9 @@ impl PipelineCache {
             .or_insert_with(|| {
                 let label = format!("{shader:?}.{entry}");
                 let code = format!("{header}{COMMON}{}", shader.source());
-                let module = ctx.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(&label),
-                    source: wgpu::ShaderSource::Wgsl(code.into()),
-                });
+                let desc = wgpu::ShaderModuleDescriptor { label: Some(&label), source: wgpu::ShaderSource::Wgsl(code.into()) };
+                // SAFETY: see `runtime_checks`.
+                let module = unsafe { ctx.device.create_shader_module_trusted(desc, runtime_checks()) };
                 Arc::new(ctx.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(&label),
                     layout: None,
