@@ -18,7 +18,7 @@ stage() {
     cargo build --release --locked
     local exes
     exes=$( { cargo test --release --locked --no-run --test kernels --test golden_gpu --test engines --message-format=json;
-              cargo bench --locked --no-run --bench forward --bench sort --message-format=json; } |
+              cargo bench --locked --no-run --bench forward --bench sort --bench backward --message-format=json; } |
             jq -r 'select(.executable != null) | "\(.target.name) \(.executable)"')
     rm -rf .dev && mkdir -p .dev/bin .dev/shared/weights .dev/shared/golden .dev/shared/datasets
     cp target/release/swinq .dev/bin/
@@ -98,6 +98,7 @@ bench() {
     SWINQ_BENCH_SIZES=256 SWINQ_BENCH_REPEATS=10 $bin/forward --bench
     echo "the same with wgpu's shader runtime checks (loop counters, index clamps, division guards):"
     SWINQ_SHADER_CHECKS=1 SWINQ_BENCH_SIZES=256 SWINQ_BENCH_REPEATS=10 $bin/forward --bench
+    [ ! -x $bin/backward ] || SWINQ_BENCH_BATCH=16 $bin/backward --bench
     [ -n "${SKIP_SORT:-}" ] || SWINQ_SORT_SIZES=1048576,16777216,67108864 $bin/sort --bench
 }
 

@@ -2,14 +2,10 @@
 //! median wall time and the per-stage GPU time from timestamp queries.
 //! SWINQ_BENCH_SIZES (e.g. "64,128"), SWINQ_BENCH_REPEATS and WGPU_ADAPTER_NAME adjust it.
 
-use swinq::bench::time_forward;
+use swinq::bench::{env_or, time_forward};
 use swinq::gpu::{AdapterChoice, GpuContext};
 use swinq::model::graph::{GpuModel, Mode};
 use swinq::model::{SwinConfig, SwinWeights};
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 fn main() {
     // `cargo test` runs bench targets with --bench absent; do nothing then.

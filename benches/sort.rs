@@ -7,17 +7,9 @@
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
+use swinq::bench::{env_or, median};
 use swinq::gpu::{AdapterChoice, GpuBuffer, GpuContext};
 use swinq::sort::RadixSorter;
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_unstable_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
 
 fn main() {
     // `cargo test` runs bench targets with --bench absent; do nothing then.
@@ -71,7 +63,7 @@ fn main() {
             std::hint::black_box(&v);
         }
         let gmin = gpu_s.iter().copied().fold(f64::INFINITY, f64::min);
-        let (g, c) = (median(gpu_s), median(cpu_s));
+        let (g, c) = (median(&gpu_s), median(&cpu_s));
         println!(
             "{n:>9} keys: GPU {:8.2} ms = {:7.1} M keys/s (best {:.1}) | CPU sort_unstable_by {:8.2} ms = {:7.1} M keys/s | GPU/CPU {:.2}x",
             g * 1e3,

@@ -24,6 +24,11 @@ pub struct ForwardTiming {
     pub stages_ms: BTreeMap<String, f64>,
 }
 
+/// The environment variable `key` parsed, else `default` (the benches' settings).
+pub fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 /// Median of the samples (upper median for even counts).
 pub fn median(samples: &[f64]) -> f64 {
     let mut s = samples.to_vec();
