@@ -4,7 +4,7 @@
 // are the forward matmul on transposed weights (src/gpu/backward.rs).
 //  - quant_backward: through a fake quantizer (STE, SPEC §3): dx = dy·∂Q/∂x (added
 //    to dx when ACCUMULATE), and each workgroup's sums of dy·∂Q/∂l, dy·∂Q/∂u,
-//    dy·∂Q/∂c as one partial (tree order);
+//    dy·∂Q/∂c over its 256·ELEMS elements as one partial (fixed order);
 //  - reduce_partials: a quantizer's partials (every p.c-th from part0) summed in
 //    index order (deterministic) into its gradient row, added to it when ACCUMULATE;
 //  - add_into: dx += dy (a residual's gradient);
@@ -78,20 +78,32 @@ fn store_dx(i: u32, v: f32) {
     }
 }
 
+// Elements per invocation of quant_backward and l1_grad: a workgroup covers 256·ELEMS
+// elements, so there are fewer workgroup sums (each a chain of barriers) and partials.
+const ELEMS: u32 = 16u;
+
+// Element r of invocation lid's share of its workgroup's block: consecutive lanes
+// take consecutive elements.
+fn element(lid: u32, wg: vec3<u32>, nwg: vec3<u32>, r: u32) -> u32 {
+    return ((wg.x + wg.y * nwg.x) * ELEMS + r) * 256u + lid;
+}
+
 @compute @workgroup_size(256)
 fn quant_backward(
-    @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let i = flat_index(gid, nwg);
+    let q = qparams[p.row];
     var contrib = vec4<f32>(0.0);
-    if (i < p.n) {
-        let g = fake_quant_grads(x[i], qparams[p.row], LEVELS);
-        let d = dy[i];
-        store_dx(i, d * g.x);
-        contrib = vec4<f32>(d * g.y, d * g.z, d * g.w, 0.0);
+    for (var r = 0u; r < ELEMS; r++) {
+        let i = element(lid, wg, nwg, r);
+        if (i < p.n) {
+            let g = fake_quant_grads(x[i], q, LEVELS);
+            let d = dy[i];
+            store_dx(i, d * g.x);
+            contrib += vec4<f32>(d * g.y, d * g.z, d * g.w, 0.0);
+        }
     }
     store_partial(lid, wg, nwg, contrib);
 }
@@ -274,17 +286,18 @@ fn weight_quant_grads(
 
 @compute @workgroup_size(256)
 fn l1_grad(
-    @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let i = flat_index(gid, nwg);
     var contrib = vec4<f32>(0.0);
-    if (i < p.n) {
-        let d = x[i] - dy[i];
-        dx[i] = sign(d) / f32(p.n);
-        contrib = vec4<f32>(abs(d), 0.0, 0.0, 0.0);
+    for (var r = 0u; r < ELEMS; r++) {
+        let i = element(lid, wg, nwg, r);
+        if (i < p.n) {
+            let d = x[i] - dy[i];
+            dx[i] = sign(d) / f32(p.n);
+            contrib.x += abs(d);
+        }
     }
     store_partial(lid, wg, nwg, contrib);
 }

@@ -33,9 +33,12 @@ fn dispatch(ctx: &GpuContext, entry: &'static str, f: Flags, params: BackwardPar
     Dispatch::with_bindings(ctx, pipeline, &params, bindings, groups, entry)
 }
 
-/// Partial slots (one per 256 elements) that `quant_backward` writes for n elements.
+/// Elements per workgroup of `quant_backward` and `l1_grad` (256 invocations × ELEMS).
+const ELEMENTWISE_GROUP: usize = 256 * 16;
+
+/// Partial slots (one per workgroup) that `quant_backward` or `l1_grad` writes for n elements.
 pub fn quant_partials(n: usize) -> usize {
-    n.div_ceil(256).max(1)
+    n.div_ceil(ELEMENTWISE_GROUP).max(1)
 }
 
 /// Through fake quantizer `q` on x (n elements): dx = dy·∂Q/∂x (added to dx when
@@ -44,7 +47,7 @@ pub fn quant_partials(n: usize) -> usize {
 pub fn quant_backward(ctx: &GpuContext, [x, dy, dx]: [&GpuBuffer; 3], n: usize, q: QuantRef<'_>, (partials, part0): (&GpuBuffer, usize), accumulate: bool) -> Dispatch {
     let params = BackwardParams { n: n as u32, row: q.row as u32, part0: part0 as u32, ..Default::default() };
     let b = [(1, x.bind()), (2, dy.bind()), (3, dx.bind()), (4, q.params.bind()), (5, partials.bind())];
-    dispatch(ctx, "quant_backward", Flags { levels: q.levels, accumulate, ..Flags::default() }, params, &b, grid_1d(n))
+    dispatch(ctx, "quant_backward", Flags { levels: q.levels, accumulate, ..Flags::default() }, params, &b, grid_groups(quant_partials(n)))
 }
 
 /// Sums `count` partials, every `stride`-th from slot `part0`, in a fixed order into
@@ -92,9 +95,9 @@ impl LinearGrad<'_> {
     }
 }
 
-/// Partial slots that `weight_quant_grads` writes for a layer.
+/// Partial slots that `weight_quant_grads` writes for a layer (one per 256 weights).
 pub fn weight_partials(layer: &LinearGrad<'_>) -> usize {
-    quant_partials(layer.n_out * layer.k)
+    (layer.n_out * layer.k).div_ceil(256)
 }
 
 /// Tokens per chunk of the weight gradient's token sum (a workgroup's share: small
@@ -141,7 +144,7 @@ pub fn weight_quant_grads(
 pub fn l1_grad(ctx: &GpuContext, [x, target, dx]: [&GpuBuffer; 3], n: usize, (partials, part0): (&GpuBuffer, usize)) -> Dispatch {
     let params = BackwardParams { n: n as u32, part0: part0 as u32, ..Default::default() };
     let b = [(1, x.bind()), (2, target.bind()), (3, dx.bind()), (5, partials.bind())];
-    dispatch(ctx, "l1_grad", Flags::default(), params, &b, grid_1d(n))
+    dispatch(ctx, "l1_grad", Flags::default(), params, &b, grid_groups(quant_partials(n)))
 }
 
 /// The feature loss λ·mean((x/‖x‖ − t/‖t‖)²) of `samples` samples of `per_sample`
