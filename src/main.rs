@@ -208,7 +208,8 @@ struct Phase2Args {
     #[arg(long)]
     resume: bool,
     /// Print the GPU time per stage of one DQC iteration (teacher, student, gradient),
-    /// from timestamp queries where the adapter has them.
+    /// from timestamp queries where the adapter has them: the second iteration of the
+    /// run, after the one that warms up.
     #[arg(long)]
     phase2_profile: bool,
 }
@@ -615,6 +616,7 @@ fn run_phase2(
         checkpoint.every,
         checkpoint.path.display()
     );
+    let want_profile = dqc.profile;
     let bar = ProgressBar::new(dqc.iters as u64);
     bar.set_style(ProgressStyle::with_template("DQC [{bar:30}] {pos}/{len} {per_sec} {elapsed_precise} (eta {eta}) {msg}").expect("valid template").progress_chars("=> "));
     bar.set_position(resume.map_or(0, |r| r.next_iter) as u64);
@@ -623,6 +625,9 @@ fn run_phase2(
         bar.inc(1);
     })?;
     bar.finish_and_clear();
+    if want_profile && trained.profile.is_none() {
+        eprintln!("phase 2: no profile: it times the run's second iteration, on an adapter with timestamp queries");
+    }
     for (part, stages) in trained.profile.iter().flatten() {
         let total: f64 = stages.values().sum();
         let list: Vec<String> = stages.iter().map(|(s, ms)| format!("{s} {ms:.2}")).collect();
