@@ -3,9 +3,12 @@
 #   benches/device.sh stage   (here) build release binaries, pack them and the few data files into .dev/
 #       (SETS: benchmark sets to carry, default "Set5 Set14"; GOLDEN=0 leaves out the golden
 #       tensors and the golden check, and carries the checkpoint as safetensors; the carry
-#       limit is 64 MiB; BINS: the binaries to carry, default all)
+#       limit is 64 MiB; BINS: the binaries to carry, default all; QFILES: quantized files
+#       made earlier, for the `carried` section, e.g. SETS="Urban100" to add a set's rows,
+#       with CHECKPOINT: the exact checkpoint file they name by SHA-256)
 #   benches/device.sh run [SECTION...]   (there, with .dev and .gl carried): setup, then the sections
-#       check phase1 bench eval_sets phase2 quality (default: all); results and log in $OUT
+#       check phase1 bench eval_sets phase2 quality (default: all), and carried (every
+#       QFILES file on every staged set: `run setup carried`); results and log in $OUT
 # The device machine has no Rust toolchain and no ../shared, hence the staging.
 set -u
 mode=${1:-}
@@ -26,7 +29,9 @@ stage() {
     strip .dev/bin/*
     (cd .dev && tar -cJf bin.tar.xz ${BINS:-bin} && rm -rf bin)
     # The golden test reads the official .pth; otherwise its safetensors copy is a fifth the size.
-    if [ "${GOLDEN:-1}" = 0 ]; then
+    if [ -n "${CHECKPOINT:-}" ]; then
+        cp "$CHECKPOINT" ".dev/shared/weights/swinir_light_x2_standin.${CHECKPOINT##*.}"
+    elif [ "${GOLDEN:-1}" = 0 ]; then
         target/release/swinq convert "$shared/weights/swinir_light_x2_standin.pth" .dev/shared/weights/swinir_light_x2_standin.safetensors
     else
         cp "$shared/weights/swinir_light_x2_standin.pth" .dev/shared/weights/
@@ -37,6 +42,7 @@ stage() {
         cp -r "$shared/datasets/$set/HR" ".dev/shared/datasets/$set/"
         cp -r "$shared/datasets/$set/LR_bicubic/X2" ".dev/shared/datasets/$set/LR_bicubic/"
     done
+    if [ -n "${QFILES:-}" ]; then mkdir -p .dev/q && cp $QFILES .dev/q/; fi
     mkdir -p .dev/shared/datasets/calib/LR_bicubic
     cp -r "$shared/datasets/calib/LR_bicubic/X2" .dev/shared/datasets/calib/LR_bicubic/
     du -sh .dev
@@ -110,6 +116,16 @@ eval_sets() {
         echo "anchor_dobi8 fake $(ev $set --quantized $q/anchor_dobi8.safetensors --engine fake)"
         echo "anchor_dobi8 int $(ev $set --quantized $q/anchor_dobi8.safetensors --engine int)"
     done | tee "$OUT/evals.txt"
+}
+
+# Every carried quantized file (stage's QFILES) on every staged set, fake engine, as JSON
+# lines with the file's name.
+carried() {
+    echo "== carried quantized files on $SETS"
+    for f in $here/.dev/q/*.safetensors; do
+        [ -f "$f" ] || { echo "no quantized files carried (stage with QFILES)"; return; }
+        evals "$f" "{\"file\": \"$(basename "$f")\"}" ""
+    done | tee "$OUT/carried.jsonl"
 }
 
 # Phase 2 speed: DQC iterations at batch 16 and 32 (64×64 patches), W4, one process alone
