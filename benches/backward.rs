@@ -67,7 +67,7 @@ fn main() {
         let weight = GpuBuffer::from_slice(ctx, "weight", &random(&mut rng, n_out * k));
         let layer = LinearGrad { weight: &weight, n_out, k, quant: Some(quant) };
         let scratch = GpuBuffer::zeros(ctx, "scratch", weight_grad_words(n_out, k, tokens));
-        let partials = GpuBuffer::zeros(ctx, "partials", 4 * weight_partials(&layer));
+        let partials = GpuBuffer::zeros(ctx, "partials", 4 * weight_partials(n_out, k));
         let ms = gpu_ms(ctx, &weight_quant_grads(ctx, [&x, &dy], layer, Some(1), tokens, &scratch, (&partials, 0)), repeats);
         println!("weight-quantizer gradient {name}: {ms:.2} ms");
         weight_ms += per_block * ms;

@@ -21,7 +21,8 @@
 //  - feature_grad: the feature loss mean((x/‖x‖ − t/‖t‖)²) over N elements, its
 //    gradient 2/(N‖x‖)·(e − x̂·(x̂·e)) with x̂ = x/‖x‖, e = x̂ − t/‖t‖, times
 //    p.eps (the loss weight λ), added to dx when ACCUMULATE.
-// Header constants: LEVELS (2^b − 1, or 0 for no quantizer), ACCUMULATE, ACT_QUANT.
+// Header constants: LEVELS (2^b − 1, or 0 for no quantizer), ACCUMULATE, ACT_QUANT,
+// ELEMS (elements per invocation of quant_backward and l1_grad).
 
 struct Params {
     n: u32,         // elements (quant, gelu, add, losses), tokens (layernorm, weight gradient), partials (reduce)
@@ -77,10 +78,6 @@ fn store_dx(i: u32, v: f32) {
         dx[i] = v;
     }
 }
-
-// Elements per invocation of quant_backward and l1_grad: a workgroup covers 256·ELEMS
-// elements, so there are fewer workgroup sums (each a chain of barriers) and partials.
-const ELEMS: u32 = 16u;
 
 // Element r of invocation lid's share of its workgroup's block: consecutive lanes
 // take consecutive elements.

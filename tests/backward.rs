@@ -197,7 +197,7 @@ fn linear_gradients_cpu_vs_finite_differences_and_gpu_vs_cpu() {
     let dxb = GpuBuffer::zeros(ctx, "dx", tokens * k);
     let transposed = TransposedLinear::new(ctx, &w, n_out, k);
     let layer = LinearGrad { weight: &wb, n_out, k, quant: Some(QuantRef { params: &params, row: 0, levels: lv }) };
-    let parts = weight_partials(&layer);
+    let parts = weight_partials(n_out, k);
     let partials = GpuBuffer::zeros(ctx, "partials", 4 * parts);
     let grads = GpuBuffer::zeros(ctx, "grads", 4);
     let scratch = GpuBuffer::zeros(ctx, "scratch", weight_grad_words(n_out, k, tokens));

@@ -28,17 +28,23 @@ struct Flags {
 }
 
 fn dispatch(ctx: &GpuContext, entry: &'static str, f: Flags, params: BackwardParams, bindings: &[(u32, wgpu::BindingResource<'_>)], groups: [u32; 3]) -> Dispatch {
-    let consts = [Const::F32("LEVELS", f.levels), Const::Bool("ACCUMULATE", f.accumulate), Const::Bool("ACT_QUANT", f.act_quant)];
+    let consts = [
+        Const::F32("LEVELS", f.levels),
+        Const::Bool("ACCUMULATE", f.accumulate),
+        Const::Bool("ACT_QUANT", f.act_quant),
+        Const::U32("ELEMS", ELEMS as u32),
+    ];
     let pipeline = ctx.pipeline(Shader::Backward, entry, &consts);
     Dispatch::with_bindings(ctx, pipeline, &params, bindings, groups, entry)
 }
 
-/// Elements per workgroup of `quant_backward` and `l1_grad` (256 invocations × ELEMS).
-const ELEMENTWISE_GROUP: usize = 256 * 16;
+/// Elements per invocation of `quant_backward` and `l1_grad`: a workgroup of 256 covers
+/// 256·ELEMS elements, so there are fewer workgroup sums (each a chain of barriers) and partials.
+const ELEMS: usize = 16;
 
 /// Partial slots (one per workgroup) that `quant_backward` or `l1_grad` writes for n elements.
 pub fn quant_partials(n: usize) -> usize {
-    n.div_ceil(ELEMENTWISE_GROUP).max(1)
+    n.div_ceil(256 * ELEMS).max(1)
 }
 
 /// Through fake quantizer `q` on x (n elements): dx = dy·∂Q/∂x (added to dx when
@@ -95,16 +101,16 @@ impl LinearGrad<'_> {
     }
 }
 
-/// Partial slots that `weight_quant_grads` writes for a layer (one per 256 weights).
-pub fn weight_partials(layer: &LinearGrad<'_>) -> usize {
-    (layer.n_out * layer.k).div_ceil(256)
+/// Partial slots that `weight_quant_grads` writes for an (n_out, k) layer (one per 256 weights).
+pub fn weight_partials(n_out: usize, k: usize) -> usize {
+    (n_out * k).div_ceil(256)
 }
 
 /// Tokens per chunk of the weight gradient's token sum (a workgroup's share: small
 /// enough that a batch's chunks keep a GPU busy, large enough to amortise the tile).
 const WEIGHT_GRAD_CHUNK: usize = 128;
 
-/// Outputs and inputs per workgroup tile of `weight_grad_tiles`.
+/// Outputs and inputs per workgroup tile of `weight_grad_tiles` (its TILE: 16×16 invocations of 4×4).
 const WEIGHT_GRAD_TILE: usize = 64;
 
 /// Scratch words `weight_quant_grads` needs for a layer over `tokens` tokens.

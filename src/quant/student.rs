@@ -88,7 +88,7 @@ impl Shared<'_> {
         let mut ds = lin_t.input_grad(ctx, [dy, d_xhat], t);
         ds.extend(weight_quant_grads(ctx, [x, dy], layer, Some(in_row), t, &s.wgrad, (&s.partials, 0)));
         ds.extend([
-            self.reduce(s, weight_partials(&layer), index(block, Slot::Weight(i))),
+            self.reduce(s, weight_partials(lin.out_dim, k), index(block, Slot::Weight(i))),
             quant_backward(ctx, [x, d_xhat, dx], t * k, self.quant.qref(in_row), (&s.partials, 0), accumulate),
             self.reduce(s, quant_partials(t * k), in_row),
         ]);
@@ -125,7 +125,7 @@ impl StudentGrad {
             tok: [z("d_tok0", t * c), z("d_tok1", t * c), z("d_tok2", t * c)],
             d_a: z("d_a", t * c),
             d_qkv: ["dq", "dk", "dv"].map(|n| z(n, t * c)),
-            partials: z("partials", 4 * [quant_partials(t * hid), 4 * max_slices, (hid * c).div_ceil(256), quant_partials(output_len)].into_iter().max().unwrap_or(1)),
+            partials: z("partials", 4 * [quant_partials(t * hid), 4 * max_slices, weight_partials(hid, c), quant_partials(output_len)].into_iter().max().unwrap_or(1)),
             wgrad: z("wgrad", weight_grad_words(hid, c, t)),
         };
         let grads = GpuBuffer::zeros(ctx, "quant_grads", 4 * PER_BLOCK * cfg.num_blocks());
