@@ -4,14 +4,14 @@
 // softmax takes two passes over the keys (running max and sum, then P and P·v).
 // Every query reads every key and value of its slice, so how k and v are read
 // depends on the device (UNIFORM_READS):
-// - CPU drivers (lavapipe, true): through uniform windows, which they turn into one
-//   vector gather where storage and workgroup loads are per-lane loops; each use is
-//   fake-quantized again and pass 2 recomputes the scores, since private arrays spill
-//   to memory there. A uniform window holds only a few slices per dispatch.
-// - GPUs (false): from storage, one dispatch per up to 65535 slices (per-dispatch
-//   cost dominates otherwise). The workgroup first copies its slice's k and v,
-//   fake-quantized once, into workgroup memory (every query then reads the same word
-//   at once: a broadcast), and each query keeps its NT scores in a private array
+// - CPU drivers (lavapipe, true): through uniform windows (bindings 1–3, 9–11), a few
+//   slices per dispatch. The float attention is `main_rows` in attention_rows.wgsl,
+//   appended for those drivers; `main_int` reads the codes here, and pass 2
+//   recomputes the scores, since private arrays spill to memory there.
+// - GPUs (false, `main`): from storage, one dispatch per up to 65535 slices
+//   (per-dispatch cost dominates otherwise). The workgroup first copies its slice's k
+//   and v, fake-quantized once, into workgroup memory (every query then reads the same
+//   word at once: a broadcast), and each query keeps its NT scores in a private array
 //   (registers) for pass 2.
 // The output goes back to the tokens' original (unshifted) positions.
 // Header constants: WS (window), HD (head dim), HEADS, C (= HEADS·HD), SHIFT,
@@ -60,29 +60,6 @@ fn q_code(i: u32) -> u32 {
     return q_codes[i >> 2u][i & 3u];
 }
 
-fn q_at(i: u32) -> f32 {
-    if (!UNIFORM_READS) {
-        return q_s[i];
-    }
-    return q[i >> 2u][i & 3u];
-}
-
-// Word `at` of the slice whose k (v) starts at word `first`, fake-quantized with kq (vq).
-fn key(first: u32, at: u32, kq: vec4<f32>) -> f32 {
-    if (!UNIFORM_READS) {
-        return k_w[at];
-    }
-    let i = first + at;
-    return quantize(k[i >> 2u][i & 3u], kq);
-}
-
-fn value(first: u32, at: u32, vq: vec4<f32>) -> f32 {
-    if (!UNIFORM_READS) {
-        return v_w[at];
-    }
-    let i = first + at;
-    return quantize(v[i >> 2u][i & 3u], vq);
-}
 
 // Word `at` of the slice's k (v) codes starting at word `first`.
 fn k_code(first: u32, at: u32) -> u32 {
@@ -131,23 +108,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let kq = quant_row(1u);
     let vq = quant_row(2u);
     let pq = quant_row(3u);
-    if (!UNIFORM_READS) {
-        stage_kv(first, i, kq, vq);
-    }
+    stage_kv(first, i, kq, vq);
     var qi: array<f32, HD>;
     let qq = quant_row(0u);
     for (var d = 0u; d < HD; d++) {
-        qi[d] = quantize(q_at(first + i * HD + d) * SCALE, qq);
+        qi[d] = quantize(q_s[first + i * HD + d] * SCALE, qq);
     }
     // Pass 1: the scores' maximum and the sum of their exponentials, online.
-    var scores: array<f32, NT>;  // GPUs only: pass 1's scores for pass 2
+    var scores: array<f32, NT>;  // for pass 2
     var mx = -3.4e38;
     var sum = 0.0;
     for (var j = 0u; j < NT; j++) {
-        let s = score(&qi, first, j, kq) + bias_and_mask(qr, j);
-        if (!UNIFORM_READS) {
-            scores[j] = s;
-        }
+        let s = score(&qi, j) + bias_and_mask(qr, j);
+        scores[j] = s;
         let m = max(mx, s);
         sum = sum * exp(mx - m) + exp(s - m);
         mx = m;
@@ -160,18 +133,12 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
     let p_row = ((slice - p.p_slice0) * NT + i) * NT;
     for (var j = 0u; j < NT; j++) {
-        var s: f32;
-        if (UNIFORM_READS) {
-            s = score(&qi, first, j, kq) + bias_and_mask(qr, j);
-        } else {
-            s = scores[j];
-        }
-        let pj = quantize(exp(s - mx) * inv, pq);
+        let pj = quantize(exp(scores[j] - mx) * inv, pq);
         if (p.write_p == 1u) {
             probs[p_row + j] = pj;
         }
         for (var d = 0u; d < HD; d++) {
-            o[d] = fma(pj, value(first, j * HD + d, vq), o[d]);
+            o[d] = fma(pj, v_w[j * HD + d], o[d]);
         }
     }
     let base = qr.tok * C + qr.head * HD;
@@ -180,11 +147,11 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
 }
 
-// q·k_j for key j of the slice whose k starts at word `first`.
-fn score(qi: ptr<function, array<f32, HD>>, first: u32, j: u32, kq: vec4<f32>) -> f32 {
+// q·k_j for key j of the staged slice.
+fn score(qi: ptr<function, array<f32, HD>>, j: u32) -> f32 {
     var dot = 0.0;
     for (var d = 0u; d < HD; d++) {
-        dot = fma((*qi)[d], key(first, j * HD + d, kq), dot);
+        dot = fma((*qi)[d], k_w[j * HD + d], dot);
     }
     return dot;
 }

@@ -2,9 +2,8 @@
 // The matmul behind every linear layer and every 3×3 convolution, in two
 // strategies that share the operand loads and the epilogue:
 // - `main` (GPUs): 64×64 tiles staged in workgroup memory, W as (n, k) in storage;
-// - `rows` (CPU drivers such as lavapipe, where every storage or workgroup load is
-//   a per-lane scalar loop but a uniform-buffer load is one vector gather): an
-//   invocation computes 4·V columns of one row of C, W comes from a uniform block.
+// - `rows` (CPU drivers such as lavapipe): shaders/matmul_rows.wgsl, appended to
+//   this file for that strategy only, since it needs subgroup operations.
 // The integer engine's linears have the same two: `main_int` (tiles, GPUs) and
 // `rows_int` (CPU drivers), sharing the integer algebra and the epilogues.
 // Header constants: V (rows only), A_MODE (0: A is a dense (m, k) matrix; 1: A is the im2col
@@ -48,17 +47,12 @@ struct Params {
 @group(0) @binding(6) var<storage, read> qparams: array<vec4<f32>>;
 // main_int, rows_int: the activation codes (quant.wgsl pack_codes), (m, ceil(k/4)) words.
 @group(0) @binding(8) var<storage, read> a_codes: array<u32>;
-// rows_int only: the integer weight block (quant.wgsl int_weights) of 4·V columns.
-@group(0) @binding(9) var<uniform> w_int: array<vec4<u32>, 4096>;
 // main_int, rows_int with OUT_CODES: C as the next linear's input codes (four per word).
 @group(0) @binding(10) var<storage, read_write> c_codes: array<u32>;
 // main_int only: the integer weights as one block of all n columns (int_weights with
 // block_cols = n): the codes of column col at k-word g at g·n + col, then the
 // columns' constant terms (f32 bits) at ceil(k/4)·n + col.
 @group(0) @binding(11) var<storage, read> w_codes: array<u32>;
-// rows only: Wᵀ of 4·V columns, (k, V) vec4s, then their bias (V vec4s), bound
-// at the column block's offset.
-@group(0) @binding(7) var<uniform> w_block: array<vec4<f32>, 4096>;
 
 const TILE: u32 = 64u;   // rows and columns of C per workgroup
 const TK: u32 = 16u;     // depth of one shared-memory slice
@@ -213,29 +207,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     epilogue(row + 3u, row_start(row + 3u), col, acc3 + b);
 }
 
-@compute @workgroup_size(64)
-fn rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row = wg.x * 64u + lid.x;
-    let aq = act_params();
-    // V ≤ 8 keeps these loops unrolled by the driver, so acc stays in registers.
-    // The block's row k holds the bias.
-    var acc: array<vec4<f32>, V>;
-    for (var j = 0u; j < V; j++) {
-        acc[j] = w_block[p.k * V + j];
-    }
-    for (var kk = 0u; kk < p.k; kk++) {
-        let av = vec4<f32>(load_a(row, kk, aq));
-        let base = kk * V;
-        for (var j = 0u; j < V; j++) {
-            acc[j] = fma(av, w_block[base + j], acc[j]);
-        }
-    }
-    let start = row_start(row);
-    for (var j = 0u; j < V; j++) {
-        epilogue(row, start, p.col0 + 4u * j, acc[j]);
-    }
-}
-
 // The integer engine's linear (SPEC §6): with codes r_x (activations) and R_w
 // (weights) and c folded into l,
 // y = s_x·s_w·Σ r_x·R_w + s_x·l_w·Σ r_x + [s_w·l_x·Σ R_w + k·l_x·l_w + bias],
@@ -348,33 +319,6 @@ fn main_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     int_output(row + 1u, row_start(row + 1u), col, int_y(s, acc1, row_sum.y, col_term));
     int_output(row + 2u, row_start(row + 2u), col, int_y(s, acc2, row_sum.z, col_term));
     int_output(row + 3u, row_start(row + 3u), col, int_y(s, acc3, row_sum.w, col_term));
-}
-
-// The integer linear on CPU drivers, laid out like `rows`.
-@compute @workgroup_size(64)
-fn rows_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let row = wg.x * 64u + lid.x;
-    let k4 = (p.k + 3u) / 4u;
-    let codes0 = min(row, p.m - 1u) * k4;
-    var acc: array<vec4<u32>, V>;
-    for (var j = 0u; j < V; j++) {
-        acc[j] = vec4<u32>(0u);
-    }
-    var row_sum = 0u;
-    for (var g = 0u; g < k4; g++) {
-        let a4 = a_codes[codes0 + g];
-        row_sum += dot4U8Packed(a4, 0x01010101u);
-        let base = g * V;
-        for (var j = 0u; j < V; j++) {
-            acc[j] += dot4x4(a4, w_int[base + j]);
-        }
-    }
-    let s = int_scales();
-    let start = row_start(row);
-    for (var j = 0u; j < V; j++) {
-        let col_term = bitcast<vec4<f32>>(w_int[k4 * V + j]);
-        int_output(row, start, p.col0 + 4u * j, int_y(s, acc[j], row_sum, col_term));
-    }
 }
 
 // OUT_CODES: C[row, col0..col0+3] (plus GELU) as one word of the next quantizer's

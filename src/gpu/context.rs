@@ -25,28 +25,33 @@ impl AdapterChoice {
     }
 }
 
-/// One wgpu device and queue shared by everything in a process.
 /// Which matmul strategy the device runs (see shaders/matmul.wgsl).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulKind {
     /// Workgroup-memory tiles: GPUs.
     Tiled,
-    /// A row of C per invocation with the weights in uniform blocks: CPU drivers.
+    /// A row of C per invocation with the weights in uniform blocks, shared across a
+    /// subgroup's lanes: CPU drivers with subgroups of at least 4 lanes.
     Rows,
 }
 
 impl MatmulKind {
-    /// `SWINQ_MATMUL=tiled|rows` overrides the choice by device type.
-    fn for_device(info: &wgpu::AdapterInfo) -> Result<Self> {
+    /// Rows on CPU drivers that can run it, else Tiled; `SWINQ_MATMUL=tiled|rows`
+    /// overrides the choice by device type.
+    fn for_device(info: &wgpu::AdapterInfo, features: wgpu::Features) -> Result<Self> {
+        let rows_ok = features.contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 4;
         match std::env::var("SWINQ_MATMUL").ok().as_deref() {
             Some("tiled") => Ok(Self::Tiled),
-            Some("rows") => Ok(Self::Rows),
+            Some("rows") if rows_ok => Ok(Self::Rows),
+            Some("rows") => bail!("SWINQ_MATMUL=rows needs subgroups of at least 4 lanes, which `{}` lacks", info.name),
             Some(other) => bail!("SWINQ_MATMUL must be `tiled` or `rows`, not `{other}`"),
-            None if info.device_type == wgpu::DeviceType::Cpu => Ok(Self::Rows),
+            None if info.device_type == wgpu::DeviceType::Cpu && rows_ok => Ok(Self::Rows),
             None => Ok(Self::Tiled),
         }
     }
 }
+
+/// One wgpu device and queue shared by everything in a process.
 
 pub struct GpuContext {
     pub device: wgpu::Device,
@@ -127,7 +132,7 @@ impl GpuContext {
             })
         };
         let (empty, sink) = (small("empty"), small("sink"));
-        let matmul = MatmulKind::for_device(&info)?;
+        let matmul = MatmulKind::for_device(&info, features)?;
         Ok(Self { device, queue, info, features, limits, matmul, pipelines: PipelineCache::default(), empty, sink })
     }
 
@@ -153,6 +158,12 @@ impl GpuContext {
     /// Follows the matmul strategy, so `SWINQ_MATMUL` switches both.
     pub fn uniform_reads(&self) -> bool {
         self.matmul == MatmulKind::Rows
+    }
+
+    /// The vec4s of weights the `rows` matmul shares across a subgroup per step:
+    /// one per lane, at most 8.
+    pub fn rows_lanes(&self) -> usize {
+        (self.info.subgroup_min_size as usize).min(8)
     }
 
     /// The alignment of uniform-binding offsets, in 4-byte words.
@@ -197,9 +208,11 @@ pub fn adapters_report() -> String {
         ));
         let flag = |x: wgpu::Features| if f.contains(x) { "yes" } else { "no" };
         out.push_str(&format!(
-            "  shader-f16 {}  subgroup {}  timestamp-query {}\n",
+            "  shader-f16 {}  subgroup {} ({}–{} lanes)  timestamp-query {}\n",
             flag(wgpu::Features::SHADER_F16),
             flag(wgpu::Features::SUBGROUP),
+            i.subgroup_min_size,
+            i.subgroup_max_size,
             flag(wgpu::Features::TIMESTAMP_QUERY)
         ));
         out.push_str(&format!(

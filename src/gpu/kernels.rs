@@ -14,8 +14,12 @@ use super::GpuContext;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     Matmul,
+    /// The matmul's `rows` strategy (CPU drivers; needs subgroups).
+    MatmulRows,
     LayerNorm,
     Attention,
+    /// The float attention for CPU drivers (`main_rows`; needs subgroups).
+    AttentionRows,
     AttentionBackward,
     Image,
     Sort,
@@ -29,8 +33,14 @@ impl Shader {
     fn source(self) -> &'static str {
         match self {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Shader::MatmulRows => concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_rows.wgsl")),
             Shader::LayerNorm => include_str!("../../shaders/layernorm.wgsl"),
             Shader::Attention => concat!(include_str!("../../shaders/window.wgsl"), include_str!("../../shaders/attention.wgsl")),
+            Shader::AttentionRows => concat!(
+                include_str!("../../shaders/window.wgsl"),
+                include_str!("../../shaders/attention.wgsl"),
+                include_str!("../../shaders/attention_rows.wgsl")
+            ),
             Shader::AttentionBackward => {
                 concat!(include_str!("../../shaders/window.wgsl"), include_str!("../../shaders/attention_backward.wgsl"))
             }
@@ -48,7 +58,7 @@ impl Shader {
     /// fill would cost a store loop and a barrier per workgroup, on CPU drivers too,
     /// where their workgroup arrays are otherwise dead code.
     fn zero_fills_workgroup_memory(self) -> bool {
-        !matches!(self, Shader::Attention | Shader::AttentionBackward | Shader::LayerNorm)
+        !matches!(self, Shader::Attention | Shader::AttentionRows | Shader::AttentionBackward | Shader::LayerNorm)
     }
 }
 

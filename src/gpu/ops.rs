@@ -42,7 +42,7 @@ impl WeightLayout {
 /// column: as few blocks of 4·v ≤ 32 columns as fit a uniform window, as (v, blocks,
 /// slot words between block starts); None when one column does not fit.
 fn column_blocks(ctx: &GpuContext, out_dim: usize, words_per_col: usize) -> Option<(usize, usize, usize)> {
-    let v_max = (WINDOW_WORDS / (4 * words_per_col)).min(8);
+    let v_max = (WINDOW_WORDS / (4 * words_per_col)).min(ctx.rows_lanes());
     if v_max == 0 {
         return None;
     }
@@ -387,7 +387,7 @@ fn column_block_dispatches<'a>(
 ) -> Vec<Dispatch> {
     let row_groups = m.div_ceil(64);
     assert!(row_groups <= 65535, "{entry} matmul over {m} rows: split the input");
-    let pipeline = ctx.pipeline(Shader::Matmul, entry, consts);
+    let pipeline = ctx.pipeline(Shader::MatmulRows, entry, consts);
     (0..blocks)
         .map(|b| {
             let params = MatmulParams { col0: (4 * v * b) as u32, ..params };
@@ -551,7 +551,13 @@ pub fn window_attention(
     extras: AttnExtras<'_>,
     stage: &'static str,
 ) -> Vec<Dispatch> {
-    let pipeline = ctx.pipeline(Shader::Attention, "main", &attention_consts(s, table, extras.quant, ctx.uniform_reads()));
+    let consts = attention_consts(s, table, extras.quant, ctx.uniform_reads());
+    let pipeline = if ctx.uniform_reads() {
+        let lanes = [Const::U32("LANES", ctx.rows_lanes() as u32)];
+        ctx.pipeline(Shader::AttentionRows, "main_rows", &[&consts[..], &lanes].concat())
+    } else {
+        ctx.pipeline(Shader::Attention, "main", &consts)
+    };
     let slice_words = s.window * s.window * s.head_dim;
     // GPUs stage a slice's k and v in workgroup memory.
     let staged_bytes = 2 * slice_words * 4;
@@ -567,19 +573,14 @@ pub fn window_attention(
         .into_iter()
         .map(|g| {
             let params = AttnParams { write_p, ..g.params.quantized(extras.quant) };
-            let bindings = [
-                (1, q.bind_window(g.starts[0])),
-                (2, k.bind_window(g.starts[0])),
-                (3, v.bind_window(g.starts[0])),
-                (4, table.bind()),
-                (5, out.clone()),
-                (6, qparams.clone()),
-                (7, probs.clone()),
-                (8, table.bind()),
-                (12, storage_operand(ctx, q)),
-                (13, storage_operand(ctx, k)),
-                (14, storage_operand(ctx, v)),
-            ];
+            let mut bindings = vec![(4, table.bind()), (5, out.clone()), (6, qparams.clone()), (7, probs.clone()), (8, table.bind())];
+            // `main_rows` reads q, k, v through uniform windows, `main` from storage.
+            let operands = if ctx.uniform_reads() {
+                [(1, q.bind_window(g.starts[0])), (2, k.bind_window(g.starts[0])), (3, v.bind_window(g.starts[0]))]
+            } else {
+                [(12, q.bind()), (13, k.bind()), (14, v.bind())]
+            };
+            bindings.extend(operands);
             Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [g.count as u32, 1, 1], stage)
         })
         .collect()

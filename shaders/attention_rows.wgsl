@@ -1,0 +1,134 @@
+// The float attention for CPU drivers such as lavapipe (appended to window.wgsl and
+// attention.wgsl for the `rows` strategy; it needs subgroup operations). As on GPUs an
+// invocation handles one query, but q, k and v come through uniform windows, where a
+// load whose index depends on a loop counter is a vector gather even when every lane
+// wants the same word. So keys are taken LANES at a time: lane t of a subgroup reads
+// word d of key j0 + t (one gather, every word used, fake-quantized once), and
+// subgroupBroadcast hands it to the other lanes. Pass 2 recomputes the scores, since
+// private arrays spill to memory on these drivers. Each score and output sums in the
+// same order as `main`, so both strategies give the same bits.
+// Workgroups have NT rounded up to LANES invocations so that every subgroup is full;
+// the extra invocations repeat the last query and write nothing.
+// Header constant: LANES (4 or 8, at most the subgroup size).
+
+const NT_LANES: u32 = (NT + LANES - 1u) / LANES * LANES;
+
+// Values of keys j0..j0+7 (lo: the first four).
+struct KeyGroup {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+fn group_at(g: KeyGroup, t: u32) -> f32 {
+    if (t < 4u) {
+        return g.lo[t];
+    }
+    return g.hi[t - 4u];
+}
+
+// x of every lane of the subgroup, as a key group (zeros past LANES).
+fn from_lanes(x: f32) -> KeyGroup {
+    let lo = vec4<f32>(subgroupBroadcast(x, 0u), subgroupBroadcast(x, 1u), subgroupBroadcast(x, 2u), subgroupBroadcast(x, 3u));
+    if (LANES < 8u) {
+        return KeyGroup(lo, vec4<f32>(0.0));
+    }
+    let hi = vec4<f32>(subgroupBroadcast(x, 4u), subgroupBroadcast(x, 5u), subgroupBroadcast(x, 6u), subgroupBroadcast(x, 7u));
+    return KeyGroup(lo, hi);
+}
+
+fn uniform_word(buf: u32, i: u32) -> f32 {
+    if (buf == 0u) {
+        return q[i >> 2u][i & 3u];
+    }
+    if (buf == 1u) {
+        return k[i >> 2u][i & 3u];
+    }
+    return v[i >> 2u][i & 3u];
+}
+
+// Scores q·k_j + bias and mask of keys j = j0.. for this lane's query (keys past NT
+// are never read back).
+fn group_scores(qi: ptr<function, array<f32, HD>>, qr: Query, first: u32, j0: u32, lane: u32, kq: vec4<f32>) -> KeyGroup {
+    let mine = first + min(j0 + lane, NT - 1u) * HD;
+    var g = KeyGroup(vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var d = 0u; d < HD; d++) {
+        let kd = from_lanes(quantize(uniform_word(1u, mine + d), kq));
+        g.lo = fma(vec4<f32>((*qi)[d]), kd.lo, g.lo);
+        g.hi = fma(vec4<f32>((*qi)[d]), kd.hi, g.hi);
+    }
+    for (var t = 0u; t < 4u; t++) {
+        g.lo[t] += bias_and_mask(qr, min(j0 + t, NT - 1u));
+        g.hi[t] += bias_and_mask(qr, min(j0 + 4u + t, NT - 1u));
+    }
+    return g;
+}
+
+@compute @workgroup_size(NT_LANES)
+fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let i = min(lid.x, NT - 1u);
+    let qr = query(wg.x, i);
+    let first = p.delta + wg.x * NT * HD;  // this slice's first word in q, k, v
+    let kq = quant_row(1u);
+    let vq = quant_row(2u);
+    let pq = quant_row(3u);
+    var qi: array<f32, HD>;
+    let qq = quant_row(0u);
+    for (var d = 0u; d < HD; d++) {
+        qi[d] = quantize(uniform_word(0u, first + i * HD + d) * SCALE, qq);
+    }
+    // Pass 1: the scores' maximum and the sum of their exponentials, online.
+    var mx = -3.4e38;
+    var sum = 0.0;
+    for (var j0 = 0u; j0 < NT; j0 += LANES) {
+        let g = group_scores(&qi, qr, first, j0, lane, kq);
+        for (var t = 0u; t < LANES; t++) {
+            if (j0 + t < NT) {
+                let s = group_at(g, t);
+                let m = max(mx, s);
+                sum = sum * exp(mx - m) + exp(s - m);
+                mx = m;
+            }
+        }
+    }
+    let inv = 1.0 / sum;
+    // Pass 2: P (quantized, stored when calibrating) and P·v.
+    var o: array<f32, HD>;
+    for (var d = 0u; d < HD; d++) {
+        o[d] = 0.0;
+    }
+    let p_row = ((qr.slice - p.p_slice0) * NT + i) * NT;
+    for (var j0 = 0u; j0 < NT; j0 += LANES) {
+        let g = group_scores(&qi, qr, first, j0, lane, kq);
+        var pg = KeyGroup(vec4<f32>(0.0), vec4<f32>(0.0));
+        for (var t = 0u; t < LANES; t++) {
+            if (j0 + t < NT) {
+                let pj = quantize(exp(group_at(g, t) - mx) * inv, pq);
+                if (t < 4u) {
+                    pg.lo[t] = pj;
+                } else {
+                    pg.hi[t - 4u] = pj;
+                }
+                if (p.write_p == 1u && lid.x < NT) {
+                    probs[p_row + j0 + t] = pj;
+                }
+            }
+        }
+        let mine = first + min(j0 + lane, NT - 1u) * HD;
+        for (var d = 0u; d < HD; d++) {
+            let vd = from_lanes(quantize(uniform_word(2u, mine + d), vq));
+            var acc = o[d];
+            for (var t = 0u; t < LANES; t++) {
+                if (j0 + t < NT) {
+                    acc = fma(group_at(pg, t), group_at(vd, t), acc);
+                }
+            }
+            o[d] = acc;
+        }
+    }
+    if (lid.x < NT) {
+        let base = qr.tok * C + qr.head * HD;
+        for (var d = 0u; d < HD; d++) {
+            out[base + d] = o[d];
+        }
+    }
+}

@@ -1,0 +1,87 @@
+// The matmul's `rows` strategy, for CPU drivers such as lavapipe (appended to
+// matmul.wgsl, whose loads, epilogues and integer algebra it shares). There every
+// storage or workgroup load with a per-lane address is a scalar loop over the lanes,
+// so an invocation computes 4·V columns of one row of C and reads W from a uniform
+// block instead. A uniform load whose index depends on a loop counter is still a
+// vector gather, even when every lane wants the same word. So lane s of a subgroup
+// loads vec4 s of W's row kk (one gather, every word used), and subgroupBroadcast
+// with a constant lane hands each vec4 to all lanes (a register shuffle). That
+// needs V ≤ the subgroup size (the host sees to it) and every lane active: rows
+// past m load clamped values and are dropped by the epilogue.
+// Header constant: V (≤ 8), the weight block's columns in vec4s.
+
+// rows: Wᵀ of 4·V columns, (k, V) vec4s, then their bias (V vec4s), bound at the
+// column block's offset.
+@group(0) @binding(7) var<uniform> w_block: array<vec4<f32>, 4096>;
+// rows_int: the integer weight block (quant.wgsl int_weights) of 4·V columns.
+@group(0) @binding(9) var<uniform> w_int: array<vec4<u32>, 4096>;
+
+// acc[j] += a · (vec4 j of the row whose vec4 `lane_w` this lane holds), j < V.
+// (subgroupBroadcast takes a constant lane, hence one line per lane.)
+fn accumulate(acc: ptr<function, array<vec4<f32>, 8>>, a: vec4<f32>, lane_w: vec4<f32>) {
+    (*acc)[0] = fma(a, subgroupBroadcast(lane_w, 0u), (*acc)[0]);
+    if (V > 1u) { (*acc)[1] = fma(a, subgroupBroadcast(lane_w, 1u), (*acc)[1]); }
+    if (V > 2u) { (*acc)[2] = fma(a, subgroupBroadcast(lane_w, 2u), (*acc)[2]); }
+    if (V > 3u) { (*acc)[3] = fma(a, subgroupBroadcast(lane_w, 3u), (*acc)[3]); }
+    if (V > 4u) { (*acc)[4] = fma(a, subgroupBroadcast(lane_w, 4u), (*acc)[4]); }
+    if (V > 5u) { (*acc)[5] = fma(a, subgroupBroadcast(lane_w, 5u), (*acc)[5]); }
+    if (V > 6u) { (*acc)[6] = fma(a, subgroupBroadcast(lane_w, 6u), (*acc)[6]); }
+    if (V > 7u) { (*acc)[7] = fma(a, subgroupBroadcast(lane_w, 7u), (*acc)[7]); }
+}
+
+// The integer version: acc[j] += the four dot products of the code word a with
+// vec4 j of the row of weight code words.
+fn accumulate_int(acc: ptr<function, array<vec4<u32>, 8>>, a: u32, lane_w: vec4<u32>) {
+    (*acc)[0] += dot4x4(a, subgroupBroadcast(lane_w, 0u));
+    if (V > 1u) { (*acc)[1] += dot4x4(a, subgroupBroadcast(lane_w, 1u)); }
+    if (V > 2u) { (*acc)[2] += dot4x4(a, subgroupBroadcast(lane_w, 2u)); }
+    if (V > 3u) { (*acc)[3] += dot4x4(a, subgroupBroadcast(lane_w, 3u)); }
+    if (V > 4u) { (*acc)[4] += dot4x4(a, subgroupBroadcast(lane_w, 4u)); }
+    if (V > 5u) { (*acc)[5] += dot4x4(a, subgroupBroadcast(lane_w, 5u)); }
+    if (V > 6u) { (*acc)[6] += dot4x4(a, subgroupBroadcast(lane_w, 6u)); }
+    if (V > 7u) { (*acc)[7] += dot4x4(a, subgroupBroadcast(lane_w, 7u)); }
+}
+
+@compute @workgroup_size(64)
+fn rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let row = wg.x * 64u + lid.x;
+    let aq = act_params();
+    let mine = min(lane, V - 1u);
+    // The block's row k holds the bias.
+    var acc: array<vec4<f32>, 8>;
+    for (var j = 0u; j < V; j++) {
+        acc[j] = w_block[p.k * V + j];
+    }
+    for (var kk = 0u; kk < p.k; kk++) {
+        accumulate(&acc, vec4<f32>(load_a(row, kk, aq)), w_block[kk * V + mine]);
+    }
+    let start = row_start(row);
+    for (var j = 0u; j < V; j++) {
+        epilogue(row, start, p.col0 + 4u * j, acc[j]);
+    }
+}
+
+// The integer linear, laid out like `rows`.
+@compute @workgroup_size(64)
+fn rows_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let row = wg.x * 64u + lid.x;
+    let k4 = (p.k + 3u) / 4u;
+    let codes0 = min(row, p.m - 1u) * k4;
+    let mine = min(lane, V - 1u);
+    var acc: array<vec4<u32>, 8>;
+    for (var j = 0u; j < V; j++) {
+        acc[j] = vec4<u32>(0u);
+    }
+    var row_sum = 0u;
+    for (var g = 0u; g < k4; g++) {
+        let a4 = a_codes[codes0 + g];
+        row_sum += dot4U8Packed(a4, 0x01010101u);
+        accumulate_int(&acc, a4, w_int[g * V + mine]);
+    }
+    let s = int_scales();
+    let start = row_start(row);
+    for (var j = 0u; j < V; j++) {
+        let col_term = bitcast<vec4<f32>>(w_int[k4 * V + j]);
+        int_output(row, start, p.col0 + 4u * j, int_y(s, acc[j], row_sum, col_term));
+    }
+}
