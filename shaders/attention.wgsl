@@ -4,10 +4,9 @@
 // softmax takes two passes over the keys (running max and sum, then P and P·v).
 // Every query reads every key and value of its slice, so how k and v are read
 // depends on the device (UNIFORM_READS):
-// - CPU drivers (lavapipe, true): through uniform windows (bindings 1–3, 9–11), a few
-//   slices per dispatch. The float attention is `main_rows` in attention_rows.wgsl,
-//   appended for those drivers; `main_int` reads the codes here, and pass 2
-//   recomputes the scores, since private arrays spill to memory there.
+// - CPU drivers (lavapipe, true): `main_rows` and `main_int_rows` in
+//   attention_rows.wgsl, appended for those drivers, read them through uniform
+//   windows (bindings 1–3, 9–11), a few slices per dispatch.
 // - GPUs (false, `main`): from storage, one dispatch per up to 65535 slices
 //   (per-dispatch cost dominates otherwise). The workgroup first copies its slice's k
 //   and v, fake-quantized once, into workgroup memory (every query then reads the same
@@ -15,9 +14,9 @@
 //   (registers) for pass 2.
 // The output goes back to the tokens' original (unshifted) positions.
 // Header constants: WS (window), HD (head dim), HEADS, C (= HEADS·HD), SHIFT,
-// SCALE (HD^−½), LEVELS (2^b − 1), UNIFORM_READS (CPU drivers: read q, k, v, their
-// codes and the relative-position table from the uniform bindings 1–3, 8–11; else
-// from the storage bindings 12–14, 15–17 and 4), TABLE_VEC4 (the table's size in vec4s).
+// SCALE (HD^−½), LEVELS (2^b − 1), UNIFORM_READS (CPU drivers: the relative-position
+// table comes from uniform binding 8, else storage binding 4), TABLE_VEC4 (the
+// table's size in vec4s); LANES for attention_rows.wgsl.
 // When quant > 0, q·scale, k, v and P are fake-quantized with qparams rows
 // quant−1 .. quant+2. When write_p is 1, P is stored (calibration).
 // `main_int` is the integer engine's version: both matmuls on codes (SPEC §6); on
@@ -53,30 +52,6 @@ var<workgroup> v_w: array<f32, NT * HD>;
 var<workgroup> k_codes_w: array<u32, NT * (HD4 + 1u)>;
 var<workgroup> v_codes_w: array<u32, HD * (NT4 + 1u)>;
 
-fn q_code(i: u32) -> u32 {
-    if (!UNIFORM_READS) {
-        return q_codes_s[i];
-    }
-    return q_codes[i >> 2u][i & 3u];
-}
-
-
-// Word `at` of the slice's k (v) codes starting at word `first`.
-fn k_code(first: u32, at: u32) -> u32 {
-    if (!UNIFORM_READS) {
-        return k_codes_w[at];
-    }
-    let i = first + at;
-    return k_codes[i >> 2u][i & 3u];
-}
-
-fn v_code(first: u32, at: u32) -> u32 {
-    if (!UNIFORM_READS) {
-        return v_codes_w[at];
-    }
-    let i = first + at;
-    return v_codes[i >> 2u][i & 3u];
-}
 
 // GPU path: copy the slice's k and v into workgroup memory, fake-quantized once.
 // Invocation i copies words i, i + NT, ...: consecutive lanes, consecutive words.
@@ -178,25 +153,21 @@ fn main_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     let sp = quant_step(pq, LEVELS);
     let first = p.delta + wg.x * NT * (HD4 + 1u);
     let first_v = p.delta_v + wg.x * HD * (NT4 + 1u);
-    if (!UNIFORM_READS) {
-        stage_codes(first, first_v, qr.i);
-    }
+    stage_codes(first, first_v, qr.i);
     var qw: array<u32, HD4>;
     let q0 = first + qr.i * (HD4 + 1u);
     for (var w = 0u; w < HD4; w++) {
-        qw[w] = q_code(q0 + w);
+        qw[w] = q_codes_s[q0 + w];
     }
-    let q_sum = f32(q_code(q0 + HD4));
+    let q_sum = f32(q_codes_s[q0 + HD4]);
     // Terms of the score that do not depend on k's codes beyond their sum.
     let q_term = sq * lower(kq) * q_sum + f32(HD) * lower(qq) * lower(kq);
-    var scores: array<f32, NT>;  // GPUs only: pass 1's scores for pass 2
+    var scores: array<f32, NT>;  // for pass 2
     var mx = -3.4e38;
     var sum = 0.0;
     for (var j = 0u; j < NT; j++) {
-        let s = int_score(&qw, first, j, sq * sk, sk * lower(qq), q_term) + bias_and_mask(qr, j);
-        if (!UNIFORM_READS) {
-            scores[j] = s;
-        }
+        let s = int_score(&qw, j, sq * sk, sk * lower(qq), q_term) + bias_and_mask(qr, j);
+        scores[j] = s;
         let m = max(mx, s);
         sum = sum * exp(mx - m) + exp(s - m);
         mx = m;
@@ -209,35 +180,29 @@ fn main_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     var p_sum = 0u;
     var p_word = 0u;
     for (var j = 0u; j < NT; j++) {
-        var s: f32;
-        if (UNIFORM_READS) {
-            s = int_score(&qw, first, j, sq * sk, sk * lower(qq), q_term) + bias_and_mask(qr, j);
-        } else {
-            s = scores[j];
-        }
-        let r = quant_code(exp(s - mx) * inv, pq, LEVELS);
+        let r = quant_code(exp(scores[j] - mx) * inv, pq, LEVELS);
         p_sum += r;
         p_word |= r << (8u * (j & 3u));
         if ((j & 3u) == 3u) {
             for (var d = 0u; d < HD; d++) {
-                acc[d] += dot4U8Packed(p_word, v_code(first_v, d * (NT4 + 1u) + j / 4u));
+                acc[d] += dot4U8Packed(p_word, v_codes_w[d * (NT4 + 1u) + j / 4u]);
             }
             p_word = 0u;
         }
     }
     let base = qr.tok * C + qr.head * HD;
     for (var d = 0u; d < HD; d++) {
-        let v_sum = f32(v_code(first_v, d * (NT4 + 1u) + NT4));
+        let v_sum = f32(v_codes_w[d * (NT4 + 1u) + NT4]);
         out[base + d] = sp * sv * f32(acc[d]) + sp * lower(vq) * f32(p_sum) + sv * lower(pq) * v_sum + f32(NT) * lower(pq) * lower(vq);
     }
 }
 
-// q·k_j from codes (k's start at word `first`): scale·Σ r_q r_k + k_scale·Σ r_k + q_term.
-fn int_score(qw: ptr<function, array<u32, HD4>>, first: u32, j: u32, scale: f32, k_scale: f32, q_term: f32) -> f32 {
+// q·k_j from the staged codes: scale·Σ r_q r_k + k_scale·Σ r_k + q_term.
+fn int_score(qw: ptr<function, array<u32, HD4>>, j: u32, scale: f32, k_scale: f32, q_term: f32) -> f32 {
     let kj = j * (HD4 + 1u);
     var dot = 0u;
     for (var w = 0u; w < HD4; w++) {
-        dot += dot4U8Packed((*qw)[w], k_code(first, kj + w));
+        dot += dot4U8Packed((*qw)[w], k_codes_w[kj + w]);
     }
-    return scale * f32(dot) + k_scale * f32(k_code(first, kj + HD4)) + q_term;
+    return scale * f32(dot) + k_scale * f32(k_codes_w[kj + HD4]) + q_term;
 }

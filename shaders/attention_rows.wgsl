@@ -1,4 +1,4 @@
-// The float attention for CPU drivers such as lavapipe (appended to window.wgsl and
+// The attention for CPU drivers such as lavapipe (appended to window.wgsl and
 // attention.wgsl for the `rows` strategy; it needs subgroup operations). As on GPUs an
 // invocation handles one query, but q, k and v come through uniform windows, where a
 // load whose index depends on a loop counter is a vector gather even when every lane
@@ -6,7 +6,8 @@
 // word d of key j0 + t (one gather, every word used, fake-quantized once), and
 // subgroupBroadcast hands it to the other lanes. Pass 2 recomputes the scores, since
 // private arrays spill to memory on these drivers. Each score and output sums in the
-// same order as `main`, so both strategies give the same bits.
+// same order as `main`, so both strategies give the same bits. `main_int_rows` is the
+// integer engine's version of `main_int`, with k's codes shared the same way.
 // Workgroups have NT rounded up to LANES invocations so that every subgroup is full;
 // the extra invocations repeat the last query and write nothing.
 // Header constant: LANES (4 or 8, at most the subgroup size).
@@ -56,11 +57,17 @@ fn group_scores(qi: ptr<function, array<f32, HD>>, qr: Query, first: u32, j0: u3
         g.lo = fma(vec4<f32>((*qi)[d]), kd.lo, g.lo);
         g.hi = fma(vec4<f32>((*qi)[d]), kd.hi, g.hi);
     }
+    return with_bias(g, qr, j0);
+}
+
+// g plus the relative-position bias and shift mask of keys j0.. for query qr.
+fn with_bias(g: KeyGroup, qr: Query, j0: u32) -> KeyGroup {
+    var b = g;
     for (var t = 0u; t < 4u; t++) {
-        g.lo[t] += bias_and_mask(qr, min(j0 + t, NT - 1u));
-        g.hi[t] += bias_and_mask(qr, min(j0 + 4u + t, NT - 1u));
+        b.lo[t] += bias_and_mask(qr, min(j0 + t, NT - 1u));
+        b.hi[t] += bias_and_mask(qr, min(j0 + 4u + t, NT - 1u));
     }
-    return g;
+    return b;
 }
 
 @compute @workgroup_size(NT_LANES)
@@ -129,6 +136,121 @@ fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
         let base = qr.tok * C + qr.head * HD;
         for (var d = 0u; d < HD; d++) {
             out[base + d] = o[d];
+        }
+    }
+}
+
+// Code words of keys j0..j0+7 (lo: the first four), as from_lanes.
+struct CodeGroup {
+    lo: vec4<u32>,
+    hi: vec4<u32>,
+}
+
+fn codes_from_lanes(x: u32) -> CodeGroup {
+    let lo = vec4<u32>(subgroupBroadcast(x, 0u), subgroupBroadcast(x, 1u), subgroupBroadcast(x, 2u), subgroupBroadcast(x, 3u));
+    if (LANES < 8u) {
+        return CodeGroup(lo, vec4<u32>(0u));
+    }
+    let hi = vec4<u32>(subgroupBroadcast(x, 4u), subgroupBroadcast(x, 5u), subgroupBroadcast(x, 6u), subgroupBroadcast(x, 7u));
+    return CodeGroup(lo, hi);
+}
+
+fn code_word(buf: u32, i: u32) -> u32 {
+    if (buf == 0u) {
+        return q_codes[i >> 2u][i & 3u];
+    }
+    if (buf == 1u) {
+        return k_codes[i >> 2u][i & 3u];
+    }
+    return v_codes[i >> 2u][i & 3u];
+}
+
+fn dot_each(a: u32, b: vec4<u32>) -> vec4<u32> {
+    return vec4<u32>(dot4U8Packed(a, b.x), dot4U8Packed(a, b.y), dot4U8Packed(a, b.z), dot4U8Packed(a, b.w));
+}
+
+// int_score of keys j0.. for this lane's query, plus bias and mask.
+fn int_group_scores(qw: ptr<function, array<u32, HD4>>, qr: Query, first: u32, j0: u32, lane: u32, scales: vec3<f32>) -> KeyGroup {
+    let mine = first + min(j0 + lane, NT - 1u) * (HD4 + 1u);
+    var lo = vec4<u32>(0u);
+    var hi = vec4<u32>(0u);
+    for (var w = 0u; w < HD4; w++) {
+        let kw = codes_from_lanes(code_word(1u, mine + w));
+        lo += dot_each((*qw)[w], kw.lo);
+        hi += dot_each((*qw)[w], kw.hi);
+    }
+    let sums = codes_from_lanes(code_word(1u, mine + HD4));
+    let g = KeyGroup(
+        scales.x * vec4<f32>(lo) + scales.y * vec4<f32>(sums.lo) + scales.z,
+        scales.x * vec4<f32>(hi) + scales.y * vec4<f32>(sums.hi) + scales.z,
+    );
+    return with_bias(g, qr, j0);
+}
+
+@compute @workgroup_size(NT_LANES)
+fn main_int_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let qr = query(wg.x, min(lid.x, NT - 1u));
+    let qq = quant_row(0u);
+    let kq = quant_row(1u);
+    let vq = quant_row(2u);
+    let pq = quant_row(3u);
+    let sq = quant_step(qq, LEVELS);
+    let sk = quant_step(kq, LEVELS);
+    let sv = quant_step(vq, LEVELS);
+    let sp = quant_step(pq, LEVELS);
+    let first = p.delta + wg.x * NT * (HD4 + 1u);
+    let first_v = p.delta_v + wg.x * HD * (NT4 + 1u);
+    var qw: array<u32, HD4>;
+    let q0 = first + qr.i * (HD4 + 1u);
+    for (var w = 0u; w < HD4; w++) {
+        qw[w] = code_word(0u, q0 + w);
+    }
+    let q_sum = f32(code_word(0u, q0 + HD4));
+    // int_score's scale, k_scale and q_term.
+    let scales = vec3<f32>(sq * sk, sk * lower(qq), sq * lower(kq) * q_sum + f32(HD) * lower(qq) * lower(kq));
+    var mx = -3.4e38;
+    var sum = 0.0;
+    for (var j0 = 0u; j0 < NT; j0 += LANES) {
+        let g = int_group_scores(&qw, qr, first, j0, lane, scales);
+        for (var t = 0u; t < LANES; t++) {
+            if (j0 + t < NT) {
+                let s = group_at(g, t);
+                let m = max(mx, s);
+                sum = sum * exp(mx - m) + exp(s - m);
+                mx = m;
+            }
+        }
+    }
+    let inv = 1.0 / sum;
+    var acc: array<u32, HD>;
+    for (var d = 0u; d < HD; d++) {
+        acc[d] = 0u;
+    }
+    var p_sum = 0u;
+    for (var j0 = 0u; j0 < NT; j0 += LANES) {
+        let g = int_group_scores(&qw, qr, first, j0, lane, scales);
+        // P's codes of keys j0..j0+3 and j0+4..j0+7, four per word.
+        var words = vec2<u32>(0u);
+        for (var t = 0u; t < LANES; t++) {
+            if (j0 + t < NT) {
+                let r = quant_code(exp(group_at(g, t) - mx) * inv, pq, LEVELS);
+                p_sum += r;
+                words[t / 4u] |= r << (8u * (t & 3u));
+            }
+        }
+        for (var d = 0u; d < HD; d++) {
+            let row = first_v + d * (NT4 + 1u) + j0 / 4u;
+            acc[d] += dot4U8Packed(words.x, code_word(2u, row));
+            if (LANES > 4u && j0 + 4u < NT) {
+                acc[d] += dot4U8Packed(words.y, code_word(2u, row + 1u));
+            }
+        }
+    }
+    if (lid.x < NT) {
+        let base = qr.tok * C + qr.head * HD;
+        for (var d = 0u; d < HD; d++) {
+            let v_sum = f32(code_word(2u, first_v + d * (NT4 + 1u) + NT4));
+            out[base + d] = sp * sv * f32(acc[d]) + sp * lower(vq) * f32(p_sum) + sv * lower(pq) * v_sum + f32(NT) * lower(pq) * lower(vq);
         }
     }
 }

@@ -276,7 +276,7 @@ fn integer_linear_matches_its_algebra_and_the_fake_quantized_linear() {
                 want[i * n + j] = cpu::gelu(y as f32) + res[i * n + j];
             }
         }
-        let got = out.read(ctx);
+        let got: Vec<f32> = out.read(ctx);
         assert_close(&format!("integer linear {kind:?} W{bits}A{bits}"), &got, &want, TOL);
         // The same numbers as the fake-quantized float linear.
         let xf: Vec<f32> = x.iter().map(|&v| fake_quant(v, &qp[1], lv)).collect();
@@ -365,8 +365,17 @@ fn tiled_integer_linear_equals_rows_int() {
 fn integer_attention_matches_fake_quantized_attention() {
     use swinq::gpu::ops::{pack_window_codes, window_attention_int, window_code_words, QuantRef};
     use swinq::quant::{levels, QParams};
+    // Window 6: 36 queries and keys, not a whole number of subgroups of 8.
+    for (h, w, window) in [(12, 20, 4), (12, 18, 6)] {
+        integer_attention_case(h, w, window);
+    }
+}
+
+fn integer_attention_case(h: usize, w: usize, window: usize) {
+    use swinq::gpu::ops::{pack_window_codes, window_attention_int, window_code_words, QuantRef};
+    use swinq::quant::{levels, QParams};
     let ctx = gpu();
-    let (b, h, w, window, heads, hd): (usize, usize, usize, usize, usize, usize) = (2, 12, 20, 4, 3, 5);
+    let (b, heads, hd) = (2, 3, 5);
     let (c, t) = (heads * hd, b * h * w);
     let mut r = rng(13);
     let table = random(&mut r, (2 * window - 1).pow(2) * heads, -0.5, 0.5);
@@ -383,7 +392,7 @@ fn integer_attention_matches_fake_quantized_attention() {
         let extras = AttnExtras { quant: Some(quant), ..Default::default() };
         let d = ops::window_attention(ctx, [&bufs[0], &bufs[1], &bufs[2]], &tb, out.bind(), (b, h, w), shape, extras, "t");
         run_now(ctx, &d);
-        let fake = out.read(ctx);
+        let fake: Vec<f32> = out.read(ctx);
         let words = window_code_words(t, shape);
         let codes: Vec<GpuBuffer> = [0, 0, 1].map(|i| GpuBuffer::zeros_windowed(ctx, "codes", words[i])).into();
         let scale = (hd as f32).powf(-0.5);
@@ -396,9 +405,23 @@ fn integer_attention_matches_fake_quantized_attention() {
         ds.extend(window_attention_int(ctx, [&codes[0], &codes[1], &codes[2]], &tb, out.bind(), (b, h, w), shape, quant, "t"));
         run_now(ctx, &ds);
         // Same operands; the integer sums are exact while the float ones round (measured
-        // 2e-7); a softmax output next to a rounding boundary could take the neighbouring code.
-        let err = common::rel_err(&out.read(ctx), &fake);
-        eprintln!("integer vs fake-quantized attention W{bits} shift {shift}: relative error {err:.3e}");
-        assert!(err < 1e-5, "integer attention W{bits} shift {shift}: relative error {err:.3e}");
+        // 2e-7), so a softmax output next to a rounding boundary can take the neighbouring
+        // code (window 6 at W8: two of the 1296 queries). Such a query's HD outputs then move by
+        // about one P step times a v value; every other output must agree to 1e-5.
+        let got: Vec<f32> = out.read(ctx);
+        let p_step = (qp[3].upper - qp[3].lower) / levels(bits);
+        let flipped: Vec<usize> = (0..t * heads).filter(|&row| (0..hd).any(|d| (got[row * hd + d] - fake[row * hd + d]).abs() > 1e-4)).collect();
+        let keep = |i: &usize| !flipped.contains(&(i / hd));
+        let (got_kept, fake_kept): (Vec<f32>, Vec<f32>) = (0..got.len()).filter(keep).map(|i| (got[i], fake[i])).unzip();
+        let err = common::rel_err(&got_kept, &fake_kept);
+        let worst_flip = (0..got.len()).filter(|i| !keep(i)).map(|i| (got[i] - fake[i]).abs()).fold(0.0, f32::max);
+        eprintln!(
+            "integer vs fake-quantized attention window {window} W{bits} shift {shift}: relative error {err:.3e}, {} of {} queries a code apart (by up to {worst_flip:.2e}, P step {p_step:.2e})",
+            flipped.len(),
+            t * heads
+        );
+        assert!(err < 1e-5, "integer attention window {window} W{bits} shift {shift}: relative error {err:.3e}");
+        assert!(flipped.len() * 100 <= t * heads, "integer attention: {} of {} queries differ", flipped.len(), t * heads);
+        assert!(worst_flip <= 2.0 * p_step * 1.5, "integer attention: a query moved by {worst_flip:.2e}, over two P steps");
     }
 }

@@ -551,13 +551,7 @@ pub fn window_attention(
     extras: AttnExtras<'_>,
     stage: &'static str,
 ) -> Vec<Dispatch> {
-    let consts = attention_consts(s, table, extras.quant, ctx.uniform_reads());
-    let pipeline = if ctx.uniform_reads() {
-        let lanes = [Const::U32("LANES", ctx.rows_lanes() as u32)];
-        ctx.pipeline(Shader::AttentionRows, "main_rows", &[&consts[..], &lanes].concat())
-    } else {
-        ctx.pipeline(Shader::Attention, "main", &consts)
-    };
+    let pipeline = attention_pipeline(ctx, "main", attention_consts(s, table, extras.quant, ctx.uniform_reads()));
     let slice_words = s.window * s.window * s.head_dim;
     // GPUs stage a slice's k and v in workgroup memory.
     let staged_bytes = 2 * slice_words * 4;
@@ -634,23 +628,19 @@ pub fn window_attention_int(
     quant: QuantRef<'_>,
     stage: &'static str,
 ) -> Vec<Dispatch> {
-    let pipeline = ctx.pipeline(Shader::Attention, "main_int", &attention_consts(s, table, Some(quant), ctx.uniform_reads()));
+    let pipeline = attention_pipeline(ctx, "main_int", attention_consts(s, table, Some(quant), ctx.uniform_reads()));
     slice_groups(ctx, (h, w), s, 0..b, code_slice_words(s), ctx.uniform_reads())
         .into_iter()
         .map(|g| {
             let params = g.params.quantized(Some(quant));
-            let bindings = [
-                (4, table.bind()),
-                (5, out.clone()),
-                (6, quant.params.bind()),
-                (8, table.bind()),
-                (9, q.bind_window(g.starts[0])),
-                (10, k.bind_window(g.starts[0])),
-                (11, v.bind_window(g.starts[1])),
-                (15, storage_operand(ctx, q)),
-                (16, storage_operand(ctx, k)),
-                (17, storage_operand(ctx, v)),
-            ];
+            let mut bindings = vec![(4, table.bind()), (5, out.clone()), (6, quant.params.bind()), (8, table.bind())];
+            // `main_int_rows` reads the codes through uniform windows, `main_int` from storage.
+            let operands = if ctx.uniform_reads() {
+                [(9, q.bind_window(g.starts[0])), (10, k.bind_window(g.starts[0])), (11, v.bind_window(g.starts[1]))]
+            } else {
+                [(15, q.bind()), (16, k.bind()), (17, v.bind())]
+            };
+            bindings.extend(operands);
             Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [g.count as u32, 1, 1], stage)
         })
         .collect()
@@ -671,14 +661,14 @@ pub(super) fn attention_consts(s: AttnShape, table: &GpuBuffer, quant: Option<Qu
     ]
 }
 
-/// An attention operand's storage binding: the whole buffer on GPUs, a dummy where
-/// the uniform windows are read instead.
-fn storage_operand<'a>(ctx: &'a GpuContext, x: &'a GpuBuffer) -> wgpu::BindingResource<'a> {
+/// The forward attention's pipeline for `entry` (`main` or `main_int`): on CPU drivers
+/// its `_rows` version (attention_rows.wgsl), which shares keys across subgroup lanes.
+fn attention_pipeline(ctx: &GpuContext, entry: &str, consts: [Const; 9]) -> std::sync::Arc<wgpu::ComputePipeline> {
     if ctx.uniform_reads() {
-        ctx.empty()
-    } else {
-        x.bind()
+        let consts = [&consts[..], &[Const::U32("LANES", ctx.rows_lanes() as u32)]].concat();
+        return ctx.pipeline(Shader::AttentionRows, &format!("{entry}_rows"), &consts);
     }
+    ctx.pipeline(Shader::Attention, entry, &consts)
 }
 
 /// A group of consecutive window-head slices that one dispatch handles: its
