@@ -91,16 +91,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
     // Pass 1: the scores' maximum and the sum of their exponentials, online.
     var scores: array<f32, NT>;  // for pass 2
-    var mx = -3.4e38;
-    var sum = 0.0;
+    var st = vec2<f32>(-3.4e38, 0.0);
     for (var j = 0u; j < NT; j++) {
-        let s = score(&qi, j) + bias_and_mask(qr, j);
-        scores[j] = s;
-        let m = max(mx, s);
-        sum = sum * exp(mx - m) + exp(s - m);
-        mx = m;
+        scores[j] = score(&qi, j) + bias_and_mask(qr, j);
+        softmax_step(&st, scores[j]);
     }
-    let inv = 1.0 / sum;
+    let mx = st.x;
+    let inv = 1.0 / st.y;
     // Pass 2: P (quantized, stored when calibrating) and P·v.
     var o: array<f32, HD>;
     for (var d = 0u; d < HD; d++) {
@@ -122,6 +119,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
 }
 
+// One step of the online softmax: st = (running maximum, sum of exponentials
+// relative to it) after one more score s.
+fn softmax_step(st: ptr<function, vec2<f32>>, s: f32) {
+    let m = max((*st).x, s);
+    (*st).y = (*st).y * exp((*st).x - m) + exp(s - m);
+    (*st).x = m;
+}
+
 // q·k_j for key j of the staged slice.
 fn score(qi: ptr<function, array<f32, HD>>, j: u32) -> f32 {
     var dot = 0.0;
@@ -136,6 +141,30 @@ fn lower(q: vec4<f32>) -> f32 {
     return q.x + q.z;
 }
 
+// The integer attention's quantizers (q·scale, k, v, P) and their steps s (in order).
+struct IntQuant {
+    q: vec4<f32>,
+    k: vec4<f32>,
+    v: vec4<f32>,
+    p: vec4<f32>,
+    step: vec4<f32>,
+}
+
+fn int_quant() -> IntQuant {
+    let q = quant_row(0u);
+    let k = quant_row(1u);
+    let v = quant_row(2u);
+    let pq = quant_row(3u);
+    return IntQuant(q, k, v, pq, vec4<f32>(quant_step(q, LEVELS), quant_step(k, LEVELS), quant_step(v, LEVELS), quant_step(pq, LEVELS)));
+}
+
+// Output o_d = Σ_j P_j v_jd from the code sums Σ r_P r_v (`acc`), Σ r_P and Σ r_v.
+fn int_output(iq: IntQuant, acc: u32, p_sum: u32, v_sum: u32) -> f32 {
+    let sp = iq.step.w;
+    let sv = iq.step.z;
+    return sp * sv * f32(acc) + sp * lower(iq.v) * f32(p_sum) + sv * lower(iq.p) * f32(v_sum) + f32(NT) * lower(iq.p) * lower(iq.v);
+}
+
 // The integer engine's attention: s_ij = Σ_d q_d k_d and o_id = Σ_j P_j v_jd with
 // every operand l + s·r, expanded as in SPEC §6 into s_a·s_b·Σ r_a r_b (dot4U8Packed)
 // + s_a·l_b·Σ r_a + s_b·l_a·Σ r_b + n·l_a·l_b. P's codes are made here, four keys
@@ -143,14 +172,7 @@ fn lower(q: vec4<f32>) -> f32 {
 @compute @workgroup_size(NT)
 fn main_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let qr = query(wg.x, lid.x);
-    let qq = quant_row(0u);
-    let kq = quant_row(1u);
-    let vq = quant_row(2u);
-    let pq = quant_row(3u);
-    let sq = quant_step(qq, LEVELS);
-    let sk = quant_step(kq, LEVELS);
-    let sv = quant_step(vq, LEVELS);
-    let sp = quant_step(pq, LEVELS);
+    let iq = int_quant();
     let first = p.delta + wg.x * NT * (HD4 + 1u);
     let first_v = p.delta_v + wg.x * HD * (NT4 + 1u);
     stage_codes(first, first_v, qr.i);
@@ -161,18 +183,15 @@ fn main_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     }
     let q_sum = f32(q_codes_s[q0 + HD4]);
     // Terms of the score that do not depend on k's codes beyond their sum.
-    let q_term = sq * lower(kq) * q_sum + f32(HD) * lower(qq) * lower(kq);
+    let q_term = iq.step.x * lower(iq.k) * q_sum + f32(HD) * lower(iq.q) * lower(iq.k);
     var scores: array<f32, NT>;  // for pass 2
-    var mx = -3.4e38;
-    var sum = 0.0;
+    var st = vec2<f32>(-3.4e38, 0.0);
     for (var j = 0u; j < NT; j++) {
-        let s = int_score(&qw, j, sq * sk, sk * lower(qq), q_term) + bias_and_mask(qr, j);
-        scores[j] = s;
-        let m = max(mx, s);
-        sum = sum * exp(mx - m) + exp(s - m);
-        mx = m;
+        scores[j] = int_score(&qw, j, iq.step.x * iq.step.y, iq.step.y * lower(iq.q), q_term) + bias_and_mask(qr, j);
+        softmax_step(&st, scores[j]);
     }
-    let inv = 1.0 / sum;
+    let mx = st.x;
+    let inv = 1.0 / st.y;
     var acc: array<u32, HD>;
     for (var d = 0u; d < HD; d++) {
         acc[d] = 0u;
@@ -180,7 +199,7 @@ fn main_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     var p_sum = 0u;
     var p_word = 0u;
     for (var j = 0u; j < NT; j++) {
-        let r = quant_code(exp(scores[j] - mx) * inv, pq, LEVELS);
+        let r = quant_code(exp(scores[j] - mx) * inv, iq.p, LEVELS);
         p_sum += r;
         p_word |= r << (8u * (j & 3u));
         if ((j & 3u) == 3u) {
@@ -192,8 +211,7 @@ fn main_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     }
     let base = qr.tok * C + qr.head * HD;
     for (var d = 0u; d < HD; d++) {
-        let v_sum = f32(v_codes_w[d * (NT4 + 1u) + NT4]);
-        out[base + d] = sp * sv * f32(acc[d]) + sp * lower(vq) * f32(p_sum) + sv * lower(pq) * v_sum + f32(NT) * lower(pq) * lower(vq);
+        out[base + d] = int_output(iq, acc[d], p_sum, v_codes_w[d * (NT4 + 1u) + NT4]);
     }
 }
 

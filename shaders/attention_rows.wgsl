@@ -27,6 +27,15 @@ fn group_at(g: KeyGroup, t: u32) -> f32 {
     return g.hi[t - 4u];
 }
 
+// attention.wgsl's softmax_step over the scores g of keys j0.. (those before NT).
+fn softmax_group(st: ptr<function, vec2<f32>>, g: KeyGroup, j0: u32) {
+    for (var t = 0u; t < LANES; t++) {
+        if (j0 + t < NT) {
+            softmax_step(st, group_at(g, t));
+        }
+    }
+}
+
 // x of every lane of the subgroup, as a key group (zeros past LANES).
 fn from_lanes(x: f32) -> KeyGroup {
     let lo = vec4<f32>(subgroupBroadcast(x, 0u), subgroupBroadcast(x, 1u), subgroupBroadcast(x, 2u), subgroupBroadcast(x, 3u));
@@ -84,20 +93,12 @@ fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
         qi[d] = quantize(uniform_word(0u, first + i * HD + d) * SCALE, qq);
     }
     // Pass 1: the scores' maximum and the sum of their exponentials, online.
-    var mx = -3.4e38;
-    var sum = 0.0;
+    var st = vec2<f32>(-3.4e38, 0.0);
     for (var j0 = 0u; j0 < NT; j0 += LANES) {
-        let g = group_scores(&qi, qr, first, j0, lane, kq);
-        for (var t = 0u; t < LANES; t++) {
-            if (j0 + t < NT) {
-                let s = group_at(g, t);
-                let m = max(mx, s);
-                sum = sum * exp(mx - m) + exp(s - m);
-                mx = m;
-            }
-        }
+        softmax_group(&st, group_scores(&qi, qr, first, j0, lane, kq), j0);
     }
-    let inv = 1.0 / sum;
+    let mx = st.x;
+    let inv = 1.0 / st.y;
     // Pass 2: P (quantized, stored when calibrating) and P·v.
     var o: array<f32, HD>;
     for (var d = 0u; d < HD; d++) {
@@ -146,13 +147,10 @@ struct CodeGroup {
     hi: vec4<u32>,
 }
 
+// (The bits travel as f32: a broadcast only moves them.)
 fn codes_from_lanes(x: u32) -> CodeGroup {
-    let lo = vec4<u32>(subgroupBroadcast(x, 0u), subgroupBroadcast(x, 1u), subgroupBroadcast(x, 2u), subgroupBroadcast(x, 3u));
-    if (LANES < 8u) {
-        return CodeGroup(lo, vec4<u32>(0u));
-    }
-    let hi = vec4<u32>(subgroupBroadcast(x, 4u), subgroupBroadcast(x, 5u), subgroupBroadcast(x, 6u), subgroupBroadcast(x, 7u));
-    return CodeGroup(lo, hi);
+    let g = from_lanes(bitcast<f32>(x));
+    return CodeGroup(bitcast<vec4<u32>>(g.lo), bitcast<vec4<u32>>(g.hi));
 }
 
 fn code_word(buf: u32, i: u32) -> u32 {
@@ -190,14 +188,7 @@ fn int_group_scores(qw: ptr<function, array<u32, HD4>>, qr: Query, first: u32, j
 @compute @workgroup_size(NT_LANES)
 fn main_int_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let qr = query(wg.x, min(lid.x, NT - 1u));
-    let qq = quant_row(0u);
-    let kq = quant_row(1u);
-    let vq = quant_row(2u);
-    let pq = quant_row(3u);
-    let sq = quant_step(qq, LEVELS);
-    let sk = quant_step(kq, LEVELS);
-    let sv = quant_step(vq, LEVELS);
-    let sp = quant_step(pq, LEVELS);
+    let iq = int_quant();
     let first = p.delta + wg.x * NT * (HD4 + 1u);
     let first_v = p.delta_v + wg.x * HD * (NT4 + 1u);
     var qw: array<u32, HD4>;
@@ -207,21 +198,13 @@ fn main_int_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     }
     let q_sum = f32(code_word(0u, q0 + HD4));
     // int_score's scale, k_scale and q_term.
-    let scales = vec3<f32>(sq * sk, sk * lower(qq), sq * lower(kq) * q_sum + f32(HD) * lower(qq) * lower(kq));
-    var mx = -3.4e38;
-    var sum = 0.0;
+    let scales = vec3<f32>(iq.step.x * iq.step.y, iq.step.y * lower(iq.q), iq.step.x * lower(iq.k) * q_sum + f32(HD) * lower(iq.q) * lower(iq.k));
+    var st = vec2<f32>(-3.4e38, 0.0);
     for (var j0 = 0u; j0 < NT; j0 += LANES) {
-        let g = int_group_scores(&qw, qr, first, j0, lane, scales);
-        for (var t = 0u; t < LANES; t++) {
-            if (j0 + t < NT) {
-                let s = group_at(g, t);
-                let m = max(mx, s);
-                sum = sum * exp(mx - m) + exp(s - m);
-                mx = m;
-            }
-        }
+        softmax_group(&st, int_group_scores(&qw, qr, first, j0, lane, scales), j0);
     }
-    let inv = 1.0 / sum;
+    let mx = st.x;
+    let inv = 1.0 / st.y;
     var acc: array<u32, HD>;
     for (var d = 0u; d < HD; d++) {
         acc[d] = 0u;
@@ -233,7 +216,7 @@ fn main_int_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
         var words = vec2<u32>(0u);
         for (var t = 0u; t < LANES; t++) {
             if (j0 + t < NT) {
-                let r = quant_code(exp(group_at(g, t) - mx) * inv, pq, LEVELS);
+                let r = quant_code(exp(group_at(g, t) - mx) * inv, iq.p, LEVELS);
                 p_sum += r;
                 words[t / 4u] |= r << (8u * (t & 3u));
             }
@@ -249,8 +232,7 @@ fn main_int_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     if (lid.x < NT) {
         let base = qr.tok * C + qr.head * HD;
         for (var d = 0u; d < HD; d++) {
-            let v_sum = f32(code_word(2u, first_v + d * (NT4 + 1u) + NT4));
-            out[base + d] = sp * sv * f32(acc[d]) + sp * lower(vq) * f32(p_sum) + sv * lower(pq) * v_sum + f32(NT) * lower(pq) * lower(vq);
+            out[base + d] = int_output(iq, acc[d], p_sum, code_word(2u, first_v + d * (NT4 + 1u) + NT4));
         }
     }
 }
