@@ -72,30 +72,54 @@ fn act_params() -> vec4<f32> {
     return qparams[p.act_quant - 1u];
 }
 
-// A[row, kk] (0 outside A and in the convolution's zero padding), fake-quantized
-// when the model is. Branch-free apart from constants: on CPU drivers a divergent
-// branch around a load costs more than the clamped load itself.
-fn load_a(row: u32, kk: u32, q: vec4<f32>) -> f32 {
-    var ok = row < p.m && kk < p.k;
+// Where row `row` of A sits: the clamped row, whether it exists and, for the
+// convolution (A_MODE 1), its pixel (x, y) and the first row of its image (b·H).
+// The `rows` matmul takes it once per row instead of once per load.
+struct RowOrigin {
+    r: u32,
+    ok: bool,
+    x: i32,
+    y: i32,
+    image_row0: u32,
+}
+
+fn row_origin(row: u32) -> RowOrigin {
     let r = min(row, p.m - 1u);
+    if (A_MODE != 1u) {
+        return RowOrigin(r, row < p.m, 0, 0, 0u);
+    }
+    // im2col: row = (b·H + y)·W + x.
+    let by = r / p.img_w;
+    let y = by % p.img_h;
+    return RowOrigin(r, row < p.m, i32(r % p.img_w), i32(y), by - y);
+}
+
+// A[row, kk] (0 outside A and in the convolution's zero padding), fake-quantized
+// when the model is; `o` is row_origin(row). Branch-free apart from constants: on CPU
+// drivers a divergent branch around a load costs more than the clamped load itself.
+fn load_a_at(o: RowOrigin, kk: u32, q: vec4<f32>) -> f32 {
+    var ok = o.ok && kk < p.k;
     let c = min(kk, p.k - 1u);
-    var idx = r * p.k + c;
+    var idx = o.r * p.k + c;
     if (A_MODE == 1u) {
-        // im2col: row = (b·H + y)·W + x, kk = ci·9 + ky·3 + kx.
+        // kk = ci·9 + ky·3 + kx.
         let tap = c % 9u;
-        let x = i32(r % p.img_w) + i32(tap % 3u) - 1;
-        let by = r / p.img_w;
-        let y = i32(by % p.img_h) + i32(tap / 3u) - 1;
+        let x = o.x + i32(tap % 3u) - 1;
+        let y = o.y + i32(tap / 3u) - 1;
         ok = ok && x >= 0 && y >= 0 && x < i32(p.img_w) && y < i32(p.img_h);
         let xc = u32(clamp(x, 0, i32(p.img_w) - 1));
         let yc = u32(clamp(y, 0, i32(p.img_h) - 1));
-        idx = ((by - by % p.img_h + yc) * p.img_w + xc) * p.cin + c / 9u;
+        idx = ((o.image_row0 + yc) * p.img_w + xc) * p.cin + c / 9u;
     }
     var v = a[idx];
     if (LEVELS > 0.0) {
         v = fake_quant(v, q, LEVELS);
     }
     return select(0.0, v, ok);
+}
+
+fn load_a(row: u32, kk: u32, q: vec4<f32>) -> f32 {
+    return load_a_at(row_origin(row), kk, q);
 }
 
 fn load_w(col: u32, kk: u32) -> f32 {

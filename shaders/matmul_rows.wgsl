@@ -52,8 +52,9 @@ fn rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     for (var j = 0u; j < V; j++) {
         acc[j] = w_block[p.k * V + j];
     }
+    let origin = row_origin(row);
     for (var kk = 0u; kk < p.k; kk++) {
-        accumulate(&acc, vec4<f32>(load_a(row, kk, aq)), w_block[kk * V + mine]);
+        accumulate(&acc, vec4<f32>(load_a_at(origin, kk, aq)), w_block[kk * V + mine]);
     }
     let start = row_start(row);
     for (var j = 0u; j < V; j++) {
