@@ -25,19 +25,13 @@
 // 0, 4, 6 and 8 are declared there. The pipelines skip wgpu's zero fill of workgroup
 // memory (kernels.rs): every staged word is written before it is read.
 
-@group(0) @binding(1) var<uniform> q: array<vec4<f32>, 4096>;
-@group(0) @binding(2) var<uniform> k: array<vec4<f32>, 4096>;
-@group(0) @binding(3) var<uniform> v: array<vec4<f32>, 4096>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(7) var<storage, read_write> probs: array<f32>;
-// main_int: codes of q·scale and k (per token: HD4 words, then their sum) and of v
-// (per d: NT4 words of four tokens, then their sum), from quant.wgsl pack_window_codes.
-@group(0) @binding(9) var<uniform> q_codes: array<vec4<u32>, 4096>;
-@group(0) @binding(10) var<uniform> k_codes: array<vec4<u32>, 4096>;
-@group(0) @binding(11) var<uniform> v_codes: array<vec4<u32>, 4096>;
 @group(0) @binding(12) var<storage, read> q_s: array<f32>;
 @group(0) @binding(13) var<storage, read> k_s: array<f32>;
 @group(0) @binding(14) var<storage, read> v_s: array<f32>;
+// main_int: codes of q·scale and k (per token: HD4 words, then their sum) and of v
+// (per d: NT4 words of four tokens, then their sum), from quant.wgsl pack_window_codes.
 @group(0) @binding(15) var<storage, read> q_codes_s: array<u32>;
 @group(0) @binding(16) var<storage, read> k_codes_s: array<u32>;
 @group(0) @binding(17) var<storage, read> v_codes_s: array<u32>;
@@ -51,7 +45,6 @@ var<workgroup> k_w: array<f32, NT * HD>;
 var<workgroup> v_w: array<f32, NT * HD>;
 var<workgroup> k_codes_w: array<u32, NT * (HD4 + 1u)>;
 var<workgroup> v_codes_w: array<u32, HD * (NT4 + 1u)>;
-
 
 // GPU path: copy the slice's k and v into workgroup memory, fake-quantized once.
 // Invocation i copies words i, i + NT, ...: consecutive lanes, consecutive words.

@@ -14,6 +14,15 @@
 
 const NT_LANES: u32 = (NT + LANES - 1u) / LANES * LANES;
 
+// This dispatch's slices of q, k, v (main_rows) and of their codes (main_int_rows, in
+// attention.wgsl's code layout), through uniform windows.
+@group(0) @binding(1) var<uniform> q: array<vec4<f32>, 4096>;
+@group(0) @binding(2) var<uniform> k: array<vec4<f32>, 4096>;
+@group(0) @binding(3) var<uniform> v: array<vec4<f32>, 4096>;
+@group(0) @binding(9) var<uniform> q_codes: array<vec4<u32>, 4096>;
+@group(0) @binding(10) var<uniform> k_codes: array<vec4<u32>, 4096>;
+@group(0) @binding(11) var<uniform> v_codes: array<vec4<u32>, 4096>;
+
 // Values of keys j0..j0+7 (lo: the first four).
 struct KeyGroup {
     lo: vec4<f32>,
@@ -74,7 +83,9 @@ fn with_bias(g: KeyGroup, qr: Query, j0: u32) -> KeyGroup {
     var b = g;
     for (var t = 0u; t < 4u; t++) {
         b.lo[t] += bias_and_mask(qr, min(j0 + t, NT - 1u));
-        b.hi[t] += bias_and_mask(qr, min(j0 + 4u + t, NT - 1u));
+        if (LANES > 4u) {
+            b.hi[t] += bias_and_mask(qr, min(j0 + 4u + t, NT - 1u));
+        }
     }
     return b;
 }
@@ -163,10 +174,6 @@ fn code_word(buf: u32, i: u32) -> u32 {
     return v_codes[i >> 2u][i & 3u];
 }
 
-fn dot_each(a: u32, b: vec4<u32>) -> vec4<u32> {
-    return vec4<u32>(dot4U8Packed(a, b.x), dot4U8Packed(a, b.y), dot4U8Packed(a, b.z), dot4U8Packed(a, b.w));
-}
-
 // int_score of keys j0.. for this lane's query, plus bias and mask.
 fn int_group_scores(qw: ptr<function, array<u32, HD4>>, qr: Query, first: u32, j0: u32, lane: u32, scales: vec3<f32>) -> KeyGroup {
     let mine = first + min(j0 + lane, NT - 1u) * (HD4 + 1u);
@@ -174,8 +181,8 @@ fn int_group_scores(qw: ptr<function, array<u32, HD4>>, qr: Query, first: u32, j
     var hi = vec4<u32>(0u);
     for (var w = 0u; w < HD4; w++) {
         let kw = codes_from_lanes(code_word(1u, mine + w));
-        lo += dot_each((*qw)[w], kw.lo);
-        hi += dot_each((*qw)[w], kw.hi);
+        lo += dot4x4((*qw)[w], kw.lo);
+        hi += dot4x4((*qw)[w], kw.hi);
     }
     let sums = codes_from_lanes(code_word(1u, mine + HD4));
     let g = KeyGroup(

@@ -88,3 +88,8 @@ fn to_key(u: u32) -> u32 {
 fn from_key(k: u32) -> u32 {
     return k ^ select(0xffffffffu, 0x80000000u, (k >> 31u) == 1u);
 }
+
+// dot4U8Packed of the code word a with each of four code words: (a·w.x, a·w.y, a·w.z, a·w.w).
+fn dot4x4(a: u32, w: vec4<u32>) -> vec4<u32> {
+    return vec4<u32>(dot4U8Packed(a, w.x), dot4U8Packed(a, w.y), dot4U8Packed(a, w.z), dot4U8Packed(a, w.w));
+}

@@ -274,11 +274,6 @@ fn load_w_code(col: u32, g: u32, k4: u32) -> u32 {
     return select(0u, word, col < p.n && g < k4);
 }
 
-// Four packed code words times four: (dot(a, w.x), dot(a, w.y), dot(a, w.z), dot(a, w.w)).
-fn dot4x4(a: u32, w: vec4<u32>) -> vec4<u32> {
-    return vec4<u32>(dot4U8Packed(a, w.x), dot4U8Packed(a, w.y), dot4U8Packed(a, w.z), dot4U8Packed(a, w.w));
-}
-
 const TG: u32 = 16u;  // main_int: k-words (four k each) of one shared-memory slice
 
 // Integer tiles as vec4s of four consecutive rows (a) or columns (w) at one k-word.

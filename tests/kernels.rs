@@ -363,8 +363,6 @@ fn tiled_integer_linear_equals_rows_int() {
 
 #[test]
 fn integer_attention_matches_fake_quantized_attention() {
-    use swinq::gpu::ops::{pack_window_codes, window_attention_int, window_code_words, QuantRef};
-    use swinq::quant::{levels, QParams};
     // Window 6: 36 queries and keys, not a whole number of subgroups of 8.
     for (h, w, window) in [(12, 20, 4), (12, 18, 6)] {
         integer_attention_case(h, w, window);

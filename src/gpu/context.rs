@@ -52,7 +52,6 @@ impl MatmulKind {
 }
 
 /// One wgpu device and queue shared by everything in a process.
-
 pub struct GpuContext {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,

@@ -18,7 +18,7 @@ pub enum Shader {
     MatmulRows,
     LayerNorm,
     Attention,
-    /// The float attention for CPU drivers (`main_rows`; needs subgroups).
+    /// The attention for CPU drivers (`main_rows`, `main_int_rows`; needs subgroups).
     AttentionRows,
     AttentionBackward,
     Image,

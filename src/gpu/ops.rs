@@ -568,13 +568,7 @@ pub fn window_attention(
         .map(|g| {
             let params = AttnParams { write_p, ..g.params.quantized(extras.quant) };
             let mut bindings = vec![(4, table.bind()), (5, out.clone()), (6, qparams.clone()), (7, probs.clone()), (8, table.bind())];
-            // `main_rows` reads q, k, v through uniform windows, `main` from storage.
-            let operands = if ctx.uniform_reads() {
-                [(1, q.bind_window(g.starts[0])), (2, k.bind_window(g.starts[0])), (3, v.bind_window(g.starts[0]))]
-            } else {
-                [(12, q.bind()), (13, k.bind()), (14, v.bind())]
-            };
-            bindings.extend(operands);
+            bindings.extend(attention_operands(ctx, [q, k, v], (1, 12), g.starts));
             Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [g.count as u32, 1, 1], stage)
         })
         .collect()
@@ -634,13 +628,7 @@ pub fn window_attention_int(
         .map(|g| {
             let params = g.params.quantized(Some(quant));
             let mut bindings = vec![(4, table.bind()), (5, out.clone()), (6, quant.params.bind()), (8, table.bind())];
-            // `main_int_rows` reads the codes through uniform windows, `main_int` from storage.
-            let operands = if ctx.uniform_reads() {
-                [(9, q.bind_window(g.starts[0])), (10, k.bind_window(g.starts[0])), (11, v.bind_window(g.starts[1]))]
-            } else {
-                [(15, q.bind()), (16, k.bind()), (17, v.bind())]
-            };
-            bindings.extend(operands);
+            bindings.extend(attention_operands(ctx, [q, k, v], (9, 15), g.starts));
             Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [g.count as u32, 1, 1], stage)
         })
         .collect()
@@ -659,6 +647,17 @@ pub(super) fn attention_consts(s: AttnShape, table: &GpuBuffer, quant: Option<Qu
         Const::Bool("UNIFORM_READS", uniform),
         Const::U32("TABLE_VEC4", table.len.div_ceil(4) as u32),
     ]
+}
+
+/// The bindings of an attention's q, k and v (or their codes): on CPU drivers the
+/// uniform windows from word `starts[0]` (q, k) and `starts[1]` (v) at bindings
+/// `uniform`.., read by the `_rows` entries; on GPUs the whole buffers at `storage`...
+fn attention_operands<'a>(ctx: &GpuContext, [q, k, v]: [&'a GpuBuffer; 3], (uniform, storage): (u32, u32), starts: [usize; 2]) -> [(u32, wgpu::BindingResource<'a>); 3] {
+    if ctx.uniform_reads() {
+        [(uniform, q.bind_window(starts[0])), (uniform + 1, k.bind_window(starts[0])), (uniform + 2, v.bind_window(starts[1]))]
+    } else {
+        [(storage, q.bind()), (storage + 1, k.bind()), (storage + 2, v.bind())]
+    }
 }
 
 /// The forward attention's pipeline for `entry` (`main` or `main_int`): on CPU drivers
