@@ -1,10 +1,10 @@
 // LayerNorm over the channels of each token: y = (x − mean)/√(var + eps)·γ + β.
-// Two entries with the same arithmetic:
-// - `main` (CPU drivers such as lavapipe): one invocation per token;
 // - `staged` (GPUs): a workgroup copies TOKENS consecutive tokens into workgroup
 //   memory with coalesced loads, one invocation per token takes the statistics there,
 //   and all of them write the output coalesced (one thread per token reading its own
 //   row strides through memory, which GPUs serve badly once x outgrows the cache).
+// - `rows` (CPU drivers such as lavapipe): layernorm_rows.wgsl, appended for those
+//   drivers only, since it needs subgroup operations.
 // Header constants: CODES (the integer engine: write y as the next linear's input
 // codes, four per word, with parameter row quant − 1, instead of floats), LEVELS,
 // TOKENS and TILE (= TOKENS·c: the staged tile's tokens and words).
@@ -27,24 +27,16 @@ struct Params {
 var<workgroup> tile: array<f32, TILE>;
 var<workgroup> stats: array<vec2<f32>, TOKENS>;  // mean, 1/√(var + eps)
 
-// Word i of the tile (`staged`, a constant at every call) or of x.
-fn value(i: u32, staged: bool) -> f32 {
-    if (staged) {
-        return tile[i];
-    }
-    return x[i];
-}
-
-// (mean, 1/√(var + eps)) of the token whose c values start at word `base`.
-fn moments(base: u32, staged: bool) -> vec2<f32> {
+// (mean, 1/√(var + eps)) of the staged token whose c values start at word `base`.
+fn moments(base: u32) -> vec2<f32> {
     var sum = 0.0;
     for (var i = 0u; i < p.c; i++) {
-        sum += value(base + i, staged);
+        sum += tile[base + i];
     }
     let mean = sum / f32(p.c);
     var sq = 0.0;
     for (var i = 0u; i < p.c; i++) {
-        let d = value(base + i, staged) - mean;
+        let d = tile[base + i] - mean;
         sq = fma(d, d, sq);
     }
     return vec2<f32>(mean, 1.0 / sqrt(sq / f32(p.c) + p.eps));
@@ -66,7 +58,7 @@ fn staged(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     }
     workgroupBarrier();
     if (lid < count) {
-        stats[lid] = moments(lid * p.c, true);
+        stats[lid] = moments(lid * p.c);
     }
     workgroupBarrier();
     if (CODES) {
@@ -88,31 +80,5 @@ fn staged(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     for (var e = lid; e < words; e += 256u) {
         let t = e / p.c;
         y[base + e] = normalized(tile[e], stats[t], e - t * p.c);
-    }
-}
-
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = flat_index(gid, nwg);
-    if (t >= p.tokens) {
-        return;
-    }
-    let base = t * p.c;
-    let m = moments(base, false);
-    if (CODES) {
-        let q = qparams[p.quant - 1u];
-        let words = (p.c + 3u) / 4u;
-        var word = 0u;
-        for (var i = 0u; i < p.c; i++) {
-            word |= quant_code(normalized(x[base + i], m, i), q, LEVELS) << (8u * (i & 3u));
-            if ((i & 3u) == 3u || i + 1u == p.c) {
-                codes[t * words + i / 4u] = word;
-                word = 0u;
-            }
-        }
-        return;
-    }
-    for (var i = 0u; i < p.c; i++) {
-        y[base + i] = normalized(x[base + i], m, i);
     }
 }

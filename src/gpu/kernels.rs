@@ -17,6 +17,8 @@ pub enum Shader {
     /// The matmul's `rows` strategy (CPU drivers; needs subgroups).
     MatmulRows,
     LayerNorm,
+    /// The LayerNorm for CPU drivers (`rows`; needs subgroups).
+    LayerNormRows,
     Attention,
     /// The attention for CPU drivers (`main_rows`, `main_int_rows`; needs subgroups).
     AttentionRows,
@@ -35,6 +37,7 @@ impl Shader {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::MatmulRows => concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_rows.wgsl")),
             Shader::LayerNorm => include_str!("../../shaders/layernorm.wgsl"),
+            Shader::LayerNormRows => concat!(include_str!("../../shaders/layernorm.wgsl"), include_str!("../../shaders/layernorm_rows.wgsl")),
             Shader::Attention => concat!(include_str!("../../shaders/window.wgsl"), include_str!("../../shaders/attention.wgsl")),
             Shader::AttentionRows => concat!(
                 include_str!("../../shaders/window.wgsl"),
@@ -58,7 +61,7 @@ impl Shader {
     /// fill would cost a store loop and a barrier per workgroup, on CPU drivers too,
     /// where their workgroup arrays are otherwise dead code.
     fn zero_fills_workgroup_memory(self) -> bool {
-        !matches!(self, Shader::Attention | Shader::AttentionRows | Shader::AttentionBackward | Shader::LayerNorm)
+        !matches!(self, Shader::Attention | Shader::AttentionRows | Shader::AttentionBackward | Shader::LayerNorm | Shader::LayerNormRows)
     }
 }
 

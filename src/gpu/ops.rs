@@ -471,11 +471,14 @@ pub fn layer_norm_codes(ctx: &GpuContext, x: wgpu::BindingResource<'_>, norm: &G
     layer_norm_dispatch(ctx, params, Some(q.levels), &b, "layernorm")
 }
 
+/// Tokens each subgroup of the CPU drivers' LayerNorm (`rows`) normalizes.
+const LN_ROW_TOKENS: usize = 8;
+
 /// Words of the staged LayerNorm's tile: at most this many, whole tokens.
 const LN_TILE_WORDS: usize = 8192;
 
-/// The LayerNorm entry for this device (`staged` on GPUs, one token per invocation on
-/// CPU drivers) with its constants; `levels` for the codes variant.
+/// The LayerNorm entry for this device (`staged` on GPUs, `rows`, a subgroup per token,
+/// on CPU drivers) with its constants; `levels` for the codes variant.
 fn layer_norm_dispatch(ctx: &GpuContext, params: NormParams, levels: Option<f32>, b: &[(u32, wgpu::BindingResource<'_>)], stage: &'static str) -> Dispatch {
     let c = params.c as usize;
     let tokens_per_group = (LN_TILE_WORDS / c).clamp(1, 64);
@@ -487,8 +490,12 @@ fn layer_norm_dispatch(ctx: &GpuContext, params: NormParams, levels: Option<f32>
     ];
     let tokens = params.tokens as usize;
     if ctx.uniform_reads() {
-        let pipeline = ctx.pipeline(Shader::LayerNorm, "main", &consts);
-        return Dispatch::with_bindings(ctx, pipeline, &params, b, grid_1d(tokens), stage);
+        // Quads per lane for the smallest subgroups, workgroups for the largest.
+        let (min_lanes, max_lanes) = (ctx.rows_lanes(), (ctx.info.subgroup_max_size as usize).clamp(1, 64));
+        let row = [Const::U32("GROUPS", c.div_ceil(4).div_ceil(min_lanes) as u32), Const::U32("ROW_TOKENS", LN_ROW_TOKENS as u32)];
+        let pipeline = ctx.pipeline(Shader::LayerNormRows, "rows", &[&consts[..], &row].concat());
+        let groups = tokens.div_ceil(LN_ROW_TOKENS * (64 / max_lanes));
+        return Dispatch::with_bindings(ctx, pipeline, &params, b, grid_groups(groups), stage);
     }
     let pipeline = ctx.pipeline(Shader::LayerNorm, "staged", &consts);
     Dispatch::with_bindings(ctx, pipeline, &params, b, grid_groups(tokens.div_ceil(tokens_per_group)), stage)
