@@ -24,7 +24,7 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let mut sorter = RadixSorter::new(&ctx);
-    println!("f32 radix sort on {} (tile {} keys), median of {repeats}", ctx.describe(), sorter.tile());
+    println!("f32 radix sort on {} ({}), median of {repeats}", ctx.describe(), sorter.describe());
     for n in sizes {
         if n as u64 * 4 > ctx.max_binding() {
             println!("{n} keys: skipped ({} bytes exceed the {}-byte storage-binding limit)", n * 4, ctx.max_binding());

@@ -15,8 +15,11 @@
 // (in the slot after the histograms), and then no scatter writes anything.
 // No workgroup ever waits on another (no decoupled look-back, no spinning), so
 // the sort is correct without forward-progress guarantees (lavapipe included).
+// CPU drivers take hist_runs and scatter_runs instead (see there): the
+// histogram's columns are runs of RUN keys that one invocation handles alone.
 //
-// Header constant: KPT (keys per invocation, 4, 8 or 16; TILE = 256 * KPT ≤ 4096).
+// Header constants: KPT (keys per invocation, 4, 8 or 16; TILE = 256 * KPT ≤ 4096,
+// also the scan's tile), RUN (keys per run).
 //
 // Every entry point binds a prefix of the same five storage slots, with the same
 // types, so a single module serves all of them.
@@ -95,12 +98,17 @@ fn wg_scan(v: u32, t: u32) -> vec2<u32> {
 const F32_IN: u32 = 1u;   // the input holds f32 bits: map them to keys on read
 const F32_OUT: u32 = 2u;  // write f32 bits back (inverse map) on output
 const NAN_CHECK: u32 = 4u; // hist: dst[256 * nb] = 1 when an input is NaN
+const PAIRS: u32 = 8u;     // scatter_runs: move the values (src3 → dst2) too
 
 // to_key and from_key (the order-preserving f32 map) are in common.wgsl.
 
 // The key at src[i] (through the f32 map on the first pass of an f32 sort).
 fn load_key(i: u32) -> u32 {
-    let u = src[i];
+    return key_of(src[i]);
+}
+
+// The key of the input word u.
+fn key_of(u: u32) -> u32 {
     return select(u, to_key(u), (p.flag & F32_IN) != 0u);
 }
 
@@ -111,6 +119,13 @@ fn load_key(i: u32) -> u32 {
 @compute @workgroup_size(1)
 fn clear_flag() {
     dst[256u * p.nb] = 0u;
+}
+
+// Flags NaN (in the slot after the nb histograms) when the raw input word u is one.
+fn check_nan(u: u32) {
+    if ((p.flag & NAN_CHECK) != 0u && (u & 0x7fffffffu) > 0x7f800000u) {
+        dst[256u * p.nb] = 1u;
+    }
 }
 
 // Eight copies of the 256 bins (bins[d * 8 + (t & 7)]): lanes of a SIMD group
@@ -136,11 +151,8 @@ fn hist(
         let i = base + k * WG + t;
         if (i < p.n) {
             let u = src[i];
-            if ((p.flag & NAN_CHECK) != 0u && (u & 0x7fffffffu) > 0x7f800000u) {
-                dst[256u * p.nb] = 1u;
-            }
-            let d = (select(u, to_key(u), (p.flag & F32_IN) != 0u) >> p.shift) & 255u;
-            atomicAdd(&bins[d * 8u + copy], 1u);
+            check_nan(u);
+            atomicAdd(&bins[((key_of(u) >> p.shift) & 255u) * 8u + copy], 1u);
         }
     }
     workgroupBarrier();
@@ -360,6 +372,78 @@ fn scatter_pairs(
             let key = load_key(base + li);
             dst[o] = select(key, from_key(key), f32_out);
             dst2[o] = src3[base + li];
+        }
+    }
+}
+
+// ---------------------------------------------------------------- runs (CPU drivers)
+
+// On CPU drivers a load or store with a per-lane address is a scalar loop over the
+// lanes and a workgroup runs on one core, so the tile sort's passes over workgroup
+// memory and its barriers cost far more than the coalesced writes they buy. There
+// each invocation owns a run of RUN consecutive keys (run r: one histogram column,
+// hist[d * nb + r], nb runs): hist_runs counts its digits, and after the scan
+// scatter_runs writes its keys in order, each to the next slot of its digit
+// (stable). Per key and pass: two loads, two counter updates and a store.
+
+// Invocations per workgroup of the runs kernels: few, so that even a tensor of a
+// few runs spreads over the CPU's cores.
+const RUNS_WG: u32 = 16u;
+
+// Run `r`'s keys [first, last), or an empty range past the last run.
+fn run_keys(wid: vec3<u32>, nwg: vec3<u32>, t: u32) -> vec2<u32> {
+    let r = block_id(wid, nwg) * RUNS_WG + t;
+    let first = min(r, p.nb) * RUN;
+    return vec2<u32>(first, min(first + RUN, p.n));
+}
+
+@compute @workgroup_size(RUNS_WG)
+fn hist_runs(
+    @builtin(local_invocation_index) t: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let keys = run_keys(wid, nwg, t);
+    if (keys.x >= keys.y) {
+        return;
+    }
+    var count: array<u32, 256>;
+    for (var i = keys.x; i < keys.y; i++) {
+        let u = src[i];
+        check_nan(u);
+        count[(key_of(u) >> p.shift) & 255u] += 1u;
+    }
+    let r = keys.x / RUN;
+    for (var d = 0u; d < 256u; d++) {
+        dst[d * p.nb + r] = count[d];
+    }
+}
+
+@compute @workgroup_size(RUNS_WG)
+fn scatter_runs(
+    @builtin(local_invocation_index) t: u32,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+) {
+    let keys = run_keys(wid, nwg, t);
+    // Nothing is written once the first histogram pass has flagged NaN.
+    if (keys.x >= keys.y || src2[256u * p.nb] != 0u) {
+        return;
+    }
+    let r = keys.x / RUN;
+    var next: array<u32, 256>;
+    for (var d = 0u; d < 256u; d++) {
+        next[d] = src2[d * p.nb + r];
+    }
+    let f32_out = (p.flag & F32_OUT) != 0u;
+    for (var i = keys.x; i < keys.y; i++) {
+        let key = load_key(i);
+        let d = (key >> p.shift) & 255u;
+        let o = next[d];
+        next[d] = o + 1u;
+        dst[o] = select(key, from_key(key), f32_out);
+        if ((p.flag & PAIRS) != 0u) {
+            dst2[o] = src3[i];
         }
     }
 }

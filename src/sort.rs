@@ -11,13 +11,17 @@
 //! lavapipe included. The passes ping-pong between the caller's buffer and a
 //! scratch buffer, so the result lands back in the caller's buffer.
 //!
+//! On CPU drivers the histogram's columns are runs of [`RUN_KEYS`] keys instead, each
+//! counted and then scattered by one invocation alone: there workgroup memory and
+//! barriers cost more than coalescing buys (4–5× the keys/s on lavapipe).
+//!
 //! f32 values are sorted as order-preserving u32 keys: the first pass maps the
 //! bits as it reads them, the last pass maps them back as it writes, and the
 //! first histogram pass flags NaN, after which no pass writes anything.
 
 use anyhow::{bail, ensure, Result};
 
-use crate::gpu::{read_bytes, Const, Dispatch, GpuBuffer, GpuContext, Shader};
+use crate::gpu::{read_bytes, Const, Dispatch, GpuBuffer, GpuContext, MatmulKind, Shader};
 
 /// Invocations per workgroup (fixed in the shader).
 const WG: usize = 256;
@@ -31,6 +35,13 @@ const RADIX: usize = 1 << DIGIT_BITS;
 const F32_IN: u32 = 1;
 const F32_OUT: u32 = 2;
 const NAN_CHECK: u32 = 4;
+const PAIRS: u32 = 8;
+
+/// Keys per run (histogram column) of the CPU drivers' runs strategy: long enough
+/// that the 256 counters a run clears, writes and reads cost little per key.
+pub const RUN_KEYS: u32 = 4096;
+/// Invocations per workgroup of the runs kernels (RUNS_WG in the shader).
+const RUNS_WG: usize = 16;
 
 /// Uniform slots in the parameter buffer (a sort launches at most 4 · 7).
 const PARAM_SLOTS: usize = 64;
@@ -63,8 +74,11 @@ pub fn key_to_f32(k: u32) -> f32 {
 /// (the buffers grow to the largest sort seen).
 pub struct RadixSorter {
     /// Keys per invocation: 16 where the device has 32 KiB of workgroup memory
-    /// (tiles of 4096 keys), 4 on the WebGPU minimum of 16 KiB.
+    /// (tiles of 4096 keys), 4 on the WebGPU minimum of 16 KiB. The scan's tiles
+    /// have the same size.
     kpt: u32,
+    /// Keys per run for the runs strategy (CPU drivers); None: workgroup tiles.
+    run: Option<u32>,
     alt_keys: Option<GpuBuffer>,
     alt_vals: Option<GpuBuffer>,
     /// Level 0 of the scan (the tile histograms, then one slot for the NaN flag),
@@ -109,22 +123,23 @@ fn grow(slot: &mut Option<GpuBuffer>, ctx: &GpuContext, label: &str, len: usize)
 }
 
 impl RadixSorter {
+    /// The sorter for this device: runs on CPU drivers (with the matmul's `rows`
+    /// strategy, so `SWINQ_MATMUL=tiled` gives them the GPU kernels), else the
+    /// largest workgroup tiles that fit.
     pub fn new(ctx: &GpuContext) -> Self {
         let avail = ctx.limits.max_compute_workgroup_storage_size;
         let kpt = [16, 8, 4].into_iter().find(|&k| workgroup_bytes(k) <= avail).unwrap_or(4);
-        Self::with_kpt(ctx, kpt)
+        Self::with_layout(ctx, kpt, (ctx.matmul == MatmulKind::Rows).then_some(RUN_KEYS))
     }
 
-    /// A sorter with `kpt` keys per invocation (4, 8 or 16), for tests of the
-    /// smaller tiles that devices with 16 KiB of workgroup memory use.
+    /// A sorter with `kpt` keys per invocation (4, 8 or 16) and, for the runs
+    /// strategy, `run` keys per run: for tests of either strategy on any device and
+    /// of the smaller tiles that devices with 16 KiB of workgroup memory use.
     #[doc(hidden)]
-    pub fn with_keys_per_invocation(ctx: &GpuContext, kpt: u32) -> Self {
+    pub fn with_layout(ctx: &GpuContext, kpt: u32, run: Option<u32>) -> Self {
         assert!(matches!(kpt, 4 | 8 | 16), "keys per invocation must be 4, 8 or 16");
         assert!(workgroup_bytes(kpt) <= ctx.limits.max_compute_workgroup_storage_size, "not enough workgroup memory");
-        Self::with_kpt(ctx, kpt)
-    }
-
-    fn with_kpt(ctx: &GpuContext, kpt: u32) -> Self {
+        assert!(run != Some(0), "runs need at least one key");
         let slot = (ctx.limits.min_uniform_buffer_offset_alignment as u64).max(std::mem::size_of::<SortParams>() as u64);
         let params = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("sort.params"),
@@ -134,6 +149,7 @@ impl RadixSorter {
         });
         Self {
             kpt,
+            run,
             alt_keys: None,
             alt_vals: None,
             levels: Vec::new(),
@@ -143,9 +159,27 @@ impl RadixSorter {
         }
     }
 
-    /// Keys handled by one workgroup.
+    /// Entries of the scan's tiles (and keys of the histogram's tiles unless the
+    /// sorter uses runs).
     pub fn tile(&self) -> usize {
         WG * self.kpt as usize
+    }
+
+    /// Keys per histogram column: a run, or a workgroup's tile.
+    fn column(&self) -> usize {
+        self.run.map_or(self.tile(), |r| r as usize)
+    }
+
+    /// What the sorter's histogram columns are, for logs and benches.
+    pub fn describe(&self) -> String {
+        match self.run {
+            Some(r) => format!("runs of {r} keys per invocation"),
+            None => format!("workgroup tiles of {} keys", self.tile()),
+        }
+    }
+
+    fn consts(&self) -> [Const; 2] {
+        [Const::U32("KPT", self.kpt), Const::U32("RUN", self.run.unwrap_or(1))]
     }
 
     /// Sorts the first `n` u32 of `keys` ascending, in place (records and
@@ -157,7 +191,7 @@ impl RadixSorter {
         }
         self.prepare(ctx, n, false);
         let mut ls = Vec::new();
-        self.passes(&mut ls, keys, self.alt_keys.as_ref().expect("grown"), None, n, 0);
+        self.passes(ctx, &mut ls, keys, self.alt_keys.as_ref().expect("grown"), None, n, 0);
         self.submit(ctx, ls);
         Ok(())
     }
@@ -174,7 +208,7 @@ impl RadixSorter {
         self.prepare(ctx, n, true);
         let mut ls = Vec::new();
         let vals = (values, self.alt_vals.as_ref().expect("grown"));
-        self.passes(&mut ls, keys, self.alt_keys.as_ref().expect("grown"), Some(vals), n, 0);
+        self.passes(ctx, &mut ls, keys, self.alt_keys.as_ref().expect("grown"), Some(vals), n, 0);
         self.submit(ctx, ls);
         Ok(())
     }
@@ -189,7 +223,7 @@ impl RadixSorter {
         }
         self.prepare(ctx, n, false);
         let mut ls = Vec::new();
-        self.passes(&mut ls, data, self.alt_keys.as_ref().expect("grown"), None, n, F32_IN | F32_OUT);
+        self.passes(ctx, &mut ls, data, self.alt_keys.as_ref().expect("grown"), None, n, F32_IN | F32_OUT);
         self.submit(ctx, ls);
         if read_bytes(ctx, &self.levels[0].buffer, self.flag_offset(n), 4) != [0; 4] {
             bail!(NAN_ERROR);
@@ -201,18 +235,18 @@ impl RadixSorter {
         ensure!(n <= buf.len, "cannot sort {n} elements: the {what} buffer holds {}", buf.len);
         let bytes = n as u64 * 4;
         ensure!(
-            bytes <= ctx.max_binding() && n < (u32::MAX as usize) - self.tile(),
+            bytes <= ctx.max_binding() && n < (u32::MAX as usize) - self.tile().max(self.column()),
             "cannot sort {n} elements on the GPU: {bytes} bytes exceed the device's largest storage binding ({} bytes)",
             ctx.max_binding()
         );
         Ok(())
     }
 
-    /// Lengths of the scan levels for `n` keys: the digit-major tile histograms,
-    /// then one sum per scan tile of the level below, up to a level of one tile.
+    /// Lengths of the scan levels for `n` keys: the digit-major histograms of the
+    /// columns, then one sum per scan tile of the level below, up to a level of one tile.
     fn level_lens(&self, n: usize) -> Vec<usize> {
         let tile = self.tile();
-        let mut lens = vec![RADIX * n.div_ceil(tile)];
+        let mut lens = vec![RADIX * n.div_ceil(self.column())];
         while *lens.last().expect("non-empty") > tile {
             let next = lens.last().expect("non-empty").div_ceil(tile);
             lens.push(next);
@@ -222,7 +256,7 @@ impl RadixSorter {
 
     /// Byte offset of the NaN flag in level 0 (right after the histograms).
     fn flag_offset(&self, n: usize) -> u64 {
-        (RADIX * n.div_ceil(self.tile())) as u64 * 4
+        (RADIX * n.div_ceil(self.column())) as u64 * 4
     }
 
     /// Grows the scratch buffers for sorts of up to `n` keys, so that
@@ -247,15 +281,15 @@ impl RadixSorter {
             alt.is_some() && self.levels.len() >= lens.len() && self.levels.iter().zip(&lens).enumerate().all(|(i, (b, &l))| b.len >= l + usize::from(i == 0)),
             "record_u32: reserve({n}) first"
         );
-        let nb = n.div_ceil(self.tile());
+        let nb = n.div_ceil(self.column());
         let params = SortParams { n: n as u32, nb: nb as u32, shift: 0, flag: 0 };
-        let pipeline = ctx.pipeline(Shader::Sort, "clear_flag", &[Const::U32("KPT", self.kpt)]);
+        let pipeline = ctx.pipeline(Shader::Sort, "clear_flag", &self.consts());
         let flag = [(2, self.levels[0].bind_range(0, lens[0] + 1))];
         let mut ds = vec![Dispatch::with_bindings(ctx, pipeline, &params, &flag, [1, 1, 1], "sort")];
         let mut ls = Vec::new();
-        self.passes(&mut ls, keys, alt.expect("checked"), None, n, 0);
+        self.passes(ctx, &mut ls, keys, alt.expect("checked"), None, n, 0);
         ds.extend(ls.into_iter().map(|l| {
-            let pipeline = ctx.pipeline(Shader::Sort, l.entry, &[Const::U32("KPT", self.kpt)]);
+            let pipeline = ctx.pipeline(Shader::Sort, l.entry, &self.consts());
             Dispatch::new(ctx, pipeline, &l.params, &l.buffers, l.groups, "sort")
         }));
         Ok(ds)
@@ -290,8 +324,10 @@ impl RadixSorter {
     /// The four digit passes: keys from `a` to `b` and back, twice, so that the
     /// sorted keys (and values) end in `a`. `f32` (F32_IN | F32_OUT or 0) maps
     /// f32 bits on the first read and the last write, and checks for NaN.
+    #[allow(clippy::too_many_arguments)]
     fn passes<'a>(
         &'a self,
+        ctx: &'a GpuContext,
         ls: &mut Vec<Launch<'a>>,
         a: &'a GpuBuffer,
         b: &'a GpuBuffer,
@@ -299,10 +335,12 @@ impl RadixSorter {
         n: usize,
         f32: u32,
     ) {
-        let tile = self.tile();
-        let nb = n.div_ceil(tile);
+        let nb = n.div_ceil(self.column());
         let lens = self.level_lens(n);
-        let groups = grid_blocks(nb);
+        let (groups, [hist, scatter_keys, scatter_pairs]) = match self.run {
+            Some(_) => (grid_blocks(nb.div_ceil(RUNS_WG)), ["hist_runs", "scatter_runs", "scatter_runs"]),
+            None => (grid_blocks(nb), ["hist", "scatter_keys", "scatter_pairs"]),
+        };
         let level0 = &self.levels[0];
         for pass in 0..PASSES {
             let first = pass == 0;
@@ -316,22 +354,28 @@ impl RadixSorter {
             // The histograms and, after them, the NaN flag.
             let hist_and_flag = || level0.bind_range(0, lens[0] + 1);
             ls.push(Launch {
-                entry: "hist",
+                entry: hist,
                 params: params(f32_in | nan_check),
                 buffers: vec![src.bind_range(0, n), hist_and_flag()],
                 groups,
             });
             self.scan(ls, &lens);
             let mut buffers = vec![src.bind_range(0, n), dst.bind_range(0, n), hist_and_flag()];
-            let entry = match vals {
-                None => "scatter_keys",
+            let (entry, pairs) = match vals {
+                None => {
+                    if self.run.is_some() {
+                        // scatter_runs declares the value slots in both modes.
+                        buffers.extend([ctx.sink(), ctx.empty()]);
+                    }
+                    (scatter_keys, 0)
+                }
                 Some((va, vb)) => {
                     let (vin, vout) = if pass % 2 == 0 { (va, vb) } else { (vb, va) };
                     buffers.extend([vout.bind_range(0, n), vin.bind_range(0, n)]);
-                    "scatter_pairs"
+                    (scatter_pairs, PAIRS)
                 }
             };
-            ls.push(Launch { entry, params: params(f32_in | f32_out), buffers, groups });
+            ls.push(Launch { entry, params: params(f32_in | f32_out | pairs), buffers, groups });
         }
     }
 
@@ -375,7 +419,7 @@ impl RadixSorter {
             .into_iter()
             .enumerate()
             .map(|(i, l)| {
-                let pipeline = ctx.pipeline(Shader::Sort, l.entry, &[Const::U32("KPT", self.kpt)]);
+                let pipeline = ctx.pipeline(Shader::Sort, l.entry, &self.consts());
                 let mut entries = vec![wgpu::BindGroupEntry {
                     binding: 0,
                     resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {

@@ -1,14 +1,20 @@
 //! GPU radix sort against the CPU sort: u32 keys, key-value pairs (stability),
-//! f32 through the order-preserving key transform, NaN rejection.
+//! f32 through the order-preserving key transform, NaN rejection; each with both
+//! strategies (workgroup tiles for GPUs, runs per invocation for CPU drivers).
 
 mod common;
 
 use common::{gpu, rng};
 use rand::Rng;
 use swinq::gpu::{GpuBuffer, GpuContext};
-use swinq::sort::{f32_to_key, key_to_f32, RadixSorter, NAN_ERROR};
+use swinq::sort::{f32_to_key, key_to_f32, RadixSorter, NAN_ERROR, RUN_KEYS};
 
 const SMALL: [usize; 8] = [0, 1, 2, 255, 256, 257, 1000, 65537];
+
+/// Both strategies with the device's largest tiles: workgroup tiles, then runs.
+fn sorters(ctx: &GpuContext) -> [RadixSorter; 2] {
+    [RadixSorter::with_layout(ctx, 16, None), RadixSorter::with_layout(ctx, 16, Some(RUN_KEYS))]
+}
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -40,20 +46,21 @@ fn check_u32(ctx: &GpuContext, sorter: &mut RadixSorter, data: &[u32], what: &st
     let got: Vec<u32> = buf.read(ctx);
     let mut want = data.to_vec();
     want.sort_unstable();
-    assert_eq!(got[n], 0xdead_beef, "{what}: wrote past n");
+    assert_eq!(got[n], 0xdead_beef, "{what}, {}: wrote past n", sorter.describe());
     if got[..n] != want[..] {
         let i = (0..n).find(|&i| got[i] != want[i]).unwrap();
-        panic!("{what} (n = {n}): first mismatch at {i}: got {:#x}, want {:#x}", got[i], want[i]);
+        panic!("{what}, {} (n = {n}): first mismatch at {i}: got {:#x}, want {:#x}", sorter.describe(), got[i], want[i]);
     }
 }
 
 #[test]
 fn u32_small_and_odd_sizes() {
     let ctx = gpu();
-    let mut s = RadixSorter::new(ctx);
-    for (i, &n) in SMALL.iter().enumerate() {
-        for kind in [Kind::Random, Kind::Dups, Kind::Sorted, Kind::Reversed] {
-            check_u32(ctx, &mut s, &keys(kind, n, 10 + i as u64), &format!("{kind:?}"));
+    for mut s in sorters(ctx) {
+        for (i, &n) in SMALL.iter().enumerate() {
+            for kind in [Kind::Random, Kind::Dups, Kind::Sorted, Kind::Reversed] {
+                check_u32(ctx, &mut s, &keys(kind, n, 10 + i as u64), &format!("{kind:?}"));
+            }
         }
     }
 }
@@ -61,23 +68,27 @@ fn u32_small_and_odd_sizes() {
 #[test]
 fn u32_million() {
     let ctx = gpu();
-    let mut s = RadixSorter::new(ctx);
-    for kind in [Kind::Random, Kind::Dups, Kind::Reversed] {
-        check_u32(ctx, &mut s, &keys(kind, 1_000_003, 3), &format!("{kind:?}"));
+    for mut s in sorters(ctx) {
+        for kind in [Kind::Random, Kind::Dups, Kind::Reversed] {
+            check_u32(ctx, &mut s, &keys(kind, 1_000_003, 3), &format!("{kind:?}"));
+        }
     }
 }
 
 /// Tiles of 1024 keys (the 16 KiB workgroup-memory path): the histogram scan
-/// then has three levels at 4.5 M keys.
+/// then has three levels at 4.5 M keys; with runs of 16 keys, at 100 k keys.
 #[test]
 fn u32_small_tiles_three_scan_levels() {
     let ctx = gpu();
-    let mut s = RadixSorter::with_keys_per_invocation(ctx, 4);
-    assert_eq!(s.tile(), 1024);
-    for &n in &[257, 65537] {
-        check_u32(ctx, &mut s, &keys(Kind::Random, n, 5), "small tiles");
+    let tiles = RadixSorter::with_layout(ctx, 4, None);
+    let runs = RadixSorter::with_layout(ctx, 4, Some(16));
+    for (mut s, three_levels) in [(tiles, 4_500_001), (runs, 100_003)] {
+        assert_eq!(s.tile(), 1024);
+        for &n in &[257, 65537] {
+            check_u32(ctx, &mut s, &keys(Kind::Random, n, 5), "small tiles");
+        }
+        check_u32(ctx, &mut s, &keys(Kind::Random, three_levels, 6), "small tiles, 3 levels");
     }
-    check_u32(ctx, &mut s, &keys(Kind::Random, 4_500_001, 6), "small tiles, 3 levels");
 }
 
 fn check_pairs(ctx: &GpuContext, sorter: &mut RadixSorter, k: &[u32], what: &str) {
@@ -90,22 +101,23 @@ fn check_pairs(ctx: &GpuContext, sorter: &mut RadixSorter, k: &[u32], what: &str
     let mut want: Vec<(u32, u32)> = k.iter().copied().zip(idx).collect();
     want.sort_by_key(|p| p.0);
     for i in 0..n {
-        assert_eq!((gk[i], gv[i]), want[i], "{what} (n = {n}): mismatch at {i}");
+        assert_eq!((gk[i], gv[i]), want[i], "{what}, {} (n = {n}): mismatch at {i}", sorter.describe());
     }
 }
 
 #[test]
 fn pairs_are_permuted_together_and_stable() {
     let ctx = gpu();
-    let mut s = RadixSorter::new(ctx);
-    for (i, &n) in SMALL.iter().enumerate() {
-        check_pairs(ctx, &mut s, &keys(Kind::Dups, n, 20 + i as u64), "dups");
+    for mut s in sorters(ctx) {
+        for (i, &n) in SMALL.iter().enumerate() {
+            check_pairs(ctx, &mut s, &keys(Kind::Dups, n, 20 + i as u64), "dups");
+        }
+        check_pairs(ctx, &mut s, &keys(Kind::Random, 65537, 30), "random");
+        // Duplicates in every byte position: keys with 4 random bits per byte.
+        let mut r = rng(31);
+        let k: Vec<u32> = (0..1_000_003).map(|_| r.random::<u32>() & 0x0303_0303).collect();
+        check_pairs(ctx, &mut s, &k, "nibble dups");
     }
-    check_pairs(ctx, &mut s, &keys(Kind::Random, 65537, 30), "random");
-    // Duplicates in every byte position: keys with 4 random bits per byte.
-    let mut r = rng(31);
-    let k: Vec<u32> = (0..1_000_003).map(|_| r.random::<u32>() & 0x0303_0303).collect();
-    check_pairs(ctx, &mut s, &k, "nibble dups");
 }
 
 /// Negatives, ±0, ±Inf, subnormals, duplicates and ordinary values.
@@ -131,54 +143,57 @@ fn check_f32(ctx: &GpuContext, sorter: &mut RadixSorter, data: &[f32], what: &st
     let mut want = data.to_vec();
     want.sort_unstable_by(f32::total_cmp);
     for i in 0..n {
-        assert_eq!(got[i], want[i].to_bits(), "{what} (n = {n}): mismatch at {i}: got {}, want {}", f32::from_bits(got[i]), want[i]);
+        assert_eq!(got[i], want[i].to_bits(), "{what}, {} (n = {n}): mismatch at {i}: got {}, want {}", sorter.describe(), f32::from_bits(got[i]), want[i]);
     }
 }
 
 #[test]
 fn f32_specials_and_sizes() {
     let ctx = gpu();
-    let mut s = RadixSorter::new(ctx);
-    for (i, &n) in SMALL.iter().chain(&[1_000_003]).enumerate() {
-        check_f32(ctx, &mut s, &special_f32(n, 40 + i as u64), "specials");
+    for mut s in sorters(ctx) {
+        for (i, &n) in SMALL.iter().chain(&[1_000_003]).enumerate() {
+            check_f32(ctx, &mut s, &special_f32(n, 40 + i as u64), "specials");
+        }
+        // -0.0 before +0.0.
+        let buf = GpuBuffer::from_slice(ctx, "z", &[0.0f32, -0.0, 0.0, -0.0]);
+        s.sort_f32(ctx, &buf, 4).unwrap();
+        let got: Vec<u32> = buf.read(ctx);
+        assert_eq!(got, [0x8000_0000, 0x8000_0000, 0, 0]);
     }
-    // -0.0 before +0.0.
-    let buf = GpuBuffer::from_slice(ctx, "z", &[0.0f32, -0.0, 0.0, -0.0]);
-    s.sort_f32(ctx, &buf, 4).unwrap();
-    let got: Vec<u32> = buf.read(ctx);
-    assert_eq!(got, [0x8000_0000, 0x8000_0000, 0, 0]);
 }
 
 #[test]
 fn f32_ten_million() {
     let ctx = gpu();
-    let mut s = RadixSorter::new(ctx);
-    check_f32(ctx, &mut s, &special_f32(10_000_019, 50), "10 M");
+    for mut s in sorters(ctx) {
+        check_f32(ctx, &mut s, &special_f32(10_000_019, 50), "10 M");
+    }
 }
 
 #[test]
 fn nan_is_rejected_and_data_untouched() {
     let ctx = gpu();
-    let mut s = RadixSorter::new(ctx);
-    for (n, at) in [(1, 0), (1000, 999), (65537, 12345)] {
-        let mut x = special_f32(n, 60);
-        x[at] = if n == 1000 { -f32::NAN } else { f32::NAN };
+    for mut s in sorters(ctx) {
+        for (n, at) in [(1, 0), (1000, 999), (65537, 12345)] {
+            let mut x = special_f32(n, 60);
+            x[at] = if n == 1000 { -f32::NAN } else { f32::NAN };
+            let buf = GpuBuffer::from_slice(ctx, "x", &x);
+            let err = s.sort_f32(ctx, &buf, n).unwrap_err();
+            assert_eq!(err.to_string(), NAN_ERROR);
+            let got: Vec<u32> = buf.read(ctx);
+            assert!(got.iter().zip(&x).all(|(g, w)| *g == w.to_bits()), "data changed");
+        }
+        // NaN past n is not looked at.
+        let mut x = special_f32(300, 61);
+        x[299] = f32::NAN;
         let buf = GpuBuffer::from_slice(ctx, "x", &x);
-        let err = s.sort_f32(ctx, &buf, n).unwrap_err();
-        assert_eq!(err.to_string(), NAN_ERROR);
+        s.sort_f32(ctx, &buf, 299).unwrap();
         let got: Vec<u32> = buf.read(ctx);
-        assert!(got.iter().zip(&x).all(|(g, w)| *g == w.to_bits()), "data changed");
+        let mut want = x[..299].to_vec();
+        want.sort_unstable_by(f32::total_cmp);
+        assert!(got[..299].iter().zip(&want).all(|(g, w)| *g == w.to_bits()), "NaN past n: wrong order");
+        assert_eq!(got[299], f32::NAN.to_bits());
     }
-    // NaN past n is not looked at.
-    let mut x = special_f32(300, 61);
-    x[299] = f32::NAN;
-    let buf = GpuBuffer::from_slice(ctx, "x", &x);
-    s.sort_f32(ctx, &buf, 299).unwrap();
-    let got: Vec<u32> = buf.read(ctx);
-    let mut want = x[..299].to_vec();
-    want.sort_unstable_by(f32::total_cmp);
-    assert!(got[..299].iter().zip(&want).all(|(g, w)| *g == w.to_bits()), "NaN past n: wrong order");
-    assert_eq!(got[299], f32::NAN.to_bits());
 }
 
 #[test]
@@ -208,25 +223,26 @@ fn cpu_key_transform_round_trips() {
 #[test]
 fn back_to_back_sorts_without_waiting() {
     let ctx = gpu();
-    let mut s = RadixSorter::new(ctx);
-    let a = keys(Kind::Random, 65537, 80);
-    let b = keys(Kind::Dups, 1000, 81);
-    let c = special_f32(5000, 82);
-    let (ab, bb, cb) = (GpuBuffer::from_slice(ctx, "a", &a), GpuBuffer::from_slice(ctx, "b", &b), GpuBuffer::from_slice(ctx, "c", &c));
-    let idx: Vec<u32> = (0..b.len() as u32).collect();
-    let vb = GpuBuffer::from_slice(ctx, "v", &idx);
-    s.sort_u32(ctx, &ab, a.len()).unwrap();
-    s.sort_pairs_u32(ctx, &bb, &vb, b.len()).unwrap();
-    s.sort_f32(ctx, &cb, c.len()).unwrap();
-    let (mut wa, mut wc) = (a.clone(), c.clone());
-    wa.sort_unstable();
-    wc.sort_unstable_by(f32::total_cmp);
-    let mut wb: Vec<(u32, u32)> = b.iter().copied().zip(idx).collect();
-    wb.sort_by_key(|p| p.0);
-    assert_eq!(ab.read::<u32>(ctx), wa);
-    let (gb, gv): (Vec<u32>, Vec<u32>) = (bb.read(ctx), vb.read(ctx));
-    assert_eq!(gb.into_iter().zip(gv).collect::<Vec<_>>(), wb);
-    assert!(cb.read::<f32>(ctx).iter().zip(&wc).all(|(g, w)| g.to_bits() == w.to_bits()));
+    for mut s in sorters(ctx) {
+        let a = keys(Kind::Random, 65537, 80);
+        let b = keys(Kind::Dups, 1000, 81);
+        let c = special_f32(5000, 82);
+        let (ab, bb, cb) = (GpuBuffer::from_slice(ctx, "a", &a), GpuBuffer::from_slice(ctx, "b", &b), GpuBuffer::from_slice(ctx, "c", &c));
+        let idx: Vec<u32> = (0..b.len() as u32).collect();
+        let vb = GpuBuffer::from_slice(ctx, "v", &idx);
+        s.sort_u32(ctx, &ab, a.len()).unwrap();
+        s.sort_pairs_u32(ctx, &bb, &vb, b.len()).unwrap();
+        s.sort_f32(ctx, &cb, c.len()).unwrap();
+        let (mut wa, mut wc) = (a.clone(), c.clone());
+        wa.sort_unstable();
+        wc.sort_unstable_by(f32::total_cmp);
+        let mut wb: Vec<(u32, u32)> = b.iter().copied().zip(idx).collect();
+        wb.sort_by_key(|p| p.0);
+        assert_eq!(ab.read::<u32>(ctx), wa);
+        let (gb, gv): (Vec<u32>, Vec<u32>) = (bb.read(ctx), vb.read(ctx));
+        assert_eq!(gb.into_iter().zip(gv).collect::<Vec<_>>(), wb);
+        assert!(cb.read::<f32>(ctx).iter().zip(&wc).all(|(g, w)| g.to_bits() == w.to_bits()));
+    }
 }
 
 /// Sorts recorded ahead of time and replayed in one submission, a large one before
@@ -235,18 +251,19 @@ fn back_to_back_sorts_without_waiting() {
 #[test]
 fn recorded_sorts_replay_in_one_submission() {
     let ctx = gpu();
-    let mut sorter = RadixSorter::new(ctx);
-    let (big, small) = (keys(Kind::Random, 70_001, 50), keys(Kind::Dups, 9_999, 51));
-    sorter.reserve(ctx, big.len());
-    let (bb, sb) = (GpuBuffer::from_slice(ctx, "big", &big), GpuBuffer::from_slice(ctx, "small", &small));
-    let mut ds = sorter.record_u32(ctx, &bb, big.len()).unwrap();
-    ds.extend(sorter.record_u32(ctx, &sb, small.len()).unwrap());
-    swinq::gpu::run_now(ctx, &ds);
-    for (buf, data, what) in [(&bb, big, "big"), (&sb, small, "small")] {
-        let mut want = data.clone();
-        want.sort_unstable();
-        assert_eq!(buf.read::<u32>(ctx), want, "{what}");
+    for mut sorter in sorters(ctx) {
+        let (big, small) = (keys(Kind::Random, 70_001, 50), keys(Kind::Dups, 9_999, 51));
+        sorter.reserve(ctx, big.len());
+        let (bb, sb) = (GpuBuffer::from_slice(ctx, "big", &big), GpuBuffer::from_slice(ctx, "small", &small));
+        let mut ds = sorter.record_u32(ctx, &bb, big.len()).unwrap();
+        ds.extend(sorter.record_u32(ctx, &sb, small.len()).unwrap());
+        swinq::gpu::run_now(ctx, &ds);
+        for (buf, data, what) in [(&bb, big, "big"), (&sb, small, "small")] {
+            let mut want = data.clone();
+            want.sort_unstable();
+            assert_eq!(buf.read::<u32>(ctx), want, "{what}");
+        }
+        let huge = GpuBuffer::zeros(ctx, "huge", 1 << 18);
+        assert!(sorter.record_u32(ctx, &huge, 1 << 18).is_err(), "sorts past the reserve must be refused");
     }
-    let huge = GpuBuffer::zeros(ctx, "huge", 1 << 18);
-    assert!(sorter.record_u32(ctx, &huge, 1 << 18).is_err(), "sorts past the reserve must be refused");
 }
