@@ -6,9 +6,9 @@
 // Tensors may arrive as several slices (dispatches); partial results are indexed
 // by a global workgroup number so the final reductions see every slice in a
 // fixed order (deterministic).
-// Header constants: LEVELS (2^b − 1, f32), UNIFORM_READS (candidate_errors reads x
-// through the uniform window at binding 8, two workgroups per dispatch: CPU drivers;
-// else from binding 1, all workgroups in one dispatch: GPUs).
+// candidate_errors reads x from binding 1, all workgroups in one dispatch (GPUs);
+// CPU drivers take candidate_errors_rows in search_rows.wgsl instead.
+// Header constants: LEVELS (2^b − 1, f32); LANES for search_rows.wgsl.
 
 struct Params {
     n: u32,          // elements in this slice (reductions: number of partials)
@@ -43,9 +43,6 @@ const PAD_KEY: u32 = 0xffffffffu;
 @group(0) @binding(5) var<storage, read_write> qparams: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> keys: array<u32>;
 @group(0) @binding(7) var<storage, read> ranks: array<u32>;
-// candidate_errors: the slice through a uniform window (every thread reads the
-// same element at once: a broadcast on GPUs, one gather on CPU drivers).
-@group(0) @binding(8) var<uniform> x_window: array<vec4<f32>, 4096>;
 
 const WG: u32 = 256u;
 // Elements per workgroup in both passes: two workgroups' elements and an
@@ -170,9 +167,15 @@ fn candidates_sorted(@builtin(local_invocation_id) lid: vec3<u32>) {
     }
 }
 
+// Adds x − Q(x) with bounds b, and its square, to acc = (Σ squares, Σ).
+fn add_error(acc: ptr<function, vec2<f32>>, v: f32, b: vec2<f32>) {
+    let d = v - fq(v, b.x, b.y);
+    (*acc) = vec2<f32>(fma(d, d, (*acc).x), (*acc).y + d);
+}
+
 // (Σ (x − Q_i(x))², Σ (x − Q_i(x))) for every candidate i < K over this
-// workgroup's elements (of the window bound for this dispatch); one thread per
-// candidate.
+// workgroup's elements; one thread per candidate (every thread reads the same
+// element at once: a broadcast).
 @compute @workgroup_size(256)
 fn candidate_errors(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let start = wg.x * PER_WG;
@@ -181,20 +184,11 @@ fn candidate_errors(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
         return;
     }
     let bounds = cand[lid.x];
-    var sq = 0.0;
-    var sum = 0.0;
+    var acc = vec2<f32>(0.0);
     for (var i = p.x_delta + start; i < p.x_delta + end; i++) {
-        var v: f32;
-        if (UNIFORM_READS) {
-            v = x_window[i >> 2u][i & 3u] * p.mult;
-        } else {
-            v = x[i] * p.mult;
-        }
-        let d = v - fq(v, bounds.x, bounds.y);
-        sq = fma(d, d, sq);
-        sum += d;
+        add_error(&acc, x[i] * p.mult, bounds);
     }
-    errs[(p.wg_base + wg.x) * p.k + lid.x] = vec2<f32>(sq, sum);
+    errs[(p.wg_base + wg.x) * p.k + lid.x] = acc;
 }
 
 // Kahan step: (sum, compensation) + y.

@@ -26,6 +26,8 @@ pub enum Shader {
     Image,
     Sort,
     Search,
+    /// The bound search's error pass for CPU drivers (`candidate_errors_rows`; needs subgroups).
+    SearchRows,
     Quant,
     Backward,
     Adam,
@@ -50,6 +52,7 @@ impl Shader {
             Shader::Image => include_str!("../../shaders/image.wgsl"),
             Shader::Sort => include_str!("../../shaders/sort.wgsl"),
             Shader::Search => include_str!("../../shaders/search.wgsl"),
+            Shader::SearchRows => concat!(include_str!("../../shaders/search.wgsl"), include_str!("../../shaders/search_rows.wgsl")),
             Shader::Quant => include_str!("../../shaders/quant.wgsl"),
             Shader::Backward => include_str!("../../shaders/backward.wgsl"),
             Shader::Adam => include_str!("../../shaders/adam.wgsl"),

@@ -309,8 +309,9 @@ impl Searcher {
     }
 
     fn dispatch(&self, ctx: &GpuContext, entry: &str, params: SearchParams, bindings: &[(u32, wgpu::BindingResource<'_>)], groups: u32) -> Dispatch {
-        let consts = [Const::F32("LEVELS", levels(self.bits)), Const::Bool("UNIFORM_READS", ctx.uniform_reads())];
-        let pipeline = ctx.pipeline(Shader::Search, entry, &consts);
+        let consts = [Const::F32("LEVELS", levels(self.bits)), Const::U32("LANES", ctx.rows_lanes() as u32)];
+        let shader = if entry.ends_with("_rows") { Shader::SearchRows } else { Shader::Search };
+        let pipeline = ctx.pipeline(shader, entry, &consts);
         Dispatch::with_bindings(ctx, pipeline, &params, bindings, [groups, 1, 1], "search")
     }
 
@@ -386,9 +387,13 @@ impl Searcher {
                 let at = start + first;
                 let window = if uniform { at - at % align } else { 0 };
                 let params = SearchParams { x_delta: (at - window) as u32, ..self.params(spec, len, wg_base + per_dispatch * d, 0) };
-                let storage = if uniform { ctx.empty() } else { x.bind() };
-                let b = [(1, storage), (3, self.cand.bind()), (4, self.errs.bind()), (8, x.bind_window(window))];
-                self.dispatch(ctx, "candidate_errors", params, &b, Self::groups(len) as u32)
+                let groups = Self::groups(len) as u32;
+                if uniform {
+                    let b = [(3, self.cand.bind()), (4, self.errs.bind()), (8, x.bind_window(window))];
+                    self.dispatch(ctx, "candidate_errors_rows", params, &b, groups)
+                } else {
+                    self.dispatch(ctx, "candidate_errors", params, &[(1, x.bind()), (3, self.cand.bind()), (4, self.errs.bind())], groups)
+                }
             })
             .collect()
     }
