@@ -1,14 +1,14 @@
 //! The SwinIR forward on the GPU: weights uploaded once, then a `Plan` per input
 //! size that owns the activation buffers and the recorded dispatches.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Result};
 
 use super::config::{SwinConfig, RGB_MEAN};
 use super::weights::SwinWeights;
 use crate::gpu::ops::{self, AttnExtras, AttnShape, GpuLinear, GpuNorm, ImageShape, IntOperands, Matmul, MatmulInput, QuantRef, WindowOrder};
 use crate::gpu::profiler::Profiler;
 use crate::gpu::{record_passes, Dispatch, GpuBuffer, GpuContext};
-use crate::quant::search::{Method, SearchSpec, Searcher};
+use crate::quant::search::{Method, SearchSpec, Searcher, MAX_SLICES};
 use crate::quant::{self, levels, QParams, Slot};
 
 pub struct GpuBlock {
@@ -176,14 +176,23 @@ impl Calibration {
             bail!("the attention maps of one {h}×{w} calibration patch exceed the adapter's storage-binding limit");
         }
         let probs_batch = fit.min(b);
-        let tokens = b * hp * wp;
-        // Sorting methods sort the softmax output of the whole batch at once.
-        let probs = if method.sorts() { b * per_image } else { probs_batch * per_image };
-        let max_elems = (tokens * cfg.mlp_hidden).max(probs).max(cfg.mlp_hidden * cfg.embed_dim);
+        ensure!(b.div_ceil(probs_batch) <= MAX_SLICES, "{b} calibration patches of {h}×{w}: use at most {}", MAX_SLICES * probs_batch);
+        // The largest tensor searched: the softmax output of the whole batch (its
+        // statistics cover every slice, and sorting methods sort it at once), the
+        // fc1 output or a weight.
+        let max_elems = |n: usize| (n * hp * wp * cfg.mlp_hidden).max(n * per_image).max(cfg.mlp_hidden * cfg.embed_dim);
+        if method.sorts() && !Searcher::sort_fits(ctx, max_elems(b)) {
+            let most = (1..b).rev().find(|&n| Searcher::sort_fits(ctx, max_elems(n))).unwrap_or(0);
+            bail!(
+                "{} sorts the softmax output of all {b} calibration patches at once ({} MiB), more than the adapter's {} MiB storage binding holds: at most {most} patches of {h}×{w} fit (--patches {most})",
+                method.name(),
+                (max_elems(b) * 4) >> 20,
+                ctx.max_binding() >> 20
+            );
+        }
         let n_params = cfg.num_blocks() * quant::PER_BLOCK;
         Ok(Self {
-            searcher: Searcher::new(ctx, max_elems, bits, method.sorts())
-                .with_context(|| format!("{} on {b} calibration patches (use fewer)", method.name()))?,
+            searcher: Searcher::new(ctx, max_elems(b), bits, method.sorts())?,
             method,
             params: GpuBuffer::zeros(ctx, "qparams", 4 * n_params),
             probs: GpuBuffer::zeros_windowed(ctx, "probs", probs_batch * per_image),

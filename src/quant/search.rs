@@ -283,7 +283,7 @@ impl Searcher {
     /// Room for tensors of up to `max_elems` elements in up to MAX_SLICES slices;
     /// `sort`: also for sorting them whole, which must fit one storage binding.
     pub fn new(ctx: &GpuContext, max_elems: usize, bits: u32, sort: bool) -> Result<Self> {
-        let max_groups = max_elems.div_ceil(PER_WG) + MAX_SLICES;
+        let max_groups = Self::max_groups(max_elems);
         let sort = if sort {
             let slots = max_groups * PER_WG;
             ensure!(
@@ -306,6 +306,16 @@ impl Searcher {
             max_groups,
             bits,
         })
+    }
+
+    fn max_groups(max_elems: usize) -> usize {
+        max_elems.div_ceil(PER_WG) + MAX_SLICES
+    }
+
+    /// Whether a sorting searcher for tensors of `max_elems` elements fits the
+    /// adapter (its keys must fit one storage binding).
+    pub fn sort_fits(ctx: &GpuContext, max_elems: usize) -> bool {
+        (Self::max_groups(max_elems) * PER_WG) as u64 * 4 <= ctx.max_binding()
     }
 
     fn dispatch(&self, ctx: &GpuContext, entry: &str, params: SearchParams, bindings: &[(u32, wgpu::BindingResource<'_>)], groups: u32) -> Dispatch {
