@@ -13,8 +13,8 @@ use swinq::data::{self, RgbU8};
 use swinq::eval::{evaluate, EvalReport};
 use swinq::gpu::{adapters_report, AdapterChoice, GpuContext};
 use swinq::model::checkpoint::{load_weights, save_safetensors, sha256_file};
-use swinq::model::graph::{GpuModel, QuantModel};
-use swinq::model::SwinWeights;
+use swinq::model::graph::{Calibration, GpuModel, QuantModel};
+use swinq::model::{SwinConfig, SwinWeights};
 use swinq::quant::calib::{load_patches, PatchMode, PatchSampler};
 use swinq::quant::dqc::{self, Checkpointing, DqcOptions, DqcState};
 use swinq::quant::export;
@@ -143,9 +143,11 @@ enum Command {
         /// method's +center-… option; dobi only).
         #[arg(long)]
         center: Option<String>,
-        /// Number of 64×64 calibration patches.
-        #[arg(long, default_value_t = 32)]
-        patches: usize,
+        /// Number of 64×64 calibration patches [default: 32; fewer, said on the terminal, for a
+        /// sorting method on an adapter whose storage binding cannot sort the attention maps
+        /// of 32 at once, e.g. 21 on lavapipe]
+        #[arg(long)]
+        patches: Option<usize>,
         /// center: the centre crop of the first N images (file-name order); random: random crops.
         #[arg(long, default_value = "center")]
         patch_mode: String,
@@ -455,7 +457,7 @@ struct CalibOptions {
     method: String,
     bias: bool,
     center: Option<String>,
-    patches: usize,
+    patches: Option<usize>,
     patch_mode: String,
     seed: u64,
     embed_weights: bool,
@@ -475,7 +477,9 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     };
     let (weights, hash) = model.load_with_hash()?;
     let s = check_scale(&weights, scale)?;
-    let patches = load_patches(&o.calib, o.patches, 64, mode, o.seed, weights.config.window)?;
+    let ctx = model.gpu()?;
+    let n_patches = calibration_patches(&ctx, &weights.config, method, o.patches);
+    let patches = load_patches(&o.calib, n_patches, 64, mode, o.seed, weights.config.window)?;
     let full_method = matches!(o.method.as_str(), "2dquant" | "2dquant+");
     let iters = o.phase2.phase2_iters.unwrap_or(if full_method { DqcOptions::default().iters } else { 0 });
     let dqc = DqcOptions {
@@ -488,7 +492,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
         train_bias: method.bias,
         profile: o.phase2.phase2_profile,
     };
-    let mut settings = calib_settings(o, &dqc);
+    let mut settings = calib_settings(o, n_patches, &dqc);
     let state_path = DqcState::path_for(output);
     let resume = match o.phase2.resume {
         true if iters == 0 => bail!("--resume continues a phase 2; give --phase2-iters"),
@@ -501,7 +505,6 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     let data: Vec<&Path> = if o.phase2.phase2_data.is_empty() { vec![o.calib.as_path()] } else { o.phase2.phase2_data.iter().map(PathBuf::as_path).collect() };
     let hr_scale = o.phase2.phase2_hr.then_some(s);
     let mut sampler = if iters > 0 { Some(PatchSampler::new(&data, hr_scale, dqc.patch, dqc.seed + skip, weights.config.window)?) } else { None };
-    let ctx = model.gpu()?;
     if iters > 0 {
         dqc::check_batch(&ctx, &weights.config, &dqc)?;
     }
@@ -513,7 +516,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
             state.file.params.clone()
         }
         None => {
-            eprintln!("phase 1: {} W{}A{} on {} patches of 64×64 ({}) on {}", method.name(), o.bits, o.bits, o.patches, o.patch_mode, ctx.describe());
+            eprintln!("phase 1: {} W{}A{} on {n_patches} patches of 64×64 ({}) on {}", method.name(), o.bits, o.bits, o.patch_mode, ctx.describe());
             let spinner = ProgressBar::new_spinner();
             spinner.set_message("calibration forward and bound search");
             spinner.enable_steady_tick(std::time::Duration::from_millis(200));
@@ -539,10 +542,30 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     Ok(())
 }
 
+/// Calibration patches without --patches.
+const DEFAULT_PATCHES: usize = 32;
+
+/// --patches, else DEFAULT_PATCHES or, for a sorting method, as many as the adapter
+/// can sort at once if that is fewer (an explicit count that does not fit gets
+/// phase 1's error, which names the most that do).
+fn calibration_patches(ctx: &GpuContext, cfg: &SwinConfig, method: Method, given: Option<usize>) -> usize {
+    if let Some(n) = given {
+        return n;
+    }
+    let n = Calibration::patches_that_fit(ctx, cfg, method, (64, 64), DEFAULT_PATCHES);
+    if n < DEFAULT_PATCHES {
+        eprintln!(
+            "{}: {n} calibration patches instead of {DEFAULT_PATCHES}: it sorts the attention maps of all of them in one storage binding, and this adapter's holds {n} (--patches sets the number)",
+            method.name()
+        );
+    }
+    n.max(1)
+}
+
 /// The settings stored in a quantized file (and checked on --resume).
-fn calib_settings(o: &CalibOptions, dqc: &DqcOptions) -> BTreeMap<String, String> {
+fn calib_settings(o: &CalibOptions, patches: usize, dqc: &DqcOptions) -> BTreeMap<String, String> {
     let mut settings: BTreeMap<String, String> = [
-        ("patches", o.patches.to_string()),
+        ("patches", patches.to_string()),
         ("patch_mode", o.patch_mode.clone()),
         ("patch_size", "64".into()),
         ("seed", o.seed.to_string()),
@@ -571,7 +594,7 @@ fn calib_settings(o: &CalibOptions, dqc: &DqcOptions) -> BTreeMap<String, String
 
 /// The saved phase 2 state at `path`, if it was made with the same checkpoint, bits,
 /// method and settings as this run.
-fn resumable_state(cfg: &swinq::model::SwinConfig, path: &Path, bits: u32, method: &str, hash: &str, settings: &BTreeMap<String, String>) -> Result<DqcState> {
+fn resumable_state(cfg: &SwinConfig, path: &Path, bits: u32, method: &str, hash: &str, settings: &BTreeMap<String, String>) -> Result<DqcState> {
     let state = DqcState::load(cfg, path)?;
     let f = &state.file;
     let mut differ: Vec<String> = settings.iter().filter(|(k, v)| f.settings.get(*k) != Some(v)).map(|(k, v)| format!("{k} {v} (saved: {})", f.settings.get(k).map_or("none", String::as_str))).collect();

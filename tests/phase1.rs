@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use common::{gpu, shared};
 use swinq::model::checkpoint::load_weights;
-use swinq::model::graph::GpuModel;
+use swinq::model::graph::{Calibration, GpuModel};
+use swinq::model::SwinConfig;
 use swinq::quant::calib::{load_patches, PatchMode};
 use swinq::quant::phase1::calibrate;
 use swinq::quant::search::Method;
@@ -44,4 +45,20 @@ fn dobi_w4_matches_official_bounds() {
     eprintln!("DOBI W4: {exact} of {} quantizers within 1e-4 of the official bounds; neighbouring-candidate flips: {flips:?}", names.len());
     assert!(wrong.is_empty(), "bounds differ from the official code:\n{}", wrong.join("\n"));
     assert!(flips.len() * 100 <= names.len(), "too many near-tie flips: {flips:?}");
+}
+
+/// Sorting methods sort the softmax output of all patches in one storage binding:
+/// the patches that fit are the most whose searcher fits, every patch for DOBI.
+/// (lavapipe's 128 MiB binding holds 21 patches of 64×64 of SwinIR-light.)
+#[test]
+fn sorting_methods_take_the_patches_that_fit() {
+    let ctx = gpu();
+    let cfg = SwinConfig::light(2);
+    let sorted = Method::parse("sorted-tail+onedir+bias").unwrap();
+    let n = Calibration::patches_that_fit(ctx, &cfg, sorted, (64, 64), 32);
+    assert!((1..=32).contains(&n), "{n} patches");
+    if ctx.max_binding() == 128 << 20 {
+        assert_eq!(n, 21);
+    }
+    assert_eq!(Calibration::patches_that_fit(ctx, &cfg, Method::DOBI, (64, 64), 1000), 1000);
 }

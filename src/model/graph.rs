@@ -163,36 +163,72 @@ pub struct Calibration {
     probs_batch: usize,
 }
 
-impl Calibration {
-    /// Sized for a calibration batch of `b` images of h×w LR pixels.
-    pub fn new(ctx: &GpuContext, model: &GpuModel, method: Method, bits: u32, (b, h, w): (usize, usize, usize)) -> Result<Self> {
-        let cfg = &model.config;
+/// What phase 1 holds for calibration patches of one size: the attention maps of
+/// one patch, and the largest tensor a batch of them makes.
+struct CalibSizes<'a> {
+    cfg: &'a SwinConfig,
+    padded: (usize, usize),
+    /// Softmax outputs of one patch (its windows × heads × NT²).
+    per_image: usize,
+}
+
+impl<'a> CalibSizes<'a> {
+    fn new(cfg: &'a SwinConfig, (h, w): (usize, usize)) -> Self {
         let (hp, wp) = padded_size(cfg, h, w);
         let nt = cfg.window * cfg.window;
         let max_heads = *cfg.heads.iter().max().unwrap_or(&1);
-        let per_image = (hp / cfg.window) * (wp / cfg.window) * max_heads * nt * nt;
+        Self { cfg, padded: (hp, wp), per_image: (hp / cfg.window) * (wp / cfg.window) * max_heads * nt * nt }
+    }
+
+    /// The largest tensor searched for `b` patches: the softmax output of the whole
+    /// batch (its statistics cover every chunk of images, and sorting methods sort
+    /// it at once), the fc1 output or a weight.
+    fn max_elems(&self, b: usize) -> usize {
+        let c = self.cfg;
+        (b * self.padded.0 * self.padded.1 * c.mlp_hidden).max(b * self.per_image).max(c.mlp_hidden * c.embed_dim)
+    }
+
+    /// The most of `wanted` patches that `method` can search on this adapter: all
+    /// of them unless it sorts, since the sort takes the softmax output of the
+    /// whole batch in one storage binding.
+    fn most(&self, ctx: &GpuContext, method: Method, wanted: usize) -> usize {
+        if !method.sorts() {
+            return wanted;
+        }
+        (1..=wanted).rev().find(|&n| Searcher::sort_fits(ctx, self.max_elems(n))).unwrap_or(0)
+    }
+}
+
+impl Calibration {
+    /// The most of `wanted` calibration patches of h×w LR pixels that `method` can
+    /// search on this adapter (0: not even one).
+    pub fn patches_that_fit(ctx: &GpuContext, cfg: &SwinConfig, method: Method, (h, w): (usize, usize), wanted: usize) -> usize {
+        CalibSizes::new(cfg, (h, w)).most(ctx, method, wanted)
+    }
+
+    /// Sized for a calibration batch of `b` images of h×w LR pixels.
+    pub fn new(ctx: &GpuContext, model: &GpuModel, method: Method, bits: u32, (b, h, w): (usize, usize, usize)) -> Result<Self> {
+        let cfg = &model.config;
+        let sizes = CalibSizes::new(cfg, (h, w));
+        let per_image = sizes.per_image;
         let fit = (ctx.max_binding() / 4) as usize / per_image.max(1);
         if fit == 0 {
             bail!("the attention maps of one {h}×{w} calibration patch exceed the adapter's storage-binding limit");
         }
         let probs_batch = fit.min(b);
         ensure!(b.div_ceil(probs_batch) <= MAX_SLICES, "{b} calibration patches of {h}×{w}: use at most {}", MAX_SLICES * probs_batch);
-        // The largest tensor searched: the softmax output of the whole batch (its
-        // statistics cover every slice, and sorting methods sort it at once), the
-        // fc1 output or a weight.
-        let max_elems = |n: usize| (n * hp * wp * cfg.mlp_hidden).max(n * per_image).max(cfg.mlp_hidden * cfg.embed_dim);
-        if method.sorts() && !Searcher::sort_fits(ctx, max_elems(b)) {
-            let most = (1..b).rev().find(|&n| Searcher::sort_fits(ctx, max_elems(n))).unwrap_or(0);
+        let most = sizes.most(ctx, method, b);
+        if most < b {
             bail!(
                 "{} sorts the softmax output of all {b} calibration patches at once ({} MiB), more than the adapter's {} MiB storage binding holds: at most {most} patches of {h}×{w} fit (--patches {most})",
                 method.name(),
-                (max_elems(b) * 4) >> 20,
+                (sizes.max_elems(b) * 4) >> 20,
                 ctx.max_binding() >> 20
             );
         }
         let n_params = cfg.num_blocks() * quant::PER_BLOCK;
         Ok(Self {
-            searcher: Searcher::new(ctx, max_elems(b), bits, method.sorts())?,
+            searcher: Searcher::new(ctx, sizes.max_elems(b), bits, method.sorts())?,
             method,
             params: GpuBuffer::zeros(ctx, "qparams", 4 * n_params),
             probs: GpuBuffer::zeros_windowed(ctx, "probs", probs_batch * per_image),
