@@ -8,6 +8,7 @@
 // with a constant lane hands each vec4 to all lanes (a register shuffle). That
 // needs V ≤ the subgroup size (the host sees to it) and every lane active: rows
 // past m load clamped values and are dropped by the epilogue.
+// lanes.wgsl (included with this file) holds the float accumulate.
 // Header constant: V (≤ 8), the weight block's columns in vec4s.
 
 // rows: Wᵀ of 4·V columns, (k, V) vec4s, then their bias (V vec4s), bound at the
@@ -16,21 +17,8 @@
 // rows_int: the integer weight block (quant.wgsl int_weights) of 4·V columns.
 @group(0) @binding(9) var<uniform> w_int: array<vec4<u32>, 4096>;
 
-// acc[j] += a · (vec4 j of the row whose vec4 `lane_w` this lane holds), j < V.
-// (subgroupBroadcast takes a constant lane, hence one line per lane.)
-fn accumulate(acc: ptr<function, array<vec4<f32>, 8>>, a: vec4<f32>, lane_w: vec4<f32>) {
-    (*acc)[0] = fma(a, subgroupBroadcast(lane_w, 0u), (*acc)[0]);
-    if (V > 1u) { (*acc)[1] = fma(a, subgroupBroadcast(lane_w, 1u), (*acc)[1]); }
-    if (V > 2u) { (*acc)[2] = fma(a, subgroupBroadcast(lane_w, 2u), (*acc)[2]); }
-    if (V > 3u) { (*acc)[3] = fma(a, subgroupBroadcast(lane_w, 3u), (*acc)[3]); }
-    if (V > 4u) { (*acc)[4] = fma(a, subgroupBroadcast(lane_w, 4u), (*acc)[4]); }
-    if (V > 5u) { (*acc)[5] = fma(a, subgroupBroadcast(lane_w, 5u), (*acc)[5]); }
-    if (V > 6u) { (*acc)[6] = fma(a, subgroupBroadcast(lane_w, 6u), (*acc)[6]); }
-    if (V > 7u) { (*acc)[7] = fma(a, subgroupBroadcast(lane_w, 7u), (*acc)[7]); }
-}
-
-// The integer version: acc[j] += the four dot products of the code word a with
-// vec4 j of the row of weight code words.
+// The integer version of lanes.wgsl's accumulate: acc[j] += the four dot products
+// of the code word a with vec4 j of the row of weight code words.
 fn accumulate_int(acc: ptr<function, array<vec4<u32>, 8>>, a: u32, lane_w: vec4<u32>) {
     (*acc)[0] += dot4x4(a, subgroupBroadcast(lane_w, 0u));
     if (V > 1u) { (*acc)[1] += dot4x4(a, subgroupBroadcast(lane_w, 1u)); }

@@ -25,16 +25,21 @@ struct Flags {
     levels: f32,
     accumulate: bool,
     act_quant: bool,
+    /// `weight_grad_rows`: the input block's vec4s.
+    v: u32,
 }
 
+/// A backward.wgsl kernel, or a backward_rows.wgsl one (entries ending in `_rows`).
 fn dispatch(ctx: &GpuContext, entry: &'static str, f: Flags, params: BackwardParams, bindings: &[(u32, wgpu::BindingResource<'_>)], groups: [u32; 3]) -> Dispatch {
     let consts = [
         Const::F32("LEVELS", f.levels),
         Const::Bool("ACCUMULATE", f.accumulate),
         Const::Bool("ACT_QUANT", f.act_quant),
         Const::U32("ELEMS", ELEMS as u32),
+        Const::U32("V", f.v),
     ];
-    let pipeline = ctx.pipeline(Shader::Backward, entry, &consts);
+    let shader = if entry.ends_with("_rows") { Shader::BackwardRows } else { Shader::Backward };
+    let pipeline = ctx.pipeline(shader, entry, &consts);
     Dispatch::with_bindings(ctx, pipeline, &params, bindings, groups, entry)
 }
 
@@ -137,11 +142,19 @@ pub fn weight_quant_grads(
     let flags = Flags { levels: q.levels, act_quant: act_row.is_some(), ..Flags::default() };
     let chunks = [(1, x.bind()), (2, dy.bind()), (4, q.params.bind()), (9, scratch.bind())];
     let sums = [(4, q.params.bind()), (5, partials.bind()), (8, layer.weight.bind()), (9, scratch.bind())];
-    let tiles = layer.n_out.div_ceil(WEIGHT_GRAD_TILE) * layer.k.div_ceil(WEIGHT_GRAD_TILE);
-    [
-        dispatch(ctx, "weight_grad_tiles", flags, params, &chunks, grid_groups(tiles * tokens.div_ceil(WEIGHT_GRAD_CHUNK))),
-        dispatch(ctx, "weight_quant_grads", flags, params, &sums, grid_1d(layer.n_out * layer.k)),
-    ]
+    let n_chunks = tokens.div_ceil(WEIGHT_GRAD_CHUNK);
+    let chunk_sums = if ctx.uniform_reads() {
+        // CPU drivers: an output per invocation, blocks of 4·v inputs.
+        let quads = layer.k.div_ceil(4);
+        let v = quads.min(ctx.rows_lanes());
+        assert!(n_chunks <= 65535, "weight gradient over {tokens} tokens: at most {} per batch", 65535 * WEIGHT_GRAD_CHUNK);
+        let groups = [layer.n_out.div_ceil(64) as u32, quads.div_ceil(v) as u32, n_chunks as u32];
+        dispatch(ctx, "weight_grad_rows", Flags { v: v as u32, ..flags }, params, &chunks, groups)
+    } else {
+        let tiles = layer.n_out.div_ceil(WEIGHT_GRAD_TILE) * layer.k.div_ceil(WEIGHT_GRAD_TILE);
+        dispatch(ctx, "weight_grad_tiles", flags, params, &chunks, grid_groups(tiles * n_chunks))
+    };
+    [chunk_sums, dispatch(ctx, "weight_quant_grads", flags, params, &sums, grid_1d(layer.n_out * layer.k))]
 }
 
 /// The output loss mean|x − target| over n elements: its gradient into dx, and

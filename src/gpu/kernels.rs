@@ -30,6 +30,8 @@ pub enum Shader {
     SearchRows,
     Quant,
     Backward,
+    /// The weight-quantizer gradient for CPU drivers (`weight_grad_rows`; needs subgroups).
+    BackwardRows,
     Adam,
 }
 
@@ -37,7 +39,11 @@ impl Shader {
     fn source(self) -> &'static str {
         match self {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
-            Shader::MatmulRows => concat!(include_str!("../../shaders/matmul.wgsl"), include_str!("../../shaders/matmul_rows.wgsl")),
+            Shader::MatmulRows => concat!(
+                include_str!("../../shaders/matmul.wgsl"),
+                include_str!("../../shaders/lanes.wgsl"),
+                include_str!("../../shaders/matmul_rows.wgsl")
+            ),
             Shader::LayerNorm => include_str!("../../shaders/layernorm.wgsl"),
             Shader::LayerNormRows => concat!(include_str!("../../shaders/layernorm.wgsl"), include_str!("../../shaders/layernorm_rows.wgsl")),
             Shader::Attention => concat!(include_str!("../../shaders/window.wgsl"), include_str!("../../shaders/attention.wgsl")),
@@ -55,6 +61,11 @@ impl Shader {
             Shader::SearchRows => concat!(include_str!("../../shaders/search.wgsl"), include_str!("../../shaders/search_rows.wgsl")),
             Shader::Quant => include_str!("../../shaders/quant.wgsl"),
             Shader::Backward => include_str!("../../shaders/backward.wgsl"),
+            Shader::BackwardRows => concat!(
+                include_str!("../../shaders/backward.wgsl"),
+                include_str!("../../shaders/lanes.wgsl"),
+                include_str!("../../shaders/backward_rows.wgsl")
+            ),
             Shader::Adam => include_str!("../../shaders/adam.wgsl"),
         }
     }
