@@ -181,6 +181,21 @@ fn layernorm_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
     }
 }
 
+// Inputs i..i+3 of token t's row of x̂ (0 past c), x̂ = x through the
+// input quantizer when ACT_QUANT: for both weight-gradient kernels.
+fn x_hat_quad(t: u32, i: u32, act: vec4<f32>) -> vec4<f32> {
+    var q = vec4<f32>(0.0);
+    for (var e = 0u; e < 4u; e++) {
+        if (i + e < p.c) {
+            q[e] = x[t * p.c + i + e];
+            if (ACT_QUANT) {
+                q[e] = fake_quant(q[e], act, LEVELS);
+            }
+        }
+    }
+    return q;
+}
+
 // ∂L/∂Ŵ[o, i] = Σ_t dy[t, o]·x̂[t, i] over the tokens of chunk j (p.chunk tokens), a
 // matmul whose inner dimension is the tokens. A workgroup computes a TILE×TILE block
 // of Ŵ's gradient for one chunk: it stages STEP tokens of dy and x̂ at a time (x
@@ -219,18 +234,14 @@ fn weight_grad_tiles(
         let t = t0 + lid / 16u;
         var d = vec4<f32>(0.0);
         var xq = vec4<f32>(0.0);
-        for (var e = 0u; e < 4u; e++) {
-            let o = o0 + 4u * tx + e;
-            if (t < t_end && o < p.n_out) {
-                d[e] = dy[t * p.n_out + o];
-            }
-            let i = i0 + 4u * tx + e;
-            if (t < t_end && i < p.c) {
-                xq[e] = x[t * p.c + i];
-                if (ACT_QUANT) {
-                    xq[e] = fake_quant(xq[e], act, LEVELS);
+        if (t < t_end) {
+            for (var e = 0u; e < 4u; e++) {
+                let o = o0 + 4u * tx + e;
+                if (o < p.n_out) {
+                    d[e] = dy[t * p.n_out + o];
                 }
             }
+            xq = x_hat_quad(t, i0 + 4u * tx, act);
         }
         dy_tile[lid] = d;
         x_tile[lid] = xq;

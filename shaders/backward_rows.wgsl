@@ -9,20 +9,6 @@
 // so both give the same bits. Workgroups: (outputs / 64, input blocks, chunks).
 // Header constant: V (the block's inputs in vec4s, ≤ the subgroup size).
 
-// Inputs i..i+3 of token t's row of x̂ (0 past c).
-fn x_hat_quad(t: u32, i: u32, act: vec4<f32>) -> vec4<f32> {
-    var q = vec4<f32>(0.0);
-    for (var e = 0u; e < 4u; e++) {
-        if (i + e < p.c) {
-            q[e] = x[t * p.c + i + e];
-            if (ACT_QUANT) {
-                q[e] = fake_quant(q[e], act, LEVELS);
-            }
-        }
-    }
-    return q;
-}
-
 @compute @workgroup_size(64)
 fn weight_grad_rows(
     @builtin(workgroup_id) wg: vec3<u32>,

@@ -48,6 +48,18 @@ fn quant_code(x: f32, q: vec4<f32>, levels: f32) -> u32 {
     return u32(round((clamp(x, q.x, q.y) - q.x) / s));
 }
 
+// The codes of v's elements that are `inside`, four to a word (byte e: element e;
+// 0 for the others).
+fn quad_codes(v: vec4<f32>, inside: vec4<bool>, q: vec4<f32>, levels: f32) -> u32 {
+    var word = 0u;
+    for (var e = 0u; e < 4u; e++) {
+        if (inside[e]) {
+            word |= quant_code(v[e], q, levels) << (8u * e);
+        }
+    }
+    return word;
+}
+
 // s = (u − l)/(2^b − 1), or 0 when u ≤ l.
 fn quant_step(q: vec4<f32>, levels: f32) -> f32 {
     let s = (q.y - q.x) / levels;

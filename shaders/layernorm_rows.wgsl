@@ -61,13 +61,7 @@ fn rows(
             let yq = (xs[g] - mean) * inv * g_q[g] + b_q[g];
             let inside = quad_inside(quad);
             if (CODES) {
-                var word = 0u;
-                for (var e = 0u; e < 4u; e++) {
-                    if (inside[e]) {
-                        word |= quant_code(yq[e], q, LEVELS) << (8u * e);
-                    }
-                }
-                codes[t * quads + quad] = word;
+                codes[t * quads + quad] = quad_codes(yq, inside, q, LEVELS);
                 continue;
             }
             for (var e = 0u; e < 4u; e++) {

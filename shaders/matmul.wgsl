@@ -346,16 +346,10 @@ fn emit_codes(row: u32, col0: u32, y: vec4<f32>) {
     if (row >= p.m || col0 >= p.n) {
         return;
     }
-    let q = qparams[p.out_quant - 1u];
-    var word = 0u;
-    for (var e = 0u; e < 4u; e++) {
-        if (col0 + e < p.n) {
-            var v = y[e];
-            if (GELU) {
-                v = gelu(v);
-            }
-            word |= quant_code(v, q, LEVELS) << (8u * e);
-        }
+    var v = y;
+    if (GELU) {
+        v = vec4<f32>(gelu(v.x), gelu(v.y), gelu(v.z), gelu(v.w));
     }
-    c_codes[row * ((p.n + 3u) / 4u) + col0 / 4u] = word;
+    let inside = vec4<u32>(col0) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.n);
+    c_codes[row * ((p.n + 3u) / 4u) + col0 / 4u] = quad_codes(v, inside, qparams[p.out_quant - 1u], LEVELS);
 }

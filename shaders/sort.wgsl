@@ -390,11 +390,16 @@ fn scatter_pairs(
 // few runs spreads over the CPU's cores.
 const RUNS_WG: u32 = 16u;
 
-// Run `r`'s keys [first, last), or an empty range past the last run.
-fn run_keys(wid: vec3<u32>, nwg: vec3<u32>, t: u32) -> vec2<u32> {
-    let r = block_id(wid, nwg) * RUNS_WG + t;
-    let first = min(r, p.nb) * RUN;
-    return vec2<u32>(first, min(first + RUN, p.n));
+// This invocation's run: its index r and its keys [first, end) (empty past the last run).
+struct Run {
+    r: u32,
+    first: u32,
+    end: u32,
+}
+
+fn run_of(wid: vec3<u32>, nwg: vec3<u32>, t: u32) -> Run {
+    let r = min(block_id(wid, nwg) * RUNS_WG + t, p.nb);
+    return Run(r, r * RUN, min(r * RUN + RUN, p.n));
 }
 
 @compute @workgroup_size(RUNS_WG)
@@ -403,19 +408,18 @@ fn hist_runs(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let keys = run_keys(wid, nwg, t);
-    if (keys.x >= keys.y) {
+    let run = run_of(wid, nwg, t);
+    if (run.first >= run.end) {
         return;
     }
     var count: array<u32, 256>;
-    for (var i = keys.x; i < keys.y; i++) {
+    for (var i = run.first; i < run.end; i++) {
         let u = src[i];
         check_nan(u);
         count[(key_of(u) >> p.shift) & 255u] += 1u;
     }
-    let r = keys.x / RUN;
     for (var d = 0u; d < 256u; d++) {
-        dst[d * p.nb + r] = count[d];
+        dst[d * p.nb + run.r] = count[d];
     }
 }
 
@@ -425,18 +429,17 @@ fn scatter_runs(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
 ) {
-    let keys = run_keys(wid, nwg, t);
+    let run = run_of(wid, nwg, t);
     // Nothing is written once the first histogram pass has flagged NaN.
-    if (keys.x >= keys.y || src2[256u * p.nb] != 0u) {
+    if (run.first >= run.end || src2[256u * p.nb] != 0u) {
         return;
     }
-    let r = keys.x / RUN;
     var next: array<u32, 256>;
     for (var d = 0u; d < 256u; d++) {
-        next[d] = src2[d * p.nb + r];
+        next[d] = src2[d * p.nb + run.r];
     }
     let f32_out = (p.flag & F32_OUT) != 0u;
-    for (var i = keys.x; i < keys.y; i++) {
+    for (var i = run.first; i < run.end; i++) {
         let key = load_key(i);
         let d = (key >> p.shift) & 255u;
         let o = next[d];
