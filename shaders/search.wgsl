@@ -5,7 +5,9 @@
 // the first candidate with the smallest squared error, with its bias correction.
 // Tensors may arrive as several slices (dispatches); partial results are indexed
 // by a global workgroup number so the final reductions see every slice in a
-// fixed order (deterministic).
+// fixed order (deterministic). The keys of a tensor larger than one storage
+// binding lie in several pieces, each sorted alone; select_keys finds the keys of
+// given ranks in their union by bisection over key values.
 // candidate_errors reads x from binding 1, all workgroups in one dispatch (GPUs);
 // CPU drivers take candidate_errors_rows in search_rows.wgsl instead.
 // Header constants: LEVELS (2^b − 1, f32); LANES for search_rows.wgsl.
@@ -20,16 +22,18 @@ struct Params {
     mult: f32,       // scale applied to x before quantizing (q is searched as q·scale)
     total: u32,      // elements of the whole tensor (candidates, pick)
     x_delta: u32,    // candidate_errors: words from the window's (or binding's) start to the slice's
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    wg_skip: u32,    // stats_keys_partial: the slice's workgroups before this dispatch's first
+    key_wg0: u32,    // stats_keys_partial: global workgroup of the bound key piece's first slots
+    steps: u32,      // select_keys: bisection steps
 }
 
 const ONE_DIR: u32 = 1u;        // only the upper bound moves
 const BIAS: u32 = 2u;           // write c = mean(x − Q(x)) with the bounds
 const CENTER_MEAN: u32 = 4u;    // value steps shrink towards the mean
 const CENTER_MEDIAN: u32 = 8u;  // value steps shrink towards the median (sorted keys)
-const RANKS: u32 = 16u;         // candidates at the ranks in `ranks` (sorted keys)
+const RANKS: u32 = 16u;         // candidates at the ranks of the sorted keys
+const SELECT_START: u32 = 32u;  // select_keys: first piece of the first step (reset the state)
+const SELECT_DECIDE: u32 = 64u; // select_keys: last piece of a step (halve the interval)
 
 // Padding key of the slots past a slice's end: after every real key (it is a
 // NaN pattern, which the map never produces from data that sorts).
@@ -42,7 +46,10 @@ const PAD_KEY: u32 = 0xffffffffu;
 @group(0) @binding(4) var<storage, read_write> errs: array<vec2<f32>>;
 @group(0) @binding(5) var<storage, read_write> qparams: array<vec4<f32>>;
 @group(0) @binding(6) var<storage, read_write> keys: array<u32>;
-@group(0) @binding(7) var<storage, read> ranks: array<u32>;
+// select_keys: the ranks to find, 0, N − 1, ⌊(N−1)/2⌋, ⌊N/2⌋ then (RANKS) r_i and N − 1 − r_i.
+@group(0) @binding(7) var<storage, read> queries: array<u32>;
+// Per query, the bisection state (lo, hi, keys ≤ mid counted so far); lo is the key found.
+@group(0) @binding(9) var<storage, read_write> selection: array<vec4<u32>>;
 
 const WG: u32 = 256u;
 // Elements per workgroup in both passes: two workgroups' elements and an
@@ -94,12 +101,14 @@ fn stats_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
 }
 
 // The statistics, and the keys of x·mult in this workgroup's PER_WG key slots
-// (PAD_KEY past the slice's end), for the sort.
+// (PAD_KEY past the slice's end), for the sort. A dispatch covers the slice's
+// workgroups from p.wg_skip that keep their keys in the bound piece.
 @compute @workgroup_size(256)
 fn stats_keys_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    partial_stats(wg.x, lid.x);
-    let start = wg.x * PER_WG;
-    let slots = (p.wg_base + wg.x) * PER_WG;
+    let w = p.wg_skip + wg.x;
+    partial_stats(w, lid.x);
+    let start = w * PER_WG;
+    let slots = (p.wg_base + w - p.key_wg0) * PER_WG;
     for (var j = lid.x; j < PER_WG; j += WG) {
         var k = PAD_KEY;
         if (start + j < p.n) {
@@ -143,24 +152,64 @@ fn candidates(@builtin(local_invocation_id) lid: vec3<u32>) {
     }
 }
 
-// x·mult of rank r among the p.total real keys, sorted ascending.
-fn sorted_value(r: u32) -> f32 {
-    return bitcast<f32>(from_key(keys[r]));
+// Keys ≤ v in the bound piece's p.n sorted keys.
+fn count_le(v: u32) -> u32 {
+    var lo = 0u;
+    var hi = p.n;
+    while (lo < hi) {
+        let mid = lo + (hi - lo) / 2u;
+        if (keys[mid] <= v) {
+            lo = mid + 1u;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
 }
 
-// The K candidates from the sorted keys: at ranks (l = x_(r_i) or, one-direction,
+// p.steps bisection steps for every query, over the bound piece of sorted keys:
+// the key of rank r is the least v with r + 1 keys ≤ v in all pieces together.
+// Each step counts the keys ≤ mid piece by piece, and the last piece halves
+// [lo, hi]; after 32 steps lo is the key.
+@compute @workgroup_size(256)
+fn select_keys(@builtin(local_invocation_id) lid: vec3<u32>) {
+    for (var j = lid.x; j < arrayLength(&queries); j += WG) {
+        var s = selection[j];
+        if (has(SELECT_START)) {
+            s = vec4<u32>(0u, 0xffffffffu, 0u, 0u);
+        }
+        for (var t = 0u; t < p.steps; t++) {
+            let mid = s.x + (s.y - s.x) / 2u;
+            s.z += count_le(mid);
+            if (has(SELECT_DECIDE)) {
+                if (s.z > queries[j]) {
+                    s.y = mid;
+                } else {
+                    s.x = mid + 1u;
+                }
+                s.z = 0u;
+            }
+        }
+        selection[j] = s;
+    }
+}
+
+// x·mult of query j's rank among the p.total real keys, sorted ascending.
+fn sorted_value(j: u32) -> f32 {
+    return bitcast<f32>(from_key(selection[j].x));
+}
+
+// The K candidates from the selected keys: at ranks (l = x_(r_i) or, one-direction,
 // the minimum; u = x_(N−1−r_i)), or value steps towards the median
 // (x_(⌊(N−1)/2⌋) + x_(⌊N/2⌋))/2.
 @compute @workgroup_size(256)
 fn candidates_sorted(@builtin(local_invocation_id) lid: vec3<u32>) {
-    let n = p.total;
     let m = sorted_value(0u);
-    let big_m = sorted_value(n - 1u);
-    let median = 0.5 * sorted_value((n - 1u) / 2u) + 0.5 * sorted_value(n / 2u);
+    let big_m = sorted_value(1u);
+    let median = 0.5 * sorted_value(2u) + 0.5 * sorted_value(3u);
     for (var i = lid.x; i < p.k; i += WG) {
         if (has(RANKS)) {
-            let r = ranks[i];
-            cand[i] = vec2<f32>(select(sorted_value(r), m, has(ONE_DIR)), sorted_value(n - 1u - r));
+            cand[i] = vec2<f32>(select(sorted_value(4u + i), m, has(ONE_DIR)), sorted_value(4u + p.k + i));
         } else {
             cand[i] = value_step(i, m, big_m, median);
         }

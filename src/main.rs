@@ -13,7 +13,7 @@ use swinq::data::{self, RgbU8};
 use swinq::eval::{evaluate, EvalReport};
 use swinq::gpu::{adapters_report, AdapterChoice, GpuContext};
 use swinq::model::checkpoint::{load_weights, save_safetensors, sha256_file};
-use swinq::model::graph::{Calibration, GpuModel, QuantModel};
+use swinq::model::graph::{GpuModel, QuantModel};
 use swinq::model::{SwinConfig, SwinWeights};
 use swinq::quant::calib::{load_patches, PatchMode, PatchSampler};
 use swinq::quant::dqc::{self, Checkpointing, DqcOptions, DqcState};
@@ -143,9 +143,7 @@ enum Command {
         /// method's +center-… option; dobi only).
         #[arg(long)]
         center: Option<String>,
-        /// Number of 64×64 calibration patches [default: 32; fewer, said on the terminal, for a
-        /// sorting method on an adapter whose storage binding cannot sort the attention maps
-        /// of 32 at once, e.g. 21 on lavapipe]
+        /// Number of 64×64 calibration patches [default: 32]
         #[arg(long)]
         patches: Option<usize>,
         /// center: the centre crop of the first N images (file-name order); random: random crops.
@@ -478,7 +476,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     let (weights, hash) = model.load_with_hash()?;
     let s = check_scale(&weights, scale)?;
     let ctx = model.gpu()?;
-    let n_patches = calibration_patches(&ctx, &weights.config, method, o.patches);
+    let n_patches = o.patches.unwrap_or(DEFAULT_PATCHES);
     let patches = load_patches(&o.calib, n_patches, 64, mode, o.seed, weights.config.window)?;
     let full_method = matches!(o.method.as_str(), "2dquant" | "2dquant+");
     let iters = o.phase2.phase2_iters.unwrap_or(if full_method { DqcOptions::default().iters } else { 0 });
@@ -544,23 +542,6 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
 
 /// Calibration patches without --patches.
 const DEFAULT_PATCHES: usize = 32;
-
-/// --patches, else DEFAULT_PATCHES or, for a sorting method, as many as the adapter
-/// can sort at once if that is fewer (an explicit count that does not fit gets
-/// phase 1's error, which names the most that do).
-fn calibration_patches(ctx: &GpuContext, cfg: &SwinConfig, method: Method, given: Option<usize>) -> usize {
-    if let Some(n) = given {
-        return n;
-    }
-    let n = Calibration::patches_that_fit(ctx, cfg, method, (64, 64), DEFAULT_PATCHES);
-    if n < DEFAULT_PATCHES {
-        eprintln!(
-            "{}: {n} calibration patches instead of {DEFAULT_PATCHES}: it sorts the attention maps of all of them in one storage binding, and this adapter's holds {n} (--patches sets the number)",
-            method.name()
-        );
-    }
-    n.max(1)
-}
 
 /// The settings stored in a quantized file (and checked on --resume).
 fn calib_settings(o: &CalibOptions, patches: usize, dqc: &DqcOptions) -> BTreeMap<String, String> {

@@ -39,10 +39,19 @@ fn method(name: &str) -> Method {
 /// the centred value steps, whose float rounding may differ), the pick (the CPU's
 /// first minimum, or a neighbour on a near-tie), and the bias.
 fn check(x: &[f32], bits: u32, m: Method, one_dir: bool, mult: f32, slices: usize, cand_tol: f32) {
+    check_keys_in(x, bits, m, one_dir, mult, slices, cand_tol, None);
+}
+
+/// `check` with the keys of `key_groups` search workgroups per sorted piece.
+#[allow(clippy::too_many_arguments)]
+fn check_keys_in(x: &[f32], bits: u32, m: Method, one_dir: bool, mult: f32, slices: usize, cand_tol: f32, key_groups: Option<usize>) {
     let ctx = gpu();
     let xb = GpuBuffer::from_slice_windowed(ctx, "x", x);
     let qparams = GpuBuffer::zeros(ctx, "q", 4 * 8);
-    let searcher = Searcher::new(ctx, x.len(), bits, m.sorts()).unwrap();
+    let searcher = match key_groups {
+        Some(g) => Searcher::with_key_pieces(ctx, x.len(), bits, Some(g)),
+        None => Searcher::new(ctx, x.len(), bits, m.sorts()),
+    };
     let spec = SearchSpec { method: m, index: 2, count: 3, one_dir, mult };
     // Split the tensor into `slices` pieces at multiples of 64 elements.
     let step = (x.len() / slices).div_ceil(64).max(1) * 64;
@@ -50,7 +59,7 @@ fn check(x: &[f32], bits: u32, m: Method, one_dir: bool, mult: f32, slices: usiz
     let mut ds = Vec::new();
     let mut base = 0;
     for &(s, n) in &pieces {
-        ds.push(searcher.stats_pass(ctx, &spec, xb.bind_range(s, n), n, base));
+        ds.extend(searcher.stats_pass(ctx, &spec, xb.bind_range(s, n), n, base));
         base += Searcher::groups(n);
     }
     ds.extend(searcher.candidates(ctx, &spec, base, x.len()));
@@ -64,7 +73,7 @@ fn check(x: &[f32], bits: u32, m: Method, one_dir: bool, mult: f32, slices: usiz
     let got: Vec<QParams> = qparams.read(ctx);
     let gpu_cands = searcher.read_candidates(ctx, m.k());
     let cpu = search_cpu(x, bits, &spec);
-    let name = format!("{} n={} bits={bits} one_dir={one_dir} mult={mult} slices={}", m.name(), x.len(), pieces.len());
+    let name = format!("{} n={} bits={bits} one_dir={one_dir} mult={mult} slices={} key_groups={key_groups:?}", m.name(), x.len(), pieces.len());
     let range = cpu.candidates[0].1 - cpu.candidates[0].0;
     for (i, (g, c)) in gpu_cands.iter().zip(&cpu.candidates).enumerate() {
         let ok = if cand_tol == 0.0 { g == c } else { (g.0 - c.0).abs() <= cand_tol * range && (g.1 - c.1).abs() <= cand_tol * range };
@@ -125,6 +134,19 @@ fn sorted_candidates_with_ties_match_cpu() {
     check(&ties(10, 11_111), 4, method("sorted-tail+bias"), false, 1.0, 2, 0.0);
     check(&ties(11, 6_007), 3, method("sorted-uniform+bias"), false, 1.0, 1, 0.0);
     check(&vec![0.25; 999], 4, method("sorted-tail+bias"), false, 1.0, 1, 0.0);
+}
+
+/// Keys in several sorted pieces (a tensor larger than one storage binding), with
+/// slices that straddle pieces: the ranks selected across the pieces must be the
+/// CPU sort's.
+#[test]
+fn sorted_keys_in_pieces_match_cpu() {
+    // 9 workgroups of keys: pieces of 2 (the slices' padded slots in between) and 4.
+    let x = data(40, 70_001);
+    check_keys_in(&x, 4, method("sorted-tail+bias"), false, 1.0, 3, 0.0, Some(2));
+    check_keys_in(&x, 3, method("sorted-uniform"), false, 0.5, 1, 0.0, Some(4));
+    check_keys_in(&ties(41, 40_003), 2, method("sorted-tail+onedir+bias"), true, 1.0, 2, 0.0, Some(1));
+    check_keys_in(&x, 4, method("dobi+center-median"), false, 1.0, 4, 1e-6, Some(3));
 }
 
 #[test]

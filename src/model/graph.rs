@@ -181,31 +181,15 @@ impl<'a> CalibSizes<'a> {
     }
 
     /// The largest tensor searched for `b` patches: the softmax output of the whole
-    /// batch (its statistics cover every chunk of images, and sorting methods sort
-    /// it at once), the fc1 output or a weight.
+    /// batch (its statistics cover every chunk of images, and sorting methods keep
+    /// the keys of all of them), the fc1 output or a weight.
     fn max_elems(&self, b: usize) -> usize {
         let c = self.cfg;
         (b * self.padded.0 * self.padded.1 * c.mlp_hidden).max(b * self.per_image).max(c.mlp_hidden * c.embed_dim)
     }
-
-    /// The most of `wanted` patches that `method` can search on this adapter: all
-    /// of them unless it sorts, since the sort takes the softmax output of the
-    /// whole batch in one storage binding.
-    fn most(&self, ctx: &GpuContext, method: Method, wanted: usize) -> usize {
-        if !method.sorts() {
-            return wanted;
-        }
-        (1..=wanted).rev().find(|&n| Searcher::sort_fits(ctx, self.max_elems(n))).unwrap_or(0)
-    }
 }
 
 impl Calibration {
-    /// The most of `wanted` calibration patches of h×w LR pixels that `method` can
-    /// search on this adapter (0: not even one).
-    pub fn patches_that_fit(ctx: &GpuContext, cfg: &SwinConfig, method: Method, (h, w): (usize, usize), wanted: usize) -> usize {
-        CalibSizes::new(cfg, (h, w)).most(ctx, method, wanted)
-    }
-
     /// Sized for a calibration batch of `b` images of h×w LR pixels.
     pub fn new(ctx: &GpuContext, model: &GpuModel, method: Method, bits: u32, (b, h, w): (usize, usize, usize)) -> Result<Self> {
         let cfg = &model.config;
@@ -217,18 +201,9 @@ impl Calibration {
         }
         let probs_batch = fit.min(b);
         ensure!(b.div_ceil(probs_batch) <= MAX_SLICES, "{b} calibration patches of {h}×{w}: use at most {}", MAX_SLICES * probs_batch);
-        let most = sizes.most(ctx, method, b);
-        if most < b {
-            bail!(
-                "{} sorts the softmax output of all {b} calibration patches at once ({} MiB), more than the adapter's {} MiB storage binding holds: at most {most} patches of {h}×{w} fit (--patches {most})",
-                method.name(),
-                (sizes.max_elems(b) * 4) >> 20,
-                ctx.max_binding() >> 20
-            );
-        }
         let n_params = cfg.num_blocks() * quant::PER_BLOCK;
         Ok(Self {
-            searcher: Searcher::new(ctx, sizes.max_elems(b), bits, method.sorts())?,
+            searcher: Searcher::new(ctx, sizes.max_elems(b), bits, method.sorts()),
             method,
             params: GpuBuffer::zeros(ctx, "qparams", 4 * n_params),
             probs: GpuBuffer::zeros_windowed(ctx, "probs", probs_batch * per_image),
@@ -638,7 +613,7 @@ impl Plan {
         for r in &chunks {
             ds.extend(attention(r));
             let n = r.len() * per_image;
-            ds.push(cal.searcher.stats_pass(ctx, &spec, cal.probs.bind_range(0, n), n, base));
+            ds.extend(cal.searcher.stats_pass(ctx, &spec, cal.probs.bind_range(0, n), n, base));
             base += Searcher::groups(n);
             total += n;
         }

@@ -218,6 +218,10 @@ const BIAS: u32 = 2;
 const CENTER_MEAN: u32 = 4;
 const CENTER_MEDIAN: u32 = 8;
 const RANKS: u32 = 16;
+const SELECT_START: u32 = 32;
+const SELECT_DECIDE: u32 = 64;
+/// Bisection steps that find any 32-bit key.
+const SELECT_STEPS: u32 = 32;
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -231,7 +235,9 @@ struct SearchParams {
     mult: f32,
     total: u32,
     x_delta: u32,
-    _pad: [u32; 3],
+    wg_skip: u32,
+    key_wg0: u32,
+    steps: u32,
 }
 
 /// How one quantizer's bounds are searched.
@@ -261,10 +267,28 @@ impl SearchSpec {
     }
 }
 
-/// The keys of the tensor being searched and their sorter (sorting methods only).
+/// The keys of the tensor being searched, in pieces of up to one storage binding
+/// that are sorted one by one; their sorter; and the state of the rank selection
+/// over the sorted pieces (sorting methods only).
 struct SortScratch {
-    keys: GpuBuffer,
+    pieces: Vec<GpuBuffer>,
+    /// Workgroups whose keys one piece holds.
+    piece_groups: usize,
     sorter: RadixSorter,
+    selection: GpuBuffer,
+}
+
+/// The ranks select_keys finds in a sorted tensor of n elements: 0, N − 1 and the
+/// two middle ranks, then for rank candidates r_i and N − 1 − r_i (search.wgsl).
+fn queries(method: Method, n: usize) -> Vec<u32> {
+    let last = n as u32 - 1;
+    let mut q = vec![0, last, last / 2, n as u32 / 2];
+    if method.candidates.sorted() {
+        let r = ranks(method.candidates, n, method.k());
+        q.extend(&r);
+        q.extend(r.iter().map(|&r| last - r));
+    }
+    q
 }
 
 /// Scratch buffers of the search, sized for tensors of up to `max_elems` elements.
@@ -281,41 +305,37 @@ pub struct Searcher {
 
 impl Searcher {
     /// Room for tensors of up to `max_elems` elements in up to MAX_SLICES slices;
-    /// `sort`: also for sorting them whole, which must fit one storage binding.
-    pub fn new(ctx: &GpuContext, max_elems: usize, bits: u32, sort: bool) -> Result<Self> {
+    /// `sort`: also for their keys, in as few pieces as the storage-binding limit allows.
+    pub fn new(ctx: &GpuContext, max_elems: usize, bits: u32, sort: bool) -> Self {
+        let per_binding = (ctx.max_binding() / 4) as usize / PER_WG;
+        assert!(per_binding > 0, "storage bindings below {} KiB", PER_WG * 4 / 1024);
+        Self::with_key_pieces(ctx, max_elems, bits, sort.then_some(per_binding))
+    }
+
+    /// As [`Self::new`], with the keys of `piece_groups` workgroups per piece
+    /// (tests: many pieces without huge tensors).
+    pub fn with_key_pieces(ctx: &GpuContext, max_elems: usize, bits: u32, piece_groups: Option<usize>) -> Self {
         let max_groups = Self::max_groups(max_elems);
-        let sort = if sort {
-            let slots = max_groups * PER_WG;
-            ensure!(
-                slots as u64 * 4 <= ctx.max_binding(),
-                "sorting a tensor of {max_elems} elements needs {} MiB in one storage binding, more than the adapter's {} MiB",
-                (slots * 4) >> 20,
-                ctx.max_binding() >> 20
-            );
+        let sort = piece_groups.map(|g| {
+            let g = g.clamp(1, max_groups);
+            let pieces = (0..max_groups).step_by(g).map(|w| GpuBuffer::zeros(ctx, "search.keys", g.min(max_groups - w) * PER_WG)).collect();
             let mut sorter = RadixSorter::new(ctx);
-            sorter.reserve(ctx, slots);
-            Some(SortScratch { keys: GpuBuffer::zeros(ctx, "search.keys", slots), sorter })
-        } else {
-            None
-        };
-        Ok(Self {
+            sorter.reserve(ctx, g * PER_WG);
+            let selection = GpuBuffer::zeros(ctx, "search.selection", 4 * (4 + 2 * DOBI_CANDIDATES));
+            SortScratch { pieces, piece_groups: g, sorter, selection }
+        });
+        Self {
             part: GpuBuffer::zeros(ctx, "search.part", 4 * max_groups),
             cand: GpuBuffer::zeros(ctx, "search.cand", 2 * 256),
             errs: GpuBuffer::zeros(ctx, "search.errs", 2 * max_groups * 256),
             sort,
             max_groups,
             bits,
-        })
+        }
     }
 
     fn max_groups(max_elems: usize) -> usize {
         max_elems.div_ceil(PER_WG) + MAX_SLICES
-    }
-
-    /// Whether a sorting searcher for tensors of `max_elems` elements fits the
-    /// adapter (its keys must fit one storage binding).
-    pub fn sort_fits(ctx: &GpuContext, max_elems: usize) -> bool {
-        (Self::max_groups(max_elems) * PER_WG) as u64 * 4 <= ctx.max_binding()
     }
 
     fn dispatch(&self, ctx: &GpuContext, entry: &str, params: SearchParams, bindings: &[(u32, wgpu::BindingResource<'_>)], groups: u32) -> Dispatch {
@@ -336,7 +356,9 @@ impl Searcher {
             mult: spec.mult,
             total: total as u32,
             x_delta: 0,
-            _pad: [0; 3],
+            wg_skip: 0,
+            key_wg0: 0,
+            steps: 0,
         }
     }
 
@@ -350,17 +372,28 @@ impl Searcher {
     }
 
     /// Pass 1 over one slice: its (min, max, sum) partials at workgroup offset
-    /// `wg_base` and, for sorting methods, its keys.
-    pub fn stats_pass(&self, ctx: &GpuContext, spec: &SearchSpec, x: wgpu::BindingResource<'_>, n: usize, wg_base: usize) -> Dispatch {
-        assert!(wg_base + Self::groups(n) <= self.max_groups, "search scratch too small");
+    /// `wg_base` and, for sorting methods, its keys (a dispatch per key piece it
+    /// reaches).
+    pub fn stats_pass(&self, ctx: &GpuContext, spec: &SearchSpec, x: wgpu::BindingResource<'_>, n: usize, wg_base: usize) -> Vec<Dispatch> {
+        let groups = Self::groups(n);
+        assert!(wg_base + groups <= self.max_groups, "search scratch too small");
         let params = self.params(spec, n, wg_base, 0);
-        let groups = Self::groups(n) as u32;
-        if spec.method.sorts() {
-            let b = [(1, x), (2, self.part.bind()), (6, self.sort_scratch(spec).keys.bind())];
-            self.dispatch(ctx, "stats_keys_partial", params, &b, groups)
-        } else {
-            self.dispatch(ctx, "stats_partial", params, &[(1, x), (2, self.part.bind())], groups)
+        if !spec.method.sorts() {
+            return vec![self.dispatch(ctx, "stats_partial", params, &[(1, x), (2, self.part.bind())], groups as u32)];
         }
+        let s = self.sort_scratch(spec);
+        let g = s.piece_groups;
+        let mut ds = Vec::new();
+        let mut done = 0;
+        while done < groups {
+            let piece = (wg_base + done) / g;
+            let take = ((piece + 1) * g - wg_base - done).min(groups - done);
+            let params = SearchParams { wg_skip: done as u32, key_wg0: (piece * g) as u32, ..params };
+            let b = [(1, x.clone()), (2, self.part.bind()), (6, s.pieces[piece].bind())];
+            ds.push(self.dispatch(ctx, "stats_keys_partial", params, &b, take as u32));
+            done += take;
+        }
+        ds
     }
 
     /// The candidate bounds of a tensor of `total` elements from its `partials`
@@ -372,11 +405,26 @@ impl Searcher {
             return vec![self.dispatch(ctx, "candidates", params, &[(2, self.part.bind()), (3, self.cand.bind())], 1)];
         }
         let s = self.sort_scratch(spec);
-        let slots = partials * PER_WG;
-        let mut ds = s.sorter.record_u32(ctx, &s.keys, slots).expect("sort scratch sized in Searcher::new");
-        let ranks = GpuBuffer::from_slice(ctx, "search.ranks", &ranks(spec.method.candidates, total, spec.method.k()));
-        let b = [(3, self.cand.bind()), (6, s.keys.bind_range(0, slots)), (7, ranks.bind())];
-        ds.push(self.dispatch(ctx, "candidates_sorted", params, &b, 1));
+        let g = s.piece_groups;
+        // The keys of each piece's used workgroups.
+        let used: Vec<(&GpuBuffer, usize)> = s.pieces.iter().zip((0..partials).step_by(g)).map(|(piece, w)| (piece, g.min(partials - w) * PER_WG)).collect();
+        let mut ds = Vec::new();
+        for &(piece, n) in &used {
+            ds.extend(s.sorter.record_u32(ctx, piece, n).expect("sort scratch sized in Searcher::new"));
+        }
+        let queries = GpuBuffer::from_slice(ctx, "search.queries", &queries(spec.method, total));
+        // One piece: every step in one dispatch; more: a step per dispatch and piece.
+        let (rounds, steps) = if used.len() == 1 { (1, SELECT_STEPS) } else { (SELECT_STEPS, 1) };
+        for round in 0..rounds {
+            for (i, &(piece, n)) in used.iter().enumerate() {
+                let start = if round == 0 && i == 0 { SELECT_START } else { 0 };
+                let decide = if i == used.len() - 1 { SELECT_DECIDE } else { 0 };
+                let params = SearchParams { n: n as u32, flags: params.flags | start | decide, steps, ..params };
+                let b = [(6, piece.bind_range(0, n)), (7, queries.bind()), (9, s.selection.bind())];
+                ds.push(self.dispatch(ctx, "select_keys", params, &b, 1));
+            }
+        }
+        ds.push(self.dispatch(ctx, "candidates_sorted", params, &[(3, self.cand.bind()), (9, s.selection.bind())], 1));
         ds
     }
 
@@ -418,7 +466,7 @@ impl Searcher {
     /// The whole search over a tensor that is available in one buffer range.
     pub fn search(&self, ctx: &GpuContext, spec: &SearchSpec, x: &GpuBuffer, start: usize, n: usize, qparams: &GpuBuffer) -> Vec<Dispatch> {
         let g = Self::groups(n);
-        let mut ds = vec![self.stats_pass(ctx, spec, x.bind_range(start, n), n, 0)];
+        let mut ds = self.stats_pass(ctx, spec, x.bind_range(start, n), n, 0);
         ds.extend(self.candidates(ctx, spec, g, n));
         ds.extend(self.errors_pass(ctx, spec, x, start, n, 0));
         ds.push(self.pick(ctx, spec, g, n, qparams));
