@@ -16,6 +16,7 @@
 // summed in a fixed tree order (no atomics) so that a reduction over slices can be
 // deterministic. The pipeline skips wgpu's zero fill of workgroup memory: every
 // word is written before it is read.
+// CPU drivers take `main_rows` (attention_backward_rows.wgsl) instead.
 // Header constants as attention.wgsl; UNIFORM_READS is false (all storage reads).
 
 @group(0) @binding(1) var<storage, read> q_s: array<f32>;
@@ -79,7 +80,7 @@ fn load_slice(qr: Query, first: u32) {
 }
 
 // Row qr.i of P = softmax(q̂·k̂ᵀ + bias + mask) into `pairs`: the scores and their
-// maximum, the exponentials and their sum, then the normalised row.
+// maximum, then `normalise`.
 fn probabilities(qr: Query) {
     let row = qr.i * ROW;
     var qi: array<f32, HD>;
@@ -95,6 +96,12 @@ fn probabilities(qr: Query) {
         pairs[row + j] = s;
         mx = max(mx, s);
     }
+    normalise(row, mx);
+}
+
+// The scores of the row at `row` in `pairs`, whose maximum is mx, to their softmax:
+// the exponentials and their sum, then the normalised row.
+fn normalise(row: u32, mx: f32) {
     var sum = 0.0;
     for (var j = 0u; j < NT; j++) {
         let e = exp(pairs[row + j] - mx);

@@ -1,18 +1,12 @@
-// The attention for CPU drivers such as lavapipe (appended to window.wgsl and
-// attention.wgsl for the `rows` strategy; it needs subgroup operations). As on GPUs an
-// invocation handles one query, but q, k and v come through uniform windows, where a
-// load whose index depends on a loop counter is a vector gather even when every lane
-// wants the same word. So keys are taken LANES at a time: lane t of a subgroup reads
-// word d of key j0 + t (one gather, every word used, fake-quantized once), and
-// subgroupBroadcast hands it to the other lanes. Pass 2 recomputes the scores, since
-// private arrays spill to memory on these drivers. Each score and output sums in the
-// same order as `main`, so both strategies give the same bits. `main_int_rows` is the
-// integer engine's version of `main_int`, with k's codes shared the same way.
-// Workgroups have NT rounded up to LANES invocations so that every subgroup is full;
-// the extra invocations repeat the last query and write nothing.
-// Header constant: LANES (4 or 8, at most the subgroup size).
-
-const NT_LANES: u32 = (NT + LANES - 1u) / LANES * LANES;
+// The attention for CPU drivers such as lavapipe (appended to window.wgsl,
+// attention.wgsl and attention_lanes.wgsl for the `rows` strategy; it needs subgroup
+// operations). As on GPUs an invocation handles one query, but q, k and v come
+// through uniform windows, and keys are shared LANES at a time as
+// attention_lanes.wgsl describes (each key word fake-quantized once). Pass 2
+// recomputes the scores, since private arrays spill to memory on these drivers. Each
+// score and output sums in the same order as `main`, so both strategies give the
+// same bits. `main_int_rows` is the integer engine's version of `main_int`, with k's
+// codes shared the same way.
 
 // This dispatch's slices of q, k, v (main_rows) and of their codes (main_int_rows, in
 // attention.wgsl's code layout), through uniform windows.
@@ -23,36 +17,13 @@ const NT_LANES: u32 = (NT + LANES - 1u) / LANES * LANES;
 @group(0) @binding(10) var<uniform> k_codes: array<vec4<u32>, 4096>;
 @group(0) @binding(11) var<uniform> v_codes: array<vec4<u32>, 4096>;
 
-// Values of keys j0..j0+7 (lo: the first four).
-struct KeyGroup {
-    lo: vec4<f32>,
-    hi: vec4<f32>,
-}
-
-fn group_at(g: KeyGroup, t: u32) -> f32 {
-    if (t < 4u) {
-        return g.lo[t];
-    }
-    return g.hi[t - 4u];
-}
-
 // attention.wgsl's softmax_step over the scores g of keys j0.. (those before NT).
-fn softmax_group(st: ptr<function, vec2<f32>>, g: KeyGroup, j0: u32) {
+fn softmax_group(st: ptr<function, vec2<f32>>, g: LaneGroup, j0: u32) {
     for (var t = 0u; t < LANES; t++) {
         if (j0 + t < NT) {
             softmax_step(st, group_at(g, t));
         }
     }
-}
-
-// x of every lane of the subgroup, as a key group (zeros past LANES).
-fn from_lanes(x: f32) -> KeyGroup {
-    let lo = vec4<f32>(subgroupBroadcast(x, 0u), subgroupBroadcast(x, 1u), subgroupBroadcast(x, 2u), subgroupBroadcast(x, 3u));
-    if (LANES < 8u) {
-        return KeyGroup(lo, vec4<f32>(0.0));
-    }
-    let hi = vec4<f32>(subgroupBroadcast(x, 4u), subgroupBroadcast(x, 5u), subgroupBroadcast(x, 6u), subgroupBroadcast(x, 7u));
-    return KeyGroup(lo, hi);
 }
 
 fn uniform_word(buf: u32, i: u32) -> f32 {
@@ -67,9 +38,9 @@ fn uniform_word(buf: u32, i: u32) -> f32 {
 
 // Scores q·k_j + bias and mask of keys j = j0.. for this lane's query (keys past NT
 // are never read back).
-fn group_scores(qi: ptr<function, array<f32, HD>>, qr: Query, first: u32, j0: u32, lane: u32, kq: vec4<f32>) -> KeyGroup {
+fn group_scores(qi: ptr<function, array<f32, HD>>, qr: Query, first: u32, j0: u32, lane: u32, kq: vec4<f32>) -> LaneGroup {
     let mine = first + min(j0 + lane, NT - 1u) * HD;
-    var g = KeyGroup(vec4<f32>(0.0), vec4<f32>(0.0));
+    var g = LaneGroup(vec4<f32>(0.0), vec4<f32>(0.0));
     for (var d = 0u; d < HD; d++) {
         let kd = from_lanes(quantize(uniform_word(1u, mine + d), kq));
         g.lo = fma(vec4<f32>((*qi)[d]), kd.lo, g.lo);
@@ -79,7 +50,7 @@ fn group_scores(qi: ptr<function, array<f32, HD>>, qr: Query, first: u32, j0: u3
 }
 
 // g plus the relative-position bias and shift mask of keys j0.. for query qr.
-fn with_bias(g: KeyGroup, qr: Query, j0: u32) -> KeyGroup {
+fn with_bias(g: LaneGroup, qr: Query, j0: u32) -> LaneGroup {
     var b = g;
     for (var t = 0u; t < 4u; t++) {
         b.lo[t] += bias_and_mask(qr, min(j0 + t, NT - 1u));
@@ -118,7 +89,7 @@ fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
     let p_row = ((qr.slice - p.p_slice0) * NT + i) * NT;
     for (var j0 = 0u; j0 < NT; j0 += LANES) {
         let g = group_scores(&qi, qr, first, j0, lane, kq);
-        var pg = KeyGroup(vec4<f32>(0.0), vec4<f32>(0.0));
+        var pg = LaneGroup(vec4<f32>(0.0), vec4<f32>(0.0));
         for (var t = 0u; t < LANES; t++) {
             if (j0 + t < NT) {
                 let pj = quantize(exp(group_at(g, t) - mx) * inv, pq);
@@ -175,7 +146,7 @@ fn code_word(buf: u32, i: u32) -> u32 {
 }
 
 // int_score of keys j0.. for this lane's query, plus bias and mask.
-fn int_group_scores(qw: ptr<function, array<u32, HD4>>, qr: Query, first: u32, j0: u32, lane: u32, scales: vec3<f32>) -> KeyGroup {
+fn int_group_scores(qw: ptr<function, array<u32, HD4>>, qr: Query, first: u32, j0: u32, lane: u32, scales: vec3<f32>) -> LaneGroup {
     let mine = first + min(j0 + lane, NT - 1u) * (HD4 + 1u);
     var lo = vec4<u32>(0u);
     var hi = vec4<u32>(0u);
@@ -185,7 +156,7 @@ fn int_group_scores(qw: ptr<function, array<u32, HD4>>, qr: Query, first: u32, j
         hi += dot4x4((*qw)[w], kw.hi);
     }
     let sums = codes_from_lanes(code_word(1u, mine + HD4));
-    let g = KeyGroup(
+    let g = LaneGroup(
         scales.x * vec4<f32>(lo) + scales.y * vec4<f32>(sums.lo) + scales.z,
         scales.x * vec4<f32>(hi) + scales.y * vec4<f32>(sums.hi) + scales.z,
     );

@@ -189,6 +189,13 @@ fn gpu_backward_matches_cpu_small_windows() {
     gpu_matches_cpu(3, (2, 12, 20), AttnShape { window: 4, heads: 3, head_dim: 5, shift: 2 }, 1e-5);
 }
 
+/// 25 tokens per window: CPU drivers' subgroups share rows 8 (or 4) at a time, so
+/// the last group is partial and the workgroup has idle invocations.
+#[test]
+fn gpu_backward_matches_cpu_partial_lane_groups() {
+    gpu_matches_cpu(5, (1, 10, 15), AttnShape { window: 5, heads: 2, head_dim: 3, shift: 2 }, 1e-5);
+}
+
 #[test]
 fn gpu_backward_matches_cpu_swinir_windows() {
     gpu_matches_cpu(4, (1, 16, 24), AttnShape { window: 8, heads: 6, head_dim: 10, shift: 4 }, 1e-5);

@@ -2,7 +2,7 @@
 //! the host-side sum of its quantizer-gradient partials.
 
 use super::ops::{attention_consts, slice_groups, AttnShape, QuantRef};
-use super::{Dispatch, GpuBuffer, GpuContext, Shader};
+use super::{Const, Dispatch, GpuBuffer, GpuContext, Shader};
 
 /// Matmul quantizers of an attention layer: q·scale, k, v and P.
 const QUANTIZERS: usize = 4;
@@ -16,7 +16,8 @@ pub fn partial_words(slices: usize) -> usize {
 /// at its output (tokens × heads·head_dim): dq (w.r.t. q before the scale), dk, dv in
 /// q, k, v's window order, and per slice the partials of the matmul quantizers' [∂l,
 /// ∂u, ∂c] (`partial_words`; zeros for a float model). Reads everything as storage;
-/// one dispatch per up to 65535 slices.
+/// one dispatch per up to 65535 slices. CPU drivers (the `rows` strategy) take
+/// `main_rows`, which shares row operands across subgroup lanes: the same bits.
 #[allow(clippy::too_many_arguments)]
 pub fn window_attention_backward(
     ctx: &GpuContext,
@@ -29,7 +30,13 @@ pub fn window_attention_backward(
     s: AttnShape,
     quant: Option<QuantRef<'_>>,
 ) -> Vec<Dispatch> {
-    let pipeline = ctx.pipeline(Shader::AttentionBackward, "main", &attention_consts(s, table, quant, false));
+    let consts = attention_consts(s, table, quant, false);
+    let pipeline = if ctx.uniform_reads() {
+        let consts = [&consts[..], &[Const::U32("LANES", ctx.rows_lanes() as u32)]].concat();
+        ctx.pipeline(Shader::AttentionBackwardRows, "main_rows", &consts)
+    } else {
+        ctx.pipeline(Shader::AttentionBackward, "main", &consts)
+    };
     let qparams = quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
     let slice_words = s.window * s.window * s.head_dim;
     slice_groups(ctx, (h, w), s, 0..b, [slice_words; 2], false)

@@ -23,6 +23,8 @@ pub enum Shader {
     /// The attention for CPU drivers (`main_rows`, `main_int_rows`; needs subgroups).
     AttentionRows,
     AttentionBackward,
+    /// The attention's backward for CPU drivers (`main_rows`; needs subgroups).
+    AttentionBackwardRows,
     Image,
     Sort,
     Search,
@@ -50,11 +52,18 @@ impl Shader {
             Shader::AttentionRows => concat!(
                 include_str!("../../shaders/window.wgsl"),
                 include_str!("../../shaders/attention.wgsl"),
+                include_str!("../../shaders/attention_lanes.wgsl"),
                 include_str!("../../shaders/attention_rows.wgsl")
             ),
             Shader::AttentionBackward => {
                 concat!(include_str!("../../shaders/window.wgsl"), include_str!("../../shaders/attention_backward.wgsl"))
             }
+            Shader::AttentionBackwardRows => concat!(
+                include_str!("../../shaders/window.wgsl"),
+                include_str!("../../shaders/attention_backward.wgsl"),
+                include_str!("../../shaders/attention_lanes.wgsl"),
+                include_str!("../../shaders/attention_backward_rows.wgsl")
+            ),
             Shader::Image => include_str!("../../shaders/image.wgsl"),
             Shader::Sort => include_str!("../../shaders/sort.wgsl"),
             Shader::Search => include_str!("../../shaders/search.wgsl"),
@@ -75,7 +84,10 @@ impl Shader {
     /// fill would cost a store loop and a barrier per workgroup, on CPU drivers too,
     /// where their workgroup arrays are otherwise dead code.
     fn zero_fills_workgroup_memory(self) -> bool {
-        !matches!(self, Shader::Attention | Shader::AttentionRows | Shader::AttentionBackward | Shader::LayerNorm | Shader::LayerNormRows)
+        !matches!(
+            self,
+            Shader::Attention | Shader::AttentionRows | Shader::AttentionBackward | Shader::AttentionBackwardRows | Shader::LayerNorm | Shader::LayerNormRows
+        )
     }
 }
 
