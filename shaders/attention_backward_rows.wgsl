@@ -112,14 +112,13 @@ fn column_group(j: u32, i0: u32, map: u32) -> LaneGroup {
     return c;
 }
 
-// `value_grad` with dO shared.
-fn value_grad_rows(j: u32, lane: u32) -> array<f32, HD> {
+// Σ_i c_i · (row i of `which`) over column j of `pairs` (`map` as in column_group):
+// `value_grad` (P̂, dO) and `key_grad` (dS, q̂) with the rows shared. (Function
+// variables start at zero.)
+fn column_grad_rows(j: u32, lane: u32, map: u32, which: u32) -> array<f32, HD> {
     var g: array<f32, HD>;
-    for (var d = 0u; d < HD; d++) {
-        g[d] = 0.0;
-    }
     for (var i0 = 0u; i0 < NT; i0 += LANES) {
-        accumulate_rows(&g, column_group(j, i0, 1u), 3u, i0, lane);
+        accumulate_rows(&g, column_group(j, i0, map), which, i0, lane);
     }
     return g;
 }
@@ -130,9 +129,6 @@ fn logit_grads_rows(i: u32, lane: u32, own: bool) -> array<f32, HD> {
     let o_i = d_out_row(i);
     let rowsum = row_dot[i];
     var g: array<f32, HD>;
-    for (var d = 0u; d < HD; d++) {
-        g[d] = 0.0;
-    }
     for (var j0 = 0u; j0 < NT; j0 += LANES) {
         let dp = dp_hat_group(o_i, j0, lane);
         var ds = LaneGroup(vec4<f32>(0.0), vec4<f32>(0.0));
@@ -155,18 +151,6 @@ fn logit_grads_rows(i: u32, lane: u32, own: bool) -> array<f32, HD> {
     return g;
 }
 
-// `key_grad` with q̂ shared.
-fn key_grad_rows(j: u32, lane: u32) -> array<f32, HD> {
-    var g: array<f32, HD>;
-    for (var d = 0u; d < HD; d++) {
-        g[d] = 0.0;
-    }
-    for (var i0 = 0u; i0 < NT; i0 += LANES) {
-        accumulate_rows(&g, column_group(j, i0, 0u), 0u, i0, lane);
-    }
-    return g;
-}
-
 @compute @workgroup_size(NT_LANES)
 fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let own = lid.x < NT;
@@ -184,11 +168,11 @@ fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
         sums[3u][t] = sp;
     }
     workgroupBarrier();
-    let gv = value_grad_rows(t, lane);
+    let gv = column_grad_rows(t, lane, 1u, 3u);
     workgroupBarrier();
     let gq = logit_grads_rows(t, lane, own);
     workgroupBarrier();
-    let gk = key_grad_rows(t, lane);
+    let gk = column_grad_rows(t, lane, 0u, 0u);
     if (own) {
         sums[0u][t] = finish(gq, first, 0u);
         sums[1u][t] = finish(gk, first, 1u);
