@@ -7,7 +7,8 @@
 // by a global workgroup number so the final reductions see every slice in a
 // fixed order (deterministic). The keys of a tensor larger than one storage
 // binding lie in several pieces, each sorted alone; select_keys finds the keys of
-// given ranks in their union by bisection over key values.
+// given ranks in their union by bisection over key values (in one piece, it reads
+// them).
 // candidate_errors reads x from binding 1, all workgroups in one dispatch (GPUs);
 // CPU drivers take candidate_errors_rows in search_rows.wgsl instead.
 // Header constants: LEVELS (2^b − 1, f32); LANES for search_rows.wgsl.
@@ -24,7 +25,7 @@ struct Params {
     x_delta: u32,    // candidate_errors: words from the window's (or binding's) start to the slice's
     wg_skip: u32,    // stats_keys_partial: the slice's workgroups before this dispatch's first
     key_wg0: u32,    // stats_keys_partial: global workgroup of the bound key piece's first slots
-    steps: u32,      // select_keys: bisection steps
+    _pad: u32,
 }
 
 const ONE_DIR: u32 = 1u;        // only the upper bound moves
@@ -34,6 +35,7 @@ const CENTER_MEDIAN: u32 = 8u;  // value steps shrink towards the median (sorted
 const RANKS: u32 = 16u;         // candidates at the ranks of the sorted keys
 const SELECT_START: u32 = 32u;  // select_keys: first piece of the first step (reset the state)
 const SELECT_DECIDE: u32 = 64u; // select_keys: last piece of a step (halve the interval)
+const SELECT_READ: u32 = 128u;  // select_keys: the only piece (read the keys at the ranks)
 
 // Padding key of the slots past a slice's end: after every real key (it is a
 // NaN pattern, which the map never produces from data that sorts).
@@ -167,28 +169,31 @@ fn count_le(v: u32) -> u32 {
     return lo;
 }
 
-// p.steps bisection steps for every query, over the bound piece of sorted keys:
-// the key of rank r is the least v with r + 1 keys ≤ v in all pieces together.
-// Each step counts the keys ≤ mid piece by piece, and the last piece halves
-// [lo, hi]; after 32 steps lo is the key.
+// One bisection step for every query over the bound piece of sorted keys: the key
+// of rank r is the least v with r + 1 keys ≤ v in all pieces together. A step
+// counts the keys ≤ mid piece by piece, and the last piece halves [lo, hi]; after
+// 32 steps lo is the key. With SELECT_READ the bound piece is the whole tensor and
+// the keys are read at their ranks.
 @compute @workgroup_size(256)
 fn select_keys(@builtin(local_invocation_id) lid: vec3<u32>) {
     for (var j = lid.x; j < arrayLength(&queries); j += WG) {
+        if (has(SELECT_READ)) {
+            selection[j] = vec4<u32>(keys[queries[j]], 0u, 0u, 0u);
+            continue;
+        }
         var s = selection[j];
         if (has(SELECT_START)) {
             s = vec4<u32>(0u, 0xffffffffu, 0u, 0u);
         }
-        for (var t = 0u; t < p.steps; t++) {
-            let mid = s.x + (s.y - s.x) / 2u;
-            s.z += count_le(mid);
-            if (has(SELECT_DECIDE)) {
-                if (s.z > queries[j]) {
-                    s.y = mid;
-                } else {
-                    s.x = mid + 1u;
-                }
-                s.z = 0u;
+        let mid = s.x + (s.y - s.x) / 2u;
+        s.z += count_le(mid);
+        if (has(SELECT_DECIDE)) {
+            if (s.z > queries[j]) {
+                s.y = mid;
+            } else {
+                s.x = mid + 1u;
             }
+            s.z = 0u;
         }
         selection[j] = s;
     }

@@ -220,6 +220,7 @@ const CENTER_MEDIAN: u32 = 8;
 const RANKS: u32 = 16;
 const SELECT_START: u32 = 32;
 const SELECT_DECIDE: u32 = 64;
+const SELECT_READ: u32 = 128;
 /// Bisection steps that find any 32-bit key.
 const SELECT_STEPS: u32 = 32;
 
@@ -237,7 +238,7 @@ struct SearchParams {
     x_delta: u32,
     wg_skip: u32,
     key_wg0: u32,
-    steps: u32,
+    _pad: u32,
 }
 
 /// How one quantizer's bounds are searched.
@@ -358,7 +359,7 @@ impl Searcher {
             x_delta: 0,
             wg_skip: 0,
             key_wg0: 0,
-            steps: 0,
+            _pad: 0,
         }
     }
 
@@ -413,15 +414,21 @@ impl Searcher {
             ds.extend(s.sorter.record_u32(ctx, piece, n).expect("sort scratch sized in Searcher::new"));
         }
         let queries = GpuBuffer::from_slice(ctx, "search.queries", &queries(spec.method, total));
-        // One piece: every step in one dispatch; more: a step per dispatch and piece.
-        let (rounds, steps) = if used.len() == 1 { (1, SELECT_STEPS) } else { (SELECT_STEPS, 1) };
-        for round in 0..rounds {
-            for (i, &(piece, n)) in used.iter().enumerate() {
-                let start = if round == 0 && i == 0 { SELECT_START } else { 0 };
-                let decide = if i == used.len() - 1 { SELECT_DECIDE } else { 0 };
-                let params = SearchParams { n: n as u32, flags: params.flags | start | decide, steps, ..params };
-                let b = [(6, piece.bind_range(0, n)), (7, queries.bind()), (9, s.selection.bind())];
-                ds.push(self.dispatch(ctx, "select_keys", params, &b, 1));
+        let select = |piece: &GpuBuffer, n: usize, flags: u32| {
+            let params = SearchParams { n: n as u32, flags: params.flags | flags, ..params };
+            let b = [(6, piece.bind_range(0, n)), (7, queries.bind()), (9, s.selection.bind())];
+            self.dispatch(ctx, "select_keys", params, &b, 1)
+        };
+        if let [(piece, n)] = used[..] {
+            ds.push(select(piece, n, SELECT_READ));
+        } else {
+            // A bisection step per dispatch and piece.
+            for step in 0..SELECT_STEPS {
+                for (i, &(piece, n)) in used.iter().enumerate() {
+                    let start = if step == 0 && i == 0 { SELECT_START } else { 0 };
+                    let decide = if i == used.len() - 1 { SELECT_DECIDE } else { 0 };
+                    ds.push(select(piece, n, start | decide));
+                }
             }
         }
         ds.push(self.dispatch(ctx, "candidates_sorted", params, &[(3, self.cand.bind()), (9, s.selection.bind())], 1));
