@@ -2,14 +2,15 @@
 //! iteration's gradient at SwinIR-light x2 shapes, for a batch of 64×64 patches:
 //! the window-attention backward of one block (W4 quantizers) and the weight
 //! quantizers' gradients of each linear shape (q/k/v/proj 60→60, fc1 60→120,
-//! fc2 120→60, with the input quantizer), then both scaled to the 24 blocks of one
-//! iteration. Median of SWINQ_BENCH_REPEATS runs (default 5) after one warm-up, from
+//! fc2 120→60, with the input quantizer), and the input quantizers' STE
+//! (`quant_backward`) over each linear's input, then all scaled to the 24 blocks of
+//! one iteration. Median of SWINQ_BENCH_REPEATS runs (default 5) after one warm-up, from
 //! timestamp queries. SWINQ_BENCH_BATCH (default 16) and WGPU_ADAPTER_NAME adjust it.
 
 use rand::{Rng, SeedableRng};
 use swinq::bench::{env_or, median};
 use swinq::gpu::attention_backward::{partial_words, window_attention_backward};
-use swinq::gpu::backward::{weight_grad_words, weight_partials, weight_quant_grads, LinearGrad};
+use swinq::gpu::backward::{quant_backward, quant_partials, weight_grad_words, weight_partials, weight_quant_grads, LinearGrad};
 use swinq::gpu::ops::{attention_table, AttnShape, QuantRef};
 use swinq::gpu::profiler::Profiler;
 use swinq::gpu::{run_profiled, AdapterChoice, Dispatch, GpuBuffer, GpuContext};
@@ -61,6 +62,7 @@ fn main() {
     println!("attention backward, one block: {attention_ms:.2} ms");
 
     let mut weight_ms = 0.0;
+    let mut ste_ms = 0.0;
     for (name, k, n_out, per_block) in [("q/k/v/proj 60→60", c, c, 4.0), ("fc1 60→120", c, 2 * c, 1.0), ("fc2 120→60", 2 * c, c, 1.0)] {
         let x = GpuBuffer::from_slice(ctx, "x", &random(&mut rng, tokens * k));
         let dy = GpuBuffer::from_slice(ctx, "dy", &random(&mut rng, tokens * n_out));
@@ -71,10 +73,16 @@ fn main() {
         let ms = gpu_ms(ctx, &weight_quant_grads(ctx, [&x, &dy], layer, Some(1), tokens, &scratch, (&partials, 0)), repeats);
         println!("weight-quantizer gradient {name}: {ms:.2} ms");
         weight_ms += per_block * ms;
+        let dx = GpuBuffer::zeros(ctx, "dx", tokens * k);
+        let ste_partials = GpuBuffer::zeros(ctx, "partials", 4 * quant_partials(tokens * k));
+        let ms = gpu_ms(ctx, &[quant_backward(ctx, [&x, &x, &dx], tokens * k, quant, (&ste_partials, 0), false)], repeats);
+        println!("input-quantizer STE {name}: {ms:.2} ms");
+        ste_ms += per_block * ms;
     }
     println!(
-        "per DQC iteration (24 blocks): attention backward {:.1} ms, weight-quantizer gradients {:.1} ms",
+        "per DQC iteration (24 blocks): attention backward {:.1} ms, weight-quantizer gradients {:.1} ms, input-quantizer STE {:.1} ms",
         BLOCKS * attention_ms,
-        BLOCKS * weight_ms
+        BLOCKS * weight_ms,
+        BLOCKS * ste_ms
     );
 }
