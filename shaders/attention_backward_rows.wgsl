@@ -17,7 +17,7 @@ fn rows_word(which: u32, r0: u32, lane: u32, d: u32) -> LaneGroup {
     }
 }
 
-// g + a·(word d of the group's rows), for a per-lane a.
+// g + a·w: a this lane's factor, w a group of rows' words.
 fn fma_group(a: f32, w: LaneGroup, g: LaneGroup) -> LaneGroup {
     return LaneGroup(fma(vec4<f32>(a), w.lo, g.lo), fma(vec4<f32>(a), w.hi, g.hi));
 }
