@@ -518,10 +518,10 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
             let spinner = ProgressBar::new_spinner();
             spinner.set_message("calibration forward and bound search");
             spinner.enable_steady_tick(std::time::Duration::from_millis(200));
-            let params = calibrate(&ctx, &gpu_model, &patches, method, o.bits)?;
+            let phase1 = calibrate(&ctx, &gpu_model, &patches, method, o.bits)?;
             spinner.finish_and_clear();
-            eprintln!("phase 1 done in {:.1} s", start.elapsed().as_secs_f64());
-            params
+            eprintln!("phase 1 done in {:.1} s, with {} MiB of GPU memory for activations and search", start.elapsed().as_secs_f64(), phase1.gpu_bytes >> 20);
+            phase1.params
         }
     };
     let mut file = QuantFile { bits: o.bits, method: method.name(), scale: s, source_sha256: hash, settings: settings.clone(), params: Vec::new() };

@@ -105,6 +105,7 @@ fn student_gradient_matches_finite_differences() {
     let calib = Patches { n: b, size: 12, data: random(&mut r, b * 3 * 12 * 12, 0.0, 1.0) };
     let base: Vec<QParams> = calibrate(ctx, &model, &calib, Method::MINMAX, bits)
         .expect("calibration")
+        .params
         .iter()
         .enumerate()
         .map(|(i, q)| {
@@ -167,7 +168,7 @@ fn dqc_lowers_the_distillation_loss() {
     let (model, _) = tiny();
     let mut r = rng(6);
     let calib = Patches { n: 2, size: 16, data: random(&mut r, 2 * 3 * 16 * 16, 0.0, 1.0) };
-    let params = calibrate(ctx, &model, &calib, Method::DOBI, 4).expect("phase 1");
+    let params = calibrate(ctx, &model, &calib, Method::DOBI, 4).expect("phase 1").params;
     let quant = QuantModel::new(ctx, &model, 4, &params);
     let dir = common::shared().join("datasets/calib/LR_bicubic/X2");
     let opts = DqcOptions { iters: 30, batch: 2, patch: 16, lr: 5e-3, train_bias: true, ..DqcOptions::default() };
@@ -193,7 +194,7 @@ fn dqc_state_saves_and_resumes() {
     let (model, _) = tiny();
     let mut r = rng(7);
     let calib = swinq::quant::calib::Patches { n: 1, size: 16, data: random(&mut r, 3 * 16 * 16, 0.0, 1.0) };
-    let params = calibrate(ctx, &model, &calib, Method::MINMAX, 4).expect("phase 1");
+    let params = calibrate(ctx, &model, &calib, Method::MINMAX, 4).expect("phase 1").params;
     let quant = QuantModel::new(ctx, &model, 4, &params);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.dqc-state.safetensors");

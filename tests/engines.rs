@@ -21,7 +21,7 @@ fn integer_engine_matches_fake_quantization() {
     let patch = Patches { n: 1, size: 16, data: random(&mut r, 3 * 16 * 16, 0.0, 1.0) };
     let x = random(&mut r, 3 * h * w, 0.0, 1.0);
     for bits in [8, 4, 2] {
-        let params = calibrate(ctx, &model, &patch, Method::DOBI, bits).expect("calibration");
+        let params = calibrate(ctx, &model, &patch, Method::DOBI, bits).expect("calibration").params;
         let q = QuantModel::new(ctx, &model, bits, &params);
         let run = |mode| Plan::with_mode(ctx, &model, (1, h, w), Capture::Nothing, mode).expect("plan").forward(ctx, &x, None);
         let (fake, int) = (run(Mode::Fake(&q)), run(Mode::Int(&q)));

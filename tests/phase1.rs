@@ -20,7 +20,7 @@ fn dobi_w4_matches_official_bounds() {
     let model = GpuModel::upload(ctx, &weights);
     let dir = shared().join("datasets/calib/LR_bicubic/X2");
     let patches = load_patches(&dir, 8, 64, PatchMode::Center, 0, 8).unwrap();
-    let params = calibrate(ctx, &model, &patches, Method::DOBI, 4).unwrap();
+    let params = calibrate(ctx, &model, &patches, Method::DOBI, 4).unwrap().params;
     let text = std::fs::read_to_string(shared().join("golden/dobi_w4_bounds.json")).unwrap();
     let golden: BTreeMap<String, [f32; 2]> = serde_json::from_str(&text).unwrap();
     let names = all_names(&weights.config);
@@ -55,5 +55,8 @@ fn sorting_methods_take_32_patches() {
     let weights = load_weights(&shared().join("weights/swinir_light_x2_standin.pth")).unwrap();
     let model = GpuModel::upload(ctx, &weights);
     let sorted = Method::parse("sorted-tail+onedir+bias").unwrap();
-    Calibration::new(ctx, &model, sorted, 4, (32, 64, 64)).unwrap();
+    let cal = Calibration::new(ctx, &model, sorted, 4, (32, 64, 64)).unwrap();
+    // The keys of 32 patches' attention maps: 32 · 64 windows · 6 heads · 64².
+    let keys = 32 * 64 * 6 * 64 * 64 * 4;
+    assert!(cal.gpu_bytes() >= keys, "{} bytes of scratch", cal.gpu_bytes());
 }

@@ -245,7 +245,7 @@ fn tiny_model_calibration() {
     let patches = Patches { n: 2, size, data: (0..2 * 3 * size * size).map(|_| r.random_range(0.0f32..1.0)).collect() };
     let m = method("sorted-tail+onedir+bias");
     let bits = 3;
-    let params = calibrate(ctx, &model, &patches, m, bits).unwrap();
+    let params = calibrate(ctx, &model, &patches, m, bits).unwrap().params;
     let c = cfg.embed_dim;
     for (b, blk) in w.groups[0].blocks.iter().enumerate() {
         let tensors: [(usize, &[f32]); 4] = [(0, &blk.qkv.weight[..c * c]), (3, &blk.proj.weight), (4, &blk.fc1.weight), (5, &blk.fc2.weight)];

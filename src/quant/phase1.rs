@@ -10,13 +10,21 @@ use super::QParams;
 use crate::gpu::GpuContext;
 use crate::model::graph::{Calibration, Capture, GpuModel, Mode, Plan};
 
-/// Bounds and bias of every quantizer for `bits`-bit quantization (c = 0 unless
-/// the method corrects the bias; weights get theirs from the same search).
-pub fn calibrate(ctx: &GpuContext, model: &GpuModel, patches: &Patches, method: Method, bits: u32) -> Result<Vec<QParams>> {
+/// What phase 1 found, and what it held on the GPU.
+pub struct Calibrated {
+    /// Bounds and bias of every quantizer (c = 0 unless the method corrects the bias).
+    pub params: Vec<QParams>,
+    /// GPU bytes of the pass's activations and search scratch (the model's weights aside).
+    pub gpu_bytes: u64,
+}
+
+/// Every quantizer's bounds and bias for `bits`-bit quantization (weights get
+/// theirs from the same search).
+pub fn calibrate(ctx: &GpuContext, model: &GpuModel, patches: &Patches, method: Method, bits: u32) -> Result<Calibrated> {
     let dims = (patches.n, patches.size, patches.size);
     let cal = Calibration::new(ctx, model, method, bits, dims)?;
     cal.search_weights(ctx, model);
     let plan = Plan::with_mode(ctx, model, dims, Capture::Nothing, Mode::Calibrate(&cal))?;
     plan.forward(ctx, &patches.data, None);
-    Ok(cal.read_params(ctx))
+    Ok(Calibrated { params: cal.read_params(ctx), gpu_bytes: cal.gpu_bytes() + plan.gpu_bytes() })
 }

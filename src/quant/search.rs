@@ -335,6 +335,12 @@ impl Searcher {
         }
     }
 
+    /// GPU bytes of the search's scratch buffers (the keys and the sorter's included).
+    pub fn gpu_bytes(&self) -> u64 {
+        let sort = self.sort.as_ref().map_or(0, |s| s.pieces.iter().chain([&s.selection]).map(GpuBuffer::bytes).sum::<u64>() + s.sorter.scratch_bytes());
+        self.part.bytes() + self.cand.bytes() + self.errs.bytes() + sort
+    }
+
     fn max_groups(max_elems: usize) -> usize {
         max_elems.div_ceil(PER_WG) + MAX_SLICES
     }
