@@ -143,9 +143,9 @@ enum Command {
         /// method's +center-… option; dobi only).
         #[arg(long)]
         center: Option<String>,
-        /// Number of 64×64 calibration patches [default: 32]
-        #[arg(long)]
-        patches: Option<usize>,
+        /// Number of 64×64 calibration patches.
+        #[arg(long, default_value_t = 32)]
+        patches: usize,
         /// center: the centre crop of the first N images (file-name order); random: random crops.
         #[arg(long, default_value = "center")]
         patch_mode: String,
@@ -455,7 +455,7 @@ struct CalibOptions {
     method: String,
     bias: bool,
     center: Option<String>,
-    patches: Option<usize>,
+    patches: usize,
     patch_mode: String,
     seed: u64,
     embed_weights: bool,
@@ -475,9 +475,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     };
     let (weights, hash) = model.load_with_hash()?;
     let s = check_scale(&weights, scale)?;
-    let ctx = model.gpu()?;
-    let n_patches = o.patches.unwrap_or(DEFAULT_PATCHES);
-    let patches = load_patches(&o.calib, n_patches, 64, mode, o.seed, weights.config.window)?;
+    let patches = load_patches(&o.calib, o.patches, 64, mode, o.seed, weights.config.window)?;
     let full_method = matches!(o.method.as_str(), "2dquant" | "2dquant+");
     let iters = o.phase2.phase2_iters.unwrap_or(if full_method { DqcOptions::default().iters } else { 0 });
     let dqc = DqcOptions {
@@ -490,7 +488,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
         train_bias: method.bias,
         profile: o.phase2.phase2_profile,
     };
-    let mut settings = calib_settings(o, n_patches, &dqc);
+    let mut settings = calib_settings(o, &dqc);
     let state_path = DqcState::path_for(output);
     let resume = match o.phase2.resume {
         true if iters == 0 => bail!("--resume continues a phase 2; give --phase2-iters"),
@@ -503,6 +501,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     let data: Vec<&Path> = if o.phase2.phase2_data.is_empty() { vec![o.calib.as_path()] } else { o.phase2.phase2_data.iter().map(PathBuf::as_path).collect() };
     let hr_scale = o.phase2.phase2_hr.then_some(s);
     let mut sampler = if iters > 0 { Some(PatchSampler::new(&data, hr_scale, dqc.patch, dqc.seed + skip, weights.config.window)?) } else { None };
+    let ctx = model.gpu()?;
     if iters > 0 {
         dqc::check_batch(&ctx, &weights.config, &dqc)?;
     }
@@ -514,7 +513,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
             state.file.params.clone()
         }
         None => {
-            eprintln!("phase 1: {} W{}A{} on {n_patches} patches of 64×64 ({}) on {}", method.name(), o.bits, o.bits, o.patch_mode, ctx.describe());
+            eprintln!("phase 1: {} W{}A{} on {} patches of 64×64 ({}) on {}", method.name(), o.bits, o.bits, o.patches, o.patch_mode, ctx.describe());
             let spinner = ProgressBar::new_spinner();
             spinner.set_message("calibration forward and bound search");
             spinner.enable_steady_tick(std::time::Duration::from_millis(200));
@@ -540,13 +539,10 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     Ok(())
 }
 
-/// Calibration patches without --patches.
-const DEFAULT_PATCHES: usize = 32;
-
 /// The settings stored in a quantized file (and checked on --resume).
-fn calib_settings(o: &CalibOptions, patches: usize, dqc: &DqcOptions) -> BTreeMap<String, String> {
+fn calib_settings(o: &CalibOptions, dqc: &DqcOptions) -> BTreeMap<String, String> {
     let mut settings: BTreeMap<String, String> = [
-        ("patches", patches.to_string()),
+        ("patches", o.patches.to_string()),
         ("patch_mode", o.patch_mode.clone()),
         ("patch_size", "64".into()),
         ("seed", o.seed.to_string()),

@@ -163,47 +163,27 @@ pub struct Calibration {
     probs_batch: usize,
 }
 
-/// What phase 1 holds for calibration patches of one size: the attention maps of
-/// one patch, and the largest tensor a batch of them makes.
-struct CalibSizes<'a> {
-    cfg: &'a SwinConfig,
-    padded: (usize, usize),
-    /// Softmax outputs of one patch (its windows × heads × NT²).
-    per_image: usize,
-}
-
-impl<'a> CalibSizes<'a> {
-    fn new(cfg: &'a SwinConfig, (h, w): (usize, usize)) -> Self {
-        let (hp, wp) = padded_size(cfg, h, w);
-        let nt = cfg.window * cfg.window;
-        let max_heads = *cfg.heads.iter().max().unwrap_or(&1);
-        Self { cfg, padded: (hp, wp), per_image: (hp / cfg.window) * (wp / cfg.window) * max_heads * nt * nt }
-    }
-
-    /// The largest tensor searched for `b` patches: the softmax output of the whole
-    /// batch (its statistics cover every chunk of images, and sorting methods keep
-    /// the keys of all of them), the fc1 output or a weight.
-    fn max_elems(&self, b: usize) -> usize {
-        let c = self.cfg;
-        (b * self.padded.0 * self.padded.1 * c.mlp_hidden).max(b * self.per_image).max(c.mlp_hidden * c.embed_dim)
-    }
-}
-
 impl Calibration {
     /// Sized for a calibration batch of `b` images of h×w LR pixels.
     pub fn new(ctx: &GpuContext, model: &GpuModel, method: Method, bits: u32, (b, h, w): (usize, usize, usize)) -> Result<Self> {
         let cfg = &model.config;
-        let sizes = CalibSizes::new(cfg, (h, w));
-        let per_image = sizes.per_image;
+        let (hp, wp) = padded_size(cfg, h, w);
+        let nt = cfg.window * cfg.window;
+        let max_heads = *cfg.heads.iter().max().unwrap_or(&1);
+        let per_image = (hp / cfg.window) * (wp / cfg.window) * max_heads * nt * nt;
         let fit = (ctx.max_binding() / 4) as usize / per_image.max(1);
         if fit == 0 {
             bail!("the attention maps of one {h}×{w} calibration patch exceed the adapter's storage-binding limit");
         }
         let probs_batch = fit.min(b);
         ensure!(b.div_ceil(probs_batch) <= MAX_SLICES, "{b} calibration patches of {h}×{w}: use at most {}", MAX_SLICES * probs_batch);
+        // The largest tensor searched: the softmax output of the whole batch (its
+        // statistics cover every chunk of images, and sorting methods keep the keys
+        // of all of them), the fc1 output or a weight.
+        let max_elems = (b * hp * wp * cfg.mlp_hidden).max(b * per_image).max(cfg.mlp_hidden * cfg.embed_dim);
         let n_params = cfg.num_blocks() * quant::PER_BLOCK;
         Ok(Self {
-            searcher: Searcher::new(ctx, sizes.max_elems(b), bits, method.sorts()),
+            searcher: Searcher::new(ctx, max_elems, bits, method.sorts()),
             method,
             params: GpuBuffer::zeros(ctx, "qparams", 4 * n_params),
             probs: GpuBuffer::zeros_windowed(ctx, "probs", probs_batch * per_image),

@@ -316,7 +316,7 @@ impl Searcher {
     /// As [`Self::new`], with the keys of `piece_groups` workgroups per piece
     /// (tests: many pieces without huge tensors).
     pub fn with_key_pieces(ctx: &GpuContext, max_elems: usize, bits: u32, piece_groups: Option<usize>) -> Self {
-        let max_groups = Self::max_groups(max_elems);
+        let max_groups = max_elems.div_ceil(PER_WG) + MAX_SLICES;
         let sort = piece_groups.map(|g| {
             let g = g.clamp(1, max_groups);
             let pieces = (0..max_groups).step_by(g).map(|w| GpuBuffer::zeros(ctx, "search.keys", g.min(max_groups - w) * PER_WG)).collect();
@@ -339,10 +339,6 @@ impl Searcher {
     pub fn gpu_bytes(&self) -> u64 {
         let sort = self.sort.as_ref().map_or(0, |s| s.pieces.iter().chain([&s.selection]).map(GpuBuffer::bytes).sum::<u64>() + s.sorter.scratch_bytes());
         self.part.bytes() + self.cand.bytes() + self.errs.bytes() + sort
-    }
-
-    fn max_groups(max_elems: usize) -> usize {
-        max_elems.div_ceil(PER_WG) + MAX_SLICES
     }
 
     fn dispatch(&self, ctx: &GpuContext, entry: &str, params: SearchParams, bindings: &[(u32, wgpu::BindingResource<'_>)], groups: u32) -> Dispatch {
