@@ -54,13 +54,7 @@ fn probabilities_rows(qr: Query, lane: u32, own: bool) {
     }
     var mx = -3.4e38;
     for (var j0 = 0u; j0 < NT; j0 += LANES) {
-        var s = LaneGroup(vec4<f32>(0.0), vec4<f32>(0.0));
-        for (var t = 0u; t < 4u; t++) {
-            s.lo[t] = bias_and_mask(qr, min(j0 + t, NT - 1u));
-            if (LANES > 4u) {
-                s.hi[t] = bias_and_mask(qr, min(j0 + 4u + t, NT - 1u));
-            }
-        }
+        var s = bias_group(qr, j0);
         for (var d = 0u; d < HD; d++) {
             s = fma_group(qi[d], rows_word(1u, j0, lane, d), s);
         }
@@ -103,11 +97,9 @@ fn probs_backward_rows(i: u32, lane: u32, own: bool) -> vec4<f32> {
 fn column_group(j: u32, i0: u32, map: u32) -> LaneGroup {
     let pq = quant_row(3u);
     var c = LaneGroup(vec4<f32>(0.0), vec4<f32>(0.0));
-    for (var t = 0u; t < 4u; t++) {
-        let lo = pairs[min(i0 + t, NT - 1u) * ROW + j];
-        let hi = pairs[min(i0 + 4u + t, NT - 1u) * ROW + j];
-        c.lo[t] = select(lo, quantize(lo, pq), map == 1u);
-        c.hi[t] = select(hi, quantize(hi, pq), map == 1u);
+    for (var t = 0u; t < LANES; t++) {
+        let v = pairs[min(i0 + t, NT - 1u) * ROW + j];
+        group_set(&c, t, select(v, quantize(v, pq), map == 1u));
     }
     return c;
 }
@@ -139,11 +131,7 @@ fn logit_grads_rows(i: u32, lane: u32, own: bool) -> array<f32, HD> {
                 if (own) {
                     pairs[i * ROW + j0 + t] = dsij;
                 }
-                if (t < 4u) {
-                    ds.lo[t] = dsij;
-                } else {
-                    ds.hi[t - 4u] = dsij;
-                }
+                group_set(&ds, t, dsij);
             }
         }
         accumulate_rows(&g, ds, 1u, j0, lane);

@@ -23,6 +23,24 @@ fn group_at(g: LaneGroup, t: u32) -> f32 {
     return g.hi[t - 4u];
 }
 
+fn group_set(g: ptr<function, LaneGroup>, t: u32, v: f32) {
+    if (t < 4u) {
+        (*g).lo[t] = v;
+    } else {
+        (*g).hi[t - 4u] = v;
+    }
+}
+
+// The relative-position bias and shift mask of keys j0.. for query qr (window.wgsl;
+// keys past NT repeat the last, zeros past LANES).
+fn bias_group(qr: Query, j0: u32) -> LaneGroup {
+    var b = LaneGroup(vec4<f32>(0.0), vec4<f32>(0.0));
+    for (var t = 0u; t < LANES; t++) {
+        group_set(&b, t, bias_and_mask(qr, min(j0 + t, NT - 1u)));
+    }
+    return b;
+}
+
 // x of every lane of the subgroup, as a group (zeros past LANES).
 fn from_lanes(x: f32) -> LaneGroup {
     let lo = vec4<f32>(subgroupBroadcast(x, 0u), subgroupBroadcast(x, 1u), subgroupBroadcast(x, 2u), subgroupBroadcast(x, 3u));

@@ -51,14 +51,8 @@ fn group_scores(qi: ptr<function, array<f32, HD>>, qr: Query, first: u32, j0: u3
 
 // g plus the relative-position bias and shift mask of keys j0.. for query qr.
 fn with_bias(g: LaneGroup, qr: Query, j0: u32) -> LaneGroup {
-    var b = g;
-    for (var t = 0u; t < 4u; t++) {
-        b.lo[t] += bias_and_mask(qr, min(j0 + t, NT - 1u));
-        if (LANES > 4u) {
-            b.hi[t] += bias_and_mask(qr, min(j0 + 4u + t, NT - 1u));
-        }
-    }
-    return b;
+    let b = bias_group(qr, j0);
+    return LaneGroup(g.lo + b.lo, g.hi + b.hi);
 }
 
 @compute @workgroup_size(NT_LANES)
@@ -93,11 +87,7 @@ fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
         for (var t = 0u; t < LANES; t++) {
             if (j0 + t < NT) {
                 let pj = quantize(exp(group_at(g, t) - mx) * inv, pq);
-                if (t < 4u) {
-                    pg.lo[t] = pj;
-                } else {
-                    pg.hi[t - 4u] = pj;
-                }
+                group_set(&pg, t, pj);
                 if (p.write_p == 1u && lid.x < NT) {
                     probs[p_row + j0 + t] = pj;
                 }
