@@ -33,6 +33,13 @@ struct Params {
     out_heads: u32,
     // OUT_CODES only: the next quantizer's parameter row + 1.
     out_quant: u32,
+    // rows*: the first row of this dispatch, the weight blocks its weight window
+    // holds and the vec4s between their starts (matmul_rows.wgsl); rows_windowed:
+    // where row row0 starts in the uniform window of A.
+    row0: u32,
+    blocks: u32,
+    slot4: u32,
+    a_delta: u32,
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,

@@ -76,8 +76,8 @@ fn window_order_back_to_token_order() {
         let layer = GpuLinear::new(ctx, "w", &random(&mut r, c * c, -1.0, 1.0), &random(&mut r, c, -0.1, 0.1), c);
         let [plain, windowed, back] = ["plain", "windowed", "back"].map(|l| GpuBuffer::zeros_windowed(ctx, l, t * c));
         let table = attention_table(ctx, &[0.0; 49 * 2]);
-        let mut ds = ops::matmul(ctx, Matmul::tokens(x.bind(), layer.weights(), plain.bind(), t, "t"));
-        ds.extend(ops::matmul(ctx, Matmul { windows: Some(WindowOrder { h, w, shape }), ..Matmul::tokens(x.bind(), layer.weights(), windowed.bind(), t, "t") }));
+        let mut ds = ops::matmul(ctx, Matmul::tokens(x.operand(), layer.weights(), plain.bind(), t, "t"));
+        ds.extend(ops::matmul(ctx, Matmul { windows: Some(WindowOrder { h, w, shape }), ..Matmul::tokens(x.operand(), layer.weights(), windowed.bind(), t, "t") }));
         ds.extend(to_token_order(ctx, &windowed, &back, (b, h, w), shape, &table));
         run_now(ctx, &ds);
         assert_eq!(back.read::<f32>(ctx)[..t * c], plain.read::<f32>(ctx)[..t * c], "shift {shift}");

@@ -26,25 +26,40 @@ fn random_linear(seed: u64, out_dim: usize, in_dim: usize) -> Linear {
 
 #[test]
 fn linear_with_gelu_and_residual() {
+    // 333·47 words of x fit one uniform window: CPU drivers read them from storage.
+    // 1001·47 do not: there `rows_windowed` reads them through 4 windows of 320 rows
+    // (the last one ending at the buffer's end), here from an x that starts at word 8
+    // of its buffer.
+    for (m, offset) in [(333, 0), (1001, 8)] {
+        linear_case(m, offset);
+    }
+}
+
+fn linear_case(m: usize, offset: usize) {
     let ctx = gpu();
-    let (m, k, n) = (333, 47, 61);
+    let (k, n) = (47, 61);
     let mut r = rng(1);
     let x = random(&mut r, m * k, -2.0, 2.0);
     let res = random(&mut r, m * n, -1.0, 1.0);
     let lin = random_linear(2, n, k);
-    let (xb, rb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::from_slice(ctx, "r", &res), GpuBuffer::zeros(ctx, "o", m * n));
+    let padded: Vec<f32> = [vec![f32::NAN; offset], x.clone()].concat();
+    let (xb, rb, out) = (GpuBuffer::from_slice(ctx, "x", &padded), GpuBuffer::from_slice(ctx, "r", &res), GpuBuffer::zeros(ctx, "o", m * n));
     let plain = cpu::linear(&x, &lin);
     for kind in KINDS {
         let layer = GpuLinear::with_kind(ctx, kind, "w", &lin.weight, &lin.bias, n);
         for (gelu, residual) in [(false, false), (true, false), (false, true), (true, true)] {
-            let mm = Matmul { gelu, residual: residual.then(|| rb.bind()), ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), m, "t") };
-            run_now(ctx, &ops::matmul(ctx, mm));
+            let mm = Matmul { gelu, residual: residual.then(|| rb.bind()), ..Matmul::tokens(xb.slice(offset, m * k), layer.weights(), out.bind(), m, "t") };
+            let ds = ops::matmul(ctx, mm);
+            if kind == MatmulKind::Rows && m > 1000 {
+                assert_eq!(ds.len(), 4, "one dispatch per uniform window of x");
+            }
+            run_now(ctx, &ds);
             let want: Vec<f32> = plain
                 .iter()
                 .enumerate()
                 .map(|(i, &v)| (if gelu { cpu::gelu(v) } else { v }) + if residual { res[i] } else { 0.0 })
                 .collect();
-            assert_close(&format!("linear {kind:?} gelu={gelu} residual={residual}"), &out.read(ctx), &want, TOL);
+            assert_close(&format!("linear {kind:?} m={m} gelu={gelu} residual={residual}"), &out.read(ctx), &want, TOL);
         }
     }
 }
@@ -56,7 +71,7 @@ fn gelu_matches_f64_erf() {
     let x: Vec<f32> = (0..2001).map(|i| -10.0 + i as f32 * 0.01).collect();
     let layer = GpuLinear::new(ctx, "id", &[1.0], &[0.0], 1);
     let (xb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::zeros(ctx, "o", x.len()));
-    run_now(ctx, &ops::matmul(ctx, Matmul { gelu: true, ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), x.len(), "t") }));
+    run_now(ctx, &ops::matmul(ctx, Matmul { gelu: true, ..Matmul::tokens(xb.operand(), layer.weights(), out.bind(), x.len(), "t") }));
     let got: Vec<f32> = out.read(ctx);
     // f32 GELU loses relative precision where 1 + erf(x/√2) cancels (x ≪ 0), as
     // PyTorch's does: measure the error against max(|gelu(x)|, 1e-2).
@@ -88,7 +103,7 @@ fn conv3x3_nhwc() {
         for kind in KINDS {
             let layer = GpuLinear::with_kind(ctx, kind, "c", &conv.weight, &conv.bias, cout);
             let input = MatmulInput::Conv3x3 { h, w };
-            let mm = Matmul { input, residual: Some(rb.bind()), ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), b * h * w, "t") };
+            let mm = Matmul { input, residual: Some(rb.bind()), ..Matmul::tokens(xb.operand(), layer.weights(), out.bind(), b * h * w, "t") };
             run_now(ctx, &ops::matmul(ctx, mm));
             assert_close(&format!("conv3x3 {kind:?} {cin}→{cout} ({:?})", layer.layout), &out.read(ctx), &want, TOL);
         }
@@ -161,8 +176,15 @@ fn window_attention_case(h: usize, w: usize, window: usize) {
 
 #[test]
 fn linear_into_window_order() {
+    // b = 2: x fits one uniform window; b = 5: `rows_windowed` on CPU drivers.
+    for b in [2, 5] {
+        linear_into_window_order_case(b);
+    }
+}
+
+fn linear_into_window_order_case(b: usize) {
     let ctx = gpu();
-    let (b, h, w, window, heads, k) = (2, 12, 20, 4, 3, 29);
+    let (h, w, window, heads, k) = (12, 20, 4, 3, 29);
     let c = heads * 5;
     let t = b * h * w;
     let mut r = rng(9);
@@ -175,9 +197,9 @@ fn linear_into_window_order() {
         for shift in [0, window / 2] {
             let shape = AttnShape { window, heads, head_dim: 5, shift };
             let windows = Some(ops::WindowOrder { h, w, shape });
-            run_now(ctx, &ops::matmul(ctx, Matmul { windows, ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), t, "t") }));
+            run_now(ctx, &ops::matmul(ctx, Matmul { windows, ..Matmul::tokens(xb.operand(), layer.weights(), out.bind(), t, "t") }));
             let want = cpu::window_order(&cpu::linear(&x, &lin), (b, h, w), c, heads, window, shift);
-            assert_close(&format!("linear into window order {kind:?} shift={shift}"), &out.read(ctx), &want, TOL);
+            assert_close(&format!("linear into window order {kind:?} b={b} shift={shift}"), &out.read(ctx), &want, TOL);
         }
     }
 }
@@ -206,10 +228,17 @@ fn image_prepare_and_finish() {
 
 #[test]
 fn fake_quantized_linear() {
+    // m = 701: `rows_windowed` on CPU drivers.
+    for m in [203, 701] {
+        fake_quantized_linear_case(m);
+    }
+}
+
+fn fake_quantized_linear_case(m: usize) {
     use swinq::gpu::ops::QuantRef;
     use swinq::quant::{code, fake_quant, levels, step, QParams};
     let ctx = gpu();
-    let (m, k, n, bits) = (203, 60, 37, 3);
+    let (k, n, bits) = (60, 37, 3);
     let mut r = rng(7);
     let x = random(&mut r, m * k, -2.0, 2.0);
     let lin = random_linear(8, n, k);
@@ -228,7 +257,7 @@ fn fake_quantized_linear() {
         let qw = layer.weight_copy(ctx, "qw");
         let mut ds = vec![layer.copy_weights(ctx, &qw, Some(QuantRef { params: &params, row: 0, levels: lv }))];
         let quant = Some(QuantRef { params: &params, row: 1, levels: lv });
-        ds.extend(ops::matmul(ctx, Matmul { quant, ..Matmul::tokens(xb.bind(), layer.weights_with(&qw), out.bind(), m, "t") }));
+        ds.extend(ops::matmul(ctx, Matmul { quant, ..Matmul::tokens(xb.operand(), layer.weights_with(&qw), out.bind(), m, "t") }));
         run_now(ctx, &ds);
         if kind == MatmulKind::Tiled {
             // Same codes; the dequantized values may differ in the last bit where a
@@ -240,7 +269,7 @@ fn fake_quantized_linear() {
             assert_eq!(got_codes, want_codes, "fake-quantized weights' codes");
             assert_close("fake-quantized weights", &got, &wq_cpu, 1e-6);
         }
-        assert_close(&format!("fake-quantized linear {kind:?}"), &out.read(ctx), &want, TOL);
+        assert_close(&format!("fake-quantized linear {kind:?} m={m}"), &out.read(ctx), &want, TOL);
     }
 }
 
@@ -265,7 +294,7 @@ fn integer_linear_matches_its_algebra_and_the_fake_quantized_linear() {
         let xq = QuantRef { params: &params, row: 1, levels: lv };
         let mut ds = vec![weights.fill(ctx, &layer, xq, 0), pack_codes(ctx, xb.bind(), codes.bind(), m, k, xq)];
         let int = Some(IntOperands { codes: codes.bind(), weights: &weights, w_row: 0, emit: None });
-        let mm = Matmul { quant: Some(xq), int, residual: Some(rb.bind()), gelu: true, ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), m, "t") };
+        let mm = Matmul { quant: Some(xq), int, residual: Some(rb.bind()), gelu: true, ..Matmul::tokens(xb.operand(), layer.weights(), out.bind(), m, "t") };
         ds.extend(ops::matmul(ctx, mm));
         run_now(ctx, &ds);
         // CPU integer reference: the expansion of SPEC §6 in f64.
@@ -296,7 +325,7 @@ fn integer_linear_matches_its_algebra_and_the_fake_quantized_linear() {
             quant: Some(xq),
             gelu: true,
             int: Some(IntOperands { codes: codes.bind(), weights: &weights, w_row: 0, emit }),
-            ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), m, "t")
+            ..Matmul::tokens(xb.operand(), layer.weights(), out.bind(), m, "t")
         };
         let mut ds = ops::matmul(ctx, plain(None));
         ds.push(pack_codes(ctx, out.bind(), packed.bind(), m, n, xq));
@@ -351,7 +380,7 @@ fn tiled_integer_linear_equals_rows_int() {
                         residual: residual.then(|| rb.bind()),
                         windows: windows.then_some(order),
                         int: Some(int),
-                        ..Matmul::tokens(xb.bind(), layer.weights(), out.bind(), m, "t")
+                        ..Matmul::tokens(xb.operand(), layer.weights(), out.bind(), m, "t")
                     };
                     run_now(ctx, &ops::matmul(ctx, mm));
                     if emit { emitted.read::<u32>(ctx) } else { out.read::<u32>(ctx) }

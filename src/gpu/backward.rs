@@ -215,7 +215,7 @@ impl TransposedLinear {
 
     /// dx̂ = dy·Q(W) over `tokens` rows, Q(W) as the last `refresh` made it.
     pub fn input_grad(&self, ctx: &GpuContext, [dy, dx]: [&GpuBuffer; 2], tokens: usize) -> Vec<Dispatch> {
-        ops::matmul(ctx, Matmul::tokens(dy.bind(), self.layer.weights_with(&self.quantized), dx.bind(), tokens, "backward"))
+        ops::matmul(ctx, Matmul::tokens(dy.operand(), self.layer.weights_with(&self.quantized), dx.bind(), tokens, "backward"))
     }
 }
 
@@ -230,6 +230,6 @@ pub fn transposed_conv(ctx: &GpuContext, weight: &[f32], (c_in, c_out): (usize, 
 /// dx of a 3×3 convolution over (b, h, w) tokens from dy, with `transposed` from
 /// `transposed_conv`.
 pub fn conv3x3_input_grad(ctx: &GpuContext, [dy, dx]: [&GpuBuffer; 2], transposed: &GpuLinear, (b, h, w): (usize, usize, usize)) -> Vec<Dispatch> {
-    let mm = Matmul { input: MatmulInput::Conv3x3 { h, w }, ..Matmul::tokens(dy.bind(), transposed.weights(), dx.bind(), b * h * w, "backward") };
+    let mm = Matmul { input: MatmulInput::Conv3x3 { h, w }, ..Matmul::tokens(dy.operand(), transposed.weights(), dx.bind(), b * h * w, "backward") };
     ops::matmul(ctx, mm)
 }

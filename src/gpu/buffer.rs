@@ -16,6 +16,10 @@ pub struct GpuBuffer {
 /// the attention and the bound search are read through such windows.
 pub const WINDOW_WORDS: usize = 16384;
 
+/// Buffers are allocated in multiples of 64 words (256 bytes, the largest offset
+/// alignment wgpu allows), so an aligned uniform window can end at a buffer's end.
+const ALLOC_WORDS: usize = 64;
+
 // UNIFORM too: for the uniform windows.
 const STORAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::UNIFORM)
@@ -44,7 +48,7 @@ impl GpuBuffer {
     fn zeros_with_room(ctx: &GpuContext, label: &str, len: usize, words: usize) -> Self {
         let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: (words * 4) as u64,
+            size: (words.next_multiple_of(ALLOC_WORDS) * 4) as u64,
             usage: STORAGE,
             mapped_at_creation: false,
         });
@@ -54,10 +58,11 @@ impl GpuBuffer {
     /// Upload of any plain data whose size is a multiple of 4 bytes (`len` counts 4-byte words).
     pub fn from_slice<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, data: &[T]) -> Self {
         assert_eq!(std::mem::size_of::<T>() % 4, 0, "GpuBuffer holds 4-byte words");
-        let bytes: &[u8] = if data.is_empty() { &[0; 4] } else { bytemuck::cast_slice(data) };
+        let mut bytes = bytemuck::cast_slice::<T, u8>(data).to_vec();
+        bytes.resize(bytes.len().max(1).next_multiple_of(ALLOC_WORDS * 4), 0);
         let buffer = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
-            contents: bytes,
+            contents: &bytes,
             usage: STORAGE,
         });
         Self { buffer, len: std::mem::size_of_val(data) / 4 }
@@ -88,6 +93,17 @@ impl GpuBuffer {
         })
     }
 
+    /// Elements [start, start+len) as a kernel operand.
+    pub fn slice(&self, start: usize, len: usize) -> Operand<'_> {
+        assert!(start + len <= self.len.max(1), "operand past the end of a buffer");
+        Operand { buffer: self, start, len }
+    }
+
+    /// The whole buffer as a kernel operand.
+    pub fn operand(&self) -> Operand<'_> {
+        self.slice(0, self.len)
+    }
+
     /// Binding of elements [start, start+len).
     pub fn bind_range(&self, start: usize, len: usize) -> wgpu::BindingResource<'_> {
         assert!(start + len <= self.len.max(1), "binding past the end of a buffer");
@@ -102,6 +118,33 @@ impl GpuBuffer {
     pub fn read<T: bytemuck::Pod>(&self, ctx: &GpuContext) -> Vec<T> {
         let size = std::mem::size_of::<T>();
         read_bytes(ctx, &self.buffer, 0, self.bytes()).chunks_exact(size).map(bytemuck::pod_read_unaligned).collect()
+    }
+}
+
+/// Elements [start, start+len) of a buffer, which a kernel may read as a storage
+/// binding or, on CPU drivers, through uniform windows.
+#[derive(Clone, Copy)]
+pub struct Operand<'a> {
+    pub buffer: &'a GpuBuffer,
+    pub start: usize,
+    pub len: usize,
+}
+
+impl<'a> Operand<'a> {
+    pub fn bind(&self) -> wgpu::BindingResource<'a> {
+        self.buffer.bind_range(self.start, self.len)
+    }
+
+    /// A uniform window (WINDOW_WORDS words, starting at a multiple of `align`
+    /// words) that holds the operand's elements [first, first+len): its binding and
+    /// where element `first` sits in it. None when the buffer is smaller than a window.
+    pub fn window(&self, first: usize, len: usize, align: usize) -> Option<(wgpu::BindingResource<'a>, usize)> {
+        let capacity = (self.buffer.buffer.size() / 4) as usize;
+        let at = self.start + first;
+        assert!(first + len <= self.len, "window past the end of an operand");
+        let last_start = capacity.checked_sub(WINDOW_WORDS)? / align * align;
+        let start = (at / align * align).min(last_start);
+        (at + len <= start + WINDOW_WORDS).then(|| (self.buffer.bind_window(start), at - start))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{grid_1d, grid_groups, run_now, Const, Dispatch, GpuBuffer, GpuContext, MatmulKind, Shader, WINDOW_WORDS};
+use super::{grid_1d, grid_groups, run_now, Const, Dispatch, GpuBuffer, GpuContext, MatmulKind, Operand, Shader, WINDOW_WORDS};
 use crate::model::weights::{Conv3x3, LayerNorm, Linear};
 
 /// How a matmul's weights are laid out in memory.
@@ -118,6 +118,10 @@ struct MatmulParams {
     out_shift: u32,
     out_heads: u32,
     out_quant: u32,
+    row0: u32,
+    blocks: u32,
+    slot4: u32,
+    a_delta: u32,
     _pad: [u32; 3],
 }
 
@@ -173,7 +177,7 @@ impl GpuLinear {
 
 /// One matmul: out[m, n] = x·Wᵀ + b (+GELU) (+residual), x optionally fake-quantized.
 pub struct Matmul<'a> {
-    pub x: wgpu::BindingResource<'a>,
+    pub x: Operand<'a>,
     pub layer: Weights<'a>,
     pub out: wgpu::BindingResource<'a>,
     pub m: usize,
@@ -268,7 +272,7 @@ pub fn pack_codes(ctx: &GpuContext, x: wgpu::BindingResource<'_>, codes: wgpu::B
 
 impl<'a> Matmul<'a> {
     /// A plain token matmul; set the other fields with struct update syntax.
-    pub fn tokens(x: wgpu::BindingResource<'a>, layer: Weights<'a>, out: wgpu::BindingResource<'a>, m: usize, stage: &'static str) -> Self {
+    pub fn tokens(x: Operand<'a>, layer: Weights<'a>, out: wgpu::BindingResource<'a>, m: usize, stage: &'static str) -> Self {
         Self { x, layer, out, m, input: MatmulInput::Tokens, gelu: false, residual: None, quant: None, windows: None, int: None, stage }
     }
 }
@@ -294,7 +298,7 @@ pub fn attention_table(ctx: &GpuContext, table: &[f32]) -> GpuBuffer {
 
 /// The matmul's dispatches: one for the tiled strategy (`main`, `main_int`), one per
 /// weight block for `rows` and `rows_int`.
-pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
+pub fn matmul<'a>(ctx: &'a GpuContext, a: Matmul<'a>) -> Vec<Dispatch> {
     let (mode, img_h, img_w) = match (a.input, a.windows) {
         (MatmulInput::Tokens, None) => (0, 0, 0),
         (MatmulInput::Tokens, Some(o)) => (0, o.h, o.w),
@@ -332,6 +336,10 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
         out_shift: a.windows.map_or(0, |o| o.shape.shift as u32),
         out_heads: a.windows.map_or(1, |o| o.shape.heads as u32),
         out_quant: a.int.as_ref().and_then(|i| i.emit.as_ref()).map_or(0, |e| e.1 as u32 + 1),
+        row0: 0,
+        blocks: 1,
+        slot4: 0,
+        a_delta: 0,
         _pad: [0; 3],
     };
     let plain_output = a.residual.is_none() && a.windows.is_none();
@@ -353,9 +361,9 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
                 bindings.push((11, w.buffer.bind()));
                 vec![Dispatch::with_bindings(ctx, pipeline, &params, &bindings, groups, a.stage)]
             }
-            WeightLayout::Blocks { blocks, slot, .. } => column_block_dispatches(ctx, ("rows_int", &consts), params, (v, blocks), a.m, a.stage, |b| {
+            WeightLayout::Blocks { blocks, slot, .. } => column_block_dispatches(ctx, ("rows_int", &consts), params, (v, blocks, slot), 0..a.m, a.stage, |start| {
                 let mut bindings = shared.to_vec();
-                bindings.push((9, w.buffer.bind_window(b * slot)));
+                bindings.push((9, w.buffer.bind_window(start)));
                 bindings
             }),
         };
@@ -364,34 +372,75 @@ pub fn matmul(ctx: &GpuContext, a: Matmul<'_>) -> Vec<Dispatch> {
         WeightLayout::Dense => {
             let pipeline = ctx.pipeline(Shader::Matmul, "main", &consts);
             let groups = [l.out_dim.div_ceil(64) as u32, a.m.div_ceil(64) as u32, 1];
-            let bindings = [a.x, l.weight.bind(), l.bias.bind(), residual, a.out, qparams];
+            let bindings = [a.x.bind(), l.weight.bind(), l.bias.bind(), residual, a.out, qparams];
             vec![Dispatch::new(ctx, pipeline, &params, &bindings, groups, a.stage)]
         }
-        WeightLayout::Blocks { blocks, slot, .. } => column_block_dispatches(ctx, ("rows", &consts), params, (v, blocks), a.m, a.stage, |b| {
-            vec![(1, a.x.clone()), (4, residual.clone()), (5, a.out.clone()), (6, qparams.clone()), (7, l.weight.bind_window(b * slot))]
-        }),
+        WeightLayout::Blocks { blocks, slot, .. } => {
+            // A as binding `x` (1: storage, 12: uniform window), then the rest.
+            let bindings = |x: (u32, wgpu::BindingResource<'a>), start: usize| {
+                vec![x, (4, residual.clone()), (5, a.out.clone()), (6, qparams.clone()), (7, l.weight.bind_window(start))]
+            };
+            let windows = if mode == 0 { a_windows(ctx, a.x, a.m, l.k) } else { None };
+            let Some(windows) = windows else {
+                return column_block_dispatches(ctx, ("rows", &consts), params, (v, blocks, slot), 0..a.m, a.stage, |start| bindings((1, a.x.bind()), start));
+            };
+            windows
+                .into_iter()
+                .flat_map(|(rows, window, delta)| {
+                    let params = MatmulParams { a_delta: delta as u32, ..params };
+                    column_block_dispatches(ctx, ("rows_windowed", &consts), params, (v, blocks, slot), rows, a.stage, |start| bindings((12, window.clone()), start))
+                })
+                .collect()
+        }
     }
 }
 
-/// The `rows` or `rows_int` matmul (`entry` with its constants) over m rows: one
-/// dispatch per weight block b (columns 4·v·b..), with the bindings `bindings(b)`.
+/// The row ranges of A (m rows of k words) for `rows_windowed`: whole workgroups of
+/// rows that fit one uniform window each, with the window and where the range starts
+/// in it. None when a window cannot hold a workgroup's rows, or A's buffer a window.
+fn a_windows<'a>(ctx: &GpuContext, x: Operand<'a>, m: usize, k: usize) -> Option<Vec<(std::ops::Range<usize>, wgpu::BindingResource<'a>, usize)>> {
+    let align = ctx.uniform_align_words();
+    let per = (WINDOW_WORDS - align) / k / 64 * 64;
+    if per == 0 {
+        return None;
+    }
+    (0..m)
+        .step_by(per)
+        .map(|r0| {
+            let rows = r0..(r0 + per).min(m);
+            x.window(r0 * k, rows.len() * k, align).map(|(window, delta)| (rows, window, delta))
+        })
+        .collect()
+}
+
+/// The `rows`, `rows_windowed` or `rows_int` matmul (`entry` with its constants) over
+/// `rows`: one dispatch per uniform window of whole weight blocks (block b: columns
+/// 4·v·b.., from word b·slot), with the bindings `bindings(the window's first word)`.
 #[allow(clippy::too_many_arguments)]
 fn column_block_dispatches<'a>(
     ctx: &GpuContext,
     (entry, consts): (&str, &[Const]),
     params: MatmulParams,
-    (v, blocks): (usize, usize),
-    m: usize,
+    (v, blocks, slot): (usize, usize, usize),
+    rows: std::ops::Range<usize>,
     stage: &'static str,
     bindings: impl Fn(usize) -> Vec<(u32, wgpu::BindingResource<'a>)>,
 ) -> Vec<Dispatch> {
-    let row_groups = m.div_ceil(64);
-    assert!(row_groups <= 65535, "{entry} matmul over {m} rows: split the input");
+    let row_groups = rows.len().div_ceil(64);
+    assert!(row_groups <= 65535, "{entry} matmul over {} rows: split the input", rows.len());
     let pipeline = ctx.pipeline(Shader::MatmulRows, entry, consts);
+    let per_window = (WINDOW_WORDS / slot).max(1);
     (0..blocks)
+        .step_by(per_window)
         .map(|b| {
-            let params = MatmulParams { col0: (4 * v * b) as u32, ..params };
-            Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings(b), [row_groups as u32, 1, 1], stage)
+            let params = MatmulParams {
+                col0: (4 * v * b) as u32,
+                row0: rows.start as u32,
+                blocks: per_window.min(blocks - b) as u32,
+                slot4: (slot / 4) as u32,
+                ..params
+            };
+            Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings(b * slot), [row_groups as u32, 1, 1], stage)
         })
         .collect()
 }

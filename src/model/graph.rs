@@ -7,7 +7,7 @@ use super::config::{SwinConfig, RGB_MEAN};
 use super::weights::SwinWeights;
 use crate::gpu::ops::{self, AttnExtras, AttnShape, GpuLinear, GpuNorm, ImageShape, IntOperands, Matmul, MatmulInput, QuantRef, WindowOrder};
 use crate::gpu::profiler::Profiler;
-use crate::gpu::{record_passes, Dispatch, GpuBuffer, GpuContext};
+use crate::gpu::{record_passes, Dispatch, GpuBuffer, GpuContext, Operand};
 use crate::quant::search::{Method, SearchSpec, Searcher, MAX_SLICES};
 use crate::quant::{self, levels, QParams, Slot};
 
@@ -406,7 +406,7 @@ impl Plan {
         let shape = self.image_shape(cfg);
         let b = &self.bufs;
         let mut first = vec![ops::prepare(ctx, &b.input, &b.x0, &shape)];
-        first.extend(conv(ctx, b.x0.bind(), &m.conv_first, b.f0.bind(), t, conv_in, None));
+        first.extend(conv(ctx, b.x0.operand(), &m.conv_first, b.f0.bind(), t, conv_in, None));
         self.run(first);
         self.capture(ctx, cap, "conv_first", Buf::F0);
         let d = ops::layer_norm(ctx, self.bufs.f0.bind(), &m.patch_norm, self.bufs.p[0].bind(), t, "layernorm");
@@ -428,7 +428,7 @@ impl Plan {
             }
             self.capture(ctx, cap || distill, &format!("group{r}"), Buf::P(s2));
             let b = &self.bufs;
-            let d = conv(ctx, b.p[s2].bind(), &g.conv, b.p[s1].bind(), t, conv_in, Some(b.p[u].bind()));
+            let d = conv(ctx, b.p[s2].operand(), &g.conv, b.p[s1].bind(), t, conv_in, Some(b.p[u].bind()));
             self.run(d);
             self.capture(ctx, cap, &format!("rstb{r}"), Buf::P(s1));
             (u, s1) = (s1, u);
@@ -436,17 +436,17 @@ impl Plan {
         self.capture(ctx, distill, "body", Buf::P(u));
         let b = &self.bufs;
         let mut tail = vec![ops::layer_norm(ctx, b.p[u].bind(), &m.norm, b.ln.bind(), t, "layernorm")];
-        tail.extend(conv(ctx, b.ln.bind(), &m.conv_after_body, b.p[s1].bind(), t, conv_in, Some(b.f0.bind())));
+        tail.extend(conv(ctx, b.ln.operand(), &m.conv_after_body, b.p[s1].bind(), t, conv_in, Some(b.f0.bind())));
         self.run(tail);
         if cap {
             // The golden feature is the conv's own output, before f0 is added.
             let b = &self.bufs;
-            let d = conv(ctx, b.ln.bind(), &m.conv_after_body, b.p[s2].bind(), t, conv_in, None);
+            let d = conv(ctx, b.ln.operand(), &m.conv_after_body, b.p[s2].bind(), t, conv_in, None);
             self.run(d);
             self.capture(ctx, cap, "conv_after_body", Buf::P(s2));
         }
         let b = &self.bufs;
-        let mut end = conv(ctx, b.p[s1].bind(), &m.upsample, b.up.bind(), t, conv_in, None);
+        let mut end = conv(ctx, b.p[s1].operand(), &m.upsample, b.up.bind(), t, conv_in, None);
         end.push(ops::finish(ctx, &b.up, &b.output, &shape));
         self.run(end);
     }
@@ -498,7 +498,7 @@ impl Plan {
         search(&mut ds, Slot::Input(0), 3, &b.ln, t * c, 1.0);
         for (i, (lin, out)) in blk.qkv.iter().zip(&b.qkv).enumerate() {
             let windows = Some(WindowOrder { h: self.padded.0, w: self.padded.1, shape: attn });
-            let mm = Matmul { quant: act(Slot::Input(i)), windows, ..Matmul::tokens(b.ln.bind(), weights(i, lin), out.bind(), t, "qkv") };
+            let mm = Matmul { quant: act(Slot::Input(i)), windows, ..Matmul::tokens(b.ln.operand(), weights(i, lin), out.bind(), t, "qkv") };
             let io = IntIo { coded: qkv_codes.map(|_| codes(t)), ..Default::default() };
             self.linear(ctx, &mut ds, (int, block, i), mm, io);
         }
@@ -529,7 +529,7 @@ impl Plan {
         }
         let b = &self.bufs;
         search(&mut ds, Slot::Input(3), 1, &b.attn, t * c, 1.0);
-        let proj = Matmul { residual: Some(b.p[x_in].bind()), quant: act(Slot::Input(3)), ..Matmul::tokens(b.attn.bind(), weights(3, &blk.proj), b.p[y].bind(), t, "proj") };
+        let proj = Matmul { residual: Some(b.p[x_in].bind()), quant: act(Slot::Input(3)), ..Matmul::tokens(b.attn.operand(), weights(3, &blk.proj), b.p[y].bind(), t, "proj") };
         self.linear(ctx, &mut ds, (int, block, 3), proj, IntIo::default());
         let fc1_codes = ln_codes(&[Slot::Input(4)]);
         ds.push(match fc1_codes {
@@ -543,7 +543,7 @@ impl Plan {
             let fc1 = Matmul {
                 gelu: true,
                 quant: act(Slot::Input(4)),
-                ..Matmul::tokens(b.ln.bind_range(start * c, n * c), weights(4, &blk.fc1), b.hidden.bind_range(0, n * hid), n, "mlp")
+                ..Matmul::tokens(b.ln.slice(start * c, n * c), weights(4, &blk.fc1), b.hidden.bind_range(0, n * hid), n, "mlp")
             };
             // The integer engine's fc1 writes fc2's input codes (into `hidden`) directly.
             let hidden_codes = || b.hidden.bind_range(0, ops::code_words(n, hid));
@@ -554,7 +554,7 @@ impl Plan {
             let fc2 = Matmul {
                 residual: Some(b.p[y].bind_range(start * c, n * c)),
                 quant: act(Slot::Input(5)),
-                ..Matmul::tokens(b.hidden.bind_range(0, n * hid), weights(5, &blk.fc2), b.p[x_out].bind_range(start * c, n * c), n, "mlp")
+                ..Matmul::tokens(b.hidden.slice(0, n * hid), weights(5, &blk.fc2), b.p[x_out].bind_range(start * c, n * c), n, "mlp")
             };
             let io = IntIo { coded: int.map(|_| hidden_codes()), ..Default::default() };
             self.linear(ctx, &mut ds, (int, block, 5), fc2, io);
@@ -572,7 +572,7 @@ impl Plan {
                 let codes = io.coded.unwrap_or_else(|| {
                     let xq = mm.quant.expect("the integer engine quantizes every linear's input");
                     let codes = self.bufs.codes.bind_range(0, ops::code_words(m, k));
-                    ds.push(ops::pack_codes(ctx, mm.x.clone(), codes.clone(), m, k, xq));
+                    ds.push(ops::pack_codes(ctx, mm.x.bind(), codes.clone(), m, k, xq));
                     codes
                 });
                 let w_row = quant::index(block, Slot::Weight(i));
@@ -701,7 +701,7 @@ pub(crate) fn block_weights<'a>(fake: Option<&'a QuantModel>, block: usize, i: u
 /// A 3×3 convolution (float in every mode).
 fn conv(
     ctx: &GpuContext,
-    x: wgpu::BindingResource<'_>,
+    x: Operand<'_>,
     layer: &GpuLinear,
     out: wgpu::BindingResource<'_>,
     t: usize,

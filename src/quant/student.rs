@@ -230,16 +230,16 @@ fn recompute_block(s: &Shared<'_>, blk: &GpuBlock, attn: AttnShape, block: usize
     let mut ds = vec![ops::layer_norm(ctx, x_in.bind(), &blk.norm1, tape.a.bind(), t, "layernorm")];
     for (i, (lin, out)) in blk.qkv.iter().zip(&tape.qkv).enumerate() {
         let windows = Some(WindowOrder { h: hp, w: wp, shape: attn });
-        ds.extend(ops::matmul(ctx, Matmul { quant: act(Slot::Input(i)), windows, ..Matmul::tokens(tape.a.bind(), weights(i, lin), out.bind(), t, "qkv") }));
+        ds.extend(ops::matmul(ctx, Matmul { quant: act(Slot::Input(i)), windows, ..Matmul::tokens(tape.a.operand(), weights(i, lin), out.bind(), t, "qkv") }));
     }
     let [qb, kb, vb] = &tape.qkv;
     let extras = AttnExtras { quant: act(Slot::Matmul(0)), ..Default::default() };
     ds.extend(ops::window_attention(ctx, [qb, kb, vb], &blk.table, tape.o.bind(), s.dims, attn, extras, "attention"));
-    let proj = Matmul { residual: Some(x_in.bind()), quant: act(Slot::Input(3)), ..Matmul::tokens(tape.o.bind(), weights(3, &blk.proj), tape.t1.bind(), t, "proj") };
+    let proj = Matmul { residual: Some(x_in.bind()), quant: act(Slot::Input(3)), ..Matmul::tokens(tape.o.operand(), weights(3, &blk.proj), tape.t1.bind(), t, "proj") };
     ds.extend(ops::matmul(ctx, proj));
     ds.push(ops::layer_norm(ctx, tape.t1.bind(), &blk.norm2, tape.m.bind(), t, "layernorm"));
     for (gelu, out) in [(false, &tape.h), (true, &tape.g)] {
-        ds.extend(ops::matmul(ctx, Matmul { gelu, quant: act(Slot::Input(4)), ..Matmul::tokens(tape.m.bind(), weights(4, &blk.fc1), out.bind(), t, "mlp") }));
+        ds.extend(ops::matmul(ctx, Matmul { gelu, quant: act(Slot::Input(4)), ..Matmul::tokens(tape.m.operand(), weights(4, &blk.fc1), out.bind(), t, "mlp") }));
     }
     ds
 }
