@@ -18,6 +18,10 @@
 // loads are gathers instead of lane-by-lane storage loads (which cost 2–3× the
 // multiply-adds they feed).
 @group(0) @binding(12) var<uniform> a_window: array<vec4<f32>, 4096>;
+// conv_windowed: the 3×3 convolution's input pixels one image row above and below
+// the output rows (the window of binding 12 holds those at them).
+@group(0) @binding(13) var<uniform> a_above: array<vec4<f32>, 4096>;
+@group(0) @binding(14) var<uniform> a_below: array<vec4<f32>, 4096>;
 // rows_int: the integer weight block (quant.wgsl int_weights) of 4·V columns.
 @group(0) @binding(9) var<uniform> w_int: array<vec4<u32>, 4096>;
 
@@ -87,6 +91,67 @@ fn rows_windowed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
                 x = fake_quant(x, aq, LEVELS);
             }
             accumulate(&acc, vec4<f32>(x), w_block[w0 + kk * V + mine]);
+        }
+        store_row(row, p.col0 + 4u * V * b, acc);
+    }
+}
+
+// Where a 3×3 tap of one output pixel reads its input: the word of channel 0 in its
+// window (clamped into the window: taps outside the image read any word) and
+// whether the tap lies inside the image.
+struct Tap {
+    word: u32,
+    inside: bool,
+}
+
+// Tap (dy, dx) of the pixel at `o` (row_origin), its window's base (i32 bits).
+fn conv_tap(o: RowOrigin, dy: i32, dx: i32, base: u32) -> Tap {
+    let x = o.x + dx;
+    let y = o.y + dy;
+    let inside = x >= 0 && y >= 0 && x < i32(p.img_w) && y < i32(p.img_h);
+    let q = i32(o.r) + dy * i32(p.img_w) + dx;
+    let word = clamp(bitcast<i32>(base) + q * i32(p.cin), 0, 4096 * 4 - i32(p.cin));
+    return Tap(u32(word), inside);
+}
+
+// Channel ci of a tap from its window (0: above, 1: at, 2: below), fake-quantized
+// with q when the model is.
+fn tap_value(t: Tap, window: u32, ci: u32, q: vec4<f32>) -> f32 {
+    let i = t.word + ci;
+    var x: f32;
+    if (window == 0u) {
+        x = a_above[i / 4u][i % 4u];
+    } else if (window == 1u) {
+        x = a_window[i / 4u][i % 4u];
+    } else {
+        x = a_below[i / 4u][i % 4u];
+    }
+    if (LEVELS > 0.0) {
+        x = fake_quant(x, q, LEVELS);
+    }
+    return select(0.0, x, t.inside);
+}
+
+// The 3×3 convolution (A_MODE 1, k = ci·9 + tap) with its input from three windows.
+@compute @workgroup_size(64)
+fn conv_windowed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let row = p.row0 + wg.x * 64u + lid.x;
+    let o = row_origin(row);
+    let aq = act_params();
+    let mine = min(lane, V - 1u);
+    let bases = array<u32, 3>(p.a_above, p.a_delta, p.a_below);
+    var taps: array<Tap, 9>;
+    for (var t = 0u; t < 9u; t++) {
+        taps[t] = conv_tap(o, i32(t / 3u) - 1, i32(t % 3u) - 1, bases[t / 3u]);
+    }
+    for (var b = 0u; b < p.blocks; b++) {
+        let w0 = b * p.slot4;
+        var acc = bias_acc(w0);
+        for (var ci = 0u; ci < p.cin; ci++) {
+            let w = w0 + ci * 9u * V + mine;
+            for (var t = 0u; t < 9u; t++) {
+                accumulate(&acc, vec4<f32>(tap_value(taps[t], t / 3u, ci, aq)), w_block[w + t * V]);
+            }
         }
         store_row(row, p.col0 + 4u * V * b, acc);
     }

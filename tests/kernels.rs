@@ -3,7 +3,7 @@
 mod common;
 
 use common::{assert_close, gpu, random, rng};
-use swinq::gpu::ops::{self, AttnExtras, AttnShape, GpuLinear, GpuNorm, ImageShape, Matmul, MatmulInput};
+use swinq::gpu::ops::{self, AttnExtras, AttnShape, GpuLinear, GpuNorm, ImageShape, Matmul, MatmulInput, WeightLayout};
 use swinq::gpu::{run_now, GpuBuffer, MatmulKind};
 use swinq::model::config::RGB_MEAN;
 use swinq::model::cpu;
@@ -90,10 +90,11 @@ fn gelu_matches_f64_erf() {
 
 #[test]
 fn conv3x3_nhwc() {
-    let ctx = gpu();
-    let (b, h, w) = (2, 13, 11);
-    // The second size needs several weight blocks of fewer than 32 columns in `rows`.
-    for (cin, cout) in [(7, 9), (61, 67)] {
+    // 7 input channels: CPU drivers read the input from storage. 61 and 20: through
+    // uniform windows of the image rows above, at and below (`conv_windowed`, 2
+    // windows of pixels; 61→67 also needs 3 weight blocks of fewer than 32 columns).
+    for ((b, h, w), cin, cout, windows) in [((2, 13, 11), 7, 9, 0), ((2, 13, 11), 61, 67, 2), ((3, 17, 29), 20, 9, 2)] {
+        let ctx = gpu();
         let mut r = rng(3);
         let x = random(&mut r, b * h * w * cin, -1.0, 1.0);
         let conv = Conv3x3 { weight: random(&mut r, cout * cin * 9, -0.3, 0.3), bias: random(&mut r, cout, -0.1, 0.1), out_ch: cout, in_ch: cin };
@@ -104,7 +105,11 @@ fn conv3x3_nhwc() {
             let layer = GpuLinear::with_kind(ctx, kind, "c", &conv.weight, &conv.bias, cout);
             let input = MatmulInput::Conv3x3 { h, w };
             let mm = Matmul { input, residual: Some(rb.bind()), ..Matmul::tokens(xb.operand(), layer.weights(), out.bind(), b * h * w, "t") };
-            run_now(ctx, &ops::matmul(ctx, mm));
+            let ds = ops::matmul(ctx, mm);
+            if let WeightLayout::Blocks { blocks, .. } = layer.layout {
+                assert_eq!(ds.len(), blocks * windows.max(1), "conv {cin}→{cout}: a dispatch per weight block and window of pixels");
+            }
+            run_now(ctx, &ds);
             assert_close(&format!("conv3x3 {kind:?} {cin}→{cout} ({:?})", layer.layout), &out.read(ctx), &want, TOL);
         }
     }

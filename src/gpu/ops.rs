@@ -122,7 +122,9 @@ struct MatmulParams {
     blocks: u32,
     slot4: u32,
     a_delta: u32,
-    _pad: [u32; 3],
+    a_above: u32,
+    a_below: u32,
+    _pad: u32,
 }
 
 /// What the matmul's A operand is.
@@ -340,7 +342,9 @@ pub fn matmul<'a>(ctx: &'a GpuContext, a: Matmul<'a>) -> Vec<Dispatch> {
         blocks: 1,
         slot4: 0,
         a_delta: 0,
-        _pad: [0; 3],
+        a_above: 0,
+        a_below: 0,
+        _pad: 0,
     };
     let plain_output = a.residual.is_none() && a.windows.is_none();
     // Without a residual the slot is filled with the (read-only) bias buffer.
@@ -380,6 +384,21 @@ pub fn matmul<'a>(ctx: &'a GpuContext, a: Matmul<'a>) -> Vec<Dispatch> {
             let bindings = |x: (u32, wgpu::BindingResource<'a>), start: usize| {
                 vec![x, (4, residual.clone()), (5, a.out.clone()), (6, qparams.clone()), (7, l.weight.bind_window(start))]
             };
+            if mode == 1 {
+                if let Some(windows) = conv_windows(ctx, a.x, (img_h, img_w), a.m, l.k / 9) {
+                    return windows
+                        .into_iter()
+                        .flat_map(|(rows, [above, at, below], [a_above, a_delta, a_below])| {
+                            let params = MatmulParams { a_above, a_delta, a_below, ..params };
+                            column_block_dispatches(ctx, ("conv_windowed", &consts), params, (v, blocks, slot), rows, a.stage, |start| {
+                                let mut b = bindings((12, at.clone()), start);
+                                b.extend([(13, above.clone()), (14, below.clone())]);
+                                b
+                            })
+                        })
+                        .collect();
+                }
+            }
             let windows = if mode == 0 { a_windows(ctx, a.x, a.m, l.k) } else { None };
             let Some(windows) = windows else {
                 return column_block_dispatches(ctx, ("rows", &consts), params, (v, blocks, slot), 0..a.m, a.stage, |start| bindings((1, a.x.bind()), start));
@@ -413,7 +432,37 @@ fn a_windows<'a>(ctx: &GpuContext, x: Operand<'a>, m: usize, k: usize) -> Option
         .collect()
 }
 
-/// The `rows`, `rows_windowed` or `rows_int` matmul (`entry` with its constants) over
+/// The uniform windows `conv_windowed` reads a 3×3 convolution's input (m pixels of
+/// cin channels, h×w per image) through: whole workgroups of output pixels, and for
+/// each the windows of the pixels one image row above, at and below them (±1 pixel)
+/// with the base of each (i32 bits: pixel q's channel 0 at word base + q·cin of its
+/// window). None when a window cannot hold a workgroup's pixels, or the input a window.
+#[allow(clippy::type_complexity)]
+fn conv_windows<'a>(ctx: &GpuContext, x: Operand<'a>, (_h, w): (usize, usize), m: usize, cin: usize) -> Option<Vec<(std::ops::Range<usize>, [wgpu::BindingResource<'a>; 3], [u32; 3])>> {
+    let align = ctx.uniform_align_words();
+    let per = ((WINDOW_WORDS - align) / cin).checked_sub(2)? / 64 * 64;
+    if per == 0 {
+        return None;
+    }
+    (0..m)
+        .step_by(per)
+        .map(|r0| {
+            let rows = r0..(r0 + per).min(m);
+            let window = |dy: isize| {
+                // Pixels rows.start + dy·w − 1 .. rows.end + dy·w + 1, clipped to the input
+                // (at least one pixel: taps outside the input are never read).
+                let clip = |q: isize| q.clamp(0, m as isize - 1) as usize;
+                let lo = clip(rows.start as isize + dy * w as isize - 1);
+                let hi = clip(rows.end as isize + dy * w as isize).max(lo);
+                x.window(lo * cin, (hi + 1 - lo) * cin, align).map(|(b, delta)| (b, (delta as i64 - (lo * cin) as i64) as i32 as u32))
+            };
+            let (above, at, below) = (window(-1)?, window(0)?, window(1)?);
+            Some((rows, [above.0, at.0, below.0], [above.1, at.1, below.1]))
+        })
+        .collect()
+}
+
+/// The `rows`, `rows_windowed`, `conv_windowed` or `rows_int` matmul (`entry` with its constants) over
 /// `rows`: one dispatch per uniform window of whole weight blocks (block b: columns
 /// 4·v·b.., from word b·slot), with the bindings `bindings(the window's first word)`.
 #[allow(clippy::too_many_arguments)]
