@@ -414,21 +414,21 @@ pub fn matmul<'a>(ctx: &'a GpuContext, a: Matmul<'a>) -> Vec<Dispatch> {
     }
 }
 
-/// The row ranges of A (m rows of k words) for `rows_windowed`: whole workgroups of
-/// rows that fit one uniform window each, with the window and where the range starts
-/// in it. None when a window cannot hold a workgroup's rows, or A's buffer a window.
+/// Ranges of whole workgroups of rows that one uniform window holds, with `halo`
+/// rows more, over m rows of `row_words` words. None when not even one workgroup fits.
+fn window_row_ranges(ctx: &GpuContext, m: usize, row_words: usize, halo: usize) -> Option<Vec<std::ops::Range<usize>>> {
+    let per = ((WINDOW_WORDS - ctx.uniform_align_words()) / row_words).checked_sub(halo)? / 64 * 64;
+    (per > 0).then(|| (0..m).step_by(per).map(|r0| r0..(r0 + per).min(m)).collect())
+}
+
+/// The row ranges of A (m rows of k words) for `rows_windowed`, with the window of
+/// each and where the range starts in it. None when a window cannot hold a
+/// workgroup's rows, or A's buffer a window.
 fn a_windows<'a>(ctx: &GpuContext, x: Operand<'a>, m: usize, k: usize) -> Option<Vec<(std::ops::Range<usize>, wgpu::BindingResource<'a>, usize)>> {
     let align = ctx.uniform_align_words();
-    let per = (WINDOW_WORDS - align) / k / 64 * 64;
-    if per == 0 {
-        return None;
-    }
-    (0..m)
-        .step_by(per)
-        .map(|r0| {
-            let rows = r0..(r0 + per).min(m);
-            x.window(r0 * k, rows.len() * k, align).map(|(window, delta)| (rows, window, delta))
-        })
+    window_row_ranges(ctx, m, k, 0)?
+        .into_iter()
+        .map(|rows| x.window(rows.start * k, rows.len() * k, align).map(|(window, delta)| (rows, window, delta)))
         .collect()
 }
 
@@ -440,14 +440,9 @@ fn a_windows<'a>(ctx: &GpuContext, x: Operand<'a>, m: usize, k: usize) -> Option
 #[allow(clippy::type_complexity)]
 fn conv_windows<'a>(ctx: &GpuContext, x: Operand<'a>, (_h, w): (usize, usize), m: usize, cin: usize) -> Option<Vec<(std::ops::Range<usize>, [wgpu::BindingResource<'a>; 3], [u32; 3])>> {
     let align = ctx.uniform_align_words();
-    let per = ((WINDOW_WORDS - align) / cin).checked_sub(2)? / 64 * 64;
-    if per == 0 {
-        return None;
-    }
-    (0..m)
-        .step_by(per)
-        .map(|r0| {
-            let rows = r0..(r0 + per).min(m);
+    window_row_ranges(ctx, m, cin, 2)?
+        .into_iter()
+        .map(|rows| {
             let window = |dy: isize| {
                 // Pixels rows.start + dy·w − 1 .. rows.end + dy·w + 1, clipped to the input
                 // (at least one pixel: taps outside the input are never read).
