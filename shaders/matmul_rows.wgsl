@@ -157,15 +157,32 @@ fn conv_windowed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     }
 }
 
-// The integer linear, laid out like `rows`.
+// The integer linear's sums over one weight block: Σ r_x·R_w per column (acc) and
+// Σ r_x (row_sum). Adds the code word a4 (four k) against the weight row vec4
+// `lane_w` this lane holds.
+fn int_step(acc: ptr<function, array<vec4<u32>, 8>>, row_sum: ptr<function, u32>, a4: u32, lane_w: vec4<u32>) {
+    *row_sum += dot4U8Packed(a4, 0x01010101u);
+    accumulate_int(acc, a4, lane_w);
+}
+
+// Writes row `row`'s columns of weight block b (from vec4 w0 of the weight window).
+fn int_store(row: u32, b: u32, w0: u32, acc: array<vec4<u32>, 8>, row_sum: u32) {
+    let k4 = (p.k + 3u) / 4u;
+    let s = int_scales();
+    let start = row_start(row);
+    for (var j = 0u; j < V; j++) {
+        let col_term = bitcast<vec4<f32>>(w_int[w0 + k4 * V + j]);
+        int_output(row, start, p.col0 + 4u * (V * b + j), int_y(s, acc[j], row_sum, col_term));
+    }
+}
+
+// The integer linear, laid out like `rows`, its codes from storage.
 @compute @workgroup_size(64)
 fn rows_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
     let row = p.row0 + wg.x * 64u + lid.x;
     let k4 = (p.k + 3u) / 4u;
     let codes0 = min(row, p.m - 1u) * k4;
     let mine = min(lane, V - 1u);
-    let s = int_scales();
-    let start = row_start(row);
     for (var b = 0u; b < p.blocks; b++) {
         let w0 = b * p.slot4;
         var acc: array<vec4<u32>, 8>;
@@ -174,13 +191,32 @@ fn rows_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
         }
         var row_sum = 0u;
         for (var g = 0u; g < k4; g++) {
-            let a4 = a_codes[codes0 + g];
-            row_sum += dot4U8Packed(a4, 0x01010101u);
-            accumulate_int(&acc, a4, w_int[w0 + g * V + mine]);
+            int_step(&acc, &row_sum, a_codes[codes0 + g], w_int[w0 + g * V + mine]);
         }
+        int_store(row, b, w0, acc, row_sum);
+    }
+}
+
+// rows_int_windowed: the codes of rows p.row0.. from word p.a_delta of a uniform window.
+@group(0) @binding(15) var<uniform> codes_window: array<vec4<u32>, 4096>;
+
+// The same with the codes through the uniform window.
+@compute @workgroup_size(64)
+fn rows_int_windowed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(subgroup_invocation_id) lane: u32) {
+    let row = p.row0 + wg.x * 64u + lid.x;
+    let k4 = (p.k + 3u) / 4u;
+    let at = p.a_delta + (min(row, p.m - 1u) - p.row0) * k4;
+    let mine = min(lane, V - 1u);
+    for (var b = 0u; b < p.blocks; b++) {
+        let w0 = b * p.slot4;
+        var acc: array<vec4<u32>, 8>;
         for (var j = 0u; j < V; j++) {
-            let col_term = bitcast<vec4<f32>>(w_int[w0 + k4 * V + j]);
-            int_output(row, start, p.col0 + 4u * (V * b + j), int_y(s, acc[j], row_sum, col_term));
+            acc[j] = vec4<u32>(0u);
         }
+        var row_sum = 0u;
+        for (var g = 0u; g < k4; g++) {
+            int_step(&acc, &row_sum, codes_window[(at + g) / 4u][(at + g) % 4u], w_int[w0 + g * V + mine]);
+        }
+        int_store(row, b, w0, acc, row_sum);
     }
 }

@@ -298,7 +298,7 @@ fn integer_linear_matches_its_algebra_and_the_fake_quantized_linear() {
         let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
         let xq = QuantRef { params: &params, row: 1, levels: lv };
         let mut ds = vec![weights.fill(ctx, &layer, xq, 0), pack_codes(ctx, xb.bind(), codes.bind(), m, k, xq)];
-        let int = Some(IntOperands { codes: codes.bind(), weights: &weights, w_row: 0, emit: None });
+        let int = Some(IntOperands { codes: codes.operand(), weights: &weights, w_row: 0, emit: None });
         let mm = Matmul { quant: Some(xq), int, residual: Some(rb.bind()), gelu: true, ..Matmul::tokens(xb.operand(), layer.weights(), out.bind(), m, "t") };
         ds.extend(ops::matmul(ctx, mm));
         run_now(ctx, &ds);
@@ -329,7 +329,7 @@ fn integer_linear_matches_its_algebra_and_the_fake_quantized_linear() {
         let plain = |emit| Matmul {
             quant: Some(xq),
             gelu: true,
-            int: Some(IntOperands { codes: codes.bind(), weights: &weights, w_row: 0, emit }),
+            int: Some(IntOperands { codes: codes.operand(), weights: &weights, w_row: 0, emit }),
             ..Matmul::tokens(xb.operand(), layer.weights(), out.bind(), m, "t")
         };
         let mut ds = ops::matmul(ctx, plain(None));
@@ -342,7 +342,8 @@ fn integer_linear_matches_its_algebra_and_the_fake_quantized_linear() {
 
 /// The tiled integer matmul (`main_int`, GPUs) gives the same bits as `rows_int` (CPU
 /// drivers) off its 64×64 tiles and 16-word slices (m, n, k not multiples of 64 or 4;
-/// several slices, the last partial; several `rows_int` blocks), with every epilogue.
+/// several slices, the last partial; several `rows_int` blocks; the codes, 480·38 words,
+/// read through two uniform windows by `rows_int_windowed`), with every epilogue.
 #[test]
 fn tiled_integer_linear_equals_rows_int() {
     use swinq::gpu::ops::{code_words, pack_codes, IntOperands, IntWeights, QuantRef, WeightLayout, WindowOrder};
@@ -378,7 +379,7 @@ fn tiled_integer_linear_equals_rows_int() {
                 let [tiled, rows] = [&weights[0], &weights[1]].map(|wt| {
                     let out = GpuBuffer::zeros(ctx, "o", m * n);
                     let emitted = GpuBuffer::zeros(ctx, "e", code_words(m, n));
-                    let int = IntOperands { codes: codes.bind(), weights: wt, w_row: 0, emit: emit.then(|| (emitted.bind(), 2)) };
+                    let int = IntOperands { codes: codes.operand(), weights: wt, w_row: 0, emit: emit.then(|| (emitted.bind(), 2)) };
                     let mm = Matmul {
                         quant: Some(xq),
                         gelu,
@@ -387,7 +388,11 @@ fn tiled_integer_linear_equals_rows_int() {
                         int: Some(int),
                         ..Matmul::tokens(xb.operand(), layer.weights(), out.bind(), m, "t")
                     };
-                    run_now(ctx, &ops::matmul(ctx, mm));
+                    let ds = ops::matmul(ctx, mm);
+                    if wt.layout != WeightLayout::Dense {
+                        assert_eq!(ds.len(), 2, "rows_int_windowed: one dispatch per uniform window of codes");
+                    }
+                    run_now(ctx, &ds);
                     if emit { emitted.read::<u32>(ctx) } else { out.read::<u32>(ctx) }
                 });
                 let case = format!("W{bits} gelu={gelu} residual={residual} windows={windows} shift={shift} emit={emit}");

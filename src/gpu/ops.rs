@@ -199,7 +199,7 @@ pub struct Matmul<'a> {
 /// and the layer's integer weights, made with weight quantizer row `w_row`.
 #[derive(Clone)]
 pub struct IntOperands<'a> {
-    pub codes: wgpu::BindingResource<'a>,
+    pub codes: Operand<'a>,
     pub weights: &'a IntWeights,
     pub w_row: usize,
     /// Write the output as codes of quantizer row `.1` into `.0` (the next linear's
@@ -354,7 +354,7 @@ pub fn matmul<'a>(ctx: &'a GpuContext, a: Matmul<'a>) -> Vec<Dispatch> {
         assert!(int.emit.is_none() || plain_output, "codes are emitted without residual or window order");
         let w = int.weights;
         let emit = int.emit.map_or_else(|| ctx.sink(), |e| e.0);
-        let shared = [(4, residual), (5, a.out), (6, qparams), (8, int.codes), (10, emit)];
+        let shared = [(4, residual), (5, a.out), (6, qparams), (10, emit)];
         return match w.layout {
             WeightLayout::Dense => {
                 let pipeline = ctx.pipeline(Shader::Matmul, "main_int", &consts);
@@ -362,14 +362,27 @@ pub fn matmul<'a>(ctx: &'a GpuContext, a: Matmul<'a>) -> Vec<Dispatch> {
                 assert!(row_groups <= 65535, "integer matmul over {} rows: split the input", a.m);
                 let groups = [l.out_dim.div_ceil(64) as u32, row_groups as u32, 1];
                 let mut bindings = shared.to_vec();
-                bindings.push((11, w.buffer.bind()));
+                bindings.extend([(8, int.codes.bind()), (11, w.buffer.bind())]);
                 vec![Dispatch::with_bindings(ctx, pipeline, &params, &bindings, groups, a.stage)]
             }
-            WeightLayout::Blocks { blocks, slot, .. } => column_block_dispatches(ctx, ("rows_int", &consts), params, (v, blocks, slot), 0..a.m, a.stage, |start| {
-                let mut bindings = shared.to_vec();
-                bindings.push((9, w.buffer.bind_window(start)));
-                bindings
-            }),
+            WeightLayout::Blocks { blocks, slot, .. } => {
+                // The codes as binding `x` (8: storage, 15: uniform window), then the rest.
+                let bindings = |x: (u32, wgpu::BindingResource<'a>), start: usize| {
+                    let mut bindings = shared.to_vec();
+                    bindings.extend([x, (9, w.buffer.bind_window(start))]);
+                    bindings
+                };
+                let Some(windows) = a_windows(ctx, int.codes, a.m, l.k.div_ceil(4)) else {
+                    return column_block_dispatches(ctx, ("rows_int", &consts), params, (v, blocks, slot), 0..a.m, a.stage, |start| bindings((8, int.codes.bind()), start));
+                };
+                windows
+                    .into_iter()
+                    .flat_map(|(rows, window, delta)| {
+                        let params = MatmulParams { a_delta: delta as u32, ..params };
+                        column_block_dispatches(ctx, ("rows_int_windowed", &consts), params, (v, blocks, slot), rows, a.stage, |start| bindings((15, window.clone()), start))
+                    })
+                    .collect()
+            }
         };
     }
     match l.layout {

@@ -489,10 +489,10 @@ impl Plan {
         // The integer engine's LayerNorms write their linears' input codes directly
         // (for q, k and v when their three input quantizers agree, as phase 1 makes them).
         let ln_codes = |slots: &[Slot]| int.filter(|q| q.same_params(block, slots)).map(|q| q.qref(quant::index(block, slots[0])));
-        let codes = |m: usize| b.codes.bind_range(0, ops::code_words(m, c));
+        let codes = |m: usize| b.codes.slice(0, ops::code_words(m, c));
         let qkv_codes = ln_codes(&[Slot::Input(0), Slot::Input(1), Slot::Input(2)]);
         let mut ds = vec![match qkv_codes {
-            Some(q) => ops::layer_norm_codes(ctx, b.p[x_in].bind(), &blk.norm1, codes(t), t, q),
+            Some(q) => ops::layer_norm_codes(ctx, b.p[x_in].bind(), &blk.norm1, codes(t).bind(), t, q),
             None => ops::layer_norm(ctx, b.p[x_in].bind(), &blk.norm1, b.ln.bind(), t, "layernorm"),
         }];
         search(&mut ds, Slot::Input(0), 3, &b.ln, t * c, 1.0);
@@ -533,7 +533,7 @@ impl Plan {
         self.linear(ctx, &mut ds, (int, block, 3), proj, IntIo::default());
         let fc1_codes = ln_codes(&[Slot::Input(4)]);
         ds.push(match fc1_codes {
-            Some(q) => ops::layer_norm_codes(ctx, b.p[y].bind(), &blk.norm2, codes(t), t, q),
+            Some(q) => ops::layer_norm_codes(ctx, b.p[y].bind(), &blk.norm2, codes(t).bind(), t, q),
             None => ops::layer_norm(ctx, b.p[y].bind(), &blk.norm2, b.ln.bind(), t, "layernorm"),
         });
         search(&mut ds, Slot::Input(4), 1, &b.ln, t * c, 1.0);
@@ -546,9 +546,9 @@ impl Plan {
                 ..Matmul::tokens(b.ln.slice(start * c, n * c), weights(4, &blk.fc1), b.hidden.bind_range(0, n * hid), n, "mlp")
             };
             // The integer engine's fc1 writes fc2's input codes (into `hidden`) directly.
-            let hidden_codes = || b.hidden.bind_range(0, ops::code_words(n, hid));
+            let hidden_codes = || b.hidden.slice(0, ops::code_words(n, hid));
             let c4 = ops::code_words(1, c);
-            let io = IntIo { emit: Some((hidden_codes(), Slot::Input(5))), coded: fc1_codes.map(|_| b.codes.bind_range(start * c4, n * c4)) };
+            let io = IntIo { emit: Some((hidden_codes().bind(), Slot::Input(5))), coded: fc1_codes.map(|_| b.codes.slice(start * c4, n * c4)) };
             self.linear(ctx, &mut ds, (int, block, 4), fc1, if int.is_some() { io } else { IntIo::default() });
             search(&mut ds, Slot::Input(5), 1, &b.hidden, n * hid, 1.0);
             let fc2 = Matmul {
@@ -571,8 +571,8 @@ impl Plan {
                 let (m, k) = (mm.m, mm.layer.k);
                 let codes = io.coded.unwrap_or_else(|| {
                     let xq = mm.quant.expect("the integer engine quantizes every linear's input");
-                    let codes = self.bufs.codes.bind_range(0, ops::code_words(m, k));
-                    ds.push(ops::pack_codes(ctx, mm.x.bind(), codes.clone(), m, k, xq));
+                    let codes = self.bufs.codes.slice(0, ops::code_words(m, k));
+                    ds.push(ops::pack_codes(ctx, mm.x.bind(), codes.bind(), m, k, xq));
                     codes
                 });
                 let w_row = quant::index(block, Slot::Weight(i));
@@ -680,7 +680,7 @@ impl Plan {
 /// kernel, and the quantizer whose codes it writes instead of floats.
 #[derive(Default)]
 struct IntIo<'b> {
-    coded: Option<wgpu::BindingResource<'b>>,
+    coded: Option<Operand<'b>>,
     emit: Option<(wgpu::BindingResource<'b>, Slot)>,
 }
 
