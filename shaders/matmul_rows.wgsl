@@ -165,6 +165,15 @@ fn int_step(acc: ptr<function, array<vec4<u32>, 8>>, row_sum: ptr<function, u32>
     accumulate_int(acc, a4, lane_w);
 }
 
+// Zeroed integer sums of one weight block.
+fn int_zero() -> array<vec4<u32>, 8> {
+    var acc: array<vec4<u32>, 8>;
+    for (var j = 0u; j < V; j++) {
+        acc[j] = vec4<u32>(0u);
+    }
+    return acc;
+}
+
 // Writes row `row`'s columns of weight block b (from vec4 w0 of the weight window).
 fn int_store(row: u32, b: u32, w0: u32, acc: array<vec4<u32>, 8>, row_sum: u32) {
     let k4 = (p.k + 3u) / 4u;
@@ -185,10 +194,7 @@ fn rows_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     let mine = min(lane, V - 1u);
     for (var b = 0u; b < p.blocks; b++) {
         let w0 = b * p.slot4;
-        var acc: array<vec4<u32>, 8>;
-        for (var j = 0u; j < V; j++) {
-            acc[j] = vec4<u32>(0u);
-        }
+        var acc = int_zero();
         var row_sum = 0u;
         for (var g = 0u; g < k4; g++) {
             int_step(&acc, &row_sum, a_codes[codes0 + g], w_int[w0 + g * V + mine]);
@@ -209,10 +215,7 @@ fn rows_int_windowed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     let mine = min(lane, V - 1u);
     for (var b = 0u; b < p.blocks; b++) {
         let w0 = b * p.slot4;
-        var acc: array<vec4<u32>, 8>;
-        for (var j = 0u; j < V; j++) {
-            acc[j] = vec4<u32>(0u);
-        }
+        var acc = int_zero();
         var row_sum = 0u;
         for (var g = 0u; g < k4; g++) {
             int_step(&acc, &row_sum, codes_window[(at + g) / 4u][(at + g) % 4u], w_int[w0 + g * V + mine]);

@@ -372,16 +372,8 @@ pub fn matmul<'a>(ctx: &'a GpuContext, a: Matmul<'a>) -> Vec<Dispatch> {
                     bindings.extend([x, (9, w.buffer.bind_window(start))]);
                     bindings
                 };
-                let Some(windows) = a_windows(ctx, int.codes, a.m, l.k.div_ceil(4)) else {
-                    return column_block_dispatches(ctx, ("rows_int", &consts), params, (v, blocks, slot), 0..a.m, a.stage, |start| bindings((8, int.codes.bind()), start));
-                };
-                windows
-                    .into_iter()
-                    .flat_map(|(rows, window, delta)| {
-                        let params = MatmulParams { a_delta: delta as u32, ..params };
-                        column_block_dispatches(ctx, ("rows_int_windowed", &consts), params, (v, blocks, slot), rows, a.stage, |start| bindings((15, window.clone()), start))
-                    })
-                    .collect()
+                let codes = (int.codes, a.m, l.k.div_ceil(4));
+                rows_dispatches(ctx, &consts, params, (v, blocks, slot), codes, a.stage, [("rows_int", 8), ("rows_int_windowed", 15)], bindings)
             }
         };
     }
@@ -411,20 +403,37 @@ pub fn matmul<'a>(ctx: &'a GpuContext, a: Matmul<'a>) -> Vec<Dispatch> {
                         })
                         .collect();
                 }
-            }
-            let windows = if mode == 0 { a_windows(ctx, a.x, a.m, l.k) } else { None };
-            let Some(windows) = windows else {
                 return column_block_dispatches(ctx, ("rows", &consts), params, (v, blocks, slot), 0..a.m, a.stage, |start| bindings((1, a.x.bind()), start));
-            };
-            windows
-                .into_iter()
-                .flat_map(|(rows, window, delta)| {
-                    let params = MatmulParams { a_delta: delta as u32, ..params };
-                    column_block_dispatches(ctx, ("rows_windowed", &consts), params, (v, blocks, slot), rows, a.stage, |start| bindings((12, window.clone()), start))
-                })
-                .collect()
+            }
+            rows_dispatches(ctx, &consts, params, (v, blocks, slot), (a.x, a.m, l.k), a.stage, [("rows", 1), ("rows_windowed", 12)], bindings)
         }
     }
+}
+
+/// A `rows*` matmul whose A (m rows of `row_words` words) is read through uniform
+/// windows where they fit (`windowed`: entry and the window's binding), else from
+/// storage (`storage`); `bindings(A's binding, weight window start)`.
+#[allow(clippy::too_many_arguments)]
+fn rows_dispatches<'a>(
+    ctx: &GpuContext,
+    consts: &[Const],
+    params: MatmulParams,
+    layout: (usize, usize, usize),
+    (x, m, row_words): (Operand<'a>, usize, usize),
+    stage: &'static str,
+    [storage, windowed]: [(&str, u32); 2],
+    bindings: impl Fn((u32, wgpu::BindingResource<'a>), usize) -> Vec<(u32, wgpu::BindingResource<'a>)>,
+) -> Vec<Dispatch> {
+    let Some(windows) = a_windows(ctx, x, m, row_words) else {
+        return column_block_dispatches(ctx, (storage.0, consts), params, layout, 0..m, stage, |start| bindings((storage.1, x.bind()), start));
+    };
+    windows
+        .into_iter()
+        .flat_map(|(rows, window, delta)| {
+            let params = MatmulParams { a_delta: delta as u32, ..params };
+            column_block_dispatches(ctx, (windowed.0, consts), params, layout, rows, stage, |start| bindings((windowed.1, window.clone()), start))
+        })
+        .collect()
 }
 
 /// Ranges of whole workgroups of rows that one uniform window holds, with `halo`
