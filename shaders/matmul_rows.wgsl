@@ -7,7 +7,9 @@
 // loads vec4 s of W's row kk (one gather, every word used), and subgroupBroadcast
 // with a constant lane hands each vec4 to all lanes (a register shuffle). That
 // needs V ≤ the subgroup size (the host sees to it) and every lane active: rows
-// past m load clamped values and are dropped by the epilogue.
+// past m load clamped values and are dropped by the epilogue. A itself comes through
+// uniform windows too where they fit (`rows_windowed`, `conv_windowed`,
+// `rows_int_windowed`); `rows` and `rows_int` read it from storage.
 // lanes.wgsl (included with this file) holds the float accumulate.
 // Header constant: V (≤ 8), the weight block's columns in vec4s.
 
@@ -15,8 +17,8 @@
 // column block's offset.
 @group(0) @binding(7) var<uniform> w_block: array<vec4<f32>, 4096>;
 // rows_windowed: A's rows p.row0.. from word p.a_delta of a uniform window, so the
-// loads are gathers instead of lane-by-lane storage loads (which cost 2–3× the
-// multiply-adds they feed).
+// loads are gathers instead of lane-by-lane storage loads (each lane's word goes
+// into the vector through the stack: the forward's hottest instructions under perf).
 @group(0) @binding(12) var<uniform> a_window: array<vec4<f32>, 4096>;
 // conv_windowed: the 3×3 convolution's input pixels one image row above and below
 // the output rows (the window of binding 12 holds those at them).
