@@ -1,7 +1,5 @@
 //! GPU storage buffers of f32 (or u32) elements, upload and readback.
 
-use wgpu::util::DeviceExt;
-
 use super::GpuContext;
 
 /// A storage buffer and its length in 4-byte elements.
@@ -46,26 +44,19 @@ impl GpuBuffer {
     }
 
     fn zeros_with_room(ctx: &GpuContext, label: &str, len: usize, words: usize) -> Self {
-        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: (words.next_multiple_of(ALLOC_WORDS) * 4) as u64,
-            usage: STORAGE,
-            mapped_at_creation: false,
-        });
-        Self { buffer, len }
+        Self { buffer: allocate(ctx, label, words, false), len }
     }
 
     /// Upload of any plain data whose size is a multiple of 4 bytes (`len` counts 4-byte words).
     pub fn from_slice<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, data: &[T]) -> Self {
         assert_eq!(std::mem::size_of::<T>() % 4, 0, "GpuBuffer holds 4-byte words");
-        let mut bytes = bytemuck::cast_slice::<T, u8>(data).to_vec();
-        bytes.resize(bytes.len().max(1).next_multiple_of(ALLOC_WORDS * 4), 0);
-        let buffer = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: &bytes,
-            usage: STORAGE,
-        });
-        Self { buffer, len: std::mem::size_of_val(data) / 4 }
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let buffer = allocate(ctx, label, bytes.len() / 4, true);
+        if !bytes.is_empty() {
+            buffer.get_mapped_range_mut(..bytes.len() as u64).expect("buffer mapped at creation").copy_from_slice(bytes);
+        }
+        buffer.unmap();
+        Self { buffer, len: bytes.len() / 4 }
     }
 
     pub fn bytes(&self) -> u64 {
@@ -119,6 +110,17 @@ impl GpuBuffer {
         let size = std::mem::size_of::<T>();
         read_bytes(ctx, &self.buffer, 0, self.bytes()).chunks_exact(size).map(bytemuck::pod_read_unaligned).collect()
     }
+}
+
+/// A storage buffer of at least `words` words (one at least, since wgpu rejects empty
+/// bindings), rounded up to whole ALLOC_WORDS.
+fn allocate(ctx: &GpuContext, label: &str, words: usize, mapped_at_creation: bool) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (words.max(1).next_multiple_of(ALLOC_WORDS) * 4) as u64,
+        usage: STORAGE,
+        mapped_at_creation,
+    })
 }
 
 /// Elements [start, start+len) of a buffer, which a kernel may read as a storage

@@ -298,8 +298,9 @@ pub fn attention_table(ctx: &GpuContext, table: &[f32]) -> GpuBuffer {
 
 
 
-/// The matmul's dispatches: one for the tiled strategy (`main`, `main_int`), one per
-/// weight block for `rows` and `rows_int`.
+/// The matmul's dispatches: one for the tiled strategy (`main`, `main_int`); for the
+/// `rows*` kernels one per uniform window of weight blocks and, where A is read
+/// through uniform windows, per window of rows.
 pub fn matmul<'a>(ctx: &'a GpuContext, a: Matmul<'a>) -> Vec<Dispatch> {
     let (mode, img_h, img_w) = match (a.input, a.windows) {
         (MatmulInput::Tokens, None) => (0, 0, 0),
@@ -372,7 +373,7 @@ pub fn matmul<'a>(ctx: &'a GpuContext, a: Matmul<'a>) -> Vec<Dispatch> {
                     bindings.extend([x, (9, w.buffer.bind_window(start))]);
                     bindings
                 };
-                let codes = (int.codes, a.m, l.k.div_ceil(4));
+                let codes = (int.codes, a.m, a_windows(ctx, int.codes, a.m, l.k.div_ceil(4)));
                 rows_dispatches(ctx, &consts, params, (v, blocks, slot), codes, a.stage, [("rows_int", 8), ("rows_int_windowed", 15)], bindings)
             }
         };
@@ -390,7 +391,7 @@ pub fn matmul<'a>(ctx: &'a GpuContext, a: Matmul<'a>) -> Vec<Dispatch> {
                 vec![x, (4, residual.clone()), (5, a.out.clone()), (6, qparams.clone()), (7, l.weight.bind_window(start))]
             };
             if mode == 1 {
-                if let Some(windows) = conv_windows(ctx, a.x, (img_h, img_w), a.m, l.k / 9) {
+                if let Some(windows) = conv_windows(ctx, a.x, img_w, a.m, l.k / 9) {
                     return windows
                         .into_iter()
                         .flat_map(|(rows, [above, at, below], [a_above, a_delta, a_below])| {
@@ -403,28 +404,28 @@ pub fn matmul<'a>(ctx: &'a GpuContext, a: Matmul<'a>) -> Vec<Dispatch> {
                         })
                         .collect();
                 }
-                return column_block_dispatches(ctx, ("rows", &consts), params, (v, blocks, slot), 0..a.m, a.stage, |start| bindings((1, a.x.bind()), start));
             }
-            rows_dispatches(ctx, &consts, params, (v, blocks, slot), (a.x, a.m, l.k), a.stage, [("rows", 1), ("rows_windowed", 12)], bindings)
+            let windows = if mode == 0 { a_windows(ctx, a.x, a.m, l.k) } else { None };
+            rows_dispatches(ctx, &consts, params, (v, blocks, slot), (a.x, a.m, windows), a.stage, [("rows", 1), ("rows_windowed", 12)], bindings)
         }
     }
 }
 
-/// A `rows*` matmul whose A (m rows of `row_words` words) is read through uniform
-/// windows where they fit (`windowed`: entry and the window's binding), else from
-/// storage (`storage`); `bindings(A's binding, weight window start)`.
+/// A `rows*` matmul over A's m rows: through its uniform `windows` (`a_windows`) when
+/// there are any (`windowed`: entry and the window's binding), else from storage
+/// (`storage`); `bindings(A's binding, weight window start)`.
 #[allow(clippy::too_many_arguments)]
 fn rows_dispatches<'a>(
     ctx: &GpuContext,
     consts: &[Const],
     params: MatmulParams,
     layout: (usize, usize, usize),
-    (x, m, row_words): (Operand<'a>, usize, usize),
+    (x, m, windows): (Operand<'a>, usize, Option<AWindows<'a>>),
     stage: &'static str,
     [storage, windowed]: [(&str, u32); 2],
     bindings: impl Fn((u32, wgpu::BindingResource<'a>), usize) -> Vec<(u32, wgpu::BindingResource<'a>)>,
 ) -> Vec<Dispatch> {
-    let Some(windows) = a_windows(ctx, x, m, row_words) else {
+    let Some(windows) = windows else {
         return column_block_dispatches(ctx, (storage.0, consts), params, layout, 0..m, stage, |start| bindings((storage.1, x.bind()), start));
     };
     windows
@@ -443,10 +444,13 @@ fn window_row_ranges(ctx: &GpuContext, m: usize, row_words: usize, halo: usize) 
     (per > 0).then(|| (0..m).step_by(per).map(|r0| r0..(r0 + per).min(m)).collect())
 }
 
+/// Row ranges of A with the uniform window of each and where the range starts in it.
+type AWindows<'a> = Vec<(std::ops::Range<usize>, wgpu::BindingResource<'a>, usize)>;
+
 /// The row ranges of A (m rows of k words) for `rows_windowed`, with the window of
 /// each and where the range starts in it. None when a window cannot hold a
 /// workgroup's rows, or A's buffer a window.
-fn a_windows<'a>(ctx: &GpuContext, x: Operand<'a>, m: usize, k: usize) -> Option<Vec<(std::ops::Range<usize>, wgpu::BindingResource<'a>, usize)>> {
+fn a_windows<'a>(ctx: &GpuContext, x: Operand<'a>, m: usize, k: usize) -> Option<AWindows<'a>> {
     let align = ctx.uniform_align_words();
     window_row_ranges(ctx, m, k, 0)?
         .into_iter()
@@ -455,12 +459,12 @@ fn a_windows<'a>(ctx: &GpuContext, x: Operand<'a>, m: usize, k: usize) -> Option
 }
 
 /// The uniform windows `conv_windowed` reads a 3×3 convolution's input (m pixels of
-/// cin channels, h×w per image) through: whole workgroups of output pixels, and for
+/// cin channels, image rows of w pixels) through: whole workgroups of output pixels, and for
 /// each the windows of the pixels one image row above, at and below them (±1 pixel)
 /// with the base of each (i32 bits: pixel q's channel 0 at word base + q·cin of its
 /// window). None when a window cannot hold a workgroup's pixels, or the input a window.
 #[allow(clippy::type_complexity)]
-fn conv_windows<'a>(ctx: &GpuContext, x: Operand<'a>, (_h, w): (usize, usize), m: usize, cin: usize) -> Option<Vec<(std::ops::Range<usize>, [wgpu::BindingResource<'a>; 3], [u32; 3])>> {
+fn conv_windows<'a>(ctx: &GpuContext, x: Operand<'a>, w: usize, m: usize, cin: usize) -> Option<Vec<(std::ops::Range<usize>, [wgpu::BindingResource<'a>; 3], [u32; 3])>> {
     let align = ctx.uniform_align_words();
     window_row_ranges(ctx, m, cin, 2)?
         .into_iter()
@@ -479,8 +483,8 @@ fn conv_windows<'a>(ctx: &GpuContext, x: Operand<'a>, (_h, w): (usize, usize), m
         .collect()
 }
 
-/// The `rows`, `rows_windowed`, `conv_windowed` or `rows_int` matmul (`entry` with its constants) over
-/// `rows`: one dispatch per uniform window of whole weight blocks (block b: columns
+/// A `rows*` or `conv_windowed` matmul (`entry` with its constants) over `rows`: one
+/// dispatch per uniform window of whole weight blocks (block b: columns
 /// 4·v·b.., from word b·slot), with the bindings `bindings(the window's first word)`.
 #[allow(clippy::too_many_arguments)]
 fn column_block_dispatches<'a>(
