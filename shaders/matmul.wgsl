@@ -33,18 +33,18 @@ struct Params {
     out_heads: u32,
     // OUT_CODES only: the next quantizer's parameter row + 1.
     out_quant: u32,
-    // rows*, conv_windowed: the first row of this dispatch, the weight blocks its
-    // weight window holds and the vec4s between their starts (matmul_rows.wgsl);
+    // rows*, conv_windowed: the first row of this dispatch and the vec4s between
+    // the starts of the weight blocks in its weight window (matmul_rows.wgsl);
     // rows_windowed: where row row0 starts in the uniform window of A;
     // conv_windowed: where pixel 0 would start in the windows of the image rows
     // above, at and below (i32 bits; pixel q's channels at base + q·cin).
     row0: u32,
-    blocks: u32,
     slot4: u32,
     a_delta: u32,
     a_above: u32,
     a_below: u32,
     _pad0: u32,
+    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -40,9 +40,10 @@ fn accumulate_int(acc: ptr<function, array<vec4<u32>, 8>>, a: u32, lane_w: vec4<
     if (V > 7u) { (*acc)[7] += dot4x4(a, subgroupBroadcast(lane_w, 7u)); }
 }
 
-// Weight block b of this dispatch's window starts at vec4 b·p.slot4 and holds
-// columns p.col0 + 4·V·b.. : every entry loops over the p.blocks blocks the window
-// holds, so a dispatch covers all the columns a window of weights holds.
+// Weight block b = wg.y of this dispatch's window starts at vec4 b·p.slot4 and
+// holds columns p.col0 + 4·V·b.. : a dispatch covers all the columns a window of
+// weights holds, each block in workgroups of its own (on lavapipe a dispatch's
+// workgroups are what its threads share, and a dispatch costs ~50 µs to start).
 
 // The accumulators' start: the bias, in row k of weight block b.
 fn bias_acc(w0: u32) -> array<vec4<f32>, 8> {
@@ -67,14 +68,13 @@ fn rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let aq = act_params();
     let mine = min(lane, V - 1u);
     let origin = row_origin(row);
-    for (var b = 0u; b < p.blocks; b++) {
-        let w0 = b * p.slot4;
-        var acc = bias_acc(w0);
-        for (var kk = 0u; kk < p.k; kk++) {
-            accumulate(&acc, vec4<f32>(load_a_at(origin, kk, aq)), w_block[w0 + kk * V + mine]);
-        }
-        store_row(row, p.col0 + 4u * V * b, acc);
+    let b = wg.y;
+    let w0 = b * p.slot4;
+    var acc = bias_acc(w0);
+    for (var kk = 0u; kk < p.k; kk++) {
+        accumulate(&acc, vec4<f32>(load_a_at(origin, kk, aq)), w_block[w0 + kk * V + mine]);
     }
+    store_row(row, p.col0 + 4u * V * b, acc);
 }
 
 // A (dense, A_MODE 0) from the uniform window.
@@ -84,18 +84,17 @@ fn rows_windowed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     let aq = act_params();
     let mine = min(lane, V - 1u);
     let at = p.a_delta + (min(row, p.m - 1u) - p.row0) * p.k;
-    for (var b = 0u; b < p.blocks; b++) {
-        let w0 = b * p.slot4;
-        var acc = bias_acc(w0);
-        for (var kk = 0u; kk < p.k; kk++) {
-            var x = a_window[(at + kk) / 4u][(at + kk) % 4u];
-            if (LEVELS > 0.0) {
-                x = fake_quant(x, aq, LEVELS);
-            }
-            accumulate(&acc, vec4<f32>(x), w_block[w0 + kk * V + mine]);
+    let b = wg.y;
+    let w0 = b * p.slot4;
+    var acc = bias_acc(w0);
+    for (var kk = 0u; kk < p.k; kk++) {
+        var x = a_window[(at + kk) / 4u][(at + kk) % 4u];
+        if (LEVELS > 0.0) {
+            x = fake_quant(x, aq, LEVELS);
         }
-        store_row(row, p.col0 + 4u * V * b, acc);
+        accumulate(&acc, vec4<f32>(x), w_block[w0 + kk * V + mine]);
     }
+    store_row(row, p.col0 + 4u * V * b, acc);
 }
 
 // Where a 3×3 tap of one output pixel reads its input: the word of channel 0 in its
@@ -146,17 +145,16 @@ fn conv_windowed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     for (var t = 0u; t < 9u; t++) {
         taps[t] = conv_tap(o, i32(t / 3u) - 1, i32(t % 3u) - 1, bases[t / 3u]);
     }
-    for (var b = 0u; b < p.blocks; b++) {
-        let w0 = b * p.slot4;
-        var acc = bias_acc(w0);
-        for (var ci = 0u; ci < p.cin; ci++) {
-            let w = w0 + ci * 9u * V + mine;
-            for (var t = 0u; t < 9u; t++) {
-                accumulate(&acc, vec4<f32>(tap_value(taps[t], t / 3u, ci, aq)), w_block[w + t * V]);
-            }
+    let b = wg.y;
+    let w0 = b * p.slot4;
+    var acc = bias_acc(w0);
+    for (var ci = 0u; ci < p.cin; ci++) {
+        let w = w0 + ci * 9u * V + mine;
+        for (var t = 0u; t < 9u; t++) {
+            accumulate(&acc, vec4<f32>(tap_value(taps[t], t / 3u, ci, aq)), w_block[w + t * V]);
         }
-        store_row(row, p.col0 + 4u * V * b, acc);
     }
+    store_row(row, p.col0 + 4u * V * b, acc);
 }
 
 // The integer linear's sums over one weight block: Σ r_x·R_w per column (acc) and
@@ -194,15 +192,14 @@ fn rows_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     let k4 = (p.k + 3u) / 4u;
     let codes0 = min(row, p.m - 1u) * k4;
     let mine = min(lane, V - 1u);
-    for (var b = 0u; b < p.blocks; b++) {
-        let w0 = b * p.slot4;
-        var acc = int_zero();
-        var row_sum = 0u;
-        for (var g = 0u; g < k4; g++) {
-            int_step(&acc, &row_sum, a_codes[codes0 + g], w_int[w0 + g * V + mine]);
-        }
-        int_store(row, b, w0, acc, row_sum);
+    let b = wg.y;
+    let w0 = b * p.slot4;
+    var acc = int_zero();
+    var row_sum = 0u;
+    for (var g = 0u; g < k4; g++) {
+        int_step(&acc, &row_sum, a_codes[codes0 + g], w_int[w0 + g * V + mine]);
     }
+    int_store(row, b, w0, acc, row_sum);
 }
 
 // rows_int_windowed: the codes of rows p.row0.. from word p.a_delta of a uniform window.
@@ -215,13 +212,12 @@ fn rows_int_windowed(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
     let k4 = (p.k + 3u) / 4u;
     let at = p.a_delta + (min(row, p.m - 1u) - p.row0) * k4;
     let mine = min(lane, V - 1u);
-    for (var b = 0u; b < p.blocks; b++) {
-        let w0 = b * p.slot4;
-        var acc = int_zero();
-        var row_sum = 0u;
-        for (var g = 0u; g < k4; g++) {
-            int_step(&acc, &row_sum, codes_window[(at + g) / 4u][(at + g) % 4u], w_int[w0 + g * V + mine]);
-        }
-        int_store(row, b, w0, acc, row_sum);
+    let b = wg.y;
+    let w0 = b * p.slot4;
+    var acc = int_zero();
+    var row_sum = 0u;
+    for (var g = 0u; g < k4; g++) {
+        int_step(&acc, &row_sum, codes_window[(at + g) / 4u][(at + g) % 4u], w_int[w0 + g * V + mine]);
     }
+    int_store(row, b, w0, acc, row_sum);
 }

@@ -119,12 +119,11 @@ struct MatmulParams {
     out_heads: u32,
     out_quant: u32,
     row0: u32,
-    blocks: u32,
     slot4: u32,
     a_delta: u32,
     a_above: u32,
     a_below: u32,
-    _pad: u32,
+    _pad: [u32; 2],
 }
 
 /// What the matmul's A operand is.
@@ -340,12 +339,11 @@ pub fn matmul<'a>(ctx: &'a GpuContext, a: Matmul<'a>) -> Vec<Dispatch> {
         out_heads: a.windows.map_or(1, |o| o.shape.heads as u32),
         out_quant: a.int.as_ref().and_then(|i| i.emit.as_ref()).map_or(0, |e| e.1 as u32 + 1),
         row0: 0,
-        blocks: 1,
         slot4: 0,
         a_delta: 0,
         a_above: 0,
         a_below: 0,
-        _pad: 0,
+        _pad: [0; 2],
     };
     let plain_output = a.residual.is_none() && a.windows.is_none();
     // Without a residual the slot is filled with the (read-only) bias buffer.
@@ -485,7 +483,8 @@ fn conv_windows<'a>(ctx: &GpuContext, x: Operand<'a>, w: usize, m: usize, cin: u
 
 /// A `rows*` or `conv_windowed` matmul (`entry` with its constants) over `rows`: one
 /// dispatch per uniform window of whole weight blocks (block b: columns
-/// 4·v·b.., from word b·slot), with the bindings `bindings(the window's first word)`.
+/// 4·v·b.., from word b·slot), a row of workgroups per block, with the bindings
+/// `bindings(the window's first word)`.
 #[allow(clippy::too_many_arguments)]
 fn column_block_dispatches<'a>(
     ctx: &GpuContext,
@@ -503,14 +502,9 @@ fn column_block_dispatches<'a>(
     (0..blocks)
         .step_by(per_window)
         .map(|b| {
-            let params = MatmulParams {
-                col0: (4 * v * b) as u32,
-                row0: rows.start as u32,
-                blocks: per_window.min(blocks - b) as u32,
-                slot4: (slot / 4) as u32,
-                ..params
-            };
-            Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings(b * slot), [row_groups as u32, 1, 1], stage)
+            let params = MatmulParams { col0: (4 * v * b) as u32, row0: rows.start as u32, slot4: (slot / 4) as u32, ..params };
+            let groups = [row_groups as u32, per_window.min(blocks - b) as u32, 1];
+            Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings(b * slot), groups, stage)
         })
         .collect()
 }
