@@ -1,8 +1,9 @@
 //! `cargo bench --bench forward`: FP32 SwinIR-light x2 forward at 64², 128², 256² LR,
-//! median wall time and the per-stage GPU time from timestamp queries.
+//! median wall time, the per-stage GPU time from timestamp queries, the kernel launches
+//! per stage and what one launch costs.
 //! SWINQ_BENCH_SIZES (e.g. "64,128"), SWINQ_BENCH_REPEATS and WGPU_ADAPTER_NAME adjust it.
 
-use swinq::bench::{env_or, time_forward};
+use swinq::bench::{env_or, launch_cost_us, time_forward};
 use swinq::gpu::{AdapterChoice, GpuContext};
 use swinq::model::graph::{GpuModel, Mode};
 use swinq::model::{SwinConfig, SwinWeights};
@@ -22,17 +23,21 @@ fn main() {
     // Speed does not depend on the weights' values: random SwinIR-light weights.
     let model = GpuModel::upload(&ctx, &SwinWeights::random(&SwinConfig::light(2), 0));
     println!("FP32 SwinIR-light x2 forward on {}", ctx.describe());
+    println!("launch cost: {:.1} µs per dispatch (2000 tiny matmuls in one submission)", launch_cost_us(&ctx, 2000));
     for s in sizes {
         let t = time_forward(&ctx, &model, Mode::Float, (1, s, s), 2, repeats).expect("forward");
         let stages: Vec<String> = t.stages_ms.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
         let gpu_total: f64 = t.stages_ms.values().sum();
+        let launches: Vec<String> = t.dispatches.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!(
-            "{s}x{s}: median {:.2} ms, min {:.2} ms over {} runs; GPU stages (ms, sum {:.2}): {}",
+            "{s}x{s}: median {:.2} ms, min {:.2} ms over {} runs; GPU stages (ms, sum {:.2}): {}; dispatches {}: {}",
             t.median_ms,
             t.min_ms,
             t.repeats,
             gpu_total,
-            stages.join(", ")
+            stages.join(", "),
+            t.dispatches.values().sum::<usize>(),
+            launches.join(", ")
         );
     }
 }

@@ -22,6 +22,8 @@ pub struct ForwardTiming {
     pub min_ms: f64,
     /// GPU milliseconds per stage for one forward (empty without timestamp queries).
     pub stages_ms: BTreeMap<String, f64>,
+    /// Kernel launches per stage of one forward.
+    pub dispatches: BTreeMap<String, usize>,
 }
 
 /// The environment variable `key` parsed, else `default` (the benches' settings).
@@ -71,7 +73,25 @@ pub fn time_forward(
         median_ms: median(&samples),
         min_ms: samples.iter().cloned().fold(f64::INFINITY, f64::min),
         stages_ms,
+        dispatches: plan.dispatch_counts().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
     })
+}
+
+/// Microseconds from submit to completion per launch of a tiny kernel (a 64×4×4
+/// matmul), `count` of them in one submission: the fixed cost of a dispatch, which
+/// every stage pays once per launch.
+pub fn launch_cost_us(ctx: &GpuContext, count: usize) -> f64 {
+    use crate::gpu::ops::{matmul, GpuLinear, Matmul};
+    use crate::gpu::GpuBuffer;
+    let (m, k, n) = (64, 4, 4);
+    let x = GpuBuffer::from_slice(ctx, "x", &vec![1.0f32; m * k]);
+    let out = GpuBuffer::zeros(ctx, "out", m * n);
+    let layer = GpuLinear::new(ctx, "tiny", &vec![0.5f32; n * k], &vec![0.0; n], n);
+    let launches: Vec<_> = (0..count).flat_map(|_| matmul(ctx, Matmul::tokens(x.operand(), layer.weights(), out.bind(), m, "tiny"))).collect();
+    crate::gpu::run_now(ctx, &launches[..1]);
+    let t = Instant::now();
+    crate::gpu::run_now(ctx, &launches);
+    t.elapsed().as_secs_f64() * 1e6 / launches.len() as f64
 }
 
 /// One engine's timing at one size (`swinq bench`).

@@ -648,6 +648,18 @@ impl Plan {
         ctx.wait();
     }
 
+    /// Kernel launches per stage of one run (each costs tens of µs to start on
+    /// lavapipe).
+    pub fn dispatch_counts(&self) -> std::collections::BTreeMap<&'static str, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for step in &self.steps {
+            if let Step::Run(d) = step {
+                *counts.entry(d.stage).or_default() += 1;
+            }
+        }
+        counts
+    }
+
     /// A captured feature's buffer on the GPU.
     pub fn captured_buffer(&self, name: &str) -> Option<&GpuBuffer> {
         self.steps.iter().find_map(|s| match s {
