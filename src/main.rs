@@ -109,8 +109,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Phase 1: search every quantizer's bounds on calibration patches and write a
-    /// quantized model file.
+    /// Quantize: phase 1 searches every quantizer's bounds on calibration patches, phase 2
+    /// (DQC, for 2dquant and 2dquant+ or with --phase2-iters) fine-tunes them by
+    /// distillation; writes a quantized model file.
     Calibrate {
         #[command(flatten)]
         model: ModelArgs,
