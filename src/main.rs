@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use swinq::bench::compare_engines;
+use swinq::bench::{compare_engines, launch_cost_us};
 use swinq::data::{self, RgbU8};
 use swinq::eval::{evaluate, EvalReport};
 use swinq::gpu::{adapters_report, AdapterChoice, GpuContext};
@@ -686,6 +686,7 @@ fn bench(model: &ModelArgs, quantized: Option<&Path>, sizes: &[usize], runs: (us
     let quant = q.as_ref().map(|q| QuantModel::new(&ctx, &gpu, q.bits, &q.params));
     let engines = if quant.is_some() { 3 } else { 1 };
     let bar = progress_bar(sizes.len() * engines, "timing");
+    let launch_us = launch_cost_us(&ctx, 2000);
     let timings = compare_engines(&ctx, &gpu, quant.as_ref(), sizes, runs, |t| {
         if !json {
             let s = &t.timing;
@@ -695,14 +696,20 @@ fn bench(model: &ModelArgs, quantized: Option<&Path>, sizes: &[usize], runs: (us
     })?;
     bar.finish_and_clear();
     if json {
-        let out = serde_json::json!({ "device": ctx.describe(), "scale": weights.config.scale, "bits": q.as_ref().map(|q| q.bits), "timings": timings });
+        let out = serde_json::json!({ "device": ctx.describe(), "scale": weights.config.scale, "bits": q.as_ref().map(|q| q.bits), "launch_cost_us": launch_us, "timings": timings });
         println!("{out}");
         return Ok(());
     }
-    println!("SwinIR x{} forward on {}", weights.config.scale, ctx.describe());
+    println!("SwinIR x{} forward on {} (a kernel launch costs {launch_us:.1} µs there)", weights.config.scale, ctx.describe());
     for chunk in timings.chunks(engines) {
         let fp = chunk[0].timing.median_ms;
-        let line: Vec<String> = chunk.iter().map(|t| format!("{} {:.2} ms ({:.2}× fp32)", t.engine, t.timing.median_ms, fp / t.timing.median_ms)).collect();
+        let line: Vec<String> = chunk
+            .iter()
+            .map(|t| {
+                let launches: usize = t.timing.dispatches.values().sum();
+                format!("{} {:.2} ms ({:.2}× fp32, {launches} launches)", t.engine, t.timing.median_ms, fp / t.timing.median_ms)
+            })
+            .collect();
         println!("{}×{}: {}", chunk[0].timing.height, chunk[0].timing.width, line.join(", "));
     }
     Ok(())

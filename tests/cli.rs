@@ -172,6 +172,9 @@ fn calibrate_export_then_eval_and_bench_both_engines() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let engines: Vec<&str> = v["timings"].as_array().unwrap().iter().map(|t| t["engine"].as_str().unwrap()).collect();
     assert_eq!(engines, ["fp32", "fake", "int"]);
+    assert!(v["launch_cost_us"].as_f64().is_some_and(|us| us > 0.0), "{v}");
+    let launches = |t: &serde_json::Value| t["dispatches"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum::<u64>();
+    assert!(v["timings"].as_array().unwrap().iter().all(|t| launches(t) > 0), "{v}");
 }
 
 #[test]
