@@ -3,7 +3,7 @@
 //! per stage and what one launch costs.
 //! SWINQ_BENCH_SIZES (e.g. "64,128"), SWINQ_BENCH_REPEATS and WGPU_ADAPTER_NAME adjust it.
 
-use swinq::bench::{env_or, launch_cost_us, time_forward};
+use swinq::bench::{env_or, launch_cost_us, time_forward, LAUNCH_PROBES};
 use swinq::gpu::{AdapterChoice, GpuContext};
 use swinq::model::graph::{GpuModel, Mode};
 use swinq::model::{SwinConfig, SwinWeights};
@@ -23,7 +23,7 @@ fn main() {
     // Speed does not depend on the weights' values: random SwinIR-light weights.
     let model = GpuModel::upload(&ctx, &SwinWeights::random(&SwinConfig::light(2), 0));
     println!("FP32 SwinIR-light x2 forward on {}", ctx.describe());
-    println!("launch cost: {:.1} µs per dispatch (2000 tiny matmuls in one submission)", launch_cost_us(&ctx, 2000));
+    println!("launch cost: {:.1} µs per dispatch ({LAUNCH_PROBES} tiny matmuls in one submission)", launch_cost_us(&ctx));
     for s in sizes {
         let t = time_forward(&ctx, &model, Mode::Float, (1, s, s), 2, repeats).expect("forward");
         let stages: Vec<String> = t.stages_ms.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
@@ -36,7 +36,7 @@ fn main() {
             t.repeats,
             gpu_total,
             stages.join(", "),
-            t.dispatches.values().sum::<usize>(),
+            t.launches(),
             launches.join(", ")
         );
     }

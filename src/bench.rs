@@ -26,6 +26,13 @@ pub struct ForwardTiming {
     pub dispatches: BTreeMap<String, usize>,
 }
 
+impl ForwardTiming {
+    /// Kernel launches of one forward, all stages.
+    pub fn launches(&self) -> usize {
+        self.dispatches.values().sum()
+    }
+}
+
 /// The environment variable `key` parsed, else `default` (the benches' settings).
 pub fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
     std::env::var(key).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -77,17 +84,20 @@ pub fn time_forward(
     })
 }
 
+/// Tiny kernels `launch_cost_us` times in one submission.
+pub const LAUNCH_PROBES: usize = 2000;
+
 /// Microseconds from submit to completion per launch of a tiny kernel (a 64×4×4
-/// matmul), `count` of them in one submission: the fixed cost of a dispatch, which
-/// every stage pays once per launch.
-pub fn launch_cost_us(ctx: &GpuContext, count: usize) -> f64 {
+/// matmul), LAUNCH_PROBES of them in one submission: the fixed cost of a dispatch,
+/// which every stage pays once per launch.
+pub fn launch_cost_us(ctx: &GpuContext) -> f64 {
     use crate::gpu::ops::{matmul, GpuLinear, Matmul};
     use crate::gpu::GpuBuffer;
     let (m, k, n) = (64, 4, 4);
     let x = GpuBuffer::from_slice(ctx, "x", &vec![1.0f32; m * k]);
     let out = GpuBuffer::zeros(ctx, "out", m * n);
     let layer = GpuLinear::new(ctx, "tiny", &vec![0.5f32; n * k], &vec![0.0; n], n);
-    let launches: Vec<_> = (0..count).flat_map(|_| matmul(ctx, Matmul::tokens(x.operand(), layer.weights(), out.bind(), m, "tiny"))).collect();
+    let launches: Vec<_> = (0..LAUNCH_PROBES).flat_map(|_| matmul(ctx, Matmul::tokens(x.operand(), layer.weights(), out.bind(), m, "tiny"))).collect();
     crate::gpu::run_now(ctx, &launches[..1]);
     let t = Instant::now();
     crate::gpu::run_now(ctx, &launches);

@@ -686,7 +686,7 @@ fn bench(model: &ModelArgs, quantized: Option<&Path>, sizes: &[usize], runs: (us
     let quant = q.as_ref().map(|q| QuantModel::new(&ctx, &gpu, q.bits, &q.params));
     let engines = if quant.is_some() { 3 } else { 1 };
     let bar = progress_bar(sizes.len() * engines, "timing");
-    let launch_us = launch_cost_us(&ctx, 2000);
+    let launch_us = launch_cost_us(&ctx);
     let timings = compare_engines(&ctx, &gpu, quant.as_ref(), sizes, runs, |t| {
         if !json {
             let s = &t.timing;
@@ -705,10 +705,7 @@ fn bench(model: &ModelArgs, quantized: Option<&Path>, sizes: &[usize], runs: (us
         let fp = chunk[0].timing.median_ms;
         let line: Vec<String> = chunk
             .iter()
-            .map(|t| {
-                let launches: usize = t.timing.dispatches.values().sum();
-                format!("{} {:.2} ms ({:.2}× fp32, {launches} launches)", t.engine, t.timing.median_ms, fp / t.timing.median_ms)
-            })
+            .map(|t| format!("{} {:.2} ms ({:.2}× fp32, {} launches)", t.engine, t.timing.median_ms, fp / t.timing.median_ms, t.timing.launches()))
             .collect();
         println!("{}×{}: {}", chunk[0].timing.height, chunk[0].timing.width, line.join(", "));
     }
