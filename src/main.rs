@@ -310,6 +310,18 @@ fn progress_bar(len: usize, what: &str) -> ProgressBar {
     bar
 }
 
+/// A line of results printed above the progress bar: on stdout normally, and with
+/// `--json` (stdout holds the JSON) on stderr where no bar is drawn (stderr is not a
+/// terminal), so that logs still show progress. Printing through the bar keeps the
+/// line when the bar is hidden (its `println` would drop it).
+fn result_line(bar: &ProgressBar, json: bool, line: &str) {
+    if !json {
+        bar.suspend(|| println!("{line}"));
+    } else if bar.is_hidden() {
+        eprintln!("{line}");
+    }
+}
+
 /// Every input image: files as given, folders expanded in name order.
 fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
@@ -363,7 +375,7 @@ fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Pa
     for (file, out) in files.iter().zip(&outs) {
         let img = data::load_rgb(file)?;
         if let Some(t) = up.tile_for(img.height, img.width) {
-            bar.println(format!("{}: processing in overlapping {t}×{t} tiles", file.display()));
+            bar.suspend(|| eprintln!("{}: processing in overlapping {t}×{t} tiles", file.display()));
         }
         let sr: RgbU8 = up.upscale(&img).with_context(|| file.display().to_string())?.to_u8();
         data::save_png(&sr, out)?;
@@ -392,9 +404,7 @@ fn eval(model: &ModelArgs, dataset: &Path, scale: Option<usize>, json: bool, qua
     let engine = up.engine();
     let bar = progress_bar(pairs.len(), &data::dataset_name(dataset));
     let report = evaluate(&mut up, &data::dataset_name(dataset), engine, &pairs, |score| {
-        if !json {
-            bar.println(format!("{:<24} {:>8.4} dB  {:.4}", score.name, score.psnr_y, score.ssim_y));
-        }
+        result_line(&bar, json, &format!("{:<24} {:>8.4} dB  {:.4}", score.name, score.psnr_y, score.ssim_y));
         bar.inc(1);
     })?;
     bar.finish_and_clear();
@@ -688,10 +698,8 @@ fn bench(model: &ModelArgs, quantized: Option<&Path>, sizes: &[usize], runs: (us
     let bar = progress_bar(sizes.len() * engines, "timing");
     let launch_us = launch_cost_us(&ctx);
     let timings = compare_engines(&ctx, &gpu, quant.as_ref(), sizes, runs, |t| {
-        if !json {
-            let s = &t.timing;
-            bar.println(format!("{}×{} {:<5} median {:>10.2} ms  min {:>10.2} ms", s.height, s.width, t.engine, s.median_ms, s.min_ms));
-        }
+        let s = &t.timing;
+        result_line(&bar, json, &format!("{}×{} {:<5} median {:>10.2} ms  min {:>10.2} ms", s.height, s.width, t.engine, s.median_ms, s.min_ms));
         bar.inc(1);
     })?;
     bar.finish_and_clear();
@@ -717,13 +725,14 @@ fn print_report(report: &EvalReport, json: bool, ctx: &GpuContext) -> Result<()>
         println!("{}", serde_json::to_string(report)?);
     } else {
         println!(
-            "{} x{} ({}): PSNR-Y {:.4} dB, SSIM-Y {:.4} over {} images in {:.1} s on {}",
+            "{} x{} ({}): PSNR-Y {:.4} dB, SSIM-Y {:.4} over {} image{} in {:.1} s on {}",
             report.dataset,
             report.scale,
             report.engine,
             report.psnr_y,
             report.ssim_y,
             report.images.len(),
+            if report.images.len() == 1 { "" } else { "s" },
             report.seconds,
             ctx.describe()
         );

@@ -63,10 +63,16 @@ fn convert_then_eval_json_matches_pth() {
         }
         assert_eq!(v["dataset"], "Tiny");
         assert_eq!(v["images"][0]["name"], "bird");
+        // No terminal here, so no progress bar: each image's line goes to the log.
+        assert!(stderr(&o).contains("bird "), "{}", stderr(&o));
         psnrs.push(v["psnr_y"].as_f64().unwrap());
     }
     eprintln!("tiny bird PSNR-Y: {psnrs:?}");
     assert!(psnrs[0] > 25.0 && psnrs[0] == psnrs[1]);
+    // Without --json the per-image lines are results, on stdout, also with no terminal.
+    let o = swinq(&["eval", "--weights", s(&st), "--dataset", s(&set), "--scale", "2"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && text.starts_with("bird ") && text.contains(&format!("{:.4} dB", psnrs[1])) && text.contains("over 1 image in"), "{text}");
     let o = swinq(&["eval", "--weights", &standin(), "--dataset", s(&set), "--scale", "3"]);
     assert!(!o.status.success() && stderr(&o).contains("×2 model"), "{}", stderr(&o));
 }
