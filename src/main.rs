@@ -310,6 +310,11 @@ fn progress_bar(len: usize, what: &str) -> ProgressBar {
     bar
 }
 
+/// "1 image", "5 images".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// A line of results printed above the progress bar: on stdout normally, and with
 /// `--json` (stdout holds the JSON) on stderr where no bar is drawn (stderr is not a
 /// terminal), so that logs still show progress. Printing through the bar keeps the
@@ -524,7 +529,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
             state.file.params.clone()
         }
         None => {
-            eprintln!("phase 1: {} W{}A{} on {} patches of 64×64 ({}) on {}", method.name(), o.bits, o.bits, o.patches, o.patch_mode, ctx.describe());
+            eprintln!("phase 1: {} W{}A{} on {} of 64×64 ({}) on {}", method.name(), o.bits, o.bits, count(o.patches, "patch", "patches"), o.patch_mode, ctx.describe());
             let spinner = ProgressBar::new_spinner();
             spinner.set_message("calibration forward and bound search");
             spinner.enable_steady_tick(std::time::Duration::from_millis(200));
@@ -631,8 +636,15 @@ fn run_phase2(
     let bar = ProgressBar::new(dqc.iters as u64);
     bar.set_style(ProgressStyle::with_template("DQC [{bar:30}] {pos}/{len} {per_sec} {elapsed_precise} (eta {eta}) {msg}").expect("valid template").progress_chars("=> "));
     bar.set_position(resume.map_or(0, |r| r.next_iter) as u64);
-    let trained = dqc::train(ctx, model, &quant, sampler, dqc, (resume, Some(checkpoint)), |_, l| {
-        bar.set_message(format!("loss {:.5} (L1 {:.5}, features {:.5})", l.total, l.l1, l.feature));
+    // Without a terminal (no bar drawn) a line every half minute shows progress in logs.
+    let mut logged = std::time::Instant::now();
+    let trained = dqc::train(ctx, model, &quant, sampler, dqc, (resume, Some(checkpoint)), |i, l| {
+        let loss = format!("loss {:.5} (L1 {:.5}, features {:.5})", l.total, l.l1, l.feature);
+        if bar.is_hidden() && (logged.elapsed().as_secs() >= 30 || i + 1 == dqc.iters) {
+            eprintln!("DQC iteration {}/{}: {loss}, {:.0} s", i + 1, dqc.iters, start.elapsed().as_secs_f64());
+            logged = std::time::Instant::now();
+        }
+        bar.set_message(loss);
         bar.inc(1);
     })?;
     bar.finish_and_clear();
@@ -725,14 +737,13 @@ fn print_report(report: &EvalReport, json: bool, ctx: &GpuContext) -> Result<()>
         println!("{}", serde_json::to_string(report)?);
     } else {
         println!(
-            "{} x{} ({}): PSNR-Y {:.4} dB, SSIM-Y {:.4} over {} image{} in {:.1} s on {}",
+            "{} x{} ({}): PSNR-Y {:.4} dB, SSIM-Y {:.4} over {} in {:.1} s on {}",
             report.dataset,
             report.scale,
             report.engine,
             report.psnr_y,
             report.ssim_y,
-            report.images.len(),
-            if report.images.len() == 1 { "" } else { "s" },
+            count(report.images.len(), "image", "images"),
             report.seconds,
             ctx.describe()
         );
