@@ -320,9 +320,16 @@ fn count(n: usize, one: &str, many: &str) -> String {
 /// terminal), so that logs still show progress. Printing through the bar keeps the
 /// line when the bar is hidden (its `println` would drop it).
 fn result_line(bar: &ProgressBar, json: bool, line: &str) {
-    if !json {
+    if json {
+        log_line(bar, line);
+    } else {
         bar.suspend(|| println!("{line}"));
-    } else if bar.is_hidden() {
+    }
+}
+
+/// A progress line on stderr in place of the bar where none is drawn (no terminal).
+fn log_line(bar: &ProgressBar, line: &str) {
+    if bar.is_hidden() {
         eprintln!("{line}");
     }
 }
@@ -384,11 +391,12 @@ fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Pa
         }
         let sr: RgbU8 = up.upscale(&img).with_context(|| file.display().to_string())?.to_u8();
         data::save_png(&sr, out)?;
+        log_line(&bar, &format!("{} → {}", file.display(), out.display()));
         bar.inc(1);
     }
     bar.finish_and_clear();
     let engine = up.engine();
-    eprintln!("{} image(s) upscaled ×{} ({engine}) on {} → {}", files.len(), weights.config.scale, ctx.describe(), output.display());
+    eprintln!("{} upscaled ×{} ({engine}) on {} → {}", count(files.len(), "image", "images"), weights.config.scale, ctx.describe(), output.display());
     Ok(())
 }
 
