@@ -643,13 +643,16 @@ fn run_phase2(
     let want_profile = dqc.profile;
     let bar = ProgressBar::new(dqc.iters as u64);
     bar.set_style(ProgressStyle::with_template("DQC [{bar:30}] {pos}/{len} {per_sec} {elapsed_precise} (eta {eta}) {msg}").expect("valid template").progress_chars("=> "));
-    bar.set_position(resume.map_or(0, |r| r.next_iter) as u64);
+    let first_iter = resume.map_or(0, |r| r.next_iter);
+    bar.set_position(first_iter as u64);
     // Without a terminal (no bar drawn) a line every half minute shows progress in logs.
     let mut logged = std::time::Instant::now();
     let trained = dqc::train(ctx, model, &quant, sampler, dqc, (resume, Some(checkpoint)), |i, l| {
         let loss = format!("loss {:.5} (L1 {:.5}, features {:.5})", l.total, l.l1, l.feature);
         if bar.is_hidden() && (logged.elapsed().as_secs() >= 30 || i + 1 == dqc.iters) {
-            eprintln!("DQC iteration {}/{}: {loss}, {:.0} s", i + 1, dqc.iters, start.elapsed().as_secs_f64());
+            let per_iter = start.elapsed() / (i + 1 - first_iter) as u32;
+            let left = indicatif::HumanDuration(per_iter * (dqc.iters - i - 1) as u32);
+            eprintln!("DQC iteration {}/{}: {loss}, {:.1} s per iteration, {left} left", i + 1, dqc.iters, per_iter.as_secs_f64());
             logged = std::time::Instant::now();
         }
         bar.set_message(loss);
