@@ -192,6 +192,8 @@ fn calibrate_with_phase2_records_its_settings() {
     let o = swinq(&[&args[..], &["--phase2-iters", "2", "--batch", "1", "--patch", "16", "-o", s(&q)]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("phase 2 done") && stderr(&o).contains("MiB of GPU memory"), "{}", stderr(&o));
+    // No terminal, so no bar: the last iteration is logged.
+    assert!(stderr(&o).contains("DQC iteration 2/2: loss "), "{}", stderr(&o));
     let (file, _) = swinq::quant::file::QuantFile::load(&q, &swinq::model::SwinConfig::light(2)).unwrap();
     assert_eq!(file.method, "minmax+dqc");
     assert_eq!(file.settings["phase2_iters"], "2");
