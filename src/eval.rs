@@ -4,12 +4,12 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::{load_rgb, load_rgb_u8, psnr_y, ssim_y, Pair, RgbU8};
 use crate::upscale::Upscaler;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ImageScore {
     pub name: String,
     pub psnr_y: f64,
@@ -17,7 +17,7 @@ pub struct ImageScore {
 }
 
 /// The `--json` shape of `swinq eval`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalReport {
     pub dataset: String,
     pub scale: usize,

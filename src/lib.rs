@@ -5,6 +5,7 @@ pub mod data;
 pub mod eval;
 pub mod gpu;
 pub mod model;
+pub mod progress;
 pub mod quant;
 pub mod report;
 pub mod sort;

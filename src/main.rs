@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use swinq::bench::{compare_engines, launch_cost_us};
 use swinq::data::{self, RgbU8};
 use swinq::eval::{evaluate, EvalReport};
+use swinq::progress;
 use swinq::gpu::{adapters_report, AdapterChoice, GpuContext};
 use swinq::model::checkpoint::{load_weights, save_safetensors, sha256_file};
 use swinq::model::graph::{GpuModel, QuantModel};
@@ -299,22 +300,6 @@ fn convert(input: &Path, output: &Path) -> Result<()> {
     Ok(())
 }
 
-fn progress_bar(len: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(what.to_string());
-    bar
-}
-
-/// "1 image", "5 images".
-fn count(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
 /// A line of results printed above the progress bar: on stdout normally, and with
 /// `--json` (stdout holds the JSON) on stderr where no bar is drawn (stderr is not a
 /// terminal), so that logs still show progress. Printing through the bar keeps the
@@ -383,7 +368,7 @@ fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Pa
     let outs = output_paths(&files, output, weights.config.scale)?;
     let ctx = model.gpu()?;
     let mut up = quant.apply(Upscaler::new(&ctx, &weights, model.tiling())?, q.as_ref());
-    let bar = progress_bar(files.len(), "upscaling");
+    let bar = progress::bar(files.len(), "upscaling");
     for (file, out) in files.iter().zip(&outs) {
         let img = data::load_rgb(file)?;
         if let Some(t) = up.tile_for(img.height, img.width) {
@@ -396,7 +381,7 @@ fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Pa
     }
     bar.finish_and_clear();
     let engine = up.engine();
-    eprintln!("{} upscaled ×{} ({engine}) on {} → {}", count(files.len(), "image", "images"), weights.config.scale, ctx.describe(), output.display());
+    eprintln!("{} upscaled ×{} ({engine}) on {} → {}", progress::count(files.len(), "image", "images"), weights.config.scale, ctx.describe(), output.display());
     Ok(())
 }
 
@@ -415,7 +400,7 @@ fn eval(model: &ModelArgs, dataset: &Path, scale: Option<usize>, json: bool, qua
     let ctx = model.gpu()?;
     let mut up = quant.apply(Upscaler::new(&ctx, &weights, model.tiling())?, q.as_ref());
     let engine = up.engine();
-    let bar = progress_bar(pairs.len(), &data::dataset_name(dataset));
+    let bar = progress::bar(pairs.len(), &data::dataset_name(dataset));
     let report = evaluate(&mut up, &data::dataset_name(dataset), engine, &pairs, |score| {
         result_line(&bar, json, &format!("{:<24} {:>8.4} dB  {:.4}", score.name, score.psnr_y, score.ssim_y));
         bar.inc(1);
@@ -537,7 +522,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
             state.file.params.clone()
         }
         None => {
-            eprintln!("phase 1: {} W{}A{} on {} of 64×64 ({}) on {}", method.name(), o.bits, o.bits, count(o.patches, "patch", "patches"), o.patch_mode, ctx.describe());
+            eprintln!("phase 1: {} W{}A{} on {} of 64×64 ({}) on {}", method.name(), o.bits, o.bits, progress::count(o.patches, "patch", "patches"), o.patch_mode, ctx.describe());
             let spinner = ProgressBar::new_spinner();
             spinner.set_message("calibration forward and bound search");
             spinner.enable_steady_tick(std::time::Duration::from_millis(200));
@@ -718,7 +703,7 @@ fn bench(model: &ModelArgs, quantized: Option<&Path>, sizes: &[usize], runs: (us
     let gpu = GpuModel::upload(&ctx, &weights);
     let quant = q.as_ref().map(|q| QuantModel::new(&ctx, &gpu, q.bits, &q.params));
     let engines = if quant.is_some() { 3 } else { 1 };
-    let bar = progress_bar(sizes.len() * engines, "timing");
+    let bar = progress::bar(sizes.len() * engines, "timing");
     let launch_us = launch_cost_us(&ctx);
     let timings = compare_engines(&ctx, &gpu, quant.as_ref(), sizes, runs, |t| {
         let s = &t.timing;
@@ -754,7 +739,7 @@ fn print_report(report: &EvalReport, json: bool, ctx: &GpuContext) -> Result<()>
             report.engine,
             report.psnr_y,
             report.ssim_y,
-            count(report.images.len(), "image", "images"),
+            progress::count(report.images.len(), "image", "images"),
             report.seconds,
             ctx.describe()
         );

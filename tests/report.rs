@@ -299,6 +299,27 @@ fn cli_report_end_to_end_on_a_tiny_set() {
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
     eprintln!("end to end in {:.1} s", start.elapsed().as_secs_f64());
 
+    // Run again into the same folder: the stored scores are reused, the figures redrawn.
+    let args = |extra: &[&str]| -> Vec<String> {
+        let base = ["report", "--weights", s(&weights), "--dataset", s(&set), "--quantized", s(&q8), "--crop", "head:0,0,16", "--title", "tiny", "-o", s(&out)];
+        base.iter().chain(extra).map(|a| a.to_string()).collect()
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        let o = swinq(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(o.status.success(), "{}", stderr(&o));
+        (stderr(&o), std::fs::read_to_string(out.join("report.md")).unwrap())
+    };
+    let (log, again) = run(&["--max-images", "1"]);
+    assert!(log.contains("FP32 Tiny: stored in") && log.contains("fixed W8A8 Tiny: stored in"), "{log}");
+    assert!(again.contains(&md.lines().find(|l| l.starts_with("| FP32")).unwrap().to_string()), "{again}");
+    assert!(out.join("scores/FP32__Tiny.json").is_file() && out.join("scores/fixed_W8A8__Tiny.json").is_file());
+    let (log, _) = run(&["--max-images", "1", "--recompute"]);
+    assert!(!log.contains("stored in"), "{log}");
+    let (log, _) = run(&[]);
+    assert!(log.contains("FP32 Tiny: ") && log.contains("was made with other settings; evaluating again"), "{log}");
+    assert!(log.contains("(2 images)"), "{log}");
+
     // Clear errors, before any GPU work.
     let other = quant_file(dir.path(), 4, 4.0, &"0".repeat(64));
     let o = swinq(&["report", "--weights", s(&weights), "--dataset", s(&set), "--quantized", s(&other), "-o", s(&out)]);

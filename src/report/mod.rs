@@ -17,6 +17,10 @@
 //! SHA-256 prefix, scale, models, images per set, tiling) drawn under the figure, and
 //! the same text plus the full checkpoint hash in PNG `tEXt` chunks.
 //!
+//! Scores are kept per model and set in `scores/` ([`scores`]): running a report again
+//! into the same folder evaluates only the models and sets it has not scored yet
+//! (`--recompute` evaluates everything again).
+//!
 //! Text is drawn by plotters with the Hack font embedded from `epaint_default_fonts`,
 //! so no system font is needed.
 
@@ -26,7 +30,6 @@ use std::sync::Once;
 
 use ab_glyph::{point, Font, FontRef, PxScale, ScaleFont};
 use anyhow::{anyhow, bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use plotters_backend::text_anchor::{HPos, VPos};
@@ -41,8 +44,12 @@ use crate::eval::{evaluate_each, score_pair_sr, EvalReport, ImageScore};
 use crate::gpu::GpuContext;
 use crate::model::checkpoint::sha256_file;
 use crate::model::SwinWeights;
+use crate::progress;
 use crate::quant::file::QuantFile;
 use crate::upscale::{Tiling, Upscaler};
+
+pub mod scores;
+use scores::{images_sha256, sanitize, Lookup, ScoreKey, ScoreStore};
 
 /// Nearest-neighbour zoom of the comparison crops.
 pub const ZOOM: usize = 3;
@@ -79,9 +86,13 @@ pub struct ReportOptions {
     /// Report title.
     #[arg(long)]
     pub title: Option<String>,
-    /// Report folder (created if missing).
+    /// Report folder (created if missing). Scores already in its scores/ folder for the
+    /// same models, sets, settings and swinq version are reused, not evaluated again.
     #[arg(short, long, value_name = "REPORT_DIR")]
     pub output: PathBuf,
+    /// Evaluate every model again even where REPORT_DIR/scores holds its scores.
+    #[arg(long)]
+    pub recompute: bool,
 }
 
 /// A comparison crop as given on the command line.
@@ -713,28 +724,46 @@ struct CropJob {
     images: Vec<(TileInfo, RgbU8)>,
 }
 
+/// A benchmark set as a report evaluates it.
+struct PlanSet {
+    name: String,
+    pairs: Vec<Pair>,
+    /// How many pairs are evaluated (the first `--max-images`); crops may use the others.
+    evaluated: usize,
+    /// Hash of the evaluated pairs' files, for [`ScoreKey`].
+    images_sha256: String,
+}
+
+impl PlanSet {
+    fn evaluated(&self) -> &[Pair] {
+        &self.pairs[..self.evaluated]
+    }
+}
+
 /// Everything checked before the GPU work starts.
 pub struct Plan {
-    datasets: Vec<(String, Vec<Pair>)>,
+    datasets: Vec<PlanSet>,
     crops: Vec<CropJob>,
     scale: usize,
     out: PathBuf,
+    store: ScoreStore,
 }
 
 /// Checks the sets, the crops and the output folder (so a long run cannot fail at the
 /// end), and loads the HR and bicubic images of the comparisons.
 pub fn prepare(opts: &ReportOptions, scale: usize) -> Result<Plan> {
+    if opts.max_images == Some(0) {
+        bail!("--max-images 0: evaluate at least one image per set");
+    }
     let mut datasets = Vec::new();
     for dir in &opts.dataset {
         let pairs = benchmark_pairs(dir, scale).with_context(|| format!("--dataset {}", dir.display()))?;
         let name = dataset_name(dir);
-        if datasets.iter().any(|(n, _)| *n == name) {
+        if datasets.iter().any(|d: &PlanSet| d.name == name) {
             bail!("--dataset {}: two sets are both named {name}", dir.display());
         }
-        datasets.push((name, pairs));
-    }
-    if opts.max_images == Some(0) {
-        bail!("--max-images 0: evaluate at least one image per set");
+        let evaluated = opts.max_images.unwrap_or(usize::MAX).min(pairs.len());
+        datasets.push(PlanSet { images_sha256: images_sha256(&pairs[..evaluated])?, name, pairs, evaluated });
     }
     let mut specs: Vec<CropSpec> = opts.crop.iter().map(|c| CropSpec::parse(c)).collect::<Result<_>>()?;
     if specs.is_empty() {
@@ -743,16 +772,16 @@ pub fn prepare(opts: &ReportOptions, scale: usize) -> Result<Plan> {
     let mut crops = Vec::new();
     for spec in &specs {
         let Some(image) = &spec.image else {
-            for (d, (_, pairs)) in datasets.iter().enumerate() {
-                crops.push(crop_job(d, &pairs[0], spec.region, scale)?);
+            for (d, set) in datasets.iter().enumerate() {
+                crops.push(crop_job(d, &set.pairs[0], spec.region, scale)?);
             }
             continue;
         };
         let found: Vec<(usize, &Pair)> = datasets
             .iter()
             .enumerate()
-            .filter(|(_, (name, _))| spec.dataset.as_ref().is_none_or(|d| d == name))
-            .flat_map(|(d, (_, pairs))| pairs.iter().filter(|p| p.name == *image).map(move |p| (d, p)))
+            .filter(|(_, set)| spec.dataset.as_ref().is_none_or(|d| *d == set.name))
+            .flat_map(|(d, set)| set.pairs.iter().filter(|p| p.name == *image).map(move |p| (d, p)))
             .collect();
         match found[..] {
             [(d, pair)] => crops.push(crop_job(d, pair, spec.region, scale)?),
@@ -761,15 +790,17 @@ pub fn prepare(opts: &ReportOptions, scale: usize) -> Result<Plan> {
         }
     }
     let out = opts.output.clone();
-    std::fs::create_dir_all(out.join("comparisons"))
-        .with_context(|| format!("{}: cannot create the report folder", out.display()))?;
-    for dir in [out.clone(), out.join("comparisons")] {
+    let store = ScoreStore::new(&out, !opts.recompute);
+    for dir in [out.join("comparisons"), store.dir().to_path_buf()] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create the report folder", dir.display()))?;
+    }
+    for dir in [out.clone(), out.join("comparisons"), store.dir().to_path_buf()] {
         tempfile::Builder::new()
             .prefix(".swinq-check")
             .tempfile_in(&dir)
             .with_context(|| format!("{}: the report folder is not writable", dir.display()))?;
     }
-    Ok(Plan { datasets, crops, scale, out })
+    Ok(Plan { datasets, crops, scale, out, store })
 }
 
 /// `region` At with size 0 stands for the default centre crop.
@@ -817,17 +848,6 @@ impl CropJob {
         };
         (x, y, self.size)
     }
-}
-
-fn progress_bar(len: usize, what: String) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(what);
-    bar
 }
 
 /// Label of a quantized model: `method WbAb`, plus the file stem when two files share it.
@@ -912,35 +932,56 @@ pub fn run(
                 }
             }
         };
-        let results = evaluate_model(&mut up, m, &entry.label, &mut plan, opts.max_images)?;
+        let key = ScoreKey {
+            swinq_version: settings.swinq_version.clone(),
+            adapter: settings.adapter.clone(),
+            checkpoint_sha256: ckpt.sha256.clone(),
+            model_sha256: entry.file_sha256.clone(),
+            engine: up.engine().to_string(),
+            tile,
+            scale: plan.scale,
+            dataset: String::new(),
+            images_sha256: String::new(),
+        };
+        let results = evaluate_model(&mut up, m, &entry.label, &mut plan, &key)?;
         models.push(ModelEntry { results, ..entry });
     }
     let report = finish(settings, models, &plan)?;
     Ok(report)
 }
 
-/// One model on every set; also fills its comparison tiles.
-fn evaluate_model(
-    up: &mut Upscaler,
-    model: usize,
-    label: &str,
-    plan: &mut Plan,
-    max_images: Option<usize>,
-) -> Result<Vec<EvalReport>> {
+/// One model on every set, or its stored scores (`key`: the model's, without the set);
+/// also fills its comparison tiles.
+fn evaluate_model(up: &mut Upscaler, model: usize, label: &str, plan: &mut Plan, key: &ScoreKey) -> Result<Vec<EvalReport>> {
     let engine = up.engine();
     let mut results = Vec::new();
-    for (d, (name, pairs)) in plan.datasets.iter().enumerate() {
-        let pairs = &pairs[..max_images.unwrap_or(usize::MAX).min(pairs.len())];
-        let bar = progress_bar(pairs.len(), format!("{label} · {name}"));
-        let crops = &mut plan.crops;
-        let report = evaluate_each(up, name, engine, pairs, |pair, score, sr| {
-            for job in crops.iter_mut().filter(|j| j.dataset == d && j.pair.name == pair.name) {
-                job.push(label, score, sr);
+    for (d, set) in plan.datasets.iter().enumerate() {
+        let key = ScoreKey { dataset: set.name.clone(), images_sha256: set.images_sha256.clone(), ..key.clone() };
+        let stored = plan.store.path(label, &set.name);
+        let report = match plan.store.lookup(label, &key) {
+            Lookup::Found(report) => {
+                eprintln!("{label} {}: stored in {} (--recompute evaluates it again)", set.name, stored.display());
+                report
             }
-            bar.inc(1);
-        })?;
-        bar.finish_and_clear();
-        eprintln!("{label} {name}: PSNR-Y {:.4} dB, SSIM-Y {:.4} ({} images)", report.psnr_y, report.ssim_y, pairs.len());
+            found => {
+                if let Lookup::Stale = found {
+                    eprintln!("{label} {}: {} was made with other settings; evaluating again", set.name, stored.display());
+                }
+                let pairs = set.evaluated();
+                let bar = progress::bar(pairs.len(), &format!("{label} · {}", set.name));
+                let crops = &mut plan.crops;
+                let report = evaluate_each(up, &set.name, engine, pairs, |pair, score, sr| {
+                    for job in crops.iter_mut().filter(|j| j.dataset == d && j.pair.name == pair.name) {
+                        job.push(label, score, sr);
+                    }
+                    bar.inc(1);
+                })?;
+                bar.finish_and_clear();
+                plan.store.save(label, &key, &report)?;
+                report
+            }
+        };
+        eprintln!("{label} {}: PSNR-Y {:.4} dB, SSIM-Y {:.4} ({})", set.name, report.psnr_y, report.ssim_y, progress::count(report.images.len(), "image", "images"));
         results.push(report);
     }
     // Comparison images outside the evaluated ones: HR, bicubic and one tile per model so far.
@@ -956,13 +997,13 @@ fn evaluate_model(
 fn finish(settings: Settings, models: Vec<ModelEntry>, plan: &Plan) -> Result<Report> {
     let mut report = Report {
         settings,
-        datasets: plan.datasets.iter().map(|(n, _)| n.clone()).collect(),
+        datasets: plan.datasets.iter().map(|d| d.name.clone()).collect(),
         models,
         comparisons: vec![],
     };
     let cap = caption(&report);
     for job in &plan.crops {
-        let dataset = &plan.datasets[job.dataset].0;
+        let dataset = &plan.datasets[job.dataset].name;
         let stem = format!("comparisons/{}_{}", sanitize(dataset), sanitize(&job.pair.name));
         let taken = |f: &String| report.comparisons.iter().any(|c| c.file == *f);
         let file = (1..).map(|k| if k == 1 { format!("{stem}.png") } else { format!("{stem}_{k}.png") }).find(|f| !taken(f)).expect("a free name");
@@ -999,11 +1040,6 @@ fn finish(settings: Settings, models: Vec<ModelEntry>, plan: &Plan) -> Result<Re
     write_atomic(plan.out.join("report.json"), render_json(&report)?.as_bytes())?;
     write_atomic(plan.out.join("report.md"), render_markdown(&report).as_bytes())?;
     Ok(report)
-}
-
-/// File-name-safe version of a set or image name.
-fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
 }
 
 /// This process's command line, shell-quoted where needed.
