@@ -140,6 +140,11 @@ impl GpuContext {
         self.pipelines.get(self, shader, entry, consts)
     }
 
+    /// The distinct WGSL modules this context has compiled, as (label, source).
+    pub fn compiled_modules(&self) -> Vec<(String, String)> {
+        self.pipelines.modules()
+    }
+
     /// Binding for an unused optional read-only input.
     pub fn empty(&self) -> wgpu::BindingResource<'_> {
         self.empty.as_entire_binding()

@@ -134,6 +134,9 @@ fn runtime_checks() -> wgpu::ShaderRuntimeChecks {
 #[derive(Default)]
 pub struct PipelineCache {
     map: Mutex<HashMap<String, Arc<wgpu::ComputePipeline>>>,
+    /// Every WGSL module compiled so far (source → label of its first pipeline), so
+    /// tests can check that the exact kernels a run used translate for other backends.
+    modules: Mutex<HashMap<String, String>>,
 }
 
 impl PipelineCache {
@@ -145,6 +148,7 @@ impl PipelineCache {
             .or_insert_with(|| {
                 let label = format!("{shader:?}.{entry}");
                 let code = format!("{header}{COMMON}{}", shader.source());
+                self.modules.lock().expect("pipeline cache poisoned").entry(code.clone()).or_insert_with(|| label.clone());
                 let desc = wgpu::ShaderModuleDescriptor { label: Some(&label), source: wgpu::ShaderSource::Wgsl(code.into()) };
                 // SAFETY: see `runtime_checks`.
                 let module = unsafe { ctx.device.create_shader_module_trusted(desc, runtime_checks()) };
@@ -161,6 +165,14 @@ impl PipelineCache {
                 }))
             })
             .clone()
+    }
+
+    /// The distinct WGSL modules compiled so far, as (label, source), sorted by label.
+    pub fn modules(&self) -> Vec<(String, String)> {
+        let modules = self.modules.lock().expect("pipeline cache poisoned");
+        let mut v: Vec<(String, String)> = modules.iter().map(|(code, label)| (label.clone(), code.clone())).collect();
+        v.sort();
+        v
     }
 }
 
