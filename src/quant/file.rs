@@ -47,7 +47,7 @@ impl QuantFile {
     /// embedded float weights when the file has them.
     pub fn load(path: &Path, cfg: &SwinConfig) -> Result<(Self, Option<SwinWeights>)> {
         let ctx = || path.display().to_string();
-        let meta = read_safetensors_metadata(path).with_context(ctx)?;
+        let meta = read_safetensors_metadata(path)?;
         if meta.get("format").map(String::as_str) != Some(FORMAT) {
             bail!("{}: not a swinq quantized model (metadata `format` is not {FORMAT})", path.display());
         }
