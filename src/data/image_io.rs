@@ -278,7 +278,8 @@ fn persist_atomic(
         .prefix(".swinq-")
         .suffix(&format!(".{ext}.tmp"))
         .tempfile_in(dir)
-        .map_err(|e| fail("cannot create file", &e))?;
+        // (the kind alone: the error's text names the temporary file, not `path`)
+        .map_err(|e| fail("cannot create file", &e.kind()))?;
     {
         let mut w = BufWriter::new(tmp.as_file());
         write(&mut w).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
