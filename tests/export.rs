@@ -8,13 +8,21 @@ use swinq::quant::{all_names, code, fake_quant, index, levels, QParams, Slot};
 
 #[test]
 fn packing_round_trips_odd_lengths() {
-    for bits in [2, 3, 4, 8] {
-        let n: usize = 37;
-        let codes: Vec<u32> = (0..n).map(|i| (i * 7 + 3) as u32 % (1 << bits)).collect();
-        let packed = pack(&codes, bits);
-        assert_eq!(packed.len(), if bits <= 4 { n.div_ceil(2) } else { n });
-        assert_eq!(unpack(&packed, n, bits), codes, "{bits} bits");
+    for bits in 2..=8 {
+        for n in [0usize, 1, 5, 37] {
+            let codes: Vec<u32> = (0..n).map(|i| (i * 7 + 3) as u32 % (1 << bits)).collect();
+            let packed = pack(&codes, bits);
+            assert_eq!(packed.len(), (n * bits as usize).div_ceil(8), "{n} codes of {bits} bits");
+            assert_eq!(unpack(&packed, n, bits).as_deref(), Some(&codes[..]), "{n} codes of {bits} bits");
+            if n > 0 {
+                assert_eq!(unpack(&packed[..packed.len() - 1], n, bits), None, "short input");
+            }
+        }
     }
+    // The stream's layout: 3-bit codes 1, 2, 7 → bits 001 010 111 from the lowest.
+    assert_eq!(pack(&[1, 2, 7], 3), vec![0b11_010_001, 0b1]);
+    // At 4 bits it is the first format's nibble pairs, first code in the low nibble.
+    assert_eq!(pack(&[3, 12, 5], 4), vec![0xc3, 0x05]);
 }
 
 #[test]
@@ -57,4 +65,36 @@ fn exported_model_keeps_every_code_and_quantizer() {
         assert_eq!(w.conv_first.weight, w2.conv_first.weight);
         assert_eq!(w.upsample.weight, w2.upsample.weight);
     }
+}
+
+/// Files of the first format (codes of b ≤ 4 bits as nibble pairs) still load, with
+/// the same weights as the current format.
+#[test]
+fn first_format_files_still_load() {
+    use swinq::model::checkpoint::{load_state_dict, read_safetensors_metadata, save_safetensors};
+    use swinq::model::{Tensor, TensorData};
+    let cfg = SwinConfig { embed_dim: 16, depths: vec![1], heads: vec![2], window: 4, mlp_hidden: 36, ..SwinConfig::light(2) };
+    let w = SwinWeights::random(&cfg, 9);
+    let n = all_names(&cfg).len();
+    let params = vec![QParams { lower: -0.3, upper: 0.25, bias: 0.0, _pad: 0.0 }; n];
+    let q = QuantFile { bits: 2, method: "test".into(), scale: 2, source_sha256: "abc".into(), settings: Default::default(), params };
+    let dir = tempfile::tempdir().unwrap();
+    let (new, old) = (dir.path().join("new.safetensors"), dir.path().join("old.safetensors"));
+    export(&w, &q, &new).unwrap();
+    let written = load_state_dict(&new).unwrap();
+    let mut sd = written.clone();
+    for (key, t) in sd.iter_mut().filter(|(k, _)| k.ends_with(".codes")) {
+        let TensorData::I64(s) = &written[&key.replace(".codes", ".shape")].data else { panic!("shape") };
+        let (rows, cols) = (s[0] as usize, s[1] as usize);
+        let row_bytes = t.shape[1];
+        let nibbles: Vec<u8> = t.as_u8().unwrap().chunks(row_bytes).flat_map(|r| pack(&unpack(r, cols, 2).unwrap(), 4)).collect();
+        *t = Tensor { shape: vec![rows, cols.div_ceil(2)], data: TensorData::U8(nibbles) };
+    }
+    let mut meta = read_safetensors_metadata(&new).unwrap();
+    meta.insert("format".into(), "swinq-int-1".into());
+    save_safetensors(&sd, &meta, &old).unwrap();
+    let (from_new, from_old) = (load(&new).unwrap(), load(&old).unwrap());
+    assert_eq!(from_old.1, from_new.1);
+    assert_eq!(from_old.0.groups[0].blocks[0].fc2.weight, from_new.0.groups[0].blocks[0].fc2.weight);
+    assert!(std::fs::metadata(&old).unwrap().len() > std::fs::metadata(&new).unwrap().len());
 }

@@ -1,5 +1,5 @@
 //! The deployable quantized model (SPEC §6): one safetensors file with the integer
-//! codes of the quantized linear weights (two per byte at b ≤ 4), every quantizer's
+//! codes of the quantized linear weights (b bits each, packed densely per row), every quantizer's
 //! bounds and bias, the float tensors the engine keeps (convolutions, LayerNorms,
 //! biases, relative-position tables) and the settings. Quantizer data sits under
 //! `quant.{name}.…` (SPEC §6 names): `lower`, `upper`, `bias` (f32 [1]), and for
@@ -17,24 +17,43 @@ use crate::model::checkpoint::{load_state_dict, read_safetensors_metadata, save_
 use crate::model::weights::{block_prefix, Linear};
 use crate::model::{StateDict, SwinWeights, Tensor, TensorData};
 
-pub const FORMAT: &str = "swinq-int-1";
+pub const FORMAT: &str = "swinq-int-2";
+/// The first format, still read: codes of b ≤ 4 bits two per byte, wider ones one per byte.
+const FORMAT_1: &str = "swinq-int-1";
 const QUANT: &str = "quant.";
 
-/// Codes of b ≤ 4 bits go two per byte, the first in the low nibble; wider ones one per byte.
-pub fn pack(codes: &[u32], bits: u32) -> Vec<u8> {
-    if bits <= 4 {
-        codes.chunks(2).map(|c| (c[0] | c.get(1).copied().unwrap_or(0) << 4) as u8).collect()
-    } else {
-        codes.iter().map(|&c| c as u8).collect()
+/// Codes of `width` ≤ 8 bits as a little-endian bit stream: code i holds bits
+/// i·width .. (i+1)·width, so 3-bit codes take 3/8 of a byte each.
+pub fn pack(codes: &[u32], width: u32) -> Vec<u8> {
+    let w = width as usize;
+    let mut out = vec![0u8; (codes.len() * w).div_ceil(8)];
+    for (i, &c) in codes.iter().enumerate() {
+        let (byte, shift) = (i * w / 8, i * w % 8);
+        let v = (c as u16) << shift;
+        out[byte] |= v as u8;
+        if shift + w > 8 {
+            out[byte + 1] |= (v >> 8) as u8;
+        }
     }
+    out
 }
 
-/// The first `n` codes of `bytes` (inverse of `pack`).
-pub fn unpack(bytes: &[u8], n: usize, bits: u32) -> Vec<u32> {
-    if bits <= 4 {
-        bytes.iter().flat_map(|&b| [(b & 15) as u32, (b >> 4) as u32]).take(n).collect()
-    } else {
-        bytes.iter().take(n).map(|&b| b as u32).collect()
+/// The first `n` codes of `bytes` (inverse of `pack`); None when `bytes` is too short.
+pub fn unpack(bytes: &[u8], n: usize, width: u32) -> Option<Vec<u32>> {
+    let w = width as usize;
+    if bytes.len() * 8 < n * w {
+        return None;
+    }
+    let byte_at = |i: usize| bytes.get(i).copied().unwrap_or(0) as u16;
+    Some((0..n).map(|i| ((byte_at(i * w / 8 + 1) << 8 | byte_at(i * w / 8)) >> (i * w % 8) & ((1 << w) - 1)) as u32).collect())
+}
+
+/// Bits per stored code of a file of `format` at `bits`.
+fn code_width(format: &str, bits: u32) -> u32 {
+    match format {
+        FORMAT_1 if bits <= 4 => 4,
+        FORMAT_1 => 8,
+        _ => bits,
     }
 }
 
@@ -95,15 +114,15 @@ pub fn export(weights: &SwinWeights, q: &QuantFile, path: &Path) -> Result<Expor
             block += 1;
         }
     }
-    let codes = if q.bits <= 4 { "u4 pairs, first code in the low nibble" } else { "u8" };
-    save_safetensors(&sd, &q.metadata(cfg, FORMAT, ("codes", codes.into())), path)?;
+    let codes = format!("{}-bit codes, a little-endian bit stream per row", q.bits);
+    save_safetensors(&sd, &q.metadata(cfg, FORMAT, ("codes", codes)), path)?;
     let file = std::fs::metadata(path).with_context(|| path.display().to_string())?.len();
     Ok(ExportSizes { file, codes: codes_bytes, float: file - codes_bytes })
 }
 
 /// Whether `path` is an exported model (by its metadata).
 pub fn is_exported(path: &Path) -> bool {
-    read_safetensors_metadata(path).is_ok_and(|m| m.get("format").map(String::as_str) == Some(FORMAT))
+    read_safetensors_metadata(path).is_ok_and(|m| matches!(m.get("format").map(String::as_str), Some(FORMAT | FORMAT_1)))
 }
 
 /// Reads an exported model: the float model with every quantized weight replaced by
@@ -111,9 +130,12 @@ pub fn is_exported(path: &Path) -> bool {
 /// quantization.
 pub fn load(path: &Path) -> Result<(SwinWeights, QuantFile)> {
     let ctx = || path.display().to_string();
-    let meta = read_safetensors_metadata(path).with_context(ctx)?;
-    ensure!(meta.get("format").map(String::as_str) == Some(FORMAT), "{}: not an exported swinq model (format {FORMAT})", path.display());
+    let meta = read_safetensors_metadata(path)?;
+    let format = meta.get("format").map(String::as_str).unwrap_or_default();
+    ensure!(matches!(format, FORMAT | FORMAT_1), "{}: not an exported swinq model (format {FORMAT})", path.display());
     let bits: u32 = meta.get("bits").with_context(|| format!("{}: metadata `bits` missing", path.display()))?.parse().with_context(ctx)?;
+    ensure!((2..=8).contains(&bits), "{}: metadata `bits` is {bits}, not 2 to 8", path.display());
+    let width = code_width(format, bits);
     let all = load_state_dict(path)?;
     let field = |n: &str, f: &str| -> Result<&Tensor> { all.get(&format!("{QUANT}{n}.{f}")).with_context(|| format!("{}: `{QUANT}{n}.{f}` missing", path.display())) };
     let mut sd: StateDict = all.iter().filter(|(k, _)| !k.starts_with(QUANT)).map(|(k, t)| (k.clone(), t.clone())).collect();
@@ -129,13 +151,15 @@ pub fn load(path: &Path) -> Result<(SwinWeights, QuantFile)> {
             _ => bail!("{}: `{QUANT}{key}.shape` is not two positive integers", path.display()),
         };
         let bytes = field(key, "codes")?.as_u8().with_context(|| format!("{}: `{QUANT}{key}.codes` is not u8", path.display()))?;
-        let row_bytes = bytes.len() / shape.0;
+        let row_bytes = (shape.1 * width as usize).div_ceil(8);
+        let bad = || format!("{}: `{QUANT}{key}.codes` are not {} rows of {} {bits}-bit codes", path.display(), shape.0, shape.1);
+        ensure!(bytes.len() == shape.0 * row_bytes, bad());
         let p = read_params(path, &all, &format!("{QUANT}{key}"))?;
         let s = step(&p, lv);
         let mut w = Vec::with_capacity(shape.0 * shape.1);
-        for row in bytes.chunks(row_bytes.max(1)).take(shape.0) {
-            let codes = unpack(row, shape.1, bits);
-            ensure!(codes.len() == shape.1 && codes.iter().all(|&c| c as f32 <= lv), "{}: `{QUANT}{key}.codes` do not fit {bits} bits × {shape:?}", path.display());
+        for row in bytes.chunks(row_bytes) {
+            let codes = unpack(row, shape.1, width).with_context(bad)?;
+            ensure!(codes.iter().all(|&c| c as f32 <= lv), bad());
             w.extend(codes.iter().map(|&c| p.lower + s * c as f32));
         }
         let (target, row0) = checkpoint_key(&prefix, i, shape.0);
