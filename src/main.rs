@@ -75,9 +75,9 @@ enum Command {
         #[command(flatten)]
         quant: QuantArgs,
     },
-    /// Write the deployable quantized model: packed integer weight codes (two per byte
-    /// at 4 bits or fewer), every quantizer's bounds and bias, and the float layers, in
-    /// one safetensors file that `eval`, `upscale` and `bench` take as --weights.
+    /// Write the deployable quantized model: the weights' integer codes packed at b bits
+    /// each, every quantizer's bounds and bias, and the float layers, in one safetensors
+    /// file that `eval`, `upscale` and `bench` take as --weights.
     Export {
         #[command(flatten)]
         model: ModelArgs,
