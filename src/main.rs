@@ -15,7 +15,7 @@ use swinq::progress;
 use swinq::gpu::{adapters_report, AdapterChoice, GpuContext};
 use swinq::model::checkpoint::{load_weights, save_safetensors, sha256_file};
 use swinq::model::graph::{GpuModel, QuantModel};
-use swinq::model::{SwinConfig, SwinWeights};
+use swinq::model::SwinWeights;
 use swinq::quant::calib::{load_patches, PatchMode, PatchSampler};
 use swinq::quant::dqc::{self, Checkpointing, DqcOptions, DqcState};
 use swinq::quant::export;
@@ -448,7 +448,7 @@ impl QuantArgs {
 /// A quantized file, checked against the float checkpoint it must belong to.
 fn load_quantized(path: &Path, weights: &SwinWeights, hash: &str) -> Result<QuantFile> {
     let (file, _) = QuantFile::load(path, &weights.config)?;
-    if file.source_sha256 != hash {
+    if !file.made_for(hash, weights) {
         bail!(
             "{}: made for the checkpoint with SHA-256 {}, but --weights has {hash}",
             path.display(),
@@ -501,7 +501,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     let state_path = DqcState::path_for(output);
     let resume = match o.phase2.resume {
         true if iters == 0 => bail!("--resume continues a phase 2; give --phase2-iters"),
-        true => Some(resumable_state(&weights.config, &state_path, o.bits, &method.name(), &hash, &settings)?),
+        true => Some(resumable_state(&weights, &state_path, o.bits, &method.name(), &hash, &settings)?),
         false => None,
     };
     // Check phase 2's inputs before phase 1 runs. A resumed run draws other patches
@@ -532,7 +532,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
             phase1.params
         }
     };
-    let mut file = QuantFile { bits: o.bits, method: method.name(), scale: s, source_sha256: hash, settings: settings.clone(), params: Vec::new() };
+    let mut file = QuantFile { bits: o.bits, method: method.name(), scale: s, source_sha256: hash, weights_sha256: Some(weights.content_sha256()), settings: settings.clone(), params: Vec::new() };
     if let Some(sampler) = sampler.as_mut() {
         let checkpoint = Checkpointing { path: &state_path, every: o.phase2.checkpoint_every.max(1), cfg: &weights.config, file: file.clone() };
         params = run_phase2(&ctx, &gpu_model, (o.bits, params), sampler, &dqc, (resume.as_ref(), checkpoint), &mut settings)?;
@@ -580,8 +580,8 @@ fn calib_settings(o: &CalibOptions, dqc: &DqcOptions) -> BTreeMap<String, String
 
 /// The saved phase 2 state at `path`, if it was made with the same checkpoint, bits,
 /// method and settings as this run.
-fn resumable_state(cfg: &SwinConfig, path: &Path, bits: u32, method: &str, hash: &str, settings: &BTreeMap<String, String>) -> Result<DqcState> {
-    let state = DqcState::load(cfg, path)?;
+fn resumable_state(weights: &SwinWeights, path: &Path, bits: u32, method: &str, hash: &str, settings: &BTreeMap<String, String>) -> Result<DqcState> {
+    let state = DqcState::load(&weights.config, path)?;
     let f = &state.file;
     let mut differ: Vec<String> = settings.iter().filter(|(k, v)| f.settings.get(*k) != Some(v)).map(|(k, v)| format!("{k} {v} (saved: {})", f.settings.get(k).map_or("none", String::as_str))).collect();
     if f.bits != bits {
@@ -590,7 +590,7 @@ fn resumable_state(cfg: &SwinConfig, path: &Path, bits: u32, method: &str, hash:
     if f.method != method {
         differ.push(format!("method {method} (saved: {})", f.method));
     }
-    if f.source_sha256 != hash {
+    if !f.made_for(hash, weights) {
         differ.push("the checkpoint (another SHA-256)".into());
     }
     if !differ.is_empty() {

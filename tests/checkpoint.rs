@@ -459,3 +459,35 @@ impl Lcg {
         self.0 >> 33
     }
 }
+
+/// A quantized file fits the checkpoint it was made for in either format: the `.pth`
+/// and its safetensors copy hold the same weight values, and the file records their hash.
+#[test]
+fn quantized_files_fit_both_formats_of_their_checkpoint() {
+    use swinq::quant::file::QuantFile;
+    let dir = tempfile::tempdir().unwrap();
+    let pth = load_weights(&standin()).unwrap();
+    let copy = dir.path().join("copy.safetensors");
+    save_safetensors(&pth.to_state_dict(), &BTreeMap::new(), &copy).unwrap();
+    let st = load_weights(&copy).unwrap();
+    assert_eq!(pth.content_sha256(), st.content_sha256());
+    let copy_sha = sha256_file(&copy).unwrap();
+    assert_ne!(copy_sha, STANDIN_SHA256);
+    let mut q = QuantFile {
+        bits: 4,
+        method: "dobi".into(),
+        scale: 2,
+        source_sha256: STANDIN_SHA256.into(),
+        weights_sha256: Some(pth.content_sha256()),
+        settings: BTreeMap::new(),
+        params: Vec::new(),
+    };
+    assert!(q.made_for(STANDIN_SHA256, &pth) && q.made_for(&copy_sha, &st));
+    let mut other = pth.clone();
+    other.conv_first.weight[0] += 1e-3;
+    assert_ne!(other.content_sha256(), pth.content_sha256());
+    assert!(!q.made_for(&copy_sha, &other));
+    // Files without the weights' hash (written before it was recorded) match by file only.
+    q.weights_sha256 = None;
+    assert!(q.made_for(STANDIN_SHA256, &pth) && !q.made_for(&copy_sha, &st));
+}

@@ -201,7 +201,7 @@ fn dqc_state_saves_and_resumes() {
     let opts = DqcOptions { iters: 3, batch: 1, patch: 16, lr: 1e-3, profile: true, ..DqcOptions::default() };
     let data = common::shared().join("datasets/calib/LR_bicubic/X2");
     let mut sampler = PatchSampler::new(&[data.as_path()], None, 16, 0, 4).expect("sampler");
-    let file = QuantFile { bits: 4, method: "minmax".into(), scale: 2, source_sha256: "x".into(), settings: Default::default(), params: Vec::new() };
+    let file = QuantFile { bits: 4, method: "minmax".into(), scale: 2, source_sha256: "x".into(), weights_sha256: None, settings: Default::default(), params: Vec::new() };
     let checkpoint = Checkpointing { path: &path, every: 1, cfg: &model.config, file };
     let trained = train(ctx, &model, &quant, &mut sampler, &opts, (None, Some(checkpoint)), |_, _| {}).expect("DQC");
     if ctx.has(wgpu::Features::TIMESTAMP_QUERY) {

@@ -35,7 +35,7 @@ fn exported_model_keeps_every_code_and_quantizer() {
         let params: Vec<QParams> = (0..n)
             .map(|i| QParams { lower: -0.2 - 0.001 * i as f32, upper: 0.15 + 0.002 * i as f32, bias: 0.001 * (i % 5) as f32, _pad: 0.0 })
             .collect();
-        let q = QuantFile { bits, method: "test".into(), scale: 3, source_sha256: "abc".into(), settings: Default::default(), params };
+        let q = QuantFile { bits, method: "test".into(), scale: 3, source_sha256: "abc".into(), weights_sha256: None, settings: Default::default(), params };
         let path = dir.path().join(format!("m{bits}.safetensors"));
         let sizes = export(&w, &q, &path).unwrap();
         assert!(sizes.codes > 0 && sizes.file > sizes.codes);
@@ -77,7 +77,7 @@ fn first_format_files_still_load() {
     let w = SwinWeights::random(&cfg, 9);
     let n = all_names(&cfg).len();
     let params = vec![QParams { lower: -0.3, upper: 0.25, bias: 0.0, _pad: 0.0 }; n];
-    let q = QuantFile { bits: 2, method: "test".into(), scale: 2, source_sha256: "abc".into(), settings: Default::default(), params };
+    let q = QuantFile { bits: 2, method: "test".into(), scale: 2, source_sha256: "abc".into(), weights_sha256: None, settings: Default::default(), params };
     let dir = tempfile::tempdir().unwrap();
     let (new, old) = (dir.path().join("new.safetensors"), dir.path().join("old.safetensors"));
     export(&w, &q, &new).unwrap();

@@ -250,6 +250,7 @@ fn quant_file(dir: &Path, bits: u32, r: f32, hash: &str) -> PathBuf {
         method: "fixed".into(),
         scale: 2,
         source_sha256: hash.into(),
+        weights_sha256: None,
         settings: BTreeMap::from([("note".to_string(), "test bounds".to_string())]),
         params,
     };

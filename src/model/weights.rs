@@ -187,6 +187,20 @@ impl SwinWeights {
         Ok(Self { config, conv_first, patch_norm, groups, norm, conv_after_body, upsample })
     }
 
+    /// SHA-256 of the weights themselves (names, shapes and values in key order): the
+    /// same for a `.pth` checkpoint and its `swinq convert` copy.
+    pub fn content_sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for (k, t) in self.to_state_dict() {
+            h.update(k.as_bytes());
+            h.update([0]);
+            t.shape.iter().for_each(|&d| h.update((d as u64).to_le_bytes()));
+            t.as_f32().expect("float weights").iter().for_each(|v| h.update(v.to_le_bytes()));
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Back to a state dict with the official key names (for `swinq convert`).
     pub fn to_state_dict(&self) -> StateDict {
         let mut sd = StateDict::new();

@@ -21,8 +21,12 @@ pub struct QuantFile {
     pub bits: u32,
     pub method: String,
     pub scale: usize,
-    /// SHA-256 of the float checkpoint the bounds belong to.
+    /// SHA-256 of the float checkpoint's file the bounds belong to.
     pub source_sha256: String,
+    /// SHA-256 of those float weights' values ([`SwinWeights::content_sha256`]), so that
+    /// the file also fits the checkpoint's other format (`.pth` or its safetensors copy).
+    /// None in files written before it was recorded.
+    pub weights_sha256: Option<String>,
     /// Free-form calibration settings (patches, mode, seed, …), stored as metadata.
     pub settings: BTreeMap<String, String>,
     /// One entry per quantizer, in index order.
@@ -58,6 +62,12 @@ impl QuantFile {
         Ok((Self::from_parts(path, &meta, &sd, cfg, "", "weights")?, embedded))
     }
 
+    /// Whether the bounds belong to `weights`, read from a file with SHA-256 `file_sha256`:
+    /// the same file, or the same weight values in another file.
+    pub fn made_for(&self, file_sha256: &str, weights: &SwinWeights) -> bool {
+        self.source_sha256 == file_sha256 || self.weights_sha256.as_ref().is_some_and(|h| *h == weights.content_sha256())
+    }
+
     /// Every quantizer's `{prefix}{name}.lower`, `.upper` and `.bias` (f32 [1]) into `sd`.
     pub(crate) fn insert_params(&self, cfg: &SwinConfig, prefix: &str, sd: &mut StateDict) -> Result<()> {
         let names = all_names(cfg);
@@ -81,6 +91,9 @@ impl QuantFile {
         meta.insert("method".into(), self.method.clone());
         meta.insert("scale".into(), self.scale.to_string());
         meta.insert("source_sha256".into(), self.source_sha256.clone());
+        if let Some(h) = &self.weights_sha256 {
+            meta.insert("weights_sha256".into(), h.clone());
+        }
         meta.insert("config".into(), cfg.describe());
         meta.insert(own.0.into(), own.1);
         meta
@@ -95,13 +108,14 @@ impl QuantFile {
             meta.get(k).cloned().with_context(|| format!("{}: metadata `{k}` missing", path.display()))
         };
         let params = all_names(cfg).iter().map(|n| read_params(path, sd, &format!("{prefix}{n}"))).collect::<Result<Vec<_>>>()?;
-        let fixed = ["format", "bits", "method", "scale", "source_sha256", "config", own];
+        let fixed = ["format", "bits", "method", "scale", "source_sha256", "weights_sha256", "config", own];
         let settings = meta.iter().filter(|(k, _)| !fixed.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
         Ok(Self {
             bits: get("bits")?.parse().with_context(ctx)?,
             method: get("method")?,
             scale: get("scale")?.parse().with_context(ctx)?,
             source_sha256: get("source_sha256")?,
+            weights_sha256: meta.get("weights_sha256").cloned(),
             settings,
             params,
         })
