@@ -301,25 +301,30 @@ pub fn attention_table(ctx: &GpuContext, table: &[f32]) -> GpuBuffer {
 /// `rows*` kernels one per uniform window of weight blocks and, where A is read
 /// through uniform windows, per window of rows.
 pub fn matmul<'a>(ctx: &'a GpuContext, a: Matmul<'a>) -> Vec<Dispatch> {
+    let (consts, params) = matmul_setup(&a);
+    // Without a residual the slot is filled with the (read-only) bias buffer.
+    let residual = a.residual.clone().unwrap_or_else(|| a.layer.bias.bind());
+    let qparams = a.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
+    match &a.int {
+        Some(int) => int_matmul(ctx, &a, int, (&consts, params), [residual, qparams]),
+        None => float_matmul(ctx, &a, (&consts, params), [residual, qparams]),
+    }
+}
+
+/// The header constants and parameters of a matmul.
+fn matmul_setup(a: &Matmul<'_>) -> ([Const; 7], MatmulParams) {
     let (mode, img_h, img_w) = match (a.input, a.windows) {
         (MatmulInput::Tokens, None) => (0, 0, 0),
         (MatmulInput::Tokens, Some(o)) => (0, o.h, o.w),
         (MatmulInput::Conv3x3 { h, w }, None) => (1, h, w),
         (MatmulInput::Conv3x3 { .. }, Some(_)) => panic!("window-ordered output is for token matmuls"),
     };
-    let l = a.layer;
-    // The layout that picks the kernel: the integer weights' for the integer engine.
-    let layout = a.int.as_ref().map_or(l.layout, |i| i.weights.layout);
-    let v = match layout {
-        WeightLayout::Dense => 1,
-        WeightLayout::Blocks { v, .. } => v,
-    };
-    let levels = a.quant.map_or(0.0, |q| q.levels);
+    let l = &a.layer;
     let consts = [
         Const::U32("A_MODE", mode),
         Const::Bool("GELU", a.gelu),
-        Const::F32("LEVELS", levels),
-        Const::U32("V", v as u32),
+        Const::F32("LEVELS", a.quant.map_or(0.0, |q| q.levels)),
+        Const::U32("V", vectors_per_column(a) as u32),
         Const::Bool("RESIDUAL", a.residual.is_some()),
         Const::Bool("OUT_WINDOWS", a.windows.is_some()),
         Const::Bool("OUT_CODES", a.int.as_ref().is_some_and(|i| i.emit.is_some())),
@@ -345,56 +350,81 @@ pub fn matmul<'a>(ctx: &'a GpuContext, a: Matmul<'a>) -> Vec<Dispatch> {
         a_below: 0,
         _pad: [0; 2],
     };
-    let plain_output = a.residual.is_none() && a.windows.is_none();
-    // Without a residual the slot is filled with the (read-only) bias buffer.
-    let residual = a.residual.unwrap_or_else(|| l.bias.bind());
-    let qparams = a.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
-    if let Some(int) = a.int {
-        assert!(int.emit.is_none() || plain_output, "codes are emitted without residual or window order");
-        let w = int.weights;
-        let emit = int.emit.map_or_else(|| ctx.sink(), |e| e.0);
-        let shared = [(4, residual), (5, a.out), (6, qparams), (10, emit)];
-        return match w.layout {
-            WeightLayout::Dense => {
-                let pipeline = ctx.pipeline(Shader::Matmul, "main_int", &consts);
-                let row_groups = a.m.div_ceil(64);
-                assert!(row_groups <= 65535, "integer matmul over {} rows: split the input", a.m);
-                let groups = [l.out_dim.div_ceil(64) as u32, row_groups as u32, 1];
-                let mut bindings = shared.to_vec();
-                bindings.extend([(8, int.codes.bind()), (11, w.buffer.bind())]);
-                vec![Dispatch::with_bindings(ctx, pipeline, &params, &bindings, groups, a.stage)]
-            }
-            WeightLayout::Blocks { blocks, slot, .. } => {
-                // The codes as binding `x` (8: storage, 15: uniform window), then the rest.
-                let bindings = |x: (u32, wgpu::BindingResource<'a>), start: usize| {
-                    let mut bindings = shared.to_vec();
-                    bindings.extend([x, (9, w.buffer.bind_window(start))]);
-                    bindings
-                };
-                let codes = (int.codes, a.m, a_windows(ctx, int.codes, a.m, l.k.div_ceil(4)));
-                rows_dispatches(ctx, &consts, params, (v, blocks, slot), codes, a.stage, [("rows_int", 8), ("rows_int_windowed", 15)], bindings)
-            }
-        };
+    (consts, params)
+}
+
+/// The weights' vec4s per column block (1 for dense weights), in the layout that picks
+/// the kernel: the integer weights' for the integer engine.
+fn vectors_per_column(a: &Matmul<'_>) -> usize {
+    match a.int.as_ref().map_or(a.layer.layout, |i| i.weights.layout) {
+        WeightLayout::Dense => 1,
+        WeightLayout::Blocks { v, .. } => v,
     }
+}
+
+/// The integer engine's matmul on the input's codes (`main_int` or `rows_int*`).
+fn int_matmul<'a>(
+    ctx: &'a GpuContext,
+    a: &Matmul<'a>,
+    int: &IntOperands<'a>,
+    (consts, params): (&[Const], MatmulParams),
+    [residual, qparams]: [wgpu::BindingResource<'a>; 2],
+) -> Vec<Dispatch> {
+    assert!(int.emit.is_none() || (a.residual.is_none() && a.windows.is_none()), "codes are emitted without residual or window order");
+    let (l, w) = (&a.layer, int.weights);
+    let emit = int.emit.clone().map_or_else(|| ctx.sink(), |e| e.0);
+    let shared = [(4, residual), (5, a.out.clone()), (6, qparams), (10, emit)];
+    match w.layout {
+        WeightLayout::Dense => {
+            let pipeline = ctx.pipeline(Shader::Matmul, "main_int", consts);
+            let row_groups = a.m.div_ceil(64);
+            assert!(row_groups <= 65535, "integer matmul over {} rows: split the input", a.m);
+            let groups = [l.out_dim.div_ceil(64) as u32, row_groups as u32, 1];
+            let mut bindings = shared.to_vec();
+            bindings.extend([(8, int.codes.bind()), (11, w.buffer.bind())]);
+            vec![Dispatch::with_bindings(ctx, pipeline, &params, &bindings, groups, a.stage)]
+        }
+        WeightLayout::Blocks { v, blocks, slot } => {
+            // The codes as binding `x` (8: storage, 15: uniform window), then the rest.
+            let bindings = |x: (u32, wgpu::BindingResource<'a>), start: usize| {
+                let mut bindings = shared.to_vec();
+                bindings.extend([x, (9, w.buffer.bind_window(start))]);
+                bindings
+            };
+            let codes = (int.codes, a.m, a_windows(ctx, int.codes, a.m, l.k.div_ceil(4)));
+            rows_dispatches(ctx, consts, params, (v, blocks, slot), codes, a.stage, [("rows_int", 8), ("rows_int_windowed", 15)], bindings)
+        }
+    }
+}
+
+/// The float (and fake-quantized) matmul: `main` on GPUs, the `rows*` kernels on CPU
+/// drivers, with a 3×3 convolution's image rows through uniform windows where they fit.
+fn float_matmul<'a>(
+    ctx: &'a GpuContext,
+    a: &Matmul<'a>,
+    (consts, params): (&[Const], MatmulParams),
+    [residual, qparams]: [wgpu::BindingResource<'a>; 2],
+) -> Vec<Dispatch> {
+    let l = &a.layer;
     match l.layout {
         WeightLayout::Dense => {
-            let pipeline = ctx.pipeline(Shader::Matmul, "main", &consts);
+            let pipeline = ctx.pipeline(Shader::Matmul, "main", consts);
             let groups = [l.out_dim.div_ceil(64) as u32, a.m.div_ceil(64) as u32, 1];
-            let bindings = [a.x.bind(), l.weight.bind(), l.bias.bind(), residual, a.out, qparams];
+            let bindings = [a.x.bind(), l.weight.bind(), l.bias.bind(), residual, a.out.clone(), qparams];
             vec![Dispatch::new(ctx, pipeline, &params, &bindings, groups, a.stage)]
         }
-        WeightLayout::Blocks { blocks, slot, .. } => {
+        WeightLayout::Blocks { v, blocks, slot } => {
             // A as binding `x` (1: storage, 12: uniform window), then the rest.
             let bindings = |x: (u32, wgpu::BindingResource<'a>), start: usize| {
                 vec![x, (4, residual.clone()), (5, a.out.clone()), (6, qparams.clone()), (7, l.weight.bind_window(start))]
             };
-            if mode == 1 {
+            if let MatmulInput::Conv3x3 { w: img_w, .. } = a.input {
                 if let Some(windows) = conv_windows(ctx, a.x, img_w, a.m, l.k / 9) {
                     return windows
                         .into_iter()
                         .flat_map(|(rows, [above, at, below], [a_above, a_delta, a_below])| {
                             let params = MatmulParams { a_above, a_delta, a_below, ..params };
-                            column_block_dispatches(ctx, ("conv_windowed", &consts), params, (v, blocks, slot), rows, a.stage, |start| {
+                            column_block_dispatches(ctx, ("conv_windowed", consts), params, (v, blocks, slot), rows, a.stage, |start| {
                                 let mut b = bindings((12, at.clone()), start);
                                 b.extend([(13, above.clone()), (14, below.clone())]);
                                 b
@@ -403,8 +433,8 @@ pub fn matmul<'a>(ctx: &'a GpuContext, a: Matmul<'a>) -> Vec<Dispatch> {
                         .collect();
                 }
             }
-            let windows = if mode == 0 { a_windows(ctx, a.x, a.m, l.k) } else { None };
-            rows_dispatches(ctx, &consts, params, (v, blocks, slot), (a.x, a.m, windows), a.stage, [("rows", 1), ("rows_windowed", 12)], bindings)
+            let windows = if let MatmulInput::Tokens = a.input { a_windows(ctx, a.x, a.m, l.k) } else { None };
+            rows_dispatches(ctx, consts, params, (v, blocks, slot), (a.x, a.m, windows), a.stage, [("rows", 1), ("rows_windowed", 12)], bindings)
         }
     }
 }

@@ -885,26 +885,7 @@ pub fn run(
     mut plan: Plan,
 ) -> Result<Report> {
     let tiling = tile.map_or(Tiling::Auto, Tiling::Tile);
-    let settings = Settings {
-        title: opts.title.clone().unwrap_or_else(|| format!("swinq report: SwinIR x{}", plan.scale)),
-        swinq_version: env!("CARGO_PKG_VERSION").into(),
-        command: command_line(),
-        checkpoint: ckpt.name.clone(),
-        checkpoint_sha256: ckpt.sha256.clone(),
-        config: ckpt.weights.config.describe(),
-        scale: plan.scale,
-        tile,
-        max_images: opts.max_images,
-        adapter: ctx.describe(),
-        crops: if opts.crop.is_empty() {
-            format!("centre {DEFAULT_CROP}×{DEFAULT_CROP} of the first image of each set")
-        } else {
-            format!(
-                "--crop {} (auto: the {DEFAULT_CROP}×{DEFAULT_CROP} square with the largest summed |Y| difference between FP32 and the quantized models)",
-                opts.crop.join(" ")
-            )
-        },
-    };
+    let settings = report_settings(ctx, ckpt, tile, opts, plan.scale);
     let labels = quant_labels(quants);
     let mut models = Vec::new();
     for m in 0..=quants.len() {
@@ -921,15 +902,7 @@ pub fn run(
             },
             Some((path, q)) => {
                 up = up.quantized(q.bits, &q.params, opts.engine);
-                ModelEntry {
-                    label: labels[m - 1].clone(),
-                    method: q.method.clone(),
-                    bits: Some(q.bits),
-                    file: Some(path.display().to_string()),
-                    file_sha256: Some(sha256_file(path)?),
-                    calibration: q.settings.clone(),
-                    results: vec![],
-                }
+                quant_entry(labels[m - 1].clone(), path, q)?
             }
         };
         let key = ScoreKey {
@@ -946,8 +919,44 @@ pub fn run(
         let results = evaluate_model(&mut up, m, &entry.label, &mut plan, &key)?;
         models.push(ModelEntry { results, ..entry });
     }
-    let report = finish(settings, models, &plan)?;
-    Ok(report)
+    finish(settings, models, &plan)
+}
+
+/// The settings every figure of this report carries.
+fn report_settings(ctx: &GpuContext, ckpt: &Checkpoint, tile: Option<usize>, opts: &ReportOptions, scale: usize) -> Settings {
+    Settings {
+        title: opts.title.clone().unwrap_or_else(|| format!("swinq report: SwinIR x{scale}")),
+        swinq_version: env!("CARGO_PKG_VERSION").into(),
+        command: command_line(),
+        checkpoint: ckpt.name.clone(),
+        checkpoint_sha256: ckpt.sha256.clone(),
+        config: ckpt.weights.config.describe(),
+        scale,
+        tile,
+        max_images: opts.max_images,
+        adapter: ctx.describe(),
+        crops: if opts.crop.is_empty() {
+            format!("centre {DEFAULT_CROP}×{DEFAULT_CROP} of the first image of each set")
+        } else {
+            format!(
+                "--crop {} (auto: the {DEFAULT_CROP}×{DEFAULT_CROP} square with the largest summed |Y| difference between FP32 and the quantized models)",
+                opts.crop.join(" ")
+            )
+        },
+    }
+}
+
+/// A quantized model's row, before its results.
+fn quant_entry(label: String, path: &Path, q: &QuantFile) -> Result<ModelEntry> {
+    Ok(ModelEntry {
+        label,
+        method: q.method.clone(),
+        bits: Some(q.bits),
+        file: Some(path.display().to_string()),
+        file_sha256: Some(sha256_file(path)?),
+        calibration: q.settings.clone(),
+        results: vec![],
+    })
 }
 
 /// One model on every set, or its stored scores (`key`: the model's, without the set);
