@@ -20,7 +20,7 @@ use swinq::quant::calib::{load_patches, PatchMode, PatchSampler};
 use swinq::quant::dqc::{self, Checkpointing, DqcOptions, DqcState};
 use swinq::quant::export;
 use swinq::quant::file::QuantFile;
-use swinq::quant::phase1::calibrate;
+use swinq::quant::phase1::calibrate_with_progress;
 use swinq::quant::search::{Center, Method};
 use swinq::report::ReportOptions;
 use swinq::upscale::{Engine, Tiling, Upscaler};
@@ -523,11 +523,18 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
         }
         None => {
             eprintln!("phase 1: {} W{}A{} on {} of 64×64 ({}) on {}", method.name(), o.bits, o.bits, progress::count(o.patches, "patch", "patches"), o.patch_mode, ctx.describe());
-            let spinner = ProgressBar::new_spinner();
-            spinner.set_message("calibration forward and bound search");
-            spinner.enable_steady_tick(std::time::Duration::from_millis(200));
-            let phase1 = calibrate(&ctx, &gpu_model, &patches, method, o.bits)?;
-            spinner.finish_and_clear();
+            let bar = progress::percent_bar("phase 1: calibration forward and bound search");
+            // Without a terminal (no bar drawn) a line every half minute shows progress in logs.
+            let mut logged = std::time::Instant::now();
+            let phase1 = calibrate_with_progress(&ctx, &gpu_model, &patches, method, o.bits, |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+                if bar.is_hidden() && logged.elapsed().as_secs() >= 30 {
+                    eprintln!("phase 1: {}% after {:.0} s", 100 * done / total.max(1), start.elapsed().as_secs_f64());
+                    logged = std::time::Instant::now();
+                }
+            })?;
+            bar.finish_and_clear();
             eprintln!("phase 1 done in {:.1} s, with {} MiB of GPU memory for activations and search", start.elapsed().as_secs_f64(), phase1.gpu_bytes >> 20);
             phase1.params
         }

@@ -14,6 +14,18 @@ pub fn bar(len: usize, what: &str) -> ProgressBar {
     bar
 }
 
+/// A bar in percent for work counted in uneven units (kernel launches), labelled `what`.
+pub fn percent_bar(what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {percent:>3}% {elapsed_precise} (eta {eta})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
 /// "1 image", "5 images".
 pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })

@@ -152,7 +152,7 @@ fn calibrate_export_then_eval_and_bench_both_engines() {
     let (q, exported) = (dir.path().join("q.safetensors"), dir.path().join("q.int.safetensors"));
     let calib = shared().join("datasets/calib/LR_bicubic/X2");
     let o = swinq(&["calibrate", "--weights", &standin(), "--calib", s(&calib), "--bits", "4", "--method", "minmax", "--patches", "1", "-o", s(&q)]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success() && stderr(&o).contains("phase 1 done in"), "{}", stderr(&o));
     let o = swinq(&["export", "--weights", &standin(), "--quantized", s(&q), "-o", s(&exported)]);
     assert!(o.status.success() && stderr(&o).contains("smaller"), "{}", stderr(&o));
     assert!(std::fs::metadata(&exported).unwrap().len() < std::fs::metadata(shared().join("weights/swinir_light_x2_standin.pth")).unwrap().len());
@@ -173,6 +173,10 @@ fn calibrate_export_then_eval_and_bench_both_engines() {
     assert!((int.1 - fake.1).abs() < 0.05, "integer {} vs fake {} dB", int.1, fake.1);
     let o = swinq(&["export", "--weights", s(&exported), "--quantized", s(&q), "-o", s(&dir.path().join("x.safetensors"))]);
     assert!(!o.status.success() && stderr(&o).contains("carries its own quantization"), "{}", stderr(&o));
+    // The file was calibrated with the `.pth`; it runs with the checkpoint's safetensors copy too.
+    let copy = dir.path().join("copy.safetensors");
+    assert!(swinq(&["convert", &standin(), s(&copy)]).status.success());
+    assert_eq!(psnr(&["--weights", s(&copy), "--quantized", s(&q)]), int);
     let o = swinq(&["bench", "--weights", &standin(), "--quantized", s(&q), "--size", "16", "--repeats", "1", "--warmup", "0", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

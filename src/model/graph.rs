@@ -648,6 +648,42 @@ impl Plan {
         ctx.wait();
     }
 
+    /// Runs the steps in submissions of about `chunk` kernel launches, waiting for each
+    /// and then calling `progress(launches done, launches in all)`: a progress bar for
+    /// long passes (phase 1) at the cost of a GPU wait per chunk. The same launches in
+    /// the same order as `execute`.
+    pub fn execute_chunked(&self, ctx: &GpuContext, image: &[f32], chunk: usize, mut progress: impl FnMut(usize, usize)) {
+        self.set_input(ctx, image);
+        let total = self.steps.iter().filter(|s| matches!(s, Step::Run(_))).count();
+        let mut done = 0;
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        let mut runs: Vec<&Dispatch> = Vec::new();
+        for step in &self.steps {
+            match step {
+                Step::Run(d) => runs.push(d),
+                Step::Capture { src, dst, .. } => {
+                    record_passes(&mut enc, &runs, None);
+                    done += runs.len();
+                    runs.clear();
+                    enc.copy_buffer_to_buffer(src, 0, &dst.buffer, 0, dst.bytes());
+                }
+            }
+            if runs.len() >= chunk.max(1) {
+                record_passes(&mut enc, &runs, None);
+                done += runs.len();
+                runs.clear();
+                let full = std::mem::replace(&mut enc, ctx.device.create_command_encoder(&Default::default()));
+                ctx.queue.submit([full.finish()]);
+                ctx.wait();
+                progress(done, total);
+            }
+        }
+        record_passes(&mut enc, &runs, None);
+        ctx.queue.submit([enc.finish()]);
+        ctx.wait();
+        progress(total, total);
+    }
+
     /// Kernel launches per stage of one run (each costs tens of µs to start on
     /// lavapipe).
     pub fn dispatch_counts(&self) -> std::collections::BTreeMap<&'static str, usize> {

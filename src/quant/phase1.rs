@@ -21,10 +21,17 @@ pub struct Calibrated {
 /// Every quantizer's bounds and bias for `bits`-bit quantization (weights get
 /// theirs from the same search).
 pub fn calibrate(ctx: &GpuContext, model: &GpuModel, patches: &Patches, method: Method, bits: u32) -> Result<Calibrated> {
+    calibrate_with_progress(ctx, model, patches, method, bits, |_, _| {})
+}
+
+/// [`calibrate`], calling `progress(done, total)` as the pass advances (counted in
+/// kernel launches, about a hundred calls).
+pub fn calibrate_with_progress(ctx: &GpuContext, model: &GpuModel, patches: &Patches, method: Method, bits: u32, progress: impl FnMut(usize, usize)) -> Result<Calibrated> {
     let dims = (patches.n, patches.size, patches.size);
     let cal = Calibration::new(ctx, model, method, bits, dims)?;
     cal.search_weights(ctx, model);
     let plan = Plan::with_mode(ctx, model, dims, Capture::Nothing, Mode::Calibrate(&cal))?;
-    plan.forward(ctx, &patches.data, None);
+    let launches: usize = plan.dispatch_counts().values().sum();
+    plan.execute_chunked(ctx, &patches.data, launches.div_ceil(100), progress);
     Ok(Calibrated { params: cal.read_params(ctx), gpu_bytes: cal.gpu_bytes() + plan.gpu_bytes() })
 }
