@@ -1,7 +1,7 @@
 //! Image loading and saving.
 //!
 //! Two in-memory forms:
-//! - [`RgbImage`]: planar float RGB (3×H×W, channel-major, values in [0,1]); this is
+//! - [`RgbImage`]: planar float RGB (3×H×W, channel-major, values in 0..=1); this is
 //!   exactly the (1,3,H,W) tensor layout the model consumes, so upload is a memcpy.
 //! - [`RgbU8`]: interleaved 8-bit RGB; metrics and MATLAB bicubic work on it because the
 //!   evaluation protocol (SPEC §2) is defined on integer pixel values.
@@ -17,7 +17,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Result};
 use image::{ColorType, DynamicImage, ImageEncoder, ImageReader};
 
-/// Planar float RGB image: `data[c*H*W + y*W + x]`, values nominally in [0,1].
+/// Planar float RGB image: `data[c*H*W + y*W + x]`, values nominally in 0..=1.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RgbImage {
     pub width: usize,
@@ -43,7 +43,7 @@ impl RgbImage {
         }
     }
 
-    /// Quantize to 8 bits as the evaluation protocol does (SPEC §2): clamp to [0,1],
+    /// Quantize to 8 bits as the evaluation protocol does (SPEC §2): clamp to 0..=1,
     /// ×255, round. BasicSR rounds with numpy, i.e. half to even, so we do too.
     pub fn to_u8(&self) -> RgbU8 {
         let plane = self.width * self.height;
@@ -140,7 +140,7 @@ fn decode(path: &Path) -> Result<DynamicImage> {
     Ok(img)
 }
 
-/// Load an image as planar float RGB in [0,1] (see module docs for colour handling).
+/// Load an image as planar float RGB in 0..=1 (see module docs for colour handling).
 pub fn load_rgb(path: impl AsRef<Path>) -> Result<RgbImage> {
     let path = path.as_ref();
     let img = decode(path)?;

@@ -345,7 +345,7 @@ pub fn window_order(x: &[f32], (b, h, w): (usize, usize, usize), c: usize, heads
 /// `qkv`: tokens (B, H, W, 3C) in the original (unshifted) layout, channels q | k | v,
 /// each split into `heads` heads of C/heads. The layout is rolled by (−shift, −shift),
 /// partitioned into `window`×`window` windows; per window and head,
-/// softmax(q·scale·kᵀ + bias_table[rel_index] + mask)·v with scale = head_dim^−½ and
+/// softmax(q·scale·kᵀ + `bias_table[rel_index]` + mask)·v with scale = head_dim^−½ and
 /// the 9-region −100 mask when shift > 0; heads are concatenated, windows reversed and
 /// the roll undone. `bias_table` is ((2w−1)², heads) row-major. Returns tokens
 /// (B, H, W, C) in the original layout. H and W must be multiples of `window`.

@@ -2,7 +2,7 @@
 //! codes of the quantized linear weights (b bits each, packed densely per row), every quantizer's
 //! bounds and bias, the float tensors the engine keeps (convolutions, LayerNorms,
 //! biases, relative-position tables) and the settings. Quantizer data sits under
-//! `quant.{name}.…` (SPEC §6 names): `lower`, `upper`, `bias` (f32 [1]), and for
+//! `quant.{name}.…` (SPEC §6 names): `lower`, `upper`, `bias` (f32, shape `[1]`), and for
 //! weights `codes` (u8) and `shape` (i64 [out, in]); float tensors keep their
 //! checkpoint names. Readable from Python with the safetensors package.
 

@@ -1,5 +1,5 @@
 //! The quantized model file: safetensors with every quantizer's `N.lower`, `N.upper`
-//! and `N.bias` (f32, shape [1]) under SPEC §6 names, the settings in the metadata,
+//! and `N.bias` (f32, shape `[1]`) under SPEC §6 names, the settings in the metadata,
 //! and the float weights either referenced by SHA-256 or embedded.
 
 use std::collections::BTreeMap;

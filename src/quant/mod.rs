@@ -22,11 +22,11 @@ pub const MATMUL_INPUTS: [&str; 4] = ["attn.matmul.q", "attn.matmul.k", "attn.ma
 /// Slot of a quantizer within its block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Slot {
-    /// Weight of LINEARS[i].
+    /// Weight of `LINEARS[i]`.
     Weight(usize),
-    /// Input of LINEARS[i].
+    /// Input of `LINEARS[i]`.
     Input(usize),
-    /// MATMUL_INPUTS[i].
+    /// `MATMUL_INPUTS[i]`.
     Matmul(usize),
 }
 

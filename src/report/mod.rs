@@ -69,7 +69,7 @@ pub struct ReportOptions {
     /// How the quantized models run.
     #[arg(long, value_enum, default_value = "int")]
     pub engine: crate::upscale::Engine,
-    /// Benchmark folder (<DIR>/HR, <DIR>/LR_bicubic/X<s>); repeat for several.
+    /// Benchmark folder holding HR/ and LR_bicubic/X2/ (X3, X4); repeat for several.
     #[arg(long, required = true)]
     pub dataset: Vec<PathBuf>,
     /// Upscaling factor; must match the checkpoint (default: the checkpoint's).
