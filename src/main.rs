@@ -285,6 +285,7 @@ fn report(model: &ModelArgs, opts: &ReportOptions) -> Result<()> {
     let ctx = model.gpu()?;
     let ckpt = swinq::report::Checkpoint { name: model.weights.clone(), sha256: hash, weights: &weights };
     let r = swinq::report::run(&ctx, &ckpt, &quants, model.tile, opts, plan)?;
+    print!("{}", swinq::report::score_table(&r));
     eprintln!("report: {} model(s) × {} set(s) on {} → {}", r.models.len(), r.datasets.len(), ctx.describe(), opts.output.join("report.md").display());
     Ok(())
 }

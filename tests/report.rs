@@ -274,6 +274,8 @@ fn cli_report_end_to_end_on_a_tiny_set() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     eprintln!("{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.starts_with("| model | bits | Tiny (1) |") && table.contains("| fixed W8A8 | 8 |"), "stdout: {table}");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     eprintln!("{md}");
     assert!(md.starts_with("# tiny\n") && md.contains("| FP32 | 32 |") && md.contains("| fixed W8A8 | 8 |"), "{md}");

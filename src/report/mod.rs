@@ -291,21 +291,8 @@ pub fn render_markdown(report: &Report) -> String {
     md += &format!("- comparison crops: {}\n", s.crops);
     md += &format!("- figure caption: `{}`\n\n", caption(report));
 
-    md += "## PSNR-Y (dB) / SSIM-Y\n\n| model | bits |";
-    for (i, d) in report.datasets.iter().enumerate() {
-        let n = report.models.first().and_then(|m| m.results.get(i)).map_or(0, |r| r.images.len());
-        md += &format!(" {} ({n}) |", md_escape(d));
-    }
-    md += "\n|---|---|";
-    md += &"---|".repeat(report.datasets.len());
-    md += "\n";
-    for m in &report.models {
-        md += &format!("| {} | {} |", md_escape(&m.label), m.bits.map_or("32".into(), |b| b.to_string()));
-        for i in 0..report.datasets.len() {
-            md += &format!(" {} |", cell(m.results.get(i)));
-        }
-        md += "\n";
-    }
+    md += "## PSNR-Y (dB) / SSIM-Y\n\n";
+    md += &score_table(report);
     md += "\n![PSNR-Y against bits](psnr_vs_bits.png)\n\n";
 
     md += "## Models\n\n| model | file | SHA-256 | method | bits | calibration |\n|---|---|---|---|---|---|\n";
@@ -335,6 +322,26 @@ pub fn render_markdown(report: &Report) -> String {
             .map(|t| format!("{}{}", md_escape(&t.label), t.psnr_y.map_or(String::new(), |p| format!(": {p:.2} dB"))))
             .collect();
         md += &format!("{}\n", row.join(" · "));
+    }
+    md
+}
+
+/// The scores as a Markdown table: a row per model, a column per set (with its image count).
+pub fn score_table(report: &Report) -> String {
+    let mut md = "| model | bits |".to_string();
+    for (i, d) in report.datasets.iter().enumerate() {
+        let n = report.models.first().and_then(|m| m.results.get(i)).map_or(0, |r| r.images.len());
+        md += &format!(" {} ({n}) |", md_escape(d));
+    }
+    md += "\n|---|---|";
+    md += &"---|".repeat(report.datasets.len());
+    md += "\n";
+    for m in &report.models {
+        md += &format!("| {} | {} |", md_escape(&m.label), m.bits.map_or("32".into(), |b| b.to_string()));
+        for i in 0..report.datasets.len() {
+            md += &format!(" {} |", cell(m.results.get(i)));
+        }
+        md += "\n";
     }
     md
 }
