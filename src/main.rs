@@ -621,8 +621,8 @@ fn run_phase2(
     let start = std::time::Instant::now();
     let quant = QuantModel::new(ctx, model, bits, &params);
     eprintln!(
-        "phase 2 (DQC): {} iterations, batch {} of {}×{}, Adam lr {} (cosine), λ {}, c {}; about {:.0} MiB of GPU memory; state saved every {} iterations to {}",
-        dqc.iters,
+        "phase 2 (DQC): {}, batch {} of {}×{}, Adam lr {} (cosine), λ {}, c {}; about {:.0} MiB of GPU memory; state saved every {} iterations to {}",
+        progress::count(dqc.iters, "iteration", "iterations"),
         dqc.batch,
         dqc.patch,
         dqc.patch,
@@ -633,6 +633,14 @@ fn run_phase2(
         checkpoint.every,
         checkpoint.path.display()
     );
+    if ctx.info.device_type == wgpu::DeviceType::Cpu {
+        // Measured: 248 s per iteration at batch 16 with lavapipe on two cores.
+        eprintln!(
+            "note: {} is a CPU driver, where one DQC iteration takes minutes (about 4 at batch 16 on two cores); \
+             the estimate after the first iteration says how long this run takes, --phase2-iters and --batch shorten it",
+            ctx.info.name
+        );
+    }
     let want_profile = dqc.profile;
     let bar = ProgressBar::new(dqc.iters as u64);
     bar.set_style(ProgressStyle::with_template("DQC [{bar:30}] {pos}/{len} {per_sec} {elapsed_precise} (eta {eta}) {msg}").expect("valid template").progress_chars("=> "));
@@ -641,7 +649,7 @@ fn run_phase2(
     // Without a terminal (no bar drawn) a line every half minute shows progress in logs.
     let mut logged = std::time::Instant::now();
     let trained = dqc::train(ctx, model, &quant, sampler, dqc, (resume, Some(checkpoint)), |i, l| {
-        let loss = format!("loss {:.5} (L1 {:.5}, features {:.5})", l.total, l.l1, l.feature);
+        let loss = format!("loss {:.5} (L1 {:.5}, features {:.2e})", l.total, l.l1, l.feature);
         if bar.is_hidden() && (logged.elapsed().as_secs() >= 30 || i + 1 == dqc.iters) {
             let per_iter = start.elapsed() / (i + 1 - first_iter) as u32;
             let left = indicatif::HumanDuration(per_iter * (dqc.iters - i - 1) as u32);
@@ -665,7 +673,7 @@ fn run_phase2(
     let tenth = (losses.len() / 10).max(1);
     let mean = |ls: &[dqc::Losses]| ls.iter().map(|l| l.total).sum::<f64>() / ls.len() as f64;
     let (first, last) = (mean(&losses[..tenth]), mean(&losses[losses.len() - tenth..]));
-    eprintln!("phase 2 done in {:.1} s: mean loss of the first and last {tenth} iterations {first:.5} → {last:.5}", start.elapsed().as_secs_f64());
+    eprintln!("phase 2 done in {:.1} s: mean loss of the first and last {} {first:.5} → {last:.5}", start.elapsed().as_secs_f64(), progress::count(tenth, "iteration", "iterations"));
     settings.insert("phase2_loss_first".into(), format!("{first:.6}"));
     settings.insert("phase2_loss_last".into(), format!("{last:.6}"));
     settings.insert("phase2_seconds".into(), format!("{:.1}", start.elapsed().as_secs_f64()));
