@@ -17,6 +17,7 @@ use crate::gpu::ops::{self, finish_backward, AttnExtras, AttnShape, GpuLinear, M
 use crate::gpu::profiler::Profiler;
 use crate::gpu::{run_profiled, Dispatch, GpuBuffer, GpuContext};
 use crate::model::graph::{attn_shape, block_weights, GpuBlock, GpuModel, Plan, QuantModel};
+use crate::model::SwinConfig;
 use crate::quant::{index, Slot, PER_BLOCK};
 
 /// The recorded gradient computation for one batch shape.
@@ -57,6 +58,48 @@ struct Scratch {
     partials: GpuBuffer,
     /// Token-chunk sums of a weight's gradient.
     wgrad: GpuBuffer,
+}
+
+impl Tape {
+    /// Room for `t` tokens of `c` channels (MLP: `hid`).
+    fn new(ctx: &GpuContext, t: usize, c: usize, hid: usize) -> Self {
+        let z = |label: &str, n: usize| GpuBuffer::zeros_windowed(ctx, label, n);
+        Self {
+            a: z("a", t * c),
+            qkv: ["q", "k", "v"].map(|n| z(n, t * c)),
+            o: z("o", t * c),
+            t1: z("t1", t * c),
+            m: z("m", t * c),
+            h: z("h", t * hid),
+            g: z("g", t * hid),
+        }
+    }
+
+    fn into_buffers(self) -> impl Iterator<Item = GpuBuffer> {
+        [self.a, self.o, self.t1, self.m, self.h, self.g].into_iter().chain(self.qkv)
+    }
+}
+
+impl Scratch {
+    /// Room for `t` tokens of model `cfg` whose output has `output_len` values.
+    fn new(ctx: &GpuContext, cfg: &SwinConfig, t: usize, output_len: usize) -> Self {
+        let z = |label: &str, n: usize| GpuBuffer::zeros_windowed(ctx, label, n);
+        let (c, hid) = (cfg.embed_dim, cfg.mlp_hidden);
+        let max_slices = (0..cfg.depths.len()).map(|r| t / (cfg.window * cfg.window) * cfg.heads[r]).max().unwrap_or(0);
+        let partial_words = [quant_partials(t * hid), 4 * max_slices, weight_partials(hid, c), quant_partials(output_len)].into_iter().max().unwrap_or(1);
+        Self {
+            hid: [z("d_hid0", t * hid), z("d_hid1", t * hid)],
+            tok: [z("d_tok0", t * c), z("d_tok1", t * c), z("d_tok2", t * c)],
+            d_a: z("d_a", t * c),
+            d_qkv: ["dq", "dk", "dv"].map(|n| z(n, t * c)),
+            partials: z("partials", 4 * partial_words),
+            wgrad: z("wgrad", weight_grad_words(hid, c, t)),
+        }
+    }
+
+    fn into_buffers(self) -> impl Iterator<Item = GpuBuffer> {
+        [self.d_a, self.partials, self.wgrad].into_iter().chain(self.hid).chain(self.tok).chain(self.d_qkv)
+    }
 }
 
 /// What every block's backward shares.
@@ -109,25 +152,9 @@ impl StudentGrad {
             bail!("phase 2: a batch of {b} patches needs MLP activations above the adapter's storage-binding limit; use a smaller batch");
         }
         let z = |label: &str, n: usize| GpuBuffer::zeros_windowed(ctx, label, n);
-        let tape = Tape {
-            a: z("a", t * c),
-            qkv: ["q", "k", "v"].map(|n| z(n, t * c)),
-            o: z("o", t * c),
-            t1: z("t1", t * c),
-            m: z("m", t * c),
-            h: z("h", t * hid),
-            g: z("g", t * hid),
-        };
-        let max_slices = (0..cfg.depths.len()).map(|r| t / (cfg.window * cfg.window) * cfg.heads[r]).max().unwrap_or(0);
+        let tape = Tape::new(ctx, t, c, hid);
         let output_len = student.output().len;
-        let scratch = Scratch {
-            hid: [z("d_hid0", t * hid), z("d_hid1", t * hid)],
-            tok: [z("d_tok0", t * c), z("d_tok1", t * c), z("d_tok2", t * c)],
-            d_a: z("d_a", t * c),
-            d_qkv: ["dq", "dk", "dv"].map(|n| z(n, t * c)),
-            partials: z("partials", 4 * [quant_partials(t * hid), 4 * max_slices, weight_partials(hid, c), quant_partials(output_len)].into_iter().max().unwrap_or(1)),
-            wgrad: z("wgrad", weight_grad_words(hid, c, t)),
-        };
+        let scratch = Scratch::new(ctx, cfg, t, output_len);
         let grads = GpuBuffer::zeros(ctx, "quant_grads", 4 * PER_BLOCK * cfg.num_blocks());
         let l1_sum = GpuBuffer::zeros(ctx, "l1_sum", 4);
         let groups = cfg.depths.len();
@@ -179,12 +206,10 @@ impl StudentGrad {
             ds.push(add_into(ctx, [&run[out], grad], t * c));
             out = 1 - out;
         }
-        let mut buffers = vec![d_out, d_up, d_y, tape.a, tape.o, tape.t1, tape.m, tape.h, tape.g, scratch.d_a, scratch.partials, scratch.wgrad];
+        let mut buffers = vec![d_out, d_up, d_y];
         buffers.extend(run);
-        buffers.extend(tape.qkv);
-        buffers.extend(scratch.hid);
-        buffers.extend(scratch.tok);
-        buffers.extend(scratch.d_qkv);
+        buffers.extend(tape.into_buffers());
+        buffers.extend(scratch.into_buffers());
         let mut convs = groups_t;
         convs.extend([up_t, body_t]);
         Ok(Self {
