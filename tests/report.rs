@@ -321,7 +321,7 @@ fn cli_report_end_to_end_on_a_tiny_set() {
     assert!(!log.contains("stored in"), "{log}");
     let (log, _) = run(&[]);
     assert!(log.contains("FP32 Tiny: ") && log.contains("was made with other settings; evaluating again"), "{log}");
-    assert!(log.contains("(2 images)"), "{log}");
+    assert!(log.contains("(2 images)") && log.contains("FP32 Tiny 2/2: head "), "per-image lines without a terminal: {log}");
 
     // Clear errors, before any GPU work.
     let other = quant_file(dir.path(), 4, 4.0, &"0".repeat(64));

@@ -991,6 +991,10 @@ fn evaluate_model(up: &mut Upscaler, model: usize, label: &str, plan: &mut Plan,
                         job.push(label, score, sr);
                     }
                     bar.inc(1);
+                    // Without a terminal (no bar drawn) a line per image shows progress in logs.
+                    if bar.is_hidden() {
+                        eprintln!("{label} {} {}/{}: {} {:.4} dB", set.name, bar.position(), pairs.len(), pair.name, score.psnr_y);
+                    }
                 })?;
                 bar.finish_and_clear();
                 plan.store.save(label, &key, &report)?;
