@@ -627,33 +627,21 @@ impl Plan {
 
     /// Records all steps into one submission; with a profiler, each stage gets a
     /// timestamped compute pass of its own.
-    pub fn execute(&self, ctx: &GpuContext, mut profiler: Option<&mut Profiler>) {
-        let mut enc = ctx.device.create_command_encoder(&Default::default());
-        let mut runs: Vec<&Dispatch> = Vec::new();
-        for step in &self.steps {
-            match step {
-                Step::Run(d) => runs.push(d),
-                Step::Capture { src, dst, .. } => {
-                    record_passes(&mut enc, &runs, profiler.as_deref_mut());
-                    runs.clear();
-                    enc.copy_buffer_to_buffer(src, 0, &dst.buffer, 0, dst.bytes());
-                }
-            }
-        }
-        record_passes(&mut enc, &runs, profiler.as_deref_mut());
-        if let Some(p) = profiler {
-            p.resolve(&mut enc);
-        }
-        ctx.queue.submit([enc.finish()]);
-        ctx.wait();
+    pub fn execute(&self, ctx: &GpuContext, profiler: Option<&mut Profiler>) {
+        self.submit_steps(ctx, profiler, usize::MAX, |_, _| {});
     }
 
     /// Runs the steps in submissions of about `chunk` kernel launches, waiting for each
     /// and then calling `progress(launches done, launches in all)`: a progress bar for
     /// long passes (phase 1) at the cost of a GPU wait per chunk. The same launches in
     /// the same order as `execute`.
-    pub fn execute_chunked(&self, ctx: &GpuContext, image: &[f32], chunk: usize, mut progress: impl FnMut(usize, usize)) {
+    pub fn execute_chunked(&self, ctx: &GpuContext, image: &[f32], chunk: usize, progress: impl FnMut(usize, usize)) {
         self.set_input(ctx, image);
+        self.submit_steps(ctx, None, chunk.max(1), progress);
+    }
+
+    /// Records the steps, submitting and waiting after every `chunk` launches and at the end.
+    fn submit_steps(&self, ctx: &GpuContext, mut profiler: Option<&mut Profiler>, chunk: usize, mut progress: impl FnMut(usize, usize)) {
         let total = self.steps.iter().filter(|s| matches!(s, Step::Run(_))).count();
         let mut done = 0;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
@@ -662,14 +650,14 @@ impl Plan {
             match step {
                 Step::Run(d) => runs.push(d),
                 Step::Capture { src, dst, .. } => {
-                    record_passes(&mut enc, &runs, None);
+                    record_passes(&mut enc, &runs, profiler.as_deref_mut());
                     done += runs.len();
                     runs.clear();
                     enc.copy_buffer_to_buffer(src, 0, &dst.buffer, 0, dst.bytes());
                 }
             }
-            if runs.len() >= chunk.max(1) {
-                record_passes(&mut enc, &runs, None);
+            if runs.len() >= chunk {
+                record_passes(&mut enc, &runs, profiler.as_deref_mut());
                 done += runs.len();
                 runs.clear();
                 let full = std::mem::replace(&mut enc, ctx.device.create_command_encoder(&Default::default()));
@@ -678,7 +666,10 @@ impl Plan {
                 progress(done, total);
             }
         }
-        record_passes(&mut enc, &runs, None);
+        record_passes(&mut enc, &runs, profiler.as_deref_mut());
+        if let Some(p) = profiler {
+            p.resolve(&mut enc);
+        }
         ctx.queue.submit([enc.finish()]);
         ctx.wait();
         progress(total, total);
