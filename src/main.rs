@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
 use swinq::bench::{compare_engines, launch_cost_us};
 use swinq::data::{self, RgbU8};
@@ -642,8 +642,7 @@ fn run_phase2(
         );
     }
     let want_profile = dqc.profile;
-    let bar = ProgressBar::new(dqc.iters as u64);
-    bar.set_style(ProgressStyle::with_template("DQC [{bar:30}] {pos}/{len} {per_sec} {elapsed_precise} (eta {eta}) {msg}").expect("valid template").progress_chars("=> "));
+    let bar = progress::styled(dqc.iters, "DQC [{bar:30}] {pos}/{len} {per_sec} {elapsed_precise} (eta {eta}) {msg}");
     let first_iter = resume.map_or(0, |r| r.next_iter);
     bar.set_position(first_iter as u64);
     // Without a terminal (no bar drawn) a line every half minute shows progress in logs.

@@ -4,24 +4,22 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// A bar over `len` items labelled `what`, with elapsed time and ETA.
 pub fn bar(len: usize, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(what.to_string());
-    bar
+    labelled(styled(len, "{msg} [{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta})"), what)
 }
 
 /// A bar in percent for work counted in uneven units (kernel launches), labelled `what`.
 pub fn percent_bar(what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(1);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {percent:>3}% {elapsed_precise} (eta {eta})")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    labelled(styled(1, "{msg} [{bar:30}] {percent:>3}% {elapsed_precise} (eta {eta})"), what)
+}
+
+/// A bar over `len` items drawn with indicatif's `template` (a literal, so valid).
+pub fn styled(len: usize, template: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+    bar
+}
+
+fn labelled(bar: ProgressBar, what: &str) -> ProgressBar {
     bar.set_message(what.to_string());
     bar
 }
