@@ -628,21 +628,23 @@ impl Plan {
     /// Records all steps into one submission; with a profiler, each stage gets a
     /// timestamped compute pass of its own.
     pub fn execute(&self, ctx: &GpuContext, profiler: Option<&mut Profiler>) {
-        self.submit_steps(ctx, profiler, usize::MAX, |_, _| {});
+        self.submit_steps(ctx, profiler, 1, |_, _| {});
     }
 
-    /// Runs the steps in submissions of about `chunk` kernel launches, waiting for each
-    /// and then calling `progress(launches done, launches in all)`: a progress bar for
-    /// long passes (phase 1) at the cost of a GPU wait per chunk. The same launches in
-    /// the same order as `execute`.
-    pub fn execute_chunked(&self, ctx: &GpuContext, image: &[f32], chunk: usize, progress: impl FnMut(usize, usize)) {
+    /// Runs the steps in about `parts` submissions, waiting for each and then calling
+    /// `progress(launches done, launches in all)`: a progress bar for long passes
+    /// (phase 1) at the cost of a GPU wait per part. The same launches in the same
+    /// order as `execute`.
+    pub fn execute_in_parts(&self, ctx: &GpuContext, image: &[f32], parts: usize, progress: impl FnMut(usize, usize)) {
         self.set_input(ctx, image);
-        self.submit_steps(ctx, None, chunk.max(1), progress);
+        self.submit_steps(ctx, None, parts.max(1), progress);
     }
 
-    /// Records the steps, submitting and waiting after every `chunk` launches and at the end.
-    fn submit_steps(&self, ctx: &GpuContext, mut profiler: Option<&mut Profiler>, chunk: usize, mut progress: impl FnMut(usize, usize)) {
+    /// Records the steps, submitting and waiting after every 1/`parts` of the launches
+    /// and at the end.
+    fn submit_steps(&self, ctx: &GpuContext, mut profiler: Option<&mut Profiler>, parts: usize, mut progress: impl FnMut(usize, usize)) {
         let total = self.steps.iter().filter(|s| matches!(s, Step::Run(_))).count();
+        let chunk = total.div_ceil(parts).max(1);
         let mut done = 0;
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         let mut runs: Vec<&Dispatch> = Vec::new();
@@ -656,7 +658,8 @@ impl Plan {
                     enc.copy_buffer_to_buffer(src, 0, &dst.buffer, 0, dst.bytes());
                 }
             }
-            if runs.len() >= chunk {
+            // (the launches that end the plan go with the final submission)
+            if runs.len() >= chunk && done + runs.len() < total {
                 record_passes(&mut enc, &runs, profiler.as_deref_mut());
                 done += runs.len();
                 runs.clear();

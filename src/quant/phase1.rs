@@ -31,7 +31,6 @@ pub fn calibrate_with_progress(ctx: &GpuContext, model: &GpuModel, patches: &Pat
     let cal = Calibration::new(ctx, model, method, bits, dims)?;
     cal.search_weights(ctx, model);
     let plan = Plan::with_mode(ctx, model, dims, Capture::Nothing, Mode::Calibrate(&cal))?;
-    let launches: usize = plan.dispatch_counts().values().sum();
-    plan.execute_chunked(ctx, &patches.data, launches.div_ceil(100), progress);
+    plan.execute_in_parts(ctx, &patches.data, 100, progress);
     Ok(Calibrated { params: cal.read_params(ctx), gpu_bytes: cal.gpu_bytes() + plan.gpu_bytes() })
 }
