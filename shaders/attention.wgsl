@@ -1,7 +1,7 @@
 // Fused (shifted) window attention. A workgroup handles one slice (a window of one
 // head), an invocation one query token. q, k and v arrive in window order
 // (window, head, token in window, d), as the q/k/v matmuls write them, and the
-// softmax takes two passes over the keys (running max and sum, then P and P·v).
+// softmax takes two passes over the keys (scores and their maximum, then P and P·v).
 // Every query reads every key and value of its slice, so how k and v are read
 // depends on the device (UNIFORM_READS):
 // - CPU drivers (lavapipe, true): `main_rows` and `main_int_rows` in
@@ -82,15 +82,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     for (var d = 0u; d < HD; d++) {
         qi[d] = quantize(q_s[first + i * HD + d] * SCALE, qq);
     }
-    // Pass 1: the scores' maximum and the sum of their exponentials, online.
-    var scores: array<f32, NT>;  // for pass 2
-    var st = vec2<f32>(-3.4e38, 0.0);
+    // Pass 1: the scores and their maximum; then their exponentials, in place.
+    var scores: array<f32, NT>;
+    var mx = -3.4e38;
     for (var j = 0u; j < NT; j++) {
         scores[j] = score(&qi, j) + bias_and_mask(qr, j);
-        softmax_step(&st, scores[j]);
+        mx = max(mx, scores[j]);
     }
-    let mx = st.x;
-    let inv = 1.0 / st.y;
+    let inv = 1.0 / exponentials(&scores, mx);
     // Pass 2: P (quantized, stored when calibrating) and P·v.
     var o: array<f32, HD>;
     for (var d = 0u; d < HD; d++) {
@@ -98,7 +97,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
     let p_row = ((slice - p.p_slice0) * NT + i) * NT;
     for (var j = 0u; j < NT; j++) {
-        let pj = quantize(exp(scores[j] - mx) * inv, pq);
+        let pj = quantize(scores[j] * inv, pq);
         if (p.write_p == 1u) {
             probs[p_row + j] = pj;
         }
@@ -112,12 +111,16 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
 }
 
-// One step of the online softmax: st = (running maximum, sum of exponentials
-// relative to it) after one more score s.
-fn softmax_step(st: ptr<function, vec2<f32>>, s: f32) {
-    let m = max((*st).x, s);
-    (*st).y = (*st).y * exp((*st).x - m) + exp(s - m);
-    (*st).x = m;
+// The softmax's numerators: each score s becomes exp(s − mx); returns their sum
+// (summed in key order, as attention_rows.wgsl does). One exp per score: the
+// online form (a running maximum) takes three.
+fn exponentials(scores: ptr<function, array<f32, NT>>, mx: f32) -> f32 {
+    var sum = 0.0;
+    for (var j = 0u; j < NT; j++) {
+        (*scores)[j] = exp((*scores)[j] - mx);
+        sum += (*scores)[j];
+    }
+    return sum;
 }
 
 // q·k_j for key j of the staged slice.
@@ -177,14 +180,13 @@ fn main_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     let q_sum = f32(q_codes_s[q0 + HD4]);
     // Terms of the score that do not depend on k's codes beyond their sum.
     let q_term = iq.step.x * lower(iq.k) * q_sum + f32(HD) * lower(iq.q) * lower(iq.k);
-    var scores: array<f32, NT>;  // for pass 2
-    var st = vec2<f32>(-3.4e38, 0.0);
+    var scores: array<f32, NT>;
+    var mx = -3.4e38;
     for (var j = 0u; j < NT; j++) {
         scores[j] = int_score(&qw, j, iq.step.x * iq.step.y, iq.step.y * lower(iq.q), q_term) + bias_and_mask(qr, j);
-        softmax_step(&st, scores[j]);
+        mx = max(mx, scores[j]);
     }
-    let mx = st.x;
-    let inv = 1.0 / st.y;
+    let inv = 1.0 / exponentials(&scores, mx);
     var acc: array<u32, HD>;
     for (var d = 0u; d < HD; d++) {
         acc[d] = 0u;
@@ -192,7 +194,7 @@ fn main_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     var p_sum = 0u;
     var p_word = 0u;
     for (var j = 0u; j < NT; j++) {
-        let r = quant_code(exp(scores[j] - mx) * inv, iq.p, LEVELS);
+        let r = quant_code(scores[j] * inv, iq.p, LEVELS);
         p_sum += r;
         p_word |= r << (8u * (j & 3u));
         if ((j & 3u) == 3u) {

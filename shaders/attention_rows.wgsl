@@ -5,7 +5,7 @@
 // attention_lanes.wgsl describes (each key word fake-quantized once). Pass 1 keeps
 // each group of LANES scores for pass 2 (`kept`: an array indexed by the group, not by
 // the key, so each access moves whole vectors; 10–20 % faster than recomputing them
-// on lavapipe). Each score and output sums in the same order as `main`, so both
+// on lavapipe), then their exponentials. Each score and output sums in the same order as `main`, so both
 // strategies give the same bits. `main_int_rows` is the integer engine's version of `main_int`, with k's
 // codes shared the same way.
 
@@ -18,13 +18,33 @@
 @group(0) @binding(10) var<uniform> k_codes: array<vec4<u32>, 4096>;
 @group(0) @binding(11) var<uniform> v_codes: array<vec4<u32>, 4096>;
 
-// attention.wgsl's softmax_step over the scores g of keys j0.. (those before NT).
-fn softmax_group(st: ptr<function, vec2<f32>>, g: LaneGroup, j0: u32) {
+// The maximum of mx and the scores g of keys j0.. (those before NT).
+fn group_max(mx: f32, g: LaneGroup, j0: u32) -> f32 {
+    var m = mx;
     for (var t = 0u; t < LANES; t++) {
         if (j0 + t < NT) {
-            softmax_step(st, group_at(g, t));
+            m = max(m, group_at(g, t));
         }
     }
+    return m;
+}
+
+// attention.wgsl's exponentials over the kept score groups: each score s becomes
+// exp(s − mx); returns their sum, in key order as there (same bits).
+fn group_exponentials(kept: ptr<function, array<LaneGroup, NT_LANES / LANES>>, mx: f32) -> f32 {
+    var sum = 0.0;
+    for (var j0 = 0u; j0 < NT; j0 += LANES) {
+        var g = (*kept)[j0 / LANES];
+        for (var t = 0u; t < LANES; t++) {
+            if (j0 + t < NT) {
+                let e = exp(group_at(g, t) - mx);
+                group_set(&g, t, e);
+                sum += e;
+            }
+        }
+        (*kept)[j0 / LANES] = g;
+    }
+    return sum;
 }
 
 fn uniform_word(buf: u32, i: u32) -> f32 {
@@ -69,16 +89,15 @@ fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
     for (var d = 0u; d < HD; d++) {
         qi[d] = quantize(uniform_word(0u, first + i * HD + d) * SCALE, qq);
     }
-    // Pass 1: the scores' maximum and the sum of their exponentials, online.
-    var st = vec2<f32>(-3.4e38, 0.0);
+    // Pass 1: the scores and their maximum; then their exponentials, in place.
+    var mx = -3.4e38;
     var kept: array<LaneGroup, NT_LANES / LANES>;
     for (var j0 = 0u; j0 < NT; j0 += LANES) {
         let g = group_scores(&qi, qr, first, j0, lane, kq);
         kept[j0 / LANES] = g;
-        softmax_group(&st, g, j0);
+        mx = group_max(mx, g, j0);
     }
-    let mx = st.x;
-    let inv = 1.0 / st.y;
+    let inv = 1.0 / group_exponentials(&kept, mx);
     // Pass 2: P (quantized, stored when calibrating) and P·v.
     var o: array<f32, HD>;
     for (var d = 0u; d < HD; d++) {
@@ -90,7 +109,7 @@ fn main_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id)
         var pg = LaneGroup(vec4<f32>(0.0), vec4<f32>(0.0));
         for (var t = 0u; t < LANES; t++) {
             if (j0 + t < NT) {
-                let pj = quantize(exp(group_at(g, t) - mx) * inv, pq);
+                let pj = quantize(group_at(g, t) * inv, pq);
                 group_set(&pg, t, pj);
                 if (p.write_p == 1u && lid.x < NT) {
                     probs[p_row + j0 + t] = pj;
@@ -171,15 +190,14 @@ fn main_int_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     let q_sum = f32(code_word(0u, q0 + HD4));
     // int_score's scale, k_scale and q_term.
     let scales = vec3<f32>(iq.step.x * iq.step.y, iq.step.y * lower(iq.q), iq.step.x * lower(iq.k) * q_sum + f32(HD) * lower(iq.q) * lower(iq.k));
-    var st = vec2<f32>(-3.4e38, 0.0);
+    var mx = -3.4e38;
     var kept: array<LaneGroup, NT_LANES / LANES>;
     for (var j0 = 0u; j0 < NT; j0 += LANES) {
         let g = int_group_scores(&qw, qr, first, j0, lane, scales);
         kept[j0 / LANES] = g;
-        softmax_group(&st, g, j0);
+        mx = group_max(mx, g, j0);
     }
-    let mx = st.x;
-    let inv = 1.0 / st.y;
+    let inv = 1.0 / group_exponentials(&kept, mx);
     var acc: array<u32, HD>;
     for (var d = 0u; d < HD; d++) {
         acc[d] = 0u;
@@ -191,7 +209,7 @@ fn main_int_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
         var words = vec2<u32>(0u);
         for (var t = 0u; t < LANES; t++) {
             if (j0 + t < NT) {
-                let r = quant_code(exp(group_at(g, t) - mx) * inv, iq.p, LEVELS);
+                let r = quant_code(group_at(g, t) * inv, iq.p, LEVELS);
                 p_sum += r;
                 words[t / 4u] |= r << (8u * (t & 3u));
             }

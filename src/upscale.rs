@@ -25,7 +25,8 @@ pub enum Tiling {
 /// How a quantized model runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
-    /// Integer linears (dot4U8Packed, SPEC §6); the attention matmuls are still fake-quantized.
+    /// Integer linears and attention matmuls (dot4U8Packed, SPEC §6); windows whose token
+    /// count is not a multiple of 4 keep a fake-quantized attention.
     Int,
     /// Every quantizer simulated in f32.
     Fake,
