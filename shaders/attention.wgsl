@@ -46,6 +46,29 @@ var<workgroup> v_w: array<f32, NT * HD>;
 var<workgroup> k_codes_w: array<u32, NT * (HD4 + 1u)>;
 var<workgroup> v_codes_w: array<u32, HD * (NT4 + 1u)>;
 
+// GPU path: this head's relative-position biases and the shift-mask region of each
+// token of the window.
+var<workgroup> bias_w: array<f32, SIDE * SIDE>;
+var<workgroup> label_w: array<u32, NT>;
+
+// GPU path: stage the biases and regions (before stage_kv or stage_codes, whose
+// barrier covers them), so that bias_and_mask_staged reads workgroup memory only.
+fn stage_bias(qr: Query) {
+    for (var w = qr.i; w < SIDE * SIDE; w += NT) {
+        bias_w[w] = bias_at(w * HEADS + qr.head);
+    }
+    label_w[qr.i] = qr.label;
+}
+
+// window.wgsl's bias_and_mask (same values) from the staged biases and regions.
+fn bias_and_mask_staged(qr: Query, j: u32) -> f32 {
+    var b = bias_w[qr.rel - (j / WS) * SIDE - j % WS];
+    if (SHIFT > 0u && label_w[j] != qr.label) {
+        b -= 100.0;
+    }
+    return b;
+}
+
 // GPU path: copy the slice's k and v into workgroup memory, fake-quantized once.
 // Invocation i copies words i, i + NT, ...: consecutive lanes, consecutive words.
 fn stage_kv(first: u32, i: u32, kq: vec4<f32>, vq: vec4<f32>) {
@@ -76,6 +99,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let kq = quant_row(1u);
     let vq = quant_row(2u);
     let pq = quant_row(3u);
+    stage_bias(qr);
     stage_kv(first, i, kq, vq);
     var qi: array<f32, HD>;
     let qq = quant_row(0u);
@@ -86,7 +110,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     var scores: array<f32, NT>;
     var mx = -3.4e38;
     for (var j = 0u; j < NT; j++) {
-        scores[j] = score(&qi, j) + bias_and_mask(qr, j);
+        scores[j] = score(&qi, j) + bias_and_mask_staged(qr, j);
         mx = max(mx, scores[j]);
     }
     let inv = 1.0 / exponentials(&scores, mx);
@@ -171,6 +195,7 @@ fn main_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     let iq = int_quant();
     let first = p.delta + wg.x * NT * (HD4 + 1u);
     let first_v = p.delta_v + wg.x * HD * (NT4 + 1u);
+    stage_bias(qr);
     stage_codes(first, first_v, qr.i);
     var qw: array<u32, HD4>;
     let q0 = first + qr.i * (HD4 + 1u);
@@ -183,7 +208,7 @@ fn main_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     var scores: array<f32, NT>;
     var mx = -3.4e38;
     for (var j = 0u; j < NT; j++) {
-        scores[j] = int_score(&qw, j, iq.step.x * iq.step.y, iq.step.y * lower(iq.q), q_term) + bias_and_mask(qr, j);
+        scores[j] = int_score(&qw, j, iq.step.x * iq.step.y, iq.step.y * lower(iq.q), q_term) + bias_and_mask_staged(qr, j);
         mx = max(mx, scores[j]);
     }
     let inv = 1.0 / exponentials(&scores, mx);

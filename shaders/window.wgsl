@@ -69,7 +69,7 @@ struct Query {
     i: u32,         // token in the window
     tok: u32,       // token in the original (unshifted) layout
     label: u32,     // shift-mask region
-    table_row: u32, // its relative-position table entries
+    rel: u32,       // its relative-position offset (0,0) at rel = row·SIDE + column
 }
 
 fn query(local: u32, i: u32) -> Query {
@@ -87,15 +87,15 @@ fn query(local: u32, i: u32) -> Query {
     let sx = wx * WS + ix;
     let tok = (b * p.h + (sy + SHIFT) % p.h) * p.w + (sx + SHIFT) % p.w;
     let label = region(sy, p.h) * 3u + region(sx, p.w);
-    let table_row = ((iy + WS - 1u) * SIDE + ix + WS - 1u) * HEADS + head;
-    return Query(slice, head, wy, wx, i, tok, label, table_row);
+    let rel = (iy + WS - 1u) * SIDE + ix + WS - 1u;
+    return Query(slice, head, wy, wx, i, tok, label, rel);
 }
 
 // Relative-position bias and shift mask of key j for query `qr`.
 fn bias_and_mask(qr: Query, j: u32) -> f32 {
     let jy = j / WS;
     let jx = j % WS;
-    var b = bias_at(qr.table_row - (jy * SIDE + jx) * HEADS);
+    var b = bias_at((qr.rel - (jy * SIDE + jx)) * HEADS + qr.head);
     if (SHIFT > 0u) {
         let label_j = region(qr.wy * WS + jy, p.h) * 3u + region(qr.wx * WS + jx, p.w);
         if (label_j != qr.label) {
