@@ -473,6 +473,7 @@ struct CalibOptions {
 }
 
 fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, output: &Path) -> Result<()> {
+    data::check_output_folder(output)?;
     if !(2..=8).contains(&o.bits) {
         bail!("--bits {}: only 2 to 8 bits are supported", o.bits);
     }

@@ -133,6 +133,11 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
         (vec!["upscale".into(), "--weights".into(), standin(), s(&good).into(), "-o".into(), "/nonexistent/dir/x.png".into()], "x.png"),
         (vec!["upscale".into(), "--weights".into(), standin(), s(&good).into(), "-o".into(), s(&out).into(), "--tile".into(), "20".into()], "multiple of the window"),
         (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(dir.path()).into()], "HR"),
+        // Refused before the calibration runs, not after it.
+        (
+            ["calibrate", "--weights", &standin(), "--calib", s(dir.path()), "--bits", "4", "--method", "dobi", "-o", "/nonexistent/dir/q.safetensors"].map(String::from).to_vec(),
+            "the folder /nonexistent/dir does not exist",
+        ),
     ];
     for (args, needle) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

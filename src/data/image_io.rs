@@ -263,6 +263,24 @@ fn check_size(img: &RgbU8, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The folder a file at `path` goes into (`.` for a bare file name).
+fn output_folder(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Fails unless `path`'s folder exists: checked before long work whose result goes
+/// to `path`, so that a mistyped folder is not found out at the end.
+pub fn check_output_folder(path: &Path) -> Result<()> {
+    let dir = output_folder(path);
+    if !dir.is_dir() {
+        bail!("{}: cannot write there: the folder {} does not exist", path.display(), dir.display());
+    }
+    Ok(())
+}
+
 /// Runs `write` on a temp file beside `path`, then renames it over `path`.
 fn persist_atomic(
     path: &Path,
@@ -270,10 +288,8 @@ fn persist_atomic(
     write: impl FnOnce(&mut BufWriter<&std::fs::File>) -> Result<()>,
 ) -> Result<()> {
     let fail = |what: &str, e: &dyn std::fmt::Display| anyhow!("{}: {what}: {e}", path.display());
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let dir = output_folder(path);
+    check_output_folder(path)?;
     let tmp = tempfile::Builder::new()
         .prefix(".swinq-")
         .suffix(&format!(".{ext}.tmp"))
@@ -293,6 +309,8 @@ fn persist_atomic(
             .as_file()
             .set_permissions(std::fs::Permissions::from_mode(0o644));
     }
+    // On disk before the rename, so a crash never leaves a renamed but empty file.
+    tmp.as_file().sync_all().map_err(|e| fail("cannot write", &e))?;
     // On failure the NamedTempFile inside the error is dropped, which deletes it.
     tmp.persist(path)
         .map_err(|e| fail("cannot write", &e.error))?;

@@ -1,10 +1,9 @@
 //! safetensors reading (any float or int dtype, widened to f32 / i64) and atomic writing.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 use crate::model::tensor::{StateDict, Tensor, TensorData};
@@ -54,7 +53,7 @@ fn arr8(c: &[u8]) -> [u8; 8] {
 /// reader never sees a half-written file, even if we are killed mid-write.
 pub fn save_safetensors(sd: &StateDict, metadata: &BTreeMap<String, String>, path: &Path) -> Result<()> {
     let bytes = serialize(sd, metadata).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
-    write_atomic(path, &bytes).map_err(|e| anyhow!("{}: {e:#}", path.display()))
+    crate::data::write_atomic(path, &bytes)
 }
 
 fn serialize(sd: &StateDict, metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
@@ -92,25 +91,6 @@ fn sort_header_keys(bytes: &mut [u8]) -> Result<()> {
     let sorted = serde_json::to_vec(&serde_json::from_str::<serde_json::Value>(text)?)?;
     anyhow::ensure!(sorted.len() == text.len(), "safetensors header changed length when sorted");
     header[..sorted.len()].copy_from_slice(&sorted);
-    Ok(())
-}
-
-/// Temp file in the target directory (same filesystem, so the rename is atomic).
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".swinq-").suffix(".tmp");
-    // tempfile defaults to 0600; a model file should be as readable as any other.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o644));
-    }
-    let mut tmp =
-        builder.tempfile_in(dir).with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes).context("cannot write")?;
-    tmp.as_file().sync_all().context("cannot flush to disk")?;
-    tmp.persist(path).map_err(|e| anyhow!("cannot move the finished file into place: {}", e.error))?;
     Ok(())
 }
 
