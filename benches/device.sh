@@ -81,6 +81,8 @@ check() {
     fi
     timeout 150 $bin/kernels --test-threads 1 2>&1 | grep -E "test |result|panicked|error"
     timeout 150 $bin/engines --test-threads 1 2>&1 | grep -E "test |result|panicked|error"
+    echo "attention with 4 invocations per query:"
+    SWINQ_ATTN_LANES=4 timeout 150 $bin/kernels --test-threads 1 attention 2>&1 | grep -E "test |result|panicked|error"
 }
 
 phase1() {
@@ -104,6 +106,11 @@ bench() {
     SWINQ_BENCH_SIZES=256 SWINQ_BENCH_REPEATS=10 $bin/forward --bench
     echo "the same with wgpu's shader runtime checks (loop counters, index clamps, division guards):"
     SWINQ_SHADER_CHECKS=1 SWINQ_BENCH_SIZES=256 SWINQ_BENCH_REPEATS=10 $bin/forward --bench
+    for ql in 2 4; do
+        echo "the same with $ql invocations per query in the attention (SWINQ_ATTN_LANES=$ql):"
+        SWINQ_ATTN_LANES=$ql SWINQ_BENCH_SIZES=256 SWINQ_BENCH_REPEATS=10 $bin/forward --bench
+        SWINQ_ATTN_LANES=$ql $bin/swinq bench --weights $W --quantized "$bq" --size 256 --repeats 10 --warmup 3
+    done
     [ ! -x $bin/backward ] || SWINQ_BENCH_BATCH=16 $bin/backward --bench
     [ -n "${SKIP_SORT:-}" ] || SWINQ_SORT_SIZES=1048576,16777216,67108864 $bin/sort --bench
 }

@@ -51,6 +51,17 @@ impl MatmulKind {
     }
 }
 
+/// `SWINQ_ATTN_LANES`: how many invocations share a query's keys in the GPU attention.
+fn attention_lanes_from_env() -> Result<u32> {
+    match std::env::var("SWINQ_ATTN_LANES").ok().as_deref() {
+        None | Some("") => Ok(1),
+        Some(v) => match v.parse() {
+            Ok(n @ (1 | 2 | 4)) => Ok(n),
+            _ => bail!("SWINQ_ATTN_LANES must be 1, 2 or 4, not `{v}`"),
+        },
+    }
+}
+
 /// One wgpu device and queue shared by everything in a process.
 pub struct GpuContext {
     pub device: wgpu::Device,
@@ -59,6 +70,9 @@ pub struct GpuContext {
     pub features: wgpu::Features,
     pub limits: wgpu::Limits,
     pub matmul: MatmulKind,
+    /// Invocations per query in the GPU attention kernels (shaders/attention.wgsl `QL`):
+    /// `SWINQ_ATTN_LANES` (1, 2 or 4), default 1.
+    pub attention_lanes: u32,
     pipelines: PipelineCache,
     /// Small buffers bound where a kernel's optional input (`empty`) or output
     /// (`sink`) is unused, so every entry point keeps one bind-group layout.
@@ -132,7 +146,8 @@ impl GpuContext {
         };
         let (empty, sink) = (small("empty"), small("sink"));
         let matmul = MatmulKind::for_device(&info, features)?;
-        Ok(Self { device, queue, info, features, limits, matmul, pipelines: PipelineCache::default(), empty, sink })
+        let attention_lanes = attention_lanes_from_env()?;
+        Ok(Self { device, queue, info, features, limits, matmul, attention_lanes, pipelines: PipelineCache::default(), empty, sink })
     }
 
     /// The compiled pipeline for `shader`'s `entry` with the given header constants.

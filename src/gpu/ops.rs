@@ -703,12 +703,7 @@ pub fn window_attention(
 ) -> Vec<Dispatch> {
     let pipeline = attention_pipeline(ctx, "main", attention_consts(s, table, extras.quant, ctx.uniform_reads()));
     let slice_words = s.window * s.window * s.head_dim;
-    // GPUs stage a slice's k and v in workgroup memory.
-    let staged_bytes = 2 * slice_words * 4;
-    assert!(
-        ctx.uniform_reads() || staged_bytes <= ctx.limits.max_compute_workgroup_storage_size as usize,
-        "attention: a slice's k and v ({staged_bytes} bytes) exceed the workgroup memory"
-    );
+    check_attention_fits(ctx, s);
     let batch = extras.batch.clone().unwrap_or(0..b);
     let qparams = extras.quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
     let write_p = extras.probs.is_some() as u32;
@@ -772,6 +767,7 @@ pub fn window_attention_int(
     quant: QuantRef<'_>,
     stage: &'static str,
 ) -> Vec<Dispatch> {
+    check_attention_fits(ctx, s);
     let pipeline = attention_pipeline(ctx, "main_int", attention_consts(s, table, Some(quant), ctx.uniform_reads()));
     slice_groups(ctx, (h, w), s, 0..b, code_slice_words(s), ctx.uniform_reads())
         .into_iter()
@@ -814,10 +810,36 @@ fn attention_operands<'a>(ctx: &GpuContext, [q, k, v]: [&'a GpuBuffer; 3], (unif
 /// its `_rows` version (attention_rows.wgsl), which shares keys across subgroup lanes.
 fn attention_pipeline(ctx: &GpuContext, entry: &str, consts: [Const; 9]) -> std::sync::Arc<wgpu::ComputePipeline> {
     if ctx.uniform_reads() {
-        let consts = [&consts[..], &[Const::U32("LANES", ctx.rows_lanes() as u32)]].concat();
+        let consts = [&consts[..], &[Const::U32("LANES", ctx.rows_lanes() as u32), Const::U32("QL", 1)]].concat();
         return ctx.pipeline(Shader::AttentionRows, &format!("{entry}_rows"), &consts);
     }
+    let consts = [&consts[..], &[Const::U32("QL", ctx.attention_lanes)]].concat();
     ctx.pipeline(Shader::Attention, entry, &consts)
+}
+
+/// The GPU attention kernels' workgroups (a window of one head, `attention_lanes`
+/// invocations per query) fit the device.
+fn check_attention_fits(ctx: &GpuContext, s: AttnShape) {
+    if ctx.uniform_reads() {
+        return;
+    }
+    let lanes = ctx.attention_lanes as usize;
+    let (bytes, invocations) = (attention_workgroup_bytes(s, lanes), s.window * s.window * lanes);
+    assert!(
+        bytes <= ctx.limits.max_compute_workgroup_storage_size as usize && invocations <= ctx.limits.max_compute_invocations_per_workgroup as usize,
+        "attention: window {} with {lanes} invocations per query needs {bytes} bytes of workgroup memory and {invocations} invocations per workgroup, more than the device has",
+        s.window
+    );
+}
+
+/// Workgroup memory of the GPU attention kernels with `lanes` invocations per query:
+/// k and v (or their codes), the bias table, the regions and the lanes' partial sums.
+fn attention_workgroup_bytes(s: AttnShape, lanes: usize) -> usize {
+    let nt = s.window * s.window;
+    let side = 2 * s.window - 1;
+    let staged = (2 * nt * s.head_dim).max(nt * (s.head_dim.div_ceil(4) + 1) + s.head_dim * (nt / 4 + 1));
+    let partial = if lanes > 1 { nt * lanes * (2 * s.head_dim + 1) } else { 0 };
+    4 * (staged + side * side + nt + partial)
 }
 
 /// A group of consecutive window-head slices that one dispatch handles: its
