@@ -149,7 +149,7 @@ fn stage_bias(qr: Query, ln: Lane) {
 
 // window.wgsl's bias_and_mask (same values) from the staged biases and regions.
 fn bias_and_mask_staged(qr: Query, j: u32) -> f32 {
-    var b = bias_w[qr.rel - (j / WS) * SIDE - j % WS];
+    var b = bias_w[rel_offset(qr, j)];
     if (SHIFT > 0u && label_w[j] != qr.label) {
         b -= 100.0;
     }

@@ -91,13 +91,16 @@ fn query(local: u32, i: u32) -> Query {
     return Query(slice, head, wy, wx, i, tok, label, rel);
 }
 
+// The relative position of key j to query `qr`, as a row·SIDE + column offset.
+fn rel_offset(qr: Query, j: u32) -> u32 {
+    return qr.rel - (j / WS) * SIDE - j % WS;
+}
+
 // Relative-position bias and shift mask of key j for query `qr`.
 fn bias_and_mask(qr: Query, j: u32) -> f32 {
-    let jy = j / WS;
-    let jx = j % WS;
-    var b = bias_at((qr.rel - (jy * SIDE + jx)) * HEADS + qr.head);
+    var b = bias_at(rel_offset(qr, j) * HEADS + qr.head);
     if (SHIFT > 0u) {
-        let label_j = region(qr.wy * WS + jy, p.h) * 3u + region(qr.wx * WS + jx, p.w);
+        let label_j = region(qr.wy * WS + j / WS, p.h) * 3u + region(qr.wx * WS + j % WS, p.w);
         if (label_j != qr.label) {
             b -= 100.0;
         }
