@@ -271,14 +271,14 @@ fn output_folder(path: &Path) -> &Path {
     }
 }
 
-/// Fails unless `path`'s folder exists: checked before long work whose result goes
-/// to `path`, so that a mistyped folder is not found out at the end.
-pub fn check_output_folder(path: &Path) -> Result<()> {
+/// `path`'s folder, or an error unless it exists: checked before long work whose
+/// result goes to `path`, so that a mistyped folder is not found out at the end.
+pub fn check_output_folder(path: &Path) -> Result<&Path> {
     let dir = output_folder(path);
     if !dir.is_dir() {
         bail!("{}: cannot write there: the folder {} does not exist", path.display(), dir.display());
     }
-    Ok(())
+    Ok(dir)
 }
 
 /// Runs `write` on a temp file beside `path`, then renames it over `path`.
@@ -288,8 +288,7 @@ fn persist_atomic(
     write: impl FnOnce(&mut BufWriter<&std::fs::File>) -> Result<()>,
 ) -> Result<()> {
     let fail = |what: &str, e: &dyn std::fmt::Display| anyhow!("{}: {what}: {e}", path.display());
-    let dir = output_folder(path);
-    check_output_folder(path)?;
+    let dir = check_output_folder(path)?;
     let tmp = tempfile::Builder::new()
         .prefix(".swinq-")
         .suffix(&format!(".{ext}.tmp"))

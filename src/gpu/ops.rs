@@ -833,12 +833,13 @@ fn check_attention_fits(ctx: &GpuContext, s: AttnShape) {
 }
 
 /// Workgroup memory of the GPU attention kernels with `lanes` invocations per query:
-/// k and v (or their codes), the bias table, the regions and the lanes' partial sums.
+/// k and v (or their codes), the bias table, the regions and the lanes' partial sums
+/// (counted with one lane too: the kernels still declare and reference those arrays).
 fn attention_workgroup_bytes(s: AttnShape, lanes: usize) -> usize {
     let nt = s.window * s.window;
     let side = 2 * s.window - 1;
     let staged = (2 * nt * s.head_dim).max(nt * (s.head_dim.div_ceil(4) + 1) + s.head_dim * (nt / 4 + 1));
-    let partial = if lanes > 1 { nt * lanes * (2 * s.head_dim + 1) } else { 0 };
+    let partial = nt * lanes * (2 * s.head_dim + 1);
     4 * (staged + side * side + nt + partial)
 }
 
