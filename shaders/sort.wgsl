@@ -6,7 +6,7 @@
 //   scan_reduce  reduce-then-scan exclusive prefix sum of the histograms, so that
 //   scan_apply   hist[d * nb + tile] becomes the first output slot of digit d's
 //                keys from that tile;
-//   scatter_*    the tile is sorted by digit in workgroup memory (two stable
+//   scatter      the tile is sorted by digit in workgroup memory (two stable
 //                4-bit counting splits with packed 16-bit counters), then each
 //                key is written to hist[d * nb + tile] + (its rank among the
 //                tile's digit-d keys): stable, and coalesced runs per digit.
@@ -37,7 +37,7 @@ struct SortParams {
     nb: u32,
     // Bit offset of the digit (hist, scatter).
     shift: u32,
-    // hist, scatter_*: F32_IN | F32_OUT | NAN_CHECK below;
+    // hist, scatter, scatter_runs: F32_IN | F32_OUT | NAN_CHECK | PAIRS below;
     // scan_apply: 1 when binding 1 holds the offsets from the level above.
     flag: u32,
 }
@@ -94,11 +94,11 @@ fn wg_scan(v: u32, t: u32) -> vec2<u32> {
 
 // ---------------------------------------------------------------- f32 keys
 
-// Pass flags (p.flag of hist and scatter_*).
+// Pass flags (p.flag of hist, scatter and scatter_runs).
 const F32_IN: u32 = 1u;   // the input holds f32 bits: map them to keys on read
 const F32_OUT: u32 = 2u;  // write f32 bits back (inverse map) on output
 const NAN_CHECK: u32 = 4u; // hist: dst[256 * nb] = 1 when an input is NaN
-const PAIRS: u32 = 8u;     // scatter_runs: move the values (src3 → dst2) too
+const PAIRS: u32 = 8u;     // scatter, scatter_runs: move the values (src3 → dst2) too
 
 // to_key and from_key (the order-preserving f32 map) are in common.wgsl.
 
@@ -325,8 +325,9 @@ fn local_sort(t: u32, blk: u32, pairs: bool) {
     workgroupBarrier();
 }
 
+// Writes the tile's keys (and, with PAIRS, their values) to their output slots.
 @compute @workgroup_size(256)
-fn scatter_keys(
+fn scatter(
     @builtin(local_invocation_index) t: u32,
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
@@ -336,30 +337,8 @@ fn scatter_keys(
     if (blk >= p.nb || src2[256u * p.nb] != 0u) {
         return;
     }
-    local_sort(t, blk, false);
-    let count = min(TILE, p.n - blk * TILE);
-    let f32_out = (p.flag & F32_OUT) != 0u;
-    for (var k = 0u; k < KPT; k++) {
-        let i = k * WG + t;
-        if (i < count) {
-            let e = ents[pad(i)];
-            dst[cnt[(e >> p.shift) & 255u] + i] = select(e, from_key(e), f32_out);
-        }
-    }
-}
-
-@compute @workgroup_size(256)
-fn scatter_pairs(
-    @builtin(local_invocation_index) t: u32,
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-) {
-    let blk = block_id(wid, nwg);
-    // Nothing is written once the first histogram pass has flagged NaN.
-    if (blk >= p.nb || src2[256u * p.nb] != 0u) {
-        return;
-    }
-    local_sort(t, blk, true);
+    let pairs = (p.flag & PAIRS) != 0u;
+    local_sort(t, blk, pairs);
     let base = blk * TILE;
     let count = min(TILE, p.n - base);
     let f32_out = (p.flag & F32_OUT) != 0u;
@@ -367,11 +346,16 @@ fn scatter_pairs(
         let i = k * WG + t;
         if (i < count) {
             let e = ents[pad(i)];
-            let li = e >> 8u;
-            let o = cnt[e & 255u] + i;
-            let key = load_key(base + li);
-            dst[o] = select(key, from_key(key), f32_out);
-            dst2[o] = src3[base + li];
+            if (pairs) {
+                // Tile entries hold (local index << 8) | digit: the key is read again.
+                let li = e >> 8u;
+                let o = cnt[e & 255u] + i;
+                let key = load_key(base + li);
+                dst[o] = select(key, from_key(key), f32_out);
+                dst2[o] = src3[base + li];
+            } else {
+                dst[cnt[(e >> p.shift) & 255u] + i] = select(e, from_key(e), f32_out);
+            }
         }
     }
 }

@@ -343,9 +343,9 @@ impl RadixSorter {
     ) {
         let nb = n.div_ceil(self.column());
         let lens = self.level_lens(n);
-        let (groups, [hist, scatter_keys, scatter_pairs]) = match self.run {
-            Some(_) => (grid_blocks(nb.div_ceil(RUNS_WG)), ["hist_runs", "scatter_runs", "scatter_runs"]),
-            None => (grid_blocks(nb), ["hist", "scatter_keys", "scatter_pairs"]),
+        let (groups, [hist, scatter]) = match self.run {
+            Some(_) => (grid_blocks(nb.div_ceil(RUNS_WG)), ["hist_runs", "scatter_runs"]),
+            None => (grid_blocks(nb), ["hist", "scatter"]),
         };
         let level0 = &self.levels[0];
         for pass in 0..PASSES {
@@ -367,21 +367,19 @@ impl RadixSorter {
             });
             self.scan(ls, &lens);
             let mut buffers = vec![src.bind_range(0, n), dst.bind_range(0, n), hist_and_flag()];
-            let (entry, pairs) = match vals {
+            // The scatter declares the value slots in both modes.
+            let pairs = match vals {
                 None => {
-                    if self.run.is_some() {
-                        // scatter_runs declares the value slots in both modes.
-                        buffers.extend([ctx.sink(), ctx.empty()]);
-                    }
-                    (scatter_keys, 0)
+                    buffers.extend([ctx.sink(), ctx.empty()]);
+                    0
                 }
                 Some((va, vb)) => {
                     let (vin, vout) = if pass % 2 == 0 { (va, vb) } else { (vb, va) };
                     buffers.extend([vout.bind_range(0, n), vin.bind_range(0, n)]);
-                    (scatter_pairs, PAIRS)
+                    PAIRS
                 }
             };
-            ls.push(Launch { entry, params: params(f32_in | f32_out | pairs), buffers, groups });
+            ls.push(Launch { entry: scatter, params: params(f32_in | f32_out | pairs), buffers, groups });
         }
     }
 
