@@ -261,7 +261,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info => {
-            print!("{}", adapters_report());
+            print!("{}", adapters_report()?);
             Ok(())
         }
         Command::Convert { input, output } => convert(&input, &output),

@@ -103,10 +103,13 @@ fn device_rank(t: wgpu::DeviceType) -> u8 {
     }
 }
 
+const NO_ADAPTER: &str =
+    "no GPU adapter found (install a Vulkan driver, e.g. `apt-get install mesa-vulkan-drivers libvulkan1` for the software one, or check WGPU_BACKEND)";
+
 fn choose_adapter(adapters: Vec<wgpu::Adapter>, choice: &AdapterChoice) -> Result<wgpu::Adapter> {
     let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
     if adapters.is_empty() {
-        bail!("no GPU adapter found (install a Vulkan driver, e.g. `apt-get install mesa-vulkan-drivers libvulkan1` for the software one, or check WGPU_BACKEND)");
+        bail!(NO_ADAPTER);
     }
     let candidates: Vec<wgpu::Adapter> = match &choice.name {
         Some(want) => {
@@ -210,12 +213,13 @@ impl GpuContext {
     }
 }
 
-/// Text for `swinq info`: every adapter with its features and key limits.
-pub fn adapters_report() -> String {
+/// Text for `swinq info`: every adapter with its features and key limits (an
+/// error when there is none, as for every other command).
+pub fn adapters_report() -> Result<String> {
     let mut out = String::new();
     let adapters = list_adapters();
     if adapters.is_empty() {
-        out.push_str("no adapters found\n");
+        bail!(NO_ADAPTER);
     }
     for a in adapters {
         let i = a.get_info();
@@ -243,5 +247,5 @@ pub fn adapters_report() -> String {
             l.max_compute_workgroups_per_dimension
         ));
     }
-    out
+    Ok(out)
 }
