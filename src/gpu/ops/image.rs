@@ -55,7 +55,6 @@ pub fn prepare(ctx: &GpuContext, src: &GpuBuffer, dst: &GpuBuffer, s: &ImageShap
     Dispatch::new(ctx, pipeline, &s.params(), &[src.bind(), dst.bind()], grid_1d(n), "input")
 }
 
-/// Upsampler conv output tokens (b, hp, wp, ch·s²) → cropped planar (b, ch, s·h, s·w).
 /// `finish`'s backward: the planar output's gradient `d_out` back to the upsampling
 /// conv's (b, hp, wp, ch·s²) tokens `d_up` (0 where the crop dropped a pixel).
 pub fn finish_backward(ctx: &GpuContext, d_out: &GpuBuffer, d_up: &GpuBuffer, s: &ImageShape) -> Dispatch {
@@ -64,6 +63,7 @@ pub fn finish_backward(ctx: &GpuContext, d_out: &GpuBuffer, d_up: &GpuBuffer, s:
     Dispatch::new(ctx, pipeline, &s.params(), &[d_out.bind(), d_up.bind()], grid_1d(n), "output")
 }
 
+/// Upsampler conv output tokens (b, hp, wp, ch·s²) → cropped planar (b, ch, s·h, s·w).
 pub fn finish(ctx: &GpuContext, src: &GpuBuffer, dst: &GpuBuffer, s: &ImageShape) -> Dispatch {
     let pipeline = ctx.pipeline(Shader::Image, "finish", &[]);
     let n = s.b * s.ch * s.h * s.scale * s.w * s.scale;

@@ -7,7 +7,6 @@ mod linear;
 mod norm;
 
 pub use attention::*;
-pub(super) use attention::{attention_consts, slice_groups};
 pub use image::*;
 pub use linear::*;
 pub use norm::*;
