@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{load_rgb, load_rgb_u8, psnr_y, ssim_y, Pair, RgbU8};
+use crate::data::{load_rgb_u8, psnr_y, ssim_y, Pair, RgbU8};
 use crate::upscale::Upscaler;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -36,7 +36,7 @@ pub fn score_pair(up: &mut Upscaler, pair: &Pair) -> Result<ImageScore> {
 /// Scores one LR/HR pair and also returns the 8-bit SR image that was scored.
 pub fn score_pair_sr(up: &mut Upscaler, pair: &Pair) -> Result<(ImageScore, RgbU8)> {
     let scale = up.scale();
-    let lr = load_rgb(&pair.lr)?;
+    let lr = pair.load_lr()?;
     let hr = load_rgb_u8(&pair.hr)?;
     if hr.width < lr.width * scale || hr.height < lr.height * scale {
         anyhow::bail!(
@@ -48,7 +48,7 @@ pub fn score_pair_sr(up: &mut Upscaler, pair: &Pair) -> Result<(ImageScore, RgbU
             lr.height
         );
     }
-    let sr = up.upscale(&lr).with_context(|| format!("{}", pair.lr.display()))?.to_u8();
+    let sr = up.upscale(&lr).with_context(|| pair.lr_label())?.to_u8();
     let score = ImageScore { name: pair.name.clone(), psnr_y: psnr_y(&sr, &hr, scale), ssim_y: ssim_y(&sr, &hr, scale) };
     Ok((score, sr))
 }

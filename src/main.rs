@@ -63,7 +63,9 @@ enum Command {
     Eval {
         #[command(flatten)]
         model: ModelArgs,
-        /// Benchmark folder, e.g. ../shared/datasets/Set5.
+        /// Benchmark folder, e.g. ../shared/datasets/Set5: <DIR>/HR and <DIR>/LR_bicubic/X<s>.
+        /// Without the LR folder (or for a plain folder of HR images) the LR images are
+        /// made from the HR ones with MATLAB's bicubic, as the benchmark LR files are.
         #[arg(long)]
         dataset: PathBuf,
         /// Upscaling factor; must match the checkpoint (default: the checkpoint's).
@@ -398,6 +400,9 @@ fn eval(model: &ModelArgs, dataset: &Path, scale: Option<usize>, json: bool, qua
     let (weights, q) = load_model(model, quant.quantized.as_deref())?;
     let s = check_scale(&weights, scale)?;
     let pairs = data::benchmark_pairs(dataset, s)?;
+    if let Some(note) = data::lr_note(dataset, &pairs) {
+        eprintln!("{note}");
+    }
     let ctx = model.gpu()?;
     let mut up = quant.apply(Upscaler::new(&ctx, &weights, model.tiling())?, q.as_ref());
     let engine = up.engine();

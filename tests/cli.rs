@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::shared;
-use swinq::data::{load_rgb_u8, save_png, RgbU8};
+use swinq::data::{downscale_matlab, load_rgb_u8, save_png, RgbU8};
 
 fn swinq(args: &[&str]) -> Output {
     // XDG_RUNTIME_DIR keeps Mesa's window-system probe quiet on headless machines.
@@ -75,6 +75,31 @@ fn convert_then_eval_json_matches_pth() {
     assert!(o.status.success() && text.starts_with("bird ") && text.contains(&format!("{:.4} dB", psnrs[1])) && text.contains("over 1 image in"), "{text}");
     let o = swinq(&["eval", "--weights", &standin(), "--dataset", s(&set), "--scale", "3"]);
     assert!(!o.status.success() && stderr(&o).contains("×2 model"), "{}", stderr(&o));
+}
+
+/// A set with only HR images is evaluated on LR images made from them, with a note
+/// saying so, and scores as the same set with those LR images as files.
+#[test]
+fn eval_makes_missing_lr_from_hr() {
+    let dir = tempfile::tempdir().unwrap();
+    let hr = load_rgb_u8(shared().join("datasets/Set5/HR/bird.png")).unwrap().crop(40, 40, 49, 41);
+    let with_lr = dir.path().join("WithLr");
+    let hr_only = dir.path().join("HrOnly");
+    for root in [&with_lr, &hr_only] {
+        std::fs::create_dir_all(root.join("HR")).unwrap();
+        save_png(&hr, root.join("HR/bird.png")).unwrap();
+    }
+    std::fs::create_dir_all(with_lr.join("LR_bicubic/X2")).unwrap();
+    save_png(&downscale_matlab(&hr, 2), with_lr.join("LR_bicubic/X2/birdx2.png")).unwrap();
+    let mut psnrs = Vec::new();
+    for set in [&with_lr, &hr_only] {
+        let o = swinq(&["eval", "--weights", &standin(), "--dataset", s(set), "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(stderr(&o).contains("HrOnly: no LR_bicubic/X2 folder"), set == &hr_only, "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        psnrs.push(v["psnr_y"].as_f64().unwrap());
+    }
+    assert!(psnrs[0] > 25.0 && psnrs[0] == psnrs[1], "{psnrs:?}");
 }
 
 #[test]

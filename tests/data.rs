@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use swinq::data::{
     benchmark_pairs, dataset_name, downscale_matlab, is_image_file, list_images, load_rgb,
-    load_rgb_u8, psnr_y, save_png, ssim_y, upscale_matlab, y_channel, RgbImage, RgbU8,
+    load_rgb_u8, lr_note, psnr_y, save_png, ssim_y, upscale_matlab, y_channel, LrSource, RgbImage, RgbU8,
 };
 
 fn shared_dir() -> PathBuf {
@@ -41,7 +41,7 @@ fn check_lr_exact(set: &str, scale: usize, limit: usize) -> usize {
     let mut bad = Vec::new();
     for p in pairs.iter().take(limit) {
         let lr = downscale_matlab(&load_rgb_u8(&p.hr).unwrap(), scale);
-        let (n, m) = diff(&lr, &load_rgb_u8(&p.lr).unwrap());
+        let (n, m) = diff(&lr, &p.load_lr_u8().unwrap());
         if n > 0 {
             bad.push(format!("{} x{scale}: {n} bytes differ (max {m})", p.name));
         }
@@ -84,7 +84,7 @@ fn bicubic_psnr(set: &str, scale: usize) -> f64 {
     let sum: f64 = pairs
         .iter()
         .map(|p| {
-            let up = upscale_matlab(&load_rgb_u8(&p.lr).unwrap(), scale);
+            let up = upscale_matlab(&p.load_lr_u8().unwrap(), scale);
             psnr_y(&up, &load_rgb_u8(&p.hr).unwrap(), scale)
         })
         .sum();
@@ -282,7 +282,7 @@ fn ssim_matches_naive_implementation() {
 #[test]
 fn ssim_on_real_bicubic_pair_matches_naive() {
     let p = &benchmark_pairs(&set_dir("Set5"), 4).unwrap()[0]; // baby
-    let up = upscale_matlab(&load_rgb_u8(&p.lr).unwrap(), 4);
+    let up = upscale_matlab(&p.load_lr_u8().unwrap(), 4);
     let hr = load_rgb_u8(&p.hr).unwrap();
     // Compare on a 64×48 window to keep the naive reference fast.
     let (sr_c, hr_c) = (up.crop(200, 200, 64, 48), hr.crop(200, 200, 64, 48));
@@ -475,9 +475,9 @@ fn set5_pairs() {
     let pairs = benchmark_pairs(&dir, 3).unwrap();
     let names: Vec<_> = pairs.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["baby", "bird", "butterfly", "head", "woman"]);
-    assert!(pairs[1].lr.ends_with("LR_bicubic/X3/birdx3.png"));
+    assert!(matches!(&pairs[1].lr, LrSource::File(f) if f.ends_with("LR_bicubic/X3/birdx3.png")));
     assert!(pairs[1].hr.ends_with("HR/bird.png"));
-    let lr = load_rgb(&pairs[1].lr).unwrap();
+    let lr = pairs[1].load_lr().unwrap();
     let hr = load_rgb(&pairs[1].hr).unwrap();
     assert_eq!(
         (lr.width * 3, lr.height * 3),
@@ -492,7 +492,7 @@ fn dataset_errors_are_clear() {
     let err = |r: anyhow::Result<Vec<swinq::data::Pair>>| format!("{:#}", r.unwrap_err());
     assert!(err(benchmark_pairs(&root, 2)).contains("MySet"));
     std::fs::create_dir_all(root.join("HR")).unwrap();
-    assert!(err(benchmark_pairs(&root, 2)).contains("X2"));
+    assert!(err(benchmark_pairs(&root, 2)).contains("no image files"));
     std::fs::create_dir_all(root.join("LR_bicubic/X2")).unwrap();
     assert!(err(benchmark_pairs(&root, 2)).contains("no image files"));
     save_png(&pattern(8, 8, 1), root.join("HR/a.png")).unwrap();
@@ -507,6 +507,41 @@ fn dataset_errors_are_clear() {
     std::fs::create_dir_all(other.join("LR_bicubic/X2")).unwrap();
     assert!(err(benchmark_pairs(&other, 2)).contains("HR"));
     assert_eq!(dataset_name(&root), "MySet");
+    // An HR image too small for the scale: a clear error when its LR is made.
+    let small = d.path().join("Small");
+    std::fs::create_dir_all(small.join("HR")).unwrap();
+    save_png(&pattern(3, 5, 1), small.join("HR/a.png")).unwrap();
+    let msg = format!("{:#}", benchmark_pairs(&small, 4).unwrap()[0].load_lr().unwrap_err());
+    assert!(msg.contains("a.png") && msg.contains("too small"), "{msg}");
+}
+
+/// Without an LR folder for the scale (or with the HR images directly in the folder),
+/// the LR images are the HR ones downscaled as the shipped LR files were made: the same bytes.
+#[test]
+fn lr_made_from_hr_matches_the_shipped_files() {
+    let d = tmp();
+    let set5 = set_dir("Set5");
+    let hr_only = d.path().join("HrOnly");
+    let flat = d.path().join("Flat");
+    std::fs::create_dir_all(hr_only.join("HR")).unwrap();
+    std::fs::create_dir_all(hr_only.join("LR_bicubic/X2")).unwrap(); // another scale's folder only
+    std::fs::create_dir_all(&flat).unwrap();
+    for name in ["baby", "bird"] {
+        std::fs::copy(set5.join(format!("HR/{name}.png")), hr_only.join(format!("HR/{name}.png"))).unwrap();
+        std::fs::copy(set5.join(format!("HR/{name}.png")), flat.join(format!("{name}.png"))).unwrap();
+    }
+    let shipped = benchmark_pairs(&set5, 3).unwrap();
+    assert_eq!(lr_note(&set5, &shipped), None);
+    for dir in [&hr_only, &flat] {
+        let pairs = benchmark_pairs(dir, 3).unwrap();
+        assert_eq!(pairs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["baby", "bird"]);
+        assert!(lr_note(dir, &pairs).unwrap().contains("X3"));
+        for (made, file) in pairs.iter().zip(&shipped) {
+            assert_eq!(made.lr, LrSource::FromHr(3));
+            assert_eq!(made.load_lr_u8().unwrap().data, file.load_lr_u8().unwrap().data, "{}", made.name);
+            assert_eq!(made.load_lr().unwrap().data, file.load_lr().unwrap().data);
+        }
+    }
 }
 
 #[test]

@@ -1,18 +1,74 @@
 //! Benchmark folders in the SwinIR / EDSR layout:
-//! `<dir>/HR/<name>.png` and `<dir>/LR_bicubic/X<s>/<name>x<s>.png`.
+//! `<dir>/HR/<name>.png` and `<dir>/LR_bicubic/X<s>/<name>x<s>.png`. Without the LR
+//! folder of a scale (or with the HR images directly in `<dir>`), the LR images are made
+//! from the HR ones the way the benchmark LR files were made.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::image_io::is_image_file;
+use super::bicubic::downscale_matlab;
+use super::image_io::{is_image_file, load_rgb, load_rgb_u8, RgbImage, RgbU8};
 
 /// One HR image and its LR partner for a given scale.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pair {
     pub name: String,
     pub hr: PathBuf,
-    pub lr: PathBuf,
+    pub lr: LrSource,
+}
+
+/// Where a pair's LR image comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LrSource {
+    /// The set's own LR file.
+    File(PathBuf),
+    /// No LR folder for this scale: the HR image downscaled by this factor with MATLAB's
+    /// bicubic after `modcrop`, as the benchmark LR files are made.
+    FromHr(usize),
+}
+
+impl Pair {
+    /// The LR image in 0..=1 (a 16-bit LR file keeps its precision).
+    pub fn load_lr(&self) -> Result<RgbImage> {
+        match &self.lr {
+            LrSource::File(path) => load_rgb(path),
+            LrSource::FromHr(_) => Ok(self.load_lr_u8()?.to_f32()),
+        }
+    }
+
+    /// The LR image as 8-bit RGB.
+    pub fn load_lr_u8(&self) -> Result<RgbU8> {
+        match &self.lr {
+            LrSource::File(path) => load_rgb_u8(path),
+            &LrSource::FromHr(s) => {
+                let hr = load_rgb_u8(&self.hr)?;
+                if hr.width < s || hr.height < s {
+                    bail!("{}: HR image {}×{} is too small to downscale ×{s}", self.hr.display(), hr.width, hr.height);
+                }
+                Ok(downscale_matlab(&hr, s))
+            }
+        }
+    }
+
+    /// The LR image's name in messages.
+    pub fn lr_label(&self) -> String {
+        match &self.lr {
+            LrSource::File(path) => path.display().to_string(),
+            LrSource::FromHr(s) => format!("{} downscaled ×{s}", self.hr.display()),
+        }
+    }
+}
+
+/// A line saying that the set's LR images are made from its HR images, if they are.
+pub fn lr_note(dir: &Path, pairs: &[Pair]) -> Option<String> {
+    match pairs.first()?.lr {
+        LrSource::File(_) => None,
+        LrSource::FromHr(s) => Some(format!(
+            "{}: no LR_bicubic/X{s} folder: the LR images are the HR images downscaled ×{s} with MATLAB's bicubic, as the benchmark LR files are made",
+            dataset_name(dir)
+        )),
+    }
 }
 
 /// The folder's own name (e.g. "Set5"), used to label results.
@@ -54,33 +110,31 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// HR/LR pairs of a benchmark set at scale `scale`, sorted by name. Every HR image must
-/// have its LR partner `<name>x<s>.<ext>` (same extension as the HR file).
+/// HR/LR pairs of a benchmark set at scale `scale`, sorted by name. With an LR folder
+/// for the scale, every HR image must have its LR partner `<name>x<s>.<ext>` (same
+/// extension as the HR file); without one, or for a plain folder of HR images, the LR
+/// images are made from the HR ones ([`LrSource::FromHr`]).
 pub fn benchmark_pairs(dir: &Path, scale: usize) -> Result<Vec<Pair>> {
     if !dir.is_dir() {
         bail!("{}: dataset folder not found", dir.display());
     }
     let hr_dir = dir.join("HR");
-    let lr_dir = dir.join("LR_bicubic").join(format!("X{scale}"));
+    let lr_root = dir.join("LR_bicubic");
+    let lr_dir = lr_root.join(format!("X{scale}"));
     if !hr_dir.is_dir() {
-        bail!(
-            "{}: HR folder missing (expected <set>/HR/<name>.png)",
-            hr_dir.display()
-        );
+        if lr_root.is_dir() || !has_images(dir) {
+            bail!(
+                "{}: HR folder missing (expected <set>/HR/<name>.png, or a folder of HR images)",
+                hr_dir.display()
+            );
+        }
+        return hr_pairs(dir, |_, _| Ok(LrSource::FromHr(scale)));
     }
     if !lr_dir.is_dir() {
-        bail!(
-            "{}: no LR images for x{scale} (expected <set>/LR_bicubic/X{scale}/<name>x{scale}.png)",
-            lr_dir.display()
-        );
+        return hr_pairs(&hr_dir, |_, _| Ok(LrSource::FromHr(scale)));
     }
     list_images(&lr_dir)?; // an empty LR folder gets its own clear error
-    let mut pairs = Vec::new();
-    for hr in list_images(&hr_dir)? {
-        let name = hr
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+    hr_pairs(&hr_dir, |hr, name| {
         let ext = hr
             .extension()
             .map(|e| e.to_string_lossy().into_owned())
@@ -93,6 +147,25 @@ pub fn benchmark_pairs(dir: &Path, scale: usize) -> Result<Vec<Pair>> {
                 lr.display()
             );
         }
+        Ok(LrSource::File(lr))
+    })
+}
+
+fn has_images(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| e.path().is_file() && is_image_file(e.path()))
+    })
+}
+
+/// A pair for every image of `hr_dir`, sorted by name, with the LR source `lr` gives.
+fn hr_pairs(hr_dir: &Path, lr: impl Fn(&Path, &str) -> Result<LrSource>) -> Result<Vec<Pair>> {
+    let mut pairs = Vec::new();
+    for hr in list_images(hr_dir)? {
+        let name = hr
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let lr = lr(&hr, &name)?;
         pairs.push(Pair { name, hr, lr });
     }
     pairs.sort_by(|a, b| a.name.cmp(&b.name));

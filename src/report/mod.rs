@@ -30,7 +30,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
 use crate::data::{
-    benchmark_pairs, dataset_name, load_rgb_u8, psnr_y, save_png_with_text, upscale_matlab, write_atomic, y_channel, Pair,
+    benchmark_pairs, dataset_name, load_rgb_u8, lr_note, psnr_y, save_png_with_text, upscale_matlab, write_atomic, y_channel, Pair,
     RgbU8,
 };
 use crate::eval::{evaluate_each, score_pair_sr, EvalReport, ImageScore};
@@ -66,6 +66,8 @@ pub struct ReportOptions {
     #[arg(long, value_enum, default_value = "int")]
     pub engine: crate::upscale::Engine,
     /// Benchmark folder holding HR/ and LR_bicubic/X2/ (X3, X4); repeat for several.
+    /// Without the LR folder (or for a plain folder of HR images) the LR images are made
+    /// from the HR ones with MATLAB's bicubic.
     #[arg(long, required = true)]
     pub dataset: Vec<PathBuf>,
     /// Upscaling factor; must match the checkpoint (default: the checkpoint's).
@@ -288,6 +290,9 @@ pub fn prepare(opts: &ReportOptions, scale: usize) -> Result<Plan> {
     for dir in &opts.dataset {
         let pairs = benchmark_pairs(dir, scale).with_context(|| format!("--dataset {}", dir.display()))?;
         let name = dataset_name(dir);
+        if let Some(note) = lr_note(dir, &pairs) {
+            eprintln!("{note}");
+        }
         if datasets.iter().any(|d: &PlanSet| d.name == name) {
             bail!("--dataset {}: two sets are both named {name}", dir.display());
         }
@@ -335,7 +340,7 @@ pub fn prepare(opts: &ReportOptions, scale: usize) -> Result<Plan> {
 /// `region` At with size 0 stands for the default centre crop.
 fn crop_job(dataset: usize, pair: &Pair, region: Region, s: usize) -> Result<CropJob> {
     let hr = load_rgb_u8(&pair.hr)?;
-    let lr = load_rgb_u8(&pair.lr)?;
+    let lr = pair.load_lr_u8()?;
     let (w, h) = ((lr.width * s).min(hr.width), (lr.height * s).min(hr.height));
     let fit = DEFAULT_CROP.min(w).min(h);
     let (x, y, size, auto) = match region {

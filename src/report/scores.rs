@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::data::{write_atomic, Pair};
+use crate::data::{write_atomic, LrSource, Pair};
 use crate::eval::EvalReport;
 use crate::model::checkpoint::sha256_file;
 
@@ -86,13 +86,17 @@ impl ScoreStore {
     }
 }
 
-/// Hash of the evaluated images' files (LR then HR of each pair).
+/// Hash of the evaluated images' files (LR then HR of each pair; an LR image made from
+/// the HR one counts as its scale).
 pub fn images_sha256(pairs: &[Pair]) -> Result<String> {
+    let file_hash = |f: &Path| sha256_file(f).with_context(|| format!("{}", f.display()));
     let mut h = Sha256::new();
     for p in pairs {
-        for f in [&p.lr, &p.hr] {
-            h.update(sha256_file(f).with_context(|| format!("{}", f.display()))?);
+        match &p.lr {
+            LrSource::File(lr) => h.update(file_hash(lr)?),
+            LrSource::FromHr(s) => h.update(format!("HR downscaled x{s}")),
         }
+        h.update(file_hash(&p.hr)?);
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
