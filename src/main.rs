@@ -640,9 +640,10 @@ fn run_phase2(
         checkpoint.path.display()
     );
     if ctx.info.device_type == wgpu::DeviceType::Cpu {
-        // Measured: 248 s per iteration at batch 16 with lavapipe on two cores.
+        // Measured (benches/RESULTS.md): 22 s per iteration at batch 4, 94 s at batch 16
+        // with lavapipe on two cores.
         eprintln!(
-            "note: {} is a CPU driver, where one DQC iteration takes minutes (about 4 at batch 16 on two cores); \
+            "note: {} is a CPU driver, where one DQC iteration takes a minute or more (about 1.5 at batch 16 on two cores); \
              the estimate after the first iteration says how long this run takes, --phase2-iters and --batch shorten it",
             ctx.info.name
         );
