@@ -118,9 +118,15 @@ enum Command {
     Calibrate {
         #[command(flatten)]
         model: ModelArgs,
-        /// Folder of LR calibration images, e.g. ../shared/datasets/calib/LR_bicubic/X2.
+        /// Folder of LR calibration images, e.g. ../shared/datasets/calib/LR_bicubic/X2
+        /// (or of HR images, with --calib-hr).
         #[arg(long)]
         calib: PathBuf,
+        /// The --calib folder holds HR images (e.g. ../shared/datasets/calib/HR): each is
+        /// made LR at the model's scale with the MATLAB-exact bicubic, as the benchmark LR
+        /// images are, for phase 1 and (without --phase2-data) phase 2.
+        #[arg(long)]
+        calib_hr: bool,
         /// Upscaling factor; must match the checkpoint (default: the checkpoint's).
         #[arg(long)]
         scale: Option<usize>,
@@ -195,8 +201,8 @@ struct Phase2Args {
     /// Weight λ of the feature loss on the four residual groups' outputs.
     #[arg(long, default_value_t = 5.0)]
     lambda: f32,
-    /// Folders of DQC training images (repeatable; default: the --calib folder), LR
-    /// images unless --phase2-hr says they are HR.
+    /// Folders of DQC training images (repeatable; default: the --calib folder, HR with
+    /// --calib-hr), LR images unless --phase2-hr says they are HR.
     #[arg(long)]
     phase2_data: Vec<PathBuf>,
     /// The --phase2-data folders hold HR images: LR patches are made from them with the
@@ -271,8 +277,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval { model, dataset, scale, json, quant } => eval(&model, &dataset, scale, json, &quant),
         Command::Export { model, quantized, output } => export_model(&model, &quantized, &output),
         Command::Bench { model, quantized, size, repeats, warmup, json } => bench(&model, quantized.as_deref(), &size, (warmup, repeats), json),
-        Command::Calibrate { model, calib, scale, bits, method, bias, center, patches, patch_mode, seed, embed_weights, phase2, output } => {
-            let opts = CalibOptions { calib, bits, method, bias, center, patches, patch_mode, seed, embed_weights, phase2 };
+        Command::Calibrate { model, calib, calib_hr, scale, bits, method, bias, center, patches, patch_mode, seed, embed_weights, phase2, output } => {
+            let opts = CalibOptions { calib, calib_hr, bits, method, bias, center, patches, patch_mode, seed, embed_weights, phase2 };
             run_calibrate(&model, scale, &opts, &output)
         }
         Command::Report { model, opts } => report(&model, &opts),
@@ -466,6 +472,7 @@ fn load_quantized(path: &Path, weights: &SwinWeights, hash: &str) -> Result<Quan
 
 struct CalibOptions {
     calib: PathBuf,
+    calib_hr: bool,
     bits: u32,
     method: String,
     bias: bool,
@@ -491,7 +498,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     };
     let (weights, hash) = model.load_with_hash()?;
     let s = check_scale(&weights, scale)?;
-    let patches = load_patches(&o.calib, o.patches, 64, mode, o.seed, weights.config.window)?;
+    let patches = load_patches(&o.calib, o.calib_hr.then_some(s), o.patches, 64, mode, o.seed, weights.config.window)?;
     let full_method = matches!(o.method.as_str(), "2dquant" | "2dquant+");
     let iters = o.phase2.phase2_iters.unwrap_or(if full_method { DqcOptions::default().iters } else { 0 });
     let dqc = DqcOptions {
@@ -514,8 +521,12 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     // Check phase 2's inputs before phase 1 runs. A resumed run draws other patches
     // than an uninterrupted one would (the sampler restarts from seed + iteration).
     let skip = resume.as_ref().map_or(0, |r| r.next_iter) as u64;
-    let data: Vec<&Path> = if o.phase2.phase2_data.is_empty() { vec![o.calib.as_path()] } else { o.phase2.phase2_data.iter().map(PathBuf::as_path).collect() };
-    let hr_scale = o.phase2.phase2_hr.then_some(s);
+    let (data, data_hr): (Vec<&Path>, bool) = if o.phase2.phase2_data.is_empty() {
+        (vec![o.calib.as_path()], o.calib_hr)
+    } else {
+        (o.phase2.phase2_data.iter().map(PathBuf::as_path).collect(), o.phase2.phase2_hr)
+    };
+    let hr_scale = data_hr.then_some(s);
     let mut sampler = if iters > 0 { Some(PatchSampler::new(&data, hr_scale, dqc.patch, dqc.seed + skip, weights.config.window)?) } else { None };
     let ctx = model.gpu()?;
     if iters > 0 {
@@ -575,6 +586,9 @@ fn calib_settings(o: &CalibOptions, dqc: &DqcOptions) -> BTreeMap<String, String
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    if o.calib_hr {
+        settings.insert("calib_hr".into(), "true".into());
+    }
     if dqc.iters > 0 {
         for (key, value) in [
             ("phase2_batch", dqc.batch.to_string()),

@@ -221,8 +221,9 @@ fn calibrate_export_then_eval_and_bench_both_engines() {
 fn calibrate_with_phase2_records_its_settings() {
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("q.safetensors");
-    let calib = shared().join("datasets/calib/LR_bicubic/X2");
-    let args = ["calibrate", "--weights", &standin(), "--calib", s(&calib), "--bits", "4", "--method", "minmax", "--patches", "1"];
+    // HR calibration images, made LR for both phases.
+    let calib = shared().join("datasets/calib/HR");
+    let args = ["calibrate", "--weights", &standin(), "--calib", s(&calib), "--calib-hr", "--bits", "4", "--method", "minmax", "--patches", "1"];
     let o = swinq(&[&args[..], &["--phase2-iters", "2", "--batch", "1", "--patch", "16", "-o", s(&q)]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("phase 2 done") && stderr(&o).contains("MiB of GPU memory"), "{}", stderr(&o));
@@ -232,6 +233,7 @@ fn calibrate_with_phase2_records_its_settings() {
     assert_eq!(file.method, "minmax+dqc");
     assert_eq!(file.settings["phase2_iters"], "2");
     assert_eq!(file.settings["phase2_batch"], "1");
+    assert_eq!(file.settings["calib_hr"], "true");
     // A batch above the storage-binding limit is refused, naming the largest that fits.
     let o = swinq(&[&args[..], &["--phase2-iters", "1", "--batch", "100000", "-o", s(&q)]].concat());
     assert!(!o.status.success() && stderr(&o).contains("the largest batch that fits is"), "{}", stderr(&o));

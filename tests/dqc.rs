@@ -230,3 +230,16 @@ fn patches_from_hr_images_match_the_shipped_lr() {
         assert_eq!(from_lr.batch(2).data, from_hr.batch(2).data, "same seed, same crops, same pixels");
     }
 }
+
+/// Phase 1's patches from HR images (`calibrate --calib-hr`) are those of the shipped
+/// LR files, in both patch modes.
+#[test]
+fn calibration_patches_from_hr_images_match_the_shipped_lr() {
+    use swinq::quant::calib::{load_patches, PatchMode};
+    let calib = common::shared().join("datasets/calib");
+    for mode in [PatchMode::Center, PatchMode::Random] {
+        let from_lr = load_patches(&calib.join("LR_bicubic/X3"), None, 5, 64, mode, 4, 8).expect("LR");
+        let from_hr = load_patches(&calib.join("HR"), Some(3), 5, 64, mode, 4, 8).expect("HR");
+        assert_eq!(from_lr.data, from_hr.data, "{mode:?}");
+    }
+}

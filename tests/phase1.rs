@@ -19,7 +19,7 @@ fn dobi_w4_matches_official_bounds() {
     let weights = load_weights(&shared().join("weights/swinir_light_x2_standin.pth")).unwrap();
     let model = GpuModel::upload(ctx, &weights);
     let dir = shared().join("datasets/calib/LR_bicubic/X2");
-    let patches = load_patches(&dir, 8, 64, PatchMode::Center, 0, 8).unwrap();
+    let patches = load_patches(&dir, None, 8, 64, PatchMode::Center, 0, 8).unwrap();
     let params = calibrate(ctx, &model, &patches, Method::DOBI, 4).unwrap().params;
     let text = std::fs::read_to_string(shared().join("golden/dobi_w4_bounds.json")).unwrap();
     let golden: BTreeMap<String, [f32; 2]> = serde_json::from_str(&text).unwrap();

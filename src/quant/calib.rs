@@ -32,8 +32,22 @@ fn crop(img: &RgbImage, x0: usize, y0: usize, size: usize, out: &mut Vec<f32>) {
     }
 }
 
-/// Cuts `n` patches of `size`×`size` from the images of `dir`.
-pub fn load_patches(dir: &Path, n: usize, size: usize, mode: PatchMode, seed: u64, window: usize) -> Result<Patches> {
+/// An LR image: the file itself, or with `hr_scale` the file as an HR image made LR with
+/// the MATLAB-exact bicubic the benchmark LR images were made with (SPEC datasets README).
+fn load_lr(file: &Path, hr_scale: Option<usize>) -> Result<RgbImage> {
+    let Some(s) = hr_scale else {
+        return load_rgb(file);
+    };
+    let hr = load_rgb_u8(file)?;
+    if hr.width < s || hr.height < s {
+        bail!("{}: HR image {}×{} is too small to downscale ×{s}", file.display(), hr.width, hr.height);
+    }
+    Ok(downscale_matlab(&hr, s).to_f32())
+}
+
+/// Cuts `n` patches of `size`×`size` from the images of `dir` (HR images made LR
+/// first, with `hr_scale`).
+pub fn load_patches(dir: &Path, hr_scale: Option<usize>, n: usize, size: usize, mode: PatchMode, seed: u64, window: usize) -> Result<Patches> {
     if n == 0 {
         bail!("--patches must be at least 1");
     }
@@ -51,9 +65,9 @@ pub fn load_patches(dir: &Path, n: usize, size: usize, mode: PatchMode, seed: u6
             PatchMode::Center => &files[i],
             PatchMode::Random => &files[rng.random_range(0..files.len())],
         };
-        let img = load_rgb(file)?;
+        let img = load_lr(file, hr_scale)?;
         if img.width < size || img.height < size {
-            bail!("{}: {}×{} is smaller than a {size}×{size} calibration patch", file.display(), img.width, img.height);
+            bail!("{}: {}×{} (LR) is smaller than a {size}×{size} calibration patch", file.display(), img.width, img.height);
         }
         let (x0, y0) = match mode {
             PatchMode::Center => ((img.width - size) / 2, (img.height - size) / 2),
@@ -77,8 +91,7 @@ pub struct PatchSampler {
 
 impl PatchSampler {
     /// Loads every image of the folders `dirs` (each at least `size`×`size` in LR).
-    /// With `hr_scale`, the folders hold HR images and each becomes its LR with the
-    /// MATLAB-exact bicubic the benchmark LR images were made with (SPEC datasets README).
+    /// With `hr_scale`, the folders hold HR images, made LR as in [`load_patches`].
     pub fn new(dirs: &[&Path], hr_scale: Option<usize>, size: usize, seed: u64, window: usize) -> Result<Self> {
         if size < window || !size.is_multiple_of(window) {
             bail!("training patches of {size}×{size} must be a multiple of the {window}×{window} window");
@@ -86,10 +99,7 @@ impl PatchSampler {
         let mut images = Vec::new();
         for dir in dirs {
             for file in list_images(dir)? {
-                let img = match hr_scale {
-                    Some(s) => downscale_matlab(&load_rgb_u8(&file)?, s).to_f32(),
-                    None => load_rgb(&file)?,
-                };
+                let img = load_lr(&file, hr_scale)?;
                 if img.width < size || img.height < size {
                     bail!("{}: {}×{} (LR) is smaller than a {size}×{size} training patch", file.display(), img.width, img.height);
                 }
