@@ -734,6 +734,9 @@ fn bench(model: &ModelArgs, quantized: Option<&Path>, sizes: &[usize], runs: (us
     if sizes.is_empty() || sizes.contains(&0) {
         bail!("--size needs positive LR sizes, e.g. --size 128,256");
     }
+    if runs.1 == 0 {
+        bail!("--repeats 0: time at least one run");
+    }
     let (weights, q) = load_model(model, quantized)?;
     let ctx = model.gpu()?;
     let gpu = GpuModel::upload(&ctx, &weights);

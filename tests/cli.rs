@@ -151,13 +151,18 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
     let cut = dir.path().join("cut.png");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let out = dir.path().join("out.png");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["upscale".into(), "--weights".into(), standin(), s(&cut).into(), "-o".into(), s(&out).into()], "cut.png"),
         (vec!["upscale".into(), "--weights".into(), "nonexistent.pth".into(), s(&good).into(), "-o".into(), s(&out).into()], "not a known model name"),
         (vec!["upscale".into(), "--weights".into(), s(&good).into(), s(&good).into(), "-o".into(), s(&out).into()], "good.png"),
         (vec!["upscale".into(), "--weights".into(), standin(), s(&good).into(), "-o".into(), "/nonexistent/dir/x.png".into()], "x.png"),
         (vec!["upscale".into(), "--weights".into(), standin(), s(&good).into(), "-o".into(), s(&out).into(), "--tile".into(), "20".into()], "multiple of the window"),
-        (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(dir.path()).into()], "HR"),
+        (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(&empty).into()], "HR folder missing"),
+        // A plain folder of images is a set of HR images; a broken one is named.
+        (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(dir.path()).into()], "cut.png: cannot decode"),
+        (vec!["bench".into(), "--weights".into(), standin(), "--repeats".into(), "0".into()], "--repeats 0"),
         // Refused before the calibration runs, not after it.
         (
             ["calibrate", "--weights", &standin(), "--calib", s(dir.path()), "--bits", "4", "--method", "dobi", "-o", "/nonexistent/dir/q.safetensors"].map(String::from).to_vec(),
