@@ -119,7 +119,8 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
         /// Folder of LR calibration images, e.g. ../shared/datasets/calib/LR_bicubic/X2
-        /// (or of HR images, with --calib-hr).
+        /// (or of HR images, with --calib-hr). A folder in the benchmark layout (e.g.
+        /// ../shared/datasets/calib) stands for its LR_bicubic/X<s>, else its HR folder.
         #[arg(long)]
         calib: PathBuf,
         /// The --calib folder holds HR images (e.g. ../shared/datasets/calib/HR): each is
@@ -183,7 +184,7 @@ enum Command {
 
 /// Phase 2 (DQC, SPEC §5): the bounds (and c, for methods with bias correction)
 /// trained by distillation from the float model on random calibration patches.
-#[derive(Args)]
+#[derive(Args, Clone)]
 struct Phase2Args {
     /// DQC iterations after phase 1 (0: phase 1 only) [default: 3000 for 2dquant and
     /// 2dquant+, else 0]
@@ -470,6 +471,7 @@ fn load_quantized(path: &Path, weights: &SwinWeights, hash: &str) -> Result<Quan
     Ok(file)
 }
 
+#[derive(Clone)]
 struct CalibOptions {
     calib: PathBuf,
     calib_hr: bool,
@@ -498,6 +500,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     };
     let (weights, hash) = model.load_with_hash()?;
     let s = check_scale(&weights, scale)?;
+    let o = &calib_folder(o, s);
     let patches = load_patches(&o.calib, o.calib_hr.then_some(s), o.patches, 64, mode, o.seed, weights.config.window)?;
     let full_method = matches!(o.method.as_str(), "2dquant" | "2dquant+");
     let iters = o.phase2.phase2_iters.unwrap_or(if full_method { DqcOptions::default().iters } else { 0 });
@@ -604,6 +607,20 @@ fn calib_settings(o: &CalibOptions, dqc: &DqcOptions) -> BTreeMap<String, String
         }
     }
     settings
+}
+
+/// `o` with a --calib folder in the benchmark layout replaced by the folder of its images
+/// at scale `s`: LR_bicubic/X<s>, else HR (made LR, as with --calib-hr).
+fn calib_folder(o: &CalibOptions, s: usize) -> CalibOptions {
+    let lr = o.calib.join("LR_bicubic").join(format!("X{s}"));
+    let hr = o.calib.join("HR");
+    let (calib, calib_hr) = match (lr.is_dir() && !o.calib_hr, hr.is_dir()) {
+        (true, _) => (lr, false),
+        (false, true) => (hr, true),
+        (false, false) => return o.clone(),
+    };
+    eprintln!("calibration images: {} ({})", calib.display(), if calib_hr { "HR, made LR" } else { "LR" });
+    CalibOptions { calib, calib_hr, ..o.clone() }
 }
 
 /// The saved phase 2 state at `path`, if it was made with the same checkpoint, bits,

@@ -185,9 +185,11 @@ fn calibrate_export_then_eval_and_bench_both_engines() {
     let dir = tempfile::tempdir().unwrap();
     let set = tiny_dataset(dir.path());
     let (q, exported) = (dir.path().join("q.safetensors"), dir.path().join("q.int.safetensors"));
-    let calib = shared().join("datasets/calib/LR_bicubic/X2");
+    // The calibration set's root folder stands for its LR_bicubic/X2.
+    let calib = shared().join("datasets/calib");
     let o = swinq(&["calibrate", "--weights", &standin(), "--calib", s(&calib), "--bits", "4", "--method", "minmax", "--patches", "1", "-o", s(&q)]);
     assert!(o.status.success() && stderr(&o).contains("phase 1 done in"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("calibration images: ") && stderr(&o).contains("X2 (LR)"), "{}", stderr(&o));
     let o = swinq(&["export", "--weights", &standin(), "--quantized", s(&q), "-o", s(&exported)]);
     assert!(o.status.success() && stderr(&o).contains("smaller"), "{}", stderr(&o));
     assert!(std::fs::metadata(&exported).unwrap().len() < std::fs::metadata(shared().join("weights/swinir_light_x2_standin.pth")).unwrap().len());
