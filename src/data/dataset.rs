@@ -41,13 +41,7 @@ impl Pair {
     pub fn load_lr_u8(&self) -> Result<RgbU8> {
         match &self.lr {
             LrSource::File(path) => load_rgb_u8(path),
-            &LrSource::FromHr(s) => {
-                let hr = load_rgb_u8(&self.hr)?;
-                if hr.width < s || hr.height < s {
-                    bail!("{}: HR image {}×{} is too small to downscale ×{s}", self.hr.display(), hr.width, hr.height);
-                }
-                Ok(downscale_matlab(&hr, s))
-            }
+            &LrSource::FromHr(s) => load_downscaled(&self.hr, s),
         }
     }
 
@@ -58,6 +52,16 @@ impl Pair {
             LrSource::FromHr(s) => format!("{} downscaled ×{s}", self.hr.display()),
         }
     }
+}
+
+/// The HR image file `path` made LR ×`s` the way the benchmark LR files were made
+/// (MATLAB's bicubic after `modcrop`).
+pub fn load_downscaled(path: &Path, s: usize) -> Result<RgbU8> {
+    let hr = load_rgb_u8(path)?;
+    if hr.width < s || hr.height < s {
+        bail!("{}: HR image {}×{} is too small to downscale ×{s}", path.display(), hr.width, hr.height);
+    }
+    Ok(downscale_matlab(&hr, s))
 }
 
 /// A line saying that the set's LR images are made from its HR images, if they are.

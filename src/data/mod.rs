@@ -6,7 +6,7 @@ pub mod image_io;
 pub mod metrics;
 
 pub use bicubic::{downscale_matlab, imresize_u8, upscale_matlab};
-pub use dataset::{benchmark_pairs, dataset_name, list_images, lr_note, LrSource, Pair};
+pub use dataset::{benchmark_pairs, dataset_name, list_images, load_downscaled, lr_note, LrSource, Pair};
 pub use image_io::{
     check_output_folder, is_image_file, load_rgb, load_rgb_u8, save_png, save_png_with_text, write_atomic, RgbImage,
     RgbU8,

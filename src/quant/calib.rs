@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 
-use crate::data::{downscale_matlab, list_images, load_rgb, load_rgb_u8, RgbImage};
+use crate::data::{list_images, load_downscaled, load_rgb, RgbImage};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatchMode {
@@ -35,14 +35,10 @@ fn crop(img: &RgbImage, x0: usize, y0: usize, size: usize, out: &mut Vec<f32>) {
 /// An LR image: the file itself, or with `hr_scale` the file as an HR image made LR with
 /// the MATLAB-exact bicubic the benchmark LR images were made with (SPEC datasets README).
 fn load_lr(file: &Path, hr_scale: Option<usize>) -> Result<RgbImage> {
-    let Some(s) = hr_scale else {
-        return load_rgb(file);
-    };
-    let hr = load_rgb_u8(file)?;
-    if hr.width < s || hr.height < s {
-        bail!("{}: HR image {}×{} is too small to downscale ×{s}", file.display(), hr.width, hr.height);
+    match hr_scale {
+        Some(s) => Ok(load_downscaled(file, s)?.to_f32()),
+        None => load_rgb(file),
     }
-    Ok(downscale_matlab(&hr, s).to_f32())
 }
 
 /// Cuts `n` patches of `size`×`size` from the images of `dir` (HR images made LR
