@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{load_rgb_u8, psnr_y, ssim_y, Pair, RgbU8};
+use crate::data::{psnr_y, ssim_y, Pair, RgbU8};
 use crate::upscale::Upscaler;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -36,8 +36,7 @@ pub fn score_pair(up: &mut Upscaler, pair: &Pair) -> Result<ImageScore> {
 /// Scores one LR/HR pair and also returns the 8-bit SR image that was scored.
 pub fn score_pair_sr(up: &mut Upscaler, pair: &Pair) -> Result<(ImageScore, RgbU8)> {
     let scale = up.scale();
-    let lr = pair.load_lr()?;
-    let hr = load_rgb_u8(&pair.hr)?;
+    let (hr, lr) = pair.load_hr_lr()?;
     if hr.width < lr.width * scale || hr.height < lr.height * scale {
         anyhow::bail!(
             "{}: HR image {}×{} is smaller than ×{scale} its LR image {}×{}",

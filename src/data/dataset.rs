@@ -29,20 +29,25 @@ pub enum LrSource {
 }
 
 impl Pair {
-    /// The LR image in 0..=1 (a 16-bit LR file keeps its precision).
-    pub fn load_lr(&self) -> Result<RgbImage> {
-        match &self.lr {
-            LrSource::File(path) => load_rgb(path),
-            LrSource::FromHr(_) => Ok(self.load_lr_u8()?.to_f32()),
-        }
+    /// The HR image as 8-bit RGB and the LR image in 0..=1 (a 16-bit LR file keeps its
+    /// precision). The HR file is decoded once, also when the LR is made from it.
+    pub fn load_hr_lr(&self) -> Result<(RgbU8, RgbImage)> {
+        let hr = load_rgb_u8(&self.hr)?;
+        let lr = match &self.lr {
+            LrSource::File(path) => load_rgb(path)?,
+            &LrSource::FromHr(s) => downscale_checked(&hr, &self.hr, s)?.to_f32(),
+        };
+        Ok((hr, lr))
     }
 
-    /// The LR image as 8-bit RGB.
-    pub fn load_lr_u8(&self) -> Result<RgbU8> {
-        match &self.lr {
-            LrSource::File(path) => load_rgb_u8(path),
-            &LrSource::FromHr(s) => load_downscaled(&self.hr, s),
-        }
+    /// [`Pair::load_hr_lr`] with the LR image as 8-bit RGB.
+    pub fn load_hr_lr_u8(&self) -> Result<(RgbU8, RgbU8)> {
+        let hr = load_rgb_u8(&self.hr)?;
+        let lr = match &self.lr {
+            LrSource::File(path) => load_rgb_u8(path)?,
+            &LrSource::FromHr(s) => downscale_checked(&hr, &self.hr, s)?,
+        };
+        Ok((hr, lr))
     }
 
     /// The LR image's name in messages.
@@ -57,11 +62,15 @@ impl Pair {
 /// The HR image file `path` made LR ×`s` the way the benchmark LR files were made
 /// (MATLAB's bicubic after `modcrop`).
 pub fn load_downscaled(path: &Path, s: usize) -> Result<RgbU8> {
-    let hr = load_rgb_u8(path)?;
+    downscale_checked(&load_rgb_u8(path)?, path, s)
+}
+
+/// `hr` (read from `path`) made LR ×`s` as [`load_downscaled`] does.
+fn downscale_checked(hr: &RgbU8, path: &Path, s: usize) -> Result<RgbU8> {
     if hr.width < s || hr.height < s {
         bail!("{}: HR image {}×{} is too small to downscale ×{s}", path.display(), hr.width, hr.height);
     }
-    Ok(downscale_matlab(&hr, s))
+    Ok(downscale_matlab(hr, s))
 }
 
 /// A line saying that the set's LR images are made from its HR images, if they are.

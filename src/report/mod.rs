@@ -30,7 +30,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
 use crate::data::{
-    benchmark_pairs, dataset_name, load_rgb_u8, lr_note, psnr_y, save_png_with_text, upscale_matlab, write_atomic, y_channel, Pair,
+    benchmark_pairs, dataset_name, lr_note, psnr_y, save_png_with_text, upscale_matlab, write_atomic, y_channel, Pair,
     RgbU8,
 };
 use crate::eval::{evaluate_each, score_pair_sr, EvalReport, ImageScore};
@@ -339,8 +339,7 @@ pub fn prepare(opts: &ReportOptions, scale: usize) -> Result<Plan> {
 
 /// `region` At with size 0 stands for the default centre crop.
 fn crop_job(dataset: usize, pair: &Pair, region: Region, s: usize) -> Result<CropJob> {
-    let hr = load_rgb_u8(&pair.hr)?;
-    let lr = pair.load_lr_u8()?;
+    let (hr, lr) = pair.load_hr_lr_u8()?;
     let (w, h) = ((lr.width * s).min(hr.width), (lr.height * s).min(hr.height));
     let fit = DEFAULT_CROP.min(w).min(h);
     let (x, y, size, auto) = match region {
