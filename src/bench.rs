@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::gpu::profiler::Profiler;
@@ -130,7 +130,8 @@ pub fn compare_engines(
     let mut out = Vec::new();
     for &s in sizes {
         for &(engine, mode) in &modes {
-            let t = EngineTiming { engine, timing: time_forward(ctx, model, mode, (1, s, s), warmup, repeats)? };
+            let timing = time_forward(ctx, model, mode, (1, s, s), warmup, repeats).with_context(|| format!("LR size {s}×{s} (timed whole, without tiles)"))?;
+            let t = EngineTiming { engine, timing };
             progress(&t);
             out.push(t);
         }

@@ -36,17 +36,7 @@ pub fn score_pair(up: &mut Upscaler, pair: &Pair) -> Result<ImageScore> {
 /// Scores one LR/HR pair and also returns the 8-bit SR image that was scored.
 pub fn score_pair_sr(up: &mut Upscaler, pair: &Pair) -> Result<(ImageScore, RgbU8)> {
     let scale = up.scale();
-    let (hr, lr) = pair.load_hr_lr()?;
-    if hr.width < lr.width * scale || hr.height < lr.height * scale {
-        anyhow::bail!(
-            "{}: HR image {}×{} is smaller than ×{scale} its LR image {}×{}",
-            pair.hr.display(),
-            hr.width,
-            hr.height,
-            lr.width,
-            lr.height
-        );
-    }
+    let (hr, lr) = pair.load_hr_lr(scale)?;
     let sr = up.upscale(&lr).with_context(|| pair.lr_label())?.to_u8();
     let score = ImageScore { name: pair.name.clone(), psnr_y: psnr_y(&sr, &hr, scale), ssim_y: ssim_y(&sr, &hr, scale) };
     Ok((score, sr))

@@ -24,7 +24,7 @@ use swinq::quant::phase1::calibrate_with_progress;
 use swinq::quant::search::{Center, Method};
 use swinq::report::ReportOptions;
 use swinq::upscale::{Engine, Tiling, Upscaler};
-use swinq::weights_registry::resolve_weights;
+use swinq::weights_registry::{check_named_scale, resolve_weights};
 
 /// Quantize SwinIR-light super-resolution transformers to 2–4 bits (2DQuant+) and run
 /// them on any GPU that wgpu reaches (Vulkan, Metal, DX12; lavapipe without a GPU).
@@ -163,7 +163,8 @@ enum Command {
         /// Seed of the random patch mode.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Also store the float weights in the file.
+        /// Also store the float weights in the file, which `upscale`, `eval` and `bench`
+        /// then take as --weights alone.
         #[arg(long)]
         embed_weights: bool,
         #[command(flatten)]
@@ -249,7 +250,7 @@ impl ModelArgs {
     /// The float weights and the SHA-256 of their file.
     fn load_with_hash(&self) -> Result<(SwinWeights, String)> {
         let path = resolve_weights(&self.weights)?;
-        Ok((load_weights(&path)?, sha256_file(&path)?))
+        Ok((load_float(&self.weights, &path)?, sha256_file(&path)?))
     }
 
     fn tiling(&self) -> Tiling {
@@ -300,6 +301,8 @@ fn report(model: &ModelArgs, opts: &ReportOptions) -> Result<()> {
 }
 
 fn convert(input: &Path, output: &Path) -> Result<()> {
+    data::check_output_file(output)?;
+    data::check_not_an_input(output, &[("input checkpoint", input)])?;
     let weights = load_weights(input)?;
     let mut meta = BTreeMap::new();
     meta.insert("source".to_string(), input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
@@ -355,10 +358,16 @@ fn output_paths(files: &[PathBuf], output: &Path, scale: usize) -> Result<Vec<Pa
         if files.len() != 1 {
             bail!("{}: {} input images need an output folder, not a file name", output.display(), files.len());
         }
+        data::check_output_file(output)?;
+        data::check_not_an_input(output, &[("input image", &files[0])])?;
         return Ok(vec![output.to_path_buf()]);
+    }
+    if output.exists() && !output.is_dir() {
+        bail!("{}: is a file; give an output folder (or a .png name for one input image)", output.display());
     }
     std::fs::create_dir_all(output).with_context(|| format!("{}: cannot create the output folder", output.display()))?;
     let mut seen = std::collections::HashSet::new();
+    let inputs: Vec<(&str, &Path)> = files.iter().map(|f| ("input image", f.as_path())).collect();
     files
         .iter()
         .map(|f| {
@@ -367,6 +376,7 @@ fn output_paths(files: &[PathBuf], output: &Path, scale: usize) -> Result<Vec<Pa
             if !seen.insert(out.clone()) {
                 bail!("{}: two inputs would both be written to {}", f.display(), out.display());
             }
+            data::check_not_an_input(&out, &inputs)?;
             Ok(out)
         })
         .collect()
@@ -393,6 +403,14 @@ fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Pa
     let engine = up.engine();
     eprintln!("{} upscaled ×{} ({engine}) on {} → {}", progress::count(files.len(), "image", "images"), weights.config.scale, ctx.describe(), output.display());
     Ok(())
+}
+
+/// The float checkpoint `path` that --weights `spec` resolved to (for a model name, it
+/// must be that model).
+fn load_float(spec: &str, path: &Path) -> Result<SwinWeights> {
+    let weights = load_weights(path)?;
+    check_named_scale(spec, path, weights.config.scale)?;
+    Ok(weights)
 }
 
 fn check_scale(weights: &SwinWeights, scale: Option<usize>) -> Result<usize> {
@@ -434,7 +452,8 @@ struct QuantArgs {
 }
 
 /// The float model and the quantized model to run: from --weights and --quantized,
-/// or both from an exported model (`swinq export`) given as --weights.
+/// or both from an exported model (`swinq export`) or a quantized file with embedded
+/// weights (`calibrate --embed-weights`) given as --weights.
 fn load_model(model: &ModelArgs, quantized: Option<&Path>) -> Result<(SwinWeights, Option<QuantFile>)> {
     let path = resolve_weights(&model.weights)?;
     if export::is_exported(&path) {
@@ -444,7 +463,13 @@ fn load_model(model: &ModelArgs, quantized: Option<&Path>) -> Result<(SwinWeight
         let (weights, q) = export::load(&path)?;
         return Ok((weights, Some(q)));
     }
-    let (weights, hash) = (load_weights(&path)?, sha256_file(&path)?);
+    if let Some((weights, q)) = QuantFile::load_with_weights(&path)? {
+        if quantized.is_some() {
+            bail!("{}: a quantized file with embedded weights carries its own quantization; drop --quantized", path.display());
+        }
+        return Ok((weights, Some(q)));
+    }
+    let (weights, hash) = (load_float(&model.weights, &path)?, sha256_file(&path)?);
     let q = quantized.map(|q| load_quantized(q, &weights, &hash)).transpose()?;
     Ok((weights, q))
 }
@@ -460,7 +485,7 @@ impl QuantArgs {
 
 /// A quantized file, checked against the float checkpoint it must belong to.
 fn load_quantized(path: &Path, weights: &SwinWeights, hash: &str) -> Result<QuantFile> {
-    let (file, _) = QuantFile::load(path, &weights.config)?;
+    let file = QuantFile::load(path, &weights.config)?;
     if !file.made_for(hash, weights) {
         bail!(
             "{}: made for the checkpoint with SHA-256 {}, but --weights has {hash}",
@@ -487,10 +512,12 @@ struct CalibOptions {
 }
 
 fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, output: &Path) -> Result<()> {
-    data::check_output_folder(output)?;
+    data::check_output_file(output)?;
+    data::check_not_an_input(output, &[("--weights checkpoint", &resolve_weights(&model.weights)?)])?;
     if !(2..=8).contains(&o.bits) {
         bail!("--bits {}: only 2 to 8 bits are supported", o.bits);
     }
+    check_phase2_args(&o.phase2)?;
     let center = o.center.as_deref().map(Center::parse).transpose().context("--center")?;
     let method = Method::parse(&o.method).and_then(|m| m.with_options(o.bias, center)).context("--method")?;
     let mode = match o.patch_mode.as_str() {
@@ -521,6 +548,12 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
         true => Some(resumable_state(&weights, &state_path, o.bits, &method.name(), &hash, &settings)?),
         false => None,
     };
+    if iters == 0 && (!o.phase2.phase2_data.is_empty() || o.phase2.phase2_hr) {
+        eprintln!("note: --phase2-data and --phase2-hr are not used: no phase 2 (--phase2-iters 0)");
+    }
+    if resume.is_none() && iters > 0 && state_path.exists() {
+        eprintln!("note: {} holds an interrupted phase 2; this run starts afresh and replaces it (--resume would continue it)", state_path.display());
+    }
     // Check phase 2's inputs before phase 1 runs. A resumed run draws other patches
     // than an uninterrupted one would (the sampler restarts from seed + iteration).
     let skip = resume.as_ref().map_or(0, |r| r.next_iter) as u64;
@@ -562,7 +595,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     };
     let mut file = QuantFile { bits: o.bits, method: method.name(), scale: s, source_sha256: hash, weights_sha256: Some(weights.content_sha256()), settings: settings.clone(), params: Vec::new() };
     if let Some(sampler) = sampler.as_mut() {
-        let checkpoint = Checkpointing { path: &state_path, every: o.phase2.checkpoint_every.max(1), cfg: &weights.config, file: file.clone() };
+        let checkpoint = Checkpointing { path: &state_path, every: o.phase2.checkpoint_every, cfg: &weights.config, file: file.clone() };
         params = run_phase2(&ctx, &gpu_model, (o.bits, params), sampler, &dqc, (resume.as_ref(), checkpoint), &mut settings)?;
         file.method.push_str("+dqc");
     }
@@ -573,6 +606,23 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
         std::fs::remove_file(&state_path).with_context(|| state_path.display().to_string())?;
     }
     eprintln!("done in {:.1} s → {}", start.elapsed().as_secs_f64(), output.display());
+    Ok(())
+}
+
+/// Refuses phase 2 settings that make no sense, whether or not phase 2 runs.
+fn check_phase2_args(p: &Phase2Args) -> Result<()> {
+    if !(p.lr.is_finite() && p.lr > 0.0) {
+        bail!("--lr {}: the learning rate must be a positive number", p.lr);
+    }
+    if !(p.lambda.is_finite() && p.lambda >= 0.0) {
+        bail!("--lambda {}: the feature-loss weight must be 0 or more", p.lambda);
+    }
+    if p.batch == 0 {
+        bail!("--batch 0: a DQC batch needs at least one patch");
+    }
+    if p.checkpoint_every == 0 {
+        bail!("--checkpoint-every 0: save the state every N ≥ 1 iterations");
+    }
     Ok(())
 }
 
@@ -718,7 +768,12 @@ fn run_phase2(
 }
 
 fn export_model(model: &ModelArgs, quantized: &Path, output: &Path) -> Result<()> {
+    if model.tile.is_some() || model.adapter.is_some() {
+        bail!("--tile and --adapter: export runs no model on a GPU");
+    }
     let path = resolve_weights(&model.weights)?;
+    data::check_output_file(output)?;
+    data::check_not_an_input(output, &[("--weights checkpoint", &path), ("--quantized file", quantized)])?;
     let (weights, q) = load_model(model, Some(quantized))?;
     let q = q.expect("--quantized given");
     let sizes = export::export(&weights, &q, output)?;
@@ -753,6 +808,9 @@ fn bench(model: &ModelArgs, quantized: Option<&Path>, sizes: &[usize], runs: (us
     }
     if runs.1 == 0 {
         bail!("--repeats 0: time at least one run");
+    }
+    if model.tile.is_some() {
+        bail!("--tile: bench times whole images, not tiles");
     }
     let (weights, q) = load_model(model, quantized)?;
     let ctx = model.gpu()?;

@@ -21,6 +21,8 @@ use sha2::{Digest, Sha256};
 pub struct KnownWeights {
     pub name: &'static str,
     pub file: &'static str,
+    /// The upscaling factor the name promises.
+    pub scale: usize,
     pub sha256: Option<&'static str>,
     pub bytes: Option<u64>,
 }
@@ -30,18 +32,21 @@ pub const KNOWN: &[KnownWeights] = &[
     KnownWeights {
         name: "swinir-light-x2",
         file: "002_lightweightSR_DIV2K_s64w8_SwinIR-S_x2.pth",
+        scale: 2,
         sha256: Some("193b229909ca89cd8b55de9c9e7fce146ae759d59dfcd78d8feb9dd1d6fa0fd7"),
         bytes: Some(17_147_989),
     },
     KnownWeights {
         name: "swinir-light-x3",
         file: "002_lightweightSR_DIV2K_s64w8_SwinIR-S_x3.pth",
+        scale: 3,
         sha256: None,
         bytes: None,
     },
     KnownWeights {
         name: "swinir-light-x4",
         file: "002_lightweightSR_DIV2K_s64w8_SwinIR-S_x4.pth",
+        scale: 4,
         sha256: None,
         bytes: None,
     },
@@ -130,6 +135,23 @@ pub fn resolve_weights_with(spec: &str, cache: &Path, base_url: &str) -> Result<
         )
     })?;
     Ok(dest)
+}
+
+/// For a `--weights` model name, an error if the resolved file `path` holds a ×`scale`
+/// model other than the name's (x3 and x4 have no pinned hash that would catch it).
+pub fn check_named_scale(spec: &str, path: &Path, scale: usize) -> Result<()> {
+    let Some(known) = lookup(spec).filter(|_| !Path::new(spec).exists()) else {
+        return Ok(());
+    };
+    if scale != known.scale {
+        bail!(
+            "{}: the cached file for {} is a ×{scale} model, not ×{}; delete it to download the official file again",
+            path.display(),
+            known.name,
+            known.scale
+        );
+    }
+    Ok(())
 }
 
 /// Cheap validity check for an already-cached file: existence plus the pinned

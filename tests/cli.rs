@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -153,6 +154,19 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
     let out = dir.path().join("out.png");
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
+    // Sets whose pairs cannot be scored: too small for SSIM's window, and an HR image
+    // that is not ×2 its LR image.
+    let tiny = set_of(&dir.path().join("sets/Tiny"), (2, 2), (1, 1));
+    let mismatched = set_of(&dir.path().join("sets/Mismatched"), (32, 32), (8, 8));
+    let copy = dir.path().join("copy.safetensors");
+    std::fs::copy(shared().join("weights/swinir_light_x2_standin.pth"), &copy).unwrap();
+    let fifo = dir.path().join("fifo.safetensors");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let calibrate_with = |weights: &str, extra: &[&str]| -> Vec<String> {
+        let args = ["calibrate", "--weights", weights, "--calib", s(dir.path()), "--bits", "4", "--method", "dobi"];
+        args.iter().chain(extra).map(|a| a.to_string()).collect()
+    };
+    let calibrate = |extra: &[&str]| calibrate_with(&standin(), extra);
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["upscale".into(), "--weights".into(), standin(), s(&cut).into(), "-o".into(), s(&out).into()], "cut.png"),
         (vec!["upscale".into(), "--weights".into(), "nonexistent.pth".into(), s(&good).into(), "-o".into(), s(&out).into()], "not a known model name"),
@@ -162,12 +176,21 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
         (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(&empty).into()], "HR folder missing"),
         // A plain folder of images is a set of HR images; a broken one is named.
         (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(dir.path()).into()], "cut.png: cannot decode"),
+        (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(&tiny).into()], "too small to score at ×2"),
+        (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(&mismatched).into()], "is not ×2 its LR image 8×8"),
         (vec!["bench".into(), "--weights".into(), standin(), "--repeats".into(), "0".into()], "--repeats 0"),
+        (vec!["bench".into(), "--weights".into(), standin(), "--tile".into(), "64".into()], "bench times whole images"),
+        // Outputs that would destroy an input, or replace a pipe or a folder.
+        (vec!["convert".into(), s(&copy).into(), s(&copy).into()], "is also the input checkpoint"),
+        (vec!["upscale".into(), "--weights".into(), standin(), s(&good).into(), "-o".into(), s(&good).into()], "is also the input image"),
+        (vec!["convert".into(), standin(), s(&fifo).into()], "not a regular file"),
         // Refused before the calibration runs, not after it.
-        (
-            ["calibrate", "--weights", &standin(), "--calib", s(dir.path()), "--bits", "4", "--method", "dobi", "-o", "/nonexistent/dir/q.safetensors"].map(String::from).to_vec(),
-            "the folder /nonexistent/dir does not exist",
-        ),
+        (calibrate(&["-o", "/nonexistent/dir/q.safetensors"]), "/nonexistent/dir does not exist"),
+        (calibrate(&["-o", s(&empty)]), "is a folder"),
+        (calibrate_with(s(&copy), &["-o", s(&copy)]), "is also the --weights checkpoint"),
+        (calibrate(&["--lr", "nan", "-o", s(&out)]), "learning rate"),
+        (calibrate(&["--lambda=-1", "-o", s(&out)]), "feature-loss weight"),
+        (calibrate(&["--checkpoint-every", "0", "-o", s(&out)]), "--checkpoint-every 0"),
     ];
     for (args, needle) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -178,6 +201,31 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
         assert_eq!(err.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "one error line: {err}");
         assert!(!out.exists(), "{args:?} left an output file");
     }
+    assert_eq!(std::fs::read(&good).unwrap(), bytes, "the input image is unchanged");
+    assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the pipe is still a pipe");
+}
+
+/// A benchmark set at `root` with one HR image of `hr` (w, h) and its x2 LR image of `lr`.
+fn set_of(root: &Path, hr: (usize, usize), lr: (usize, usize)) -> PathBuf {
+    std::fs::create_dir_all(root.join("HR")).unwrap();
+    std::fs::create_dir_all(root.join("LR_bicubic/X2")).unwrap();
+    save_png(&RgbU8::zeros(hr.0, hr.1), root.join("HR/a.png")).unwrap();
+    save_png(&RgbU8::zeros(lr.0, lr.1), root.join("LR_bicubic/X2/ax2.png")).unwrap();
+    root.to_path_buf()
+}
+
+/// Writing to a symbolic link writes the file it points to, as `cp` does.
+#[test]
+fn outputs_are_written_through_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.safetensors");
+    std::fs::write(&real, b"old").unwrap();
+    let link = dir.path().join("link.safetensors");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let o = swinq(&["convert", &standin(), s(&link)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link is still a link");
+    assert!(std::fs::metadata(&real).unwrap().len() > 1000, "the file it points to was written");
 }
 
 #[test]
@@ -210,6 +258,11 @@ fn calibrate_export_then_eval_and_bench_both_engines() {
     assert!((int.1 - fake.1).abs() < 0.05, "integer {} vs fake {} dB", int.1, fake.1);
     let o = swinq(&["export", "--weights", s(&exported), "--quantized", s(&q), "-o", s(&dir.path().join("x.safetensors"))]);
     assert!(!o.status.success() && stderr(&o).contains("carries its own quantization"), "{}", stderr(&o));
+    // With --embed-weights the file runs alone, as --weights.
+    let embedded = dir.path().join("embedded.safetensors");
+    let o = swinq(&["calibrate", "--weights", &standin(), "--calib", s(&calib), "--bits", "4", "--method", "minmax", "--patches", "1", "--embed-weights", "-o", s(&embedded)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(psnr(&["--weights", s(&embedded)]), int);
     // The file was calibrated with the `.pth`; it runs with the checkpoint's safetensors copy too.
     let copy = dir.path().join("copy.safetensors");
     assert!(swinq(&["convert", &standin(), s(&copy)]).status.success());
@@ -236,7 +289,7 @@ fn calibrate_with_phase2_records_its_settings() {
     assert!(stderr(&o).contains("phase 2 done") && stderr(&o).contains("MiB of GPU memory"), "{}", stderr(&o));
     // No terminal, so no bar: the last iteration is logged.
     assert!(stderr(&o).contains("DQC iteration 2/2: loss "), "{}", stderr(&o));
-    let (file, _) = swinq::quant::file::QuantFile::load(&q, &swinq::model::SwinConfig::light(2)).unwrap();
+    let file = swinq::quant::file::QuantFile::load(&q, &swinq::model::SwinConfig::light(2)).unwrap();
     assert_eq!(file.method, "minmax+dqc");
     assert_eq!(file.settings["phase2_iters"], "2");
     assert_eq!(file.settings["phase2_batch"], "1");

@@ -41,7 +41,7 @@ fn check_lr_exact(set: &str, scale: usize, limit: usize) -> usize {
     let mut bad = Vec::new();
     for p in pairs.iter().take(limit) {
         let lr = downscale_matlab(&load_rgb_u8(&p.hr).unwrap(), scale);
-        let (n, m) = diff(&lr, &p.load_hr_lr_u8().unwrap().1);
+        let (n, m) = diff(&lr, &p.load_hr_lr_u8(scale).unwrap().1);
         if n > 0 {
             bad.push(format!("{} x{scale}: {n} bytes differ (max {m})", p.name));
         }
@@ -84,7 +84,7 @@ fn bicubic_psnr(set: &str, scale: usize) -> f64 {
     let sum: f64 = pairs
         .iter()
         .map(|p| {
-            let up = upscale_matlab(&p.load_hr_lr_u8().unwrap().1, scale);
+            let up = upscale_matlab(&p.load_hr_lr_u8(scale).unwrap().1, scale);
             psnr_y(&up, &load_rgb_u8(&p.hr).unwrap(), scale)
         })
         .sum();
@@ -282,7 +282,7 @@ fn ssim_matches_naive_implementation() {
 #[test]
 fn ssim_on_real_bicubic_pair_matches_naive() {
     let p = &benchmark_pairs(&set_dir("Set5"), 4).unwrap()[0]; // baby
-    let up = upscale_matlab(&p.load_hr_lr_u8().unwrap().1, 4);
+    let up = upscale_matlab(&p.load_hr_lr_u8(4).unwrap().1, 4);
     let hr = load_rgb_u8(&p.hr).unwrap();
     // Compare on a 64×48 window to keep the naive reference fast.
     let (sr_c, hr_c) = (up.crop(200, 200, 64, 48), hr.crop(200, 200, 64, 48));
@@ -477,7 +477,7 @@ fn set5_pairs() {
     assert_eq!(names, ["baby", "bird", "butterfly", "head", "woman"]);
     assert!(matches!(&pairs[1].lr, LrSource::File(f) if f.ends_with("LR_bicubic/X3/birdx3.png")));
     assert!(pairs[1].hr.ends_with("HR/bird.png"));
-    let lr = pairs[1].load_hr_lr().unwrap().1;
+    let lr = pairs[1].load_hr_lr(3).unwrap().1;
     let hr = load_rgb(&pairs[1].hr).unwrap();
     assert_eq!(
         (lr.width * 3, lr.height * 3),
@@ -511,7 +511,7 @@ fn dataset_errors_are_clear() {
     let small = d.path().join("Small");
     std::fs::create_dir_all(small.join("HR")).unwrap();
     save_png(&pattern(3, 5, 1), small.join("HR/a.png")).unwrap();
-    let msg = format!("{:#}", benchmark_pairs(&small, 4).unwrap()[0].load_hr_lr().unwrap_err());
+    let msg = format!("{:#}", benchmark_pairs(&small, 4).unwrap()[0].load_hr_lr(4).unwrap_err());
     assert!(msg.contains("a.png") && msg.contains("too small"), "{msg}");
 }
 
@@ -538,8 +538,8 @@ fn lr_made_from_hr_matches_the_shipped_files() {
         assert!(lr_note(dir, &pairs).unwrap().contains("X3"));
         for (made, file) in pairs.iter().zip(&shipped) {
             assert_eq!(made.lr, LrSource::FromHr(3));
-            assert_eq!(made.load_hr_lr_u8().unwrap().1.data, file.load_hr_lr_u8().unwrap().1.data, "{}", made.name);
-            assert_eq!(made.load_hr_lr().unwrap().1.data, file.load_hr_lr().unwrap().1.data);
+            assert_eq!(made.load_hr_lr_u8(3).unwrap().1.data, file.load_hr_lr_u8(3).unwrap().1.data, "{}", made.name);
+            assert_eq!(made.load_hr_lr(3).unwrap().1.data, file.load_hr_lr(3).unwrap().1.data);
         }
     }
 }

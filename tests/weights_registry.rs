@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use swinq::weights_registry::{
-    cache_dir, lookup, resolve_weights, resolve_weights_with, KNOWN, RELEASE_URL,
+    cache_dir, check_named_scale, lookup, resolve_weights, resolve_weights_with, KNOWN, RELEASE_URL,
 };
 
 /// Env vars are process-global and tests run on threads: serialize env users.
@@ -233,4 +233,19 @@ fn pinned_download_with_wrong_content_is_rejected_and_cleaned_up() {
     assert!(msg.contains("expected 17147989"), "{msg}");
     assert!(!dir.path().join(x2().file).exists());
     assert!(no_part_files(dir.path()));
+}
+
+/// A model name's cached file must hold a model of the name's scale (x3 and x4 have no
+/// pinned hash); a path is taken as given.
+#[test]
+fn named_weights_must_have_the_names_scale() {
+    let cached = Path::new("/cache/002_lightweightSR_DIV2K_s64w8_SwinIR-S_x3.pth");
+    let err = format!("{:#}", check_named_scale("swinir-light-x3", cached, 2).unwrap_err());
+    assert!(err.contains("is a ×2 model, not ×3") && err.contains("delete it"), "{err}");
+    check_named_scale("swinir-light-x3", cached, 3).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.pth");
+    File::create(&path).unwrap();
+    check_named_scale(path.to_str().unwrap(), &path, 2).unwrap();
+    assert!(KNOWN.iter().all(|k| k.name.ends_with(&format!("x{}", k.scale))));
 }

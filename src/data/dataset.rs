@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use super::bicubic::downscale_matlab;
 use super::image_io::{is_image_file, load_rgb, load_rgb_u8, RgbImage, RgbU8};
+use super::metrics::min_scored_lr_side;
 
 /// One HR image and its LR partner for a given scale.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,24 +31,53 @@ pub enum LrSource {
 
 impl Pair {
     /// The HR image as 8-bit RGB and the LR image in 0..=1 (a 16-bit LR file keeps its
-    /// precision). The HR file is decoded once, also when the LR is made from it.
-    pub fn load_hr_lr(&self) -> Result<(RgbU8, RgbImage)> {
+    /// precision), checked to be a ×`s` pair that can be scored. The HR file is decoded
+    /// once, also when the LR is made from it.
+    pub fn load_hr_lr(&self, s: usize) -> Result<(RgbU8, RgbImage)> {
         let hr = load_rgb_u8(&self.hr)?;
         let lr = match &self.lr {
             LrSource::File(path) => load_rgb(path)?,
             &LrSource::FromHr(s) => downscale_checked(&hr, &self.hr, s)?.to_f32(),
         };
+        self.check_sizes(&hr, (lr.width, lr.height), s)?;
         Ok((hr, lr))
     }
 
     /// [`Pair::load_hr_lr`] with the LR image as 8-bit RGB.
-    pub fn load_hr_lr_u8(&self) -> Result<(RgbU8, RgbU8)> {
+    pub fn load_hr_lr_u8(&self, s: usize) -> Result<(RgbU8, RgbU8)> {
         let hr = load_rgb_u8(&self.hr)?;
         let lr = match &self.lr {
             LrSource::File(path) => load_rgb_u8(path)?,
             &LrSource::FromHr(s) => downscale_checked(&hr, &self.hr, s)?,
         };
+        self.check_sizes(&hr, (lr.width, lr.height), s)?;
         Ok((hr, lr))
+    }
+
+    /// An error unless `hr` is s times the LR image of `w`×`h` (up to s − 1 pixels more,
+    /// which `modcrop` cut before downscaling) and the SR image is large enough to score.
+    fn check_sizes(&self, hr: &RgbU8, (w, h): (usize, usize), s: usize) -> Result<()> {
+        let fits = |hr_side: usize, lr_side: usize| (lr_side * s..(lr_side + 1) * s).contains(&hr_side);
+        if !fits(hr.width, w) || !fits(hr.height, h) {
+            bail!(
+                "{}: HR image {}×{} is not ×{s} its LR image {w}×{h} ({}): expected {}×{}, or up to {} pixels more",
+                self.hr.display(),
+                hr.width,
+                hr.height,
+                self.lr_label(),
+                w * s,
+                h * s,
+                s - 1
+            );
+        }
+        let min = min_scored_lr_side(s);
+        if w < min || h < min {
+            bail!(
+                "{}: LR image {w}×{h} is too small to score at ×{s}: SSIM's 11×11 window must fit in the SR image less its {s}-pixel border, which needs at least {min}×{min}",
+                self.lr_label()
+            );
+        }
+        Ok(())
     }
 
     /// The LR image's name in messages.

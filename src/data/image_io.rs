@@ -11,11 +11,12 @@
 //! meaningful alpha and compositing would invent colours; 16-bit samples keep their full
 //! precision in [`RgbImage`] (value/65535).
 
-use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
 use image::{ColorType, DynamicImage, ImageEncoder, ImageReader};
+
+use super::output::persist_atomic;
 
 /// Planar float RGB image: `data[c*H*W + y*W + x]`, values nominally in 0..=1.
 #[derive(Clone, Debug, PartialEq)]
@@ -243,13 +244,6 @@ pub fn save_png_with_text(
     })
 }
 
-/// Write `bytes` atomically (temp file in the same folder, then rename).
-pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
-    persist_atomic(path.as_ref(), "tmp", |w| {
-        w.write_all(bytes).map_err(|e| anyhow!("cannot write: {e}"))
-    })
-}
-
 fn check_size(img: &RgbU8, path: &Path) -> Result<()> {
     if img.data.len() != 3 * img.width * img.height || img.width == 0 || img.height == 0 {
         bail!(
@@ -260,58 +254,5 @@ fn check_size(img: &RgbU8, path: &Path) -> Result<()> {
             img.data.len()
         );
     }
-    Ok(())
-}
-
-/// The folder a file at `path` goes into (`.` for a bare file name).
-fn output_folder(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// `path`'s folder, or an error unless it exists: checked before long work whose
-/// result goes to `path`, so that a mistyped folder is not found out at the end.
-pub fn check_output_folder(path: &Path) -> Result<&Path> {
-    let dir = output_folder(path);
-    if !dir.is_dir() {
-        bail!("{}: cannot write there: the folder {} does not exist", path.display(), dir.display());
-    }
-    Ok(dir)
-}
-
-/// Runs `write` on a temp file beside `path`, then renames it over `path`.
-fn persist_atomic(
-    path: &Path,
-    ext: &str,
-    write: impl FnOnce(&mut BufWriter<&std::fs::File>) -> Result<()>,
-) -> Result<()> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| anyhow!("{}: {what}: {e}", path.display());
-    let dir = check_output_folder(path)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".swinq-")
-        .suffix(&format!(".{ext}.tmp"))
-        .tempfile_in(dir)
-        // (the kind alone: the error's text names the temporary file, not `path`)
-        .map_err(|e| fail("cannot create file", &e.kind()))?;
-    {
-        let mut w = BufWriter::new(tmp.as_file());
-        write(&mut w).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
-        w.flush().map_err(|e| fail("cannot write", &e))?;
-    }
-    // Temp files are created private (0600); give the result ordinary file permissions.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = tmp
-            .as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644));
-    }
-    // On disk before the rename, so a crash never leaves a renamed but empty file.
-    tmp.as_file().sync_all().map_err(|e| fail("cannot write", &e))?;
-    // On failure the NamedTempFile inside the error is dropped, which deletes it.
-    tmp.persist(path)
-        .map_err(|e| fail("cannot write", &e.error))?;
     Ok(())
 }

@@ -55,6 +55,12 @@ pub fn psnr_y(sr: &RgbU8, hr: &RgbU8, shave: usize) -> f64 {
     10.0 * (255.0 * 255.0 / mse).log10()
 }
 
+/// The smallest LR side whose ×`scale` SR image can be scored: SSIM's 11×11 window
+/// must fit in the SR image less its `scale`-pixel border.
+pub fn min_scored_lr_side(scale: usize) -> usize {
+    (11 + 2 * scale).div_ceil(scale)
+}
+
 /// SSIM on Y (mean of the valid SSIM map). Panics if HR is smaller than SR or the
 /// shaved image is smaller than the 11×11 window.
 pub fn ssim_y(sr: &RgbU8, hr: &RgbU8, shave: usize) -> f64 {

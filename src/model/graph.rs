@@ -308,7 +308,7 @@ impl Plan {
         }
         if !fits_exactly(ctx, cfg, b, h, w) {
             bail!(
-                "a {b}×{h}×{w} input needs activations larger than this adapter's {} MiB storage-binding limit; use tiling (--tile)",
+                "a {b}×{h}×{w} input needs activations larger than this adapter's {} MiB storage-binding limit",
                 ctx.max_binding() >> 20
             );
         }

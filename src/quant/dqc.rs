@@ -266,6 +266,9 @@ pub fn train(
             profile = Some(parts);
         }
         let (l1, feature, total) = grad.loss(ctx);
+        if !total.is_finite() {
+            bail!("DQC iteration {}: the loss is {total}; phase 2 diverged (a smaller --lr may help)", it + 1);
+        }
         run_now(ctx, &[adam.step(ctx, &quant.params, &grad.grads, it + 1, cosine_lr(o.lr, it, o.iters))]);
         quant.requantize_fake_weights(ctx, model);
         let losses = Losses { l1, feature, total };

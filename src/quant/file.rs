@@ -36,6 +36,9 @@ pub struct QuantFile {
 impl QuantFile {
     /// Writes the file atomically; `embed` adds the float weights.
     pub fn save(&self, cfg: &SwinConfig, embed: Option<&SwinWeights>, path: &Path) -> Result<()> {
+        if let Some(i) = self.params.iter().position(|p| ![p.lower, p.upper, p.bias].iter().all(|v| v.is_finite())) {
+            bail!("{}: not written: quantizer {i}'s bounds are not finite", path.display());
+        }
         let mut sd = StateDict::new();
         self.insert_params(cfg, "", &mut sd)?;
         if let Some(w) = embed {
@@ -47,19 +50,31 @@ impl QuantFile {
         save_safetensors(&sd, &self.metadata(cfg, FORMAT, ("weights", weights.into())), path)
     }
 
-    /// Reads a quantized file for a model of configuration `cfg`; also returns the
-    /// embedded float weights when the file has them.
-    pub fn load(path: &Path, cfg: &SwinConfig) -> Result<(Self, Option<SwinWeights>)> {
-        let ctx = || path.display().to_string();
-        let meta = read_safetensors_metadata(path)?;
-        if meta.get("format").map(String::as_str) != Some(FORMAT) {
-            bail!("{}: not a swinq quantized model (metadata `format` is not {FORMAT})", path.display());
+    /// Reads a quantized file for a model of configuration `cfg`.
+    pub fn load(path: &Path, cfg: &SwinConfig) -> Result<Self> {
+        let meta = read_quant_metadata(path)?;
+        Self::from_parts(path, &meta, &load_state_dict(path)?, cfg, "", "weights")
+    }
+
+    /// A file saved with its float weights embedded (`--embed-weights`), read whole: those
+    /// weights and the quantization. None for any other file.
+    pub fn load_with_weights(path: &Path) -> Result<Option<(SwinWeights, Self)>> {
+        let embedded = read_safetensors_metadata(path)
+            .is_ok_and(|m| m.get("format").map(String::as_str) == Some(FORMAT) && m.get("weights").map(String::as_str) == Some("embedded"));
+        if !embedded {
+            return Ok(None);
         }
+        let ctx = || path.display().to_string();
+        let meta = read_quant_metadata(path)?;
         let sd = load_state_dict(path)?;
         let float: StateDict =
             sd.iter().filter_map(|(k, t)| k.strip_prefix(WEIGHTS_PREFIX).map(|k| (k.to_string(), t.clone()))).collect();
-        let embedded = if float.is_empty() { None } else { Some(SwinWeights::from_state_dict(&float).with_context(ctx)?) };
-        Ok((Self::from_parts(path, &meta, &sd, cfg, "", "weights")?, embedded))
+        let weights = SwinWeights::from_state_dict(&float).with_context(ctx)?;
+        let file = Self::from_parts(path, &meta, &sd, &weights.config, "", "weights")?;
+        if file.weights_sha256.as_ref().is_some_and(|h| *h != weights.content_sha256()) {
+            bail!("{}: the embedded float weights do not match the SHA-256 recorded with them", path.display());
+        }
+        Ok(Some((weights, file)))
     }
 
     /// Whether the bounds belong to `weights`, read from a file with SHA-256 `file_sha256`:
@@ -120,6 +135,15 @@ impl QuantFile {
             params,
         })
     }
+}
+
+/// A quantized file's metadata, or an error if it is not one.
+fn read_quant_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    let meta = read_safetensors_metadata(path)?;
+    if meta.get("format").map(String::as_str) != Some(FORMAT) {
+        bail!("{}: not a swinq quantized model (metadata `format` is not {FORMAT})", path.display());
+    }
+    Ok(meta)
 }
 
 /// One quantizer's `{key}.lower`, `.upper` and `.bias` from a file's tensors.

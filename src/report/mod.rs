@@ -339,7 +339,7 @@ pub fn prepare(opts: &ReportOptions, scale: usize) -> Result<Plan> {
 
 /// `region` At with size 0 stands for the default centre crop.
 fn crop_job(dataset: usize, pair: &Pair, region: Region, s: usize) -> Result<CropJob> {
-    let (hr, lr) = pair.load_hr_lr_u8()?;
+    let (hr, lr) = pair.load_hr_lr_u8(s)?;
     let (w, h) = ((lr.width * s).min(hr.width), (lr.height * s).min(hr.height));
     let fit = DEFAULT_CROP.min(w).min(h);
     let (x, y, size, auto) = match region {

@@ -1,0 +1,96 @@
+//! Output files: checked before the work that makes them, written atomically.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Write `bytes` atomically (temp file in the same folder, then rename).
+pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    persist_atomic(path.as_ref(), "tmp", |w| {
+        w.write_all(bytes).map_err(|e| anyhow!("cannot write: {e}"))
+    })
+}
+
+/// The file that writing `path` replaces: `path` itself, or the file a symbolic link
+/// there points to (written through, as `cp` does). An error, before any long work whose
+/// result goes to `path`, if its folder is missing or is a file, or if `path` is a
+/// folder, a device or a pipe (which a rename would replace).
+pub fn check_output_file(path: &Path) -> Result<PathBuf> {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let target = if is_link {
+        std::fs::canonicalize(path)
+            .with_context(|| format!("{}: a symbolic link to a file that cannot be reached", path.display()))?
+    } else {
+        path.to_path_buf()
+    };
+    match std::fs::metadata(&target) {
+        Ok(m) if m.is_dir() => bail!("{}: is a folder; give a file name", path.display()),
+        Ok(m) if !m.is_file() => bail!("{}: not a regular file (a device or a pipe); swinq writes regular files only", path.display()),
+        _ => {}
+    }
+    let dir = output_folder(&target);
+    if !dir.is_dir() {
+        let why = if dir.exists() { "is a file, not a folder" } else { "does not exist" };
+        bail!("{}: cannot write there: {} {why}", path.display(), dir.display());
+    }
+    Ok(target)
+}
+
+/// An error if `output` is the same file as one of `inputs` (named by the option that
+/// gave it), which writing the output would destroy.
+pub fn check_not_an_input(output: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    let Ok(out) = std::fs::canonicalize(output) else {
+        return Ok(()); // not there yet: cannot be an input
+    };
+    for (what, input) in inputs {
+        if std::fs::canonicalize(input).is_ok_and(|i| i == out) {
+            bail!("{}: is also the {what}; writing it would destroy that file, give another output name", output.display());
+        }
+    }
+    Ok(())
+}
+
+/// The folder a file at `path` goes into (`.` for a bare file name).
+fn output_folder(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Runs `write` on a temp file beside the file `path` names, then renames it over that
+/// file, so readers never see a half-written file.
+pub(crate) fn persist_atomic(
+    path: &Path,
+    ext: &str,
+    write: impl FnOnce(&mut BufWriter<&std::fs::File>) -> Result<()>,
+) -> Result<()> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| anyhow!("{}: {what}: {e}", path.display());
+    let target = check_output_file(path)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".swinq-")
+        .suffix(&format!(".{ext}.tmp"))
+        .tempfile_in(output_folder(&target))
+        // (the kind alone: the error's text names the temporary file, not `path`)
+        .map_err(|e| fail("cannot create file", &e.kind()))?;
+    {
+        let mut w = BufWriter::new(tmp.as_file());
+        write(&mut w).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;
+        w.flush().map_err(|e| fail("cannot write", &e))?;
+    }
+    // Temp files are created private (0600); give the result ordinary file permissions.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    // On disk before the rename, so a crash never leaves a renamed but empty file.
+    tmp.as_file().sync_all().map_err(|e| fail("cannot write", &e))?;
+    // On failure the NamedTempFile inside the error is dropped, which deletes it.
+    tmp.persist(&target)
+        .map_err(|e| fail("cannot write", &e.error))?;
+    Ok(())
+}
