@@ -110,6 +110,9 @@ pub fn resolve_weights(spec: &str) -> Result<PathBuf> {
 
 /// [`resolve_weights`] with an explicit cache dir and URL prefix (no env reads).
 pub fn resolve_weights_with(spec: &str, cache: &Path, base_url: &str) -> Result<PathBuf> {
+    if spec.is_empty() {
+        bail!("--weights is empty (SWINQ_WEIGHTS set to nothing?): give a checkpoint path or a model name");
+    }
     let as_path = Path::new(spec);
     if as_path.exists() {
         return Ok(as_path.to_path_buf());

@@ -335,4 +335,12 @@ fn cli_report_end_to_end_on_a_tiny_set() {
     std::fs::write(&file, b"x").unwrap();
     let o = swinq(&["report", "--weights", s(&weights), "--dataset", s(&set), "-o", s(&file.join("sub"))]);
     assert!(!o.status.success() && stderr(&o).contains("cannot create the report folder"), "{}", stderr(&o));
+    let o = swinq(&["report", "--weights", s(&weights), "--dataset", s(&set), "--quantized", s(&q8), "--quantized", s(&q8), "-o", s(&out)]);
+    assert!(!o.status.success() && stderr(&o).contains("given twice"), "{}", stderr(&o));
+    let o = swinq(&["report", "--weights", s(&weights), "--dataset", s(&set), "--crop", "Set5/bird:0,0,8", "-o", s(&out)]);
+    assert!(!o.status.success() && stderr(&o).contains("no set named Set5"), "{}", stderr(&o));
+    let o = swinq(&["report", "--weights", s(&q8), "--dataset", s(&set), "-o", s(&out)]);
+    assert!(!o.status.success() && stderr(&o).contains("a swinq quantized model (swinq-quant-1), not a float checkpoint"), "{}", stderr(&o));
+    let o = swinq(&["report", "--weights", s(&weights), "--dataset", s(&file), "-o", s(&out)]);
+    assert!(!o.status.success() && stderr(&o).contains("is a file, not a dataset folder"), "{}", stderr(&o));
 }

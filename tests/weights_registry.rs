@@ -243,6 +243,8 @@ fn named_weights_must_have_the_names_scale() {
     let err = format!("{:#}", check_named_scale("swinir-light-x3", cached, 2).unwrap_err());
     assert!(err.contains("is a ×2 model, not ×3") && err.contains("delete it"), "{err}");
     check_named_scale("swinir-light-x3", cached, 3).unwrap();
+    let err = format!("{:#}", resolve_weights_with("", cached, &dead_base()).unwrap_err());
+    assert!(err.contains("--weights is empty"), "{err}");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.pth");
     File::create(&path).unwrap();

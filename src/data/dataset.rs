@@ -159,11 +159,15 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
 /// images are made from the HR ones ([`LrSource::FromHr`]).
 pub fn benchmark_pairs(dir: &Path, scale: usize) -> Result<Vec<Pair>> {
     if !dir.is_dir() {
-        bail!("{}: dataset folder not found", dir.display());
+        let what = if dir.exists() { "is a file, not a dataset folder" } else { "dataset folder not found" };
+        bail!("{}: {what}", dir.display());
     }
     let hr_dir = dir.join("HR");
     let lr_root = dir.join("LR_bicubic");
     let lr_dir = lr_root.join(format!("X{scale}"));
+    if hr_dir.exists() && !hr_dir.is_dir() {
+        bail!("{}: is a file; the HR images go in a folder of that name", hr_dir.display());
+    }
     if !hr_dir.is_dir() {
         if lr_root.is_dir() || !has_images(dir) {
             bail!(

@@ -286,6 +286,10 @@ pub fn prepare(opts: &ReportOptions, scale: usize) -> Result<Plan> {
     if opts.max_images == Some(0) {
         bail!("--max-images 0: evaluate at least one image per set");
     }
+    let canonical: Vec<PathBuf> = opts.quantized.iter().map(|q| std::fs::canonicalize(q).unwrap_or_else(|_| q.clone())).collect();
+    if let Some(i) = (1..canonical.len()).find(|&i| canonical[..i].contains(&canonical[i])) {
+        bail!("--quantized {}: given twice", opts.quantized[i].display());
+    }
     let mut datasets = Vec::new();
     for dir in &opts.dataset {
         let pairs = benchmark_pairs(dir, scale).with_context(|| format!("--dataset {}", dir.display()))?;
@@ -319,7 +323,10 @@ pub fn prepare(opts: &ReportOptions, scale: usize) -> Result<Plan> {
             .collect();
         match found[..] {
             [(d, pair)] => crops.push(crop_job(d, pair, spec.region, scale)?),
-            [] => bail!("--crop: no image {image} in the sets given"),
+            [] => match &spec.dataset {
+                Some(d) if !datasets.iter().any(|set| set.name == *d) => bail!("--crop {d}/{image}: no set named {d} among the --dataset folders"),
+                _ => bail!("--crop: no image {image} in the sets given"),
+            },
             _ => bail!("--crop: {image} is in several sets; write SET/{image}"),
         }
     }

@@ -31,7 +31,14 @@ pub fn load_state_dict(path: &Path) -> Result<StateDict> {
 /// Loads a checkpoint and validates it as a SwinIR model.
 pub fn load_weights(path: &Path) -> Result<SwinWeights> {
     let sd = load_state_dict(path)?;
-    SwinWeights::from_state_dict(&sd).map_err(|e| anyhow!("{}: {e:#}", path.display()))
+    SwinWeights::from_state_dict(&sd).map_err(|e| {
+        // swinq's own files say what they are in their metadata.
+        let swinq_format = read_safetensors_metadata(path).ok().and_then(|m| m.get("format").filter(|f| f.starts_with("swinq-")).cloned());
+        match swinq_format {
+            Some(f) => anyhow!("{}: a swinq quantized model ({f}), not a float checkpoint; give the float checkpoint it was made from", path.display()),
+            None => anyhow!("{}: {e:#}", path.display()),
+        }
+    })
 }
 
 /// SHA-256 of a file's contents, lowercase hex (to record which checkpoint a model came from).
