@@ -387,7 +387,7 @@ fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Pa
     let (weights, q) = load_model(model, quant.quantized.as_deref())?;
     let outs = output_paths(&files, output, weights.config.scale)?;
     let ctx = model.gpu()?;
-    let mut up = quant.apply(Upscaler::new(&ctx, &weights, model.tiling())?, q.as_ref());
+    let mut up = quant.apply(Upscaler::new(&ctx, &weights, model.tiling())?, q.as_ref())?;
     let bar = progress::bar(files.len(), "upscaling");
     for (file, out) in files.iter().zip(&outs) {
         let img = data::load_rgb(file)?;
@@ -429,7 +429,7 @@ fn eval(model: &ModelArgs, dataset: &Path, scale: Option<usize>, json: bool, qua
         eprintln!("{note}");
     }
     let ctx = model.gpu()?;
-    let mut up = quant.apply(Upscaler::new(&ctx, &weights, model.tiling())?, q.as_ref());
+    let mut up = quant.apply(Upscaler::new(&ctx, &weights, model.tiling())?, q.as_ref())?;
     let engine = up.engine();
     let bar = progress::bar(pairs.len(), &data::dataset_name(dataset));
     let report = evaluate(&mut up, &data::dataset_name(dataset), engine, &pairs, |score| {
@@ -446,9 +446,9 @@ struct QuantArgs {
     /// Run the quantized model of this file (from `swinq calibrate`) instead of the float one.
     #[arg(long)]
     quantized: Option<PathBuf>,
-    /// How the quantized model runs.
-    #[arg(long, value_enum, default_value = "int")]
-    engine: Engine,
+    /// How the quantized model runs [default: int].
+    #[arg(long, value_enum)]
+    engine: Option<Engine>,
 }
 
 /// The float model and the quantized model to run: from --weights and --quantized,
@@ -475,10 +475,11 @@ fn load_model(model: &ModelArgs, quantized: Option<&Path>) -> Result<(SwinWeight
 }
 
 impl QuantArgs {
-    fn apply<'a>(&self, up: Upscaler<'a>, q: Option<&QuantFile>) -> Upscaler<'a> {
-        match q {
-            Some(q) => up.quantized(q.bits, &q.params, self.engine),
-            None => up,
+    fn apply<'a>(&self, up: Upscaler<'a>, q: Option<&QuantFile>) -> Result<Upscaler<'a>> {
+        match (q, self.engine) {
+            (Some(q), engine) => Ok(up.quantized(q.bits, &q.params, engine.unwrap_or(Engine::Int))),
+            (None, Some(_)) => bail!("--engine chooses how a quantized model runs; give --quantized (or an exported model as --weights)"),
+            (None, None) => Ok(up),
         }
     }
 }

@@ -178,6 +178,7 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
         (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(dir.path()).into()], "cut.png: cannot decode"),
         (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(&tiny).into()], "too small to score at ×2"),
         (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(&mismatched).into()], "is not ×2 its LR image 8×8"),
+        (vec!["upscale".into(), "--weights".into(), standin(), "--engine".into(), "fake".into(), s(&good).into(), "-o".into(), s(&out).into()], "give --quantized"),
         (vec!["bench".into(), "--weights".into(), standin(), "--repeats".into(), "0".into()], "--repeats 0"),
         (vec!["bench".into(), "--weights".into(), standin(), "--tile".into(), "64".into()], "bench times whole images"),
         // Outputs that would destroy an input, or replace a pipe or a folder.
