@@ -389,8 +389,11 @@ fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Pa
     let ctx = model.gpu()?;
     let mut up = quant.apply(Upscaler::new(&ctx, &weights, model.tiling())?, q.as_ref())?;
     let bar = progress::bar(files.len(), "upscaling");
+    let (mut with_alpha, mut deep) = (0, 0);
     for (file, out) in files.iter().zip(&outs) {
         let img = data::load_rgb(file)?;
+        let (alpha, deep_samples) = data::output_losses(file);
+        (with_alpha, deep) = (with_alpha + alpha as usize, deep + deep_samples as usize);
         if let Some(t) = up.tile_for(img.height, img.width) {
             bar.suspend(|| eprintln!("{}: processing in overlapping {t}×{t} tiles", file.display()));
         }
@@ -401,6 +404,12 @@ fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Pa
     }
     bar.finish_and_clear();
     let engine = up.engine();
+    if with_alpha > 0 {
+        eprintln!("note: {} had an alpha channel; the model upscales RGB, so the outputs have none", progress::count(with_alpha, "input", "inputs"));
+    }
+    if deep > 0 {
+        eprintln!("note: {} had 16-bit samples; they are upscaled at full precision and written as 8-bit PNG", progress::count(deep, "input", "inputs"));
+    }
     eprintln!("{} upscaled ×{} ({engine}) on {} → {}", progress::count(files.len(), "image", "images"), weights.config.scale, ctx.describe(), output.display());
     Ok(())
 }

@@ -14,7 +14,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
-use image::{ColorType, DynamicImage, ImageEncoder, ImageReader};
+use image::{ColorType, DynamicImage, ImageDecoder, ImageEncoder, ImageReader};
 
 use super::output::persist_atomic;
 
@@ -163,6 +163,18 @@ pub fn load_rgb(path: impl AsRef<Path>) -> Result<RgbImage> {
         _ => img.to_rgb32f().into_raw(),
     };
     Ok(planar_from_interleaved(w, h, &interleaved))
+}
+
+/// What an 8-bit RGB output of the image file at `path` loses, read from its header:
+/// (its alpha channel, samples deeper than 8 bits). Both false if the header is unreadable
+/// (loading the image reports that).
+pub fn output_losses(path: &Path) -> (bool, bool) {
+    let color = ImageReader::open(path)
+        .ok()
+        .and_then(|r| r.with_guessed_format().ok())
+        .and_then(|r| r.into_decoder().ok())
+        .map(|d| d.color_type());
+    color.map_or((false, false), |c| (c.has_alpha(), c.bytes_per_pixel() / c.channel_count() > 1))
 }
 
 /// Load an image as interleaved 8-bit RGB (exact for 8-bit files; 16-bit is rounded to 8).
