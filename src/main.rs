@@ -83,9 +83,10 @@ enum Command {
     Export {
         #[command(flatten)]
         model: ModelArgs,
-        /// The quantized model (from `swinq calibrate`).
+        /// The quantized model (from `swinq calibrate`); not needed when --weights is a
+        /// quantized file with embedded weights (`calibrate --embed-weights`).
         #[arg(long)]
-        quantized: PathBuf,
+        quantized: Option<PathBuf>,
         /// Output file (.safetensors).
         #[arg(short, long)]
         output: PathBuf,
@@ -160,7 +161,7 @@ enum Command {
         /// center: the centre crop of the first N images (file-name order); random: random crops.
         #[arg(long, default_value = "center")]
         patch_mode: String,
-        /// Seed of the random patch mode.
+        /// Seed of the random patch mode and of phase 2's random training patches.
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Also store the float weights in the file, which `upscale`, `eval` and `bench`
@@ -277,7 +278,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Convert { input, output } => convert(&input, &output),
         Command::Upscale { model, quant, inputs, output } => upscale(&model, &quant, &inputs, &output),
         Command::Eval { model, dataset, scale, json, quant } => eval(&model, &dataset, scale, json, &quant),
-        Command::Export { model, quantized, output } => export_model(&model, &quantized, &output),
+        Command::Export { model, quantized, output } => export_model(&model, quantized.as_deref(), &output),
         Command::Bench { model, quantized, size, repeats, warmup, json } => bench(&model, quantized.as_deref(), &size, (warmup, repeats), json),
         Command::Calibrate { model, calib, calib_hr, scale, bits, method, bias, center, patches, patch_mode, seed, embed_weights, phase2, output } => {
             let opts = CalibOptions { calib, calib_hr, bits, method, bias, center, patches, patch_mode, seed, embed_weights, phase2 };
@@ -302,6 +303,7 @@ fn report(model: &ModelArgs, opts: &ReportOptions) -> Result<()> {
 
 fn convert(input: &Path, output: &Path) -> Result<()> {
     data::check_output_file(output)?;
+    data::check_model_file_name(output)?;
     data::check_not_an_input(output, &[("input checkpoint", input)])?;
     let weights = load_weights(input)?;
     let mut meta = BTreeMap::new();
@@ -348,7 +350,7 @@ fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 /// Where each output goes: `output` itself for one input and a .png name, else
-/// `<output>/<stem>_x<s>.png`.
+/// `<output>/<stem>_x<s>.png` (the folder is made later, when the model is ready).
 fn output_paths(files: &[PathBuf], output: &Path, scale: usize) -> Result<Vec<PathBuf>> {
     let ext = output.extension().map(|e| e.to_string_lossy().to_lowercase());
     if let Some(ext) = ext.filter(|_| !output.is_dir()) {
@@ -365,7 +367,6 @@ fn output_paths(files: &[PathBuf], output: &Path, scale: usize) -> Result<Vec<Pa
     if output.exists() && !output.is_dir() {
         bail!("{}: is a file; give an output folder (or a .png name for one input image)", output.display());
     }
-    std::fs::create_dir_all(output).with_context(|| format!("{}: cannot create the output folder", output.display()))?;
     let mut seen = std::collections::HashSet::new();
     let inputs: Vec<(&str, &Path)> = files.iter().map(|f| ("input image", f.as_path())).collect();
     files
@@ -384,16 +385,19 @@ fn output_paths(files: &[PathBuf], output: &Path, scale: usize) -> Result<Vec<Pa
 
 fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Path) -> Result<()> {
     let files = collect_inputs(inputs)?;
+    // Every input's header is read first, so that a file that is not an image stops the
+    // run before any work.
+    let losses = files.iter().map(|f| data::output_losses(f)).collect::<Result<Vec<_>>>()?;
     let (weights, q) = load_model(model, quant.quantized.as_deref())?;
     let outs = output_paths(&files, output, weights.config.scale)?;
     let ctx = model.gpu()?;
     let mut up = quant.apply(Upscaler::new(&ctx, &weights, model.tiling())?, q.as_ref())?;
+    if outs != [output] {
+        std::fs::create_dir_all(output).with_context(|| format!("{}: cannot create the output folder", output.display()))?;
+    }
     let bar = progress::bar(files.len(), "upscaling");
-    let (mut with_alpha, mut deep) = (0, 0);
     for (file, out) in files.iter().zip(&outs) {
         let img = data::load_rgb(file)?;
-        let (alpha, deep_samples) = data::output_losses(file);
-        (with_alpha, deep) = (with_alpha + alpha as usize, deep + deep_samples as usize);
         if let Some(t) = up.tile_for(img.height, img.width) {
             bar.suspend(|| eprintln!("{}: processing in overlapping {t}×{t} tiles", file.display()));
         }
@@ -403,6 +407,8 @@ fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Pa
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let with_alpha = losses.iter().filter(|l| l.alpha).count();
+    let deep = losses.iter().filter(|l| l.depth).count();
     let engine = up.engine();
     if with_alpha > 0 {
         eprintln!("note: {} had an alpha channel; the model upscales RGB, so the outputs have none", progress::count(with_alpha, "input", "inputs"));
@@ -523,11 +529,15 @@ struct CalibOptions {
 
 fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, output: &Path) -> Result<()> {
     data::check_output_file(output)?;
+    data::check_model_file_name(output)?;
     data::check_not_an_input(output, &[("--weights checkpoint", &resolve_weights(&model.weights)?)])?;
     if !(2..=8).contains(&o.bits) {
         bail!("--bits {}: only 2 to 8 bits are supported", o.bits);
     }
     check_phase2_args(&o.phase2)?;
+    if model.tile.is_some() {
+        bail!("--tile: calibration runs whole 64×64 patches, not tiles");
+    }
     let center = o.center.as_deref().map(Center::parse).transpose().context("--center")?;
     let method = Method::parse(&o.method).and_then(|m| m.with_options(o.bias, center)).context("--method")?;
     let mode = match o.patch_mode.as_str() {
@@ -558,8 +568,8 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
         true => Some(resumable_state(&weights, &state_path, o.bits, &method.name(), &hash, &settings)?),
         false => None,
     };
-    if iters == 0 && (!o.phase2.phase2_data.is_empty() || o.phase2.phase2_hr) {
-        eprintln!("note: --phase2-data and --phase2-hr are not used: no phase 2 (--phase2-iters 0)");
+    if iters == 0 && (!o.phase2.phase2_data.is_empty() || o.phase2.phase2_profile) {
+        eprintln!("note: --phase2-data and --phase2-profile are not used: no phase 2 (--phase2-iters 0)");
     }
     if resume.is_none() && iters > 0 && state_path.exists() {
         eprintln!("note: {} holds an interrupted phase 2; this run starts afresh and replaces it (--resume would continue it)", state_path.display());
@@ -612,7 +622,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     file.params = params;
     file.settings = settings;
     file.save(&weights.config, o.embed_weights.then_some(&weights), output)?;
-    if state_path.exists() {
+    if iters > 0 && state_path.exists() {
         std::fs::remove_file(&state_path).with_context(|| state_path.display().to_string())?;
     }
     eprintln!("done in {:.1} s → {}", start.elapsed().as_secs_f64(), output.display());
@@ -632,6 +642,9 @@ fn check_phase2_args(p: &Phase2Args) -> Result<()> {
     }
     if p.checkpoint_every == 0 {
         bail!("--checkpoint-every 0: save the state every N ≥ 1 iterations");
+    }
+    if p.phase2_hr && p.phase2_data.is_empty() {
+        bail!("--phase2-hr says the --phase2-data folders hold HR images; give --phase2-data (HR --calib images take --calib-hr)");
     }
     Ok(())
 }
@@ -688,7 +701,10 @@ fn calib_folder(o: &CalibOptions, s: usize) -> CalibOptions {
 fn resumable_state(weights: &SwinWeights, path: &Path, bits: u32, method: &str, hash: &str, settings: &BTreeMap<String, String>) -> Result<DqcState> {
     let state = DqcState::load(&weights.config, path)?;
     let f = &state.file;
-    let mut differ: Vec<String> = settings.iter().filter(|(k, v)| f.settings.get(*k) != Some(v)).map(|(k, v)| format!("{k} {v} (saved: {})", f.settings.get(k).map_or("none", String::as_str))).collect();
+    let keys: std::collections::BTreeSet<&String> = settings.keys().chain(f.settings.keys()).collect();
+    let value = |m: &BTreeMap<String, String>, k: &String| m.get(k).map_or("none", String::as_str).to_string();
+    let mut differ: Vec<String> =
+        keys.into_iter().filter(|k| settings.get(*k) != f.settings.get(*k)).map(|k| format!("{k} {} (saved: {})", value(settings, k), value(&f.settings, k))).collect();
     if f.bits != bits {
         differ.push(format!("bits {bits} (saved: {})", f.bits));
     }
@@ -718,7 +734,7 @@ fn run_phase2(
     let start = std::time::Instant::now();
     let quant = QuantModel::new(ctx, model, bits, &params);
     eprintln!(
-        "phase 2 (DQC): {}, batch {} of {}×{}, Adam lr {} (cosine), λ {}, c {}; about {:.0} MiB of GPU memory; state saved every {} iterations to {}",
+        "phase 2 (DQC): {}, batch {} of {}×{}, Adam lr {} (cosine), λ {}, c {}; about {:.0} MiB of GPU memory; {}",
         progress::count(dqc.iters, "iteration", "iterations"),
         dqc.batch,
         dqc.patch,
@@ -727,14 +743,17 @@ fn run_phase2(
         dqc.lambda,
         if dqc.train_bias { "trained" } else { "fixed" },
         dqc::memory_bytes(&model.config, dqc.batch, dqc.patch) as f64 / (1 << 20) as f64,
-        checkpoint.every,
-        checkpoint.path.display()
+        if checkpoint.every < dqc.iters {
+            format!("state saved every {} iterations to {}", checkpoint.every, checkpoint.path.display())
+        } else {
+            format!("no state saved (--checkpoint-every {} ≥ the iterations)", checkpoint.every)
+        }
     );
     if ctx.info.device_type == wgpu::DeviceType::Cpu {
         // Measured (benches/RESULTS.md): 22 s per iteration at batch 4, 94 s at batch 16
         // with lavapipe on two cores.
         eprintln!(
-            "note: {} is a CPU driver, where one DQC iteration takes a minute or more (about 1.5 at batch 16 on two cores); \
+            "note: {} is a CPU driver, where one DQC iteration at batch 16 of 64×64 takes about 1.5 minutes on two cores; \
              the estimate after the first iteration says how long this run takes, --phase2-iters and --batch shorten it",
             ctx.info.name
         );
@@ -777,22 +796,27 @@ fn run_phase2(
     Ok(quant.read_params(ctx))
 }
 
-fn export_model(model: &ModelArgs, quantized: &Path, output: &Path) -> Result<()> {
+fn export_model(model: &ModelArgs, quantized: Option<&Path>, output: &Path) -> Result<()> {
     if model.tile.is_some() || model.adapter.is_some() {
         bail!("--tile and --adapter: export runs no model on a GPU");
     }
     let path = resolve_weights(&model.weights)?;
+    if export::is_exported(&path) {
+        bail!("{}: already an exported model; export takes the float checkpoint and a quantized file", path.display());
+    }
     data::check_output_file(output)?;
-    data::check_not_an_input(output, &[("--weights checkpoint", &path), ("--quantized file", quantized)])?;
-    let (weights, q) = load_model(model, Some(quantized))?;
-    let q = q.expect("--quantized given");
+    data::check_model_file_name(output)?;
+    let inputs: Vec<(&str, &Path)> = [("--weights checkpoint", path.as_path())].into_iter().chain(quantized.map(|q| ("--quantized file", q))).collect();
+    data::check_not_an_input(output, &inputs)?;
+    let (weights, q) = load_model(model, quantized)?;
+    let q = q.context("--quantized: give the quantized file (from `swinq calibrate`) to export")?;
     let sizes = export::export(&weights, &q, output)?;
     let ckpt_file = std::fs::metadata(&path).with_context(|| path.display().to_string())?.len();
     let params: usize = weights.to_state_dict().values().filter(|t| t.as_f32().is_some()).map(|t| t.numel()).sum();
     let quantized_params = weights.config.num_blocks() * weights.config.embed_dim * (4 * weights.config.embed_dim + 2 * weights.config.mlp_hidden);
     let fp_bits = 32.0 * params as f64;
     let q_bits = fp_bits - quantized_params as f64 * (32.0 - q.bits as f64);
-    eprintln!("{} ({} W{b}A{b}) → {}", quantized.display(), q.method, output.display(), b = q.bits);
+    eprintln!("{} ({} W{b}A{b}) → {}", quantized.unwrap_or(&path).display(), q.method, output.display(), b = q.bits);
     let fp32 = 4 * params as u64;
     eprintln!(
         "file {:.1} KiB (codes {:.1} KiB; float layers, quantizers and header {:.1} KiB) vs {:.1} KiB of FP32 weights: {:.2}× smaller \

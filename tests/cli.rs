@@ -162,6 +162,7 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
     let mismatched = set_of(&dir.path().join("sets/Mismatched"), (32, 32), (8, 8));
     let copy = dir.path().join("copy.safetensors");
     std::fs::copy(shared().join("weights/swinir_light_x2_standin.pth"), &copy).unwrap();
+    let qout = dir.path().join("q.safetensors");
     let fifo = dir.path().join("fifo.safetensors");
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     let calibrate_with = |weights: &str, extra: &[&str]| -> Vec<String> {
@@ -191,9 +192,12 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
         (calibrate(&["-o", "/nonexistent/dir/q.safetensors"]), "/nonexistent/dir does not exist"),
         (calibrate(&["-o", s(&empty)]), "is a folder"),
         (calibrate_with(s(&copy), &["-o", s(&copy)]), "is also the --weights checkpoint"),
-        (calibrate(&["--lr", "nan", "-o", s(&out)]), "learning rate"),
-        (calibrate(&["--lambda=-1", "-o", s(&out)]), "feature-loss weight"),
-        (calibrate(&["--checkpoint-every", "0", "-o", s(&out)]), "--checkpoint-every 0"),
+        (calibrate(&["--lr", "nan", "-o", s(&qout)]), "learning rate"),
+        (calibrate(&["--lambda=-1", "-o", s(&qout)]), "feature-loss weight"),
+        (calibrate(&["--checkpoint-every", "0", "-o", s(&qout)]), "--checkpoint-every 0"),
+        (calibrate(&["-o", s(&dir.path().join("q.png"))]), "give it a .safetensors name"),
+        (calibrate(&["--phase2-hr", "-o", s(&qout)]), "give --phase2-data"),
+        (calibrate(&["--tile", "64", "-o", s(&qout)]), "--tile: calibration runs whole"),
     ];
     for (args, needle) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -202,9 +206,24 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
         assert!(!o.status.success(), "{args:?} should fail");
         assert!(err.contains(needle), "{args:?}: error should mention `{needle}`: {err}");
         assert_eq!(err.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "one error line: {err}");
-        assert!(!out.exists(), "{args:?} left an output file");
+        assert!(!out.exists() && !qout.exists(), "{args:?} left an output file");
     }
     assert_eq!(std::fs::read(&good).unwrap(), bytes, "the input image is unchanged");
+    // A folder holding a file that is not an image is refused before any output is made;
+    // hidden files (macOS's ._name resource forks) are not inputs.
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    std::fs::copy(&good, photos.join("a.png")).unwrap();
+    std::fs::write(photos.join("._a.png"), b"resource fork").unwrap();
+    std::fs::write(photos.join("b.png"), b"not an image").unwrap();
+    let made = dir.path().join("made");
+    let o = swinq(&["upscale", "--weights", &standin(), s(&photos), "-o", s(&made)]);
+    assert!(!o.status.success() && stderr(&o).contains("b.png: cannot read as an image"), "{}", stderr(&o));
+    assert!(!made.exists(), "no output folder after an error");
+    std::fs::remove_file(photos.join("b.png")).unwrap();
+    let o = swinq(&["upscale", "--weights", &standin(), s(&photos), "-o", s(&made)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(&made).unwrap().count(), 1, "only a.png is upscaled");
     assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the pipe is still a pipe");
 }
 
@@ -238,8 +257,12 @@ fn calibrate_export_then_eval_and_bench_both_engines() {
     let (q, exported) = (dir.path().join("q.safetensors"), dir.path().join("q.int.safetensors"));
     // The calibration set's root folder stands for its LR_bicubic/X2.
     let calib = shared().join("datasets/calib");
+    // A phase 1 run leaves an interrupted phase 2's state alone.
+    let state = dir.path().join("q.dqc-state.safetensors");
+    std::fs::write(&state, b"state").unwrap();
     let o = swinq(&["calibrate", "--weights", &standin(), "--calib", s(&calib), "--bits", "4", "--method", "minmax", "--patches", "1", "-o", s(&q)]);
     assert!(o.status.success() && stderr(&o).contains("phase 1 done in"), "{}", stderr(&o));
+    assert!(state.exists(), "phase 1 alone removed a phase 2 state");
     assert!(stderr(&o).contains("calibration images: ") && stderr(&o).contains("X2 (LR)"), "{}", stderr(&o));
     let o = swinq(&["export", "--weights", &standin(), "--quantized", s(&q), "-o", s(&exported)]);
     assert!(o.status.success() && stderr(&o).contains("smaller"), "{}", stderr(&o));
@@ -260,12 +283,16 @@ fn calibrate_export_then_eval_and_bench_both_engines() {
     assert_eq!(exported_int, int);
     assert!((int.1 - fake.1).abs() < 0.05, "integer {} vs fake {} dB", int.1, fake.1);
     let o = swinq(&["export", "--weights", s(&exported), "--quantized", s(&q), "-o", s(&dir.path().join("x.safetensors"))]);
-    assert!(!o.status.success() && stderr(&o).contains("carries its own quantization"), "{}", stderr(&o));
+    assert!(!o.status.success() && stderr(&o).contains("already an exported model"), "{}", stderr(&o));
     // With --embed-weights the file runs alone, as --weights.
     let embedded = dir.path().join("embedded.safetensors");
     let o = swinq(&["calibrate", "--weights", &standin(), "--calib", s(&calib), "--bits", "4", "--method", "minmax", "--patches", "1", "--embed-weights", "-o", s(&embedded)]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(psnr(&["--weights", s(&embedded)]), int);
+    let embedded_export = dir.path().join("embedded.int.safetensors");
+    let o = swinq(&["export", "--weights", s(&embedded), "-o", s(&embedded_export)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(psnr(&["--weights", s(&embedded_export)]), int);
     // The file was calibrated with the `.pth`; it runs with the checkpoint's safetensors copy too.
     let copy = dir.path().join("copy.safetensors");
     assert!(swinq(&["convert", &standin(), s(&copy)]).status.success());
@@ -301,7 +328,7 @@ fn calibrate_with_phase2_records_its_settings() {
     let o = swinq(&[&args[..], &["--phase2-iters", "1", "--batch", "100000", "-o", s(&q)]].concat());
     assert!(!o.status.success() && stderr(&o).contains("the largest batch that fits is"), "{}", stderr(&o));
     let o = swinq(&[&args[..], &["--phase2-iters", "1", "--patch", "20", "-o", s(&q)]].concat());
-    assert!(!o.status.success() && stderr(&o).contains("multiple of the 8×8 window"), "{}", stderr(&o));
+    assert!(!o.status.success() && stderr(&o).contains("--patch 20: training patches must be a multiple of the 8×8 window"), "{}", stderr(&o));
     let o = swinq(&[&args[..], &["--phase2-iters", "2", "--batch", "1", "--patch", "16", "--resume", "-o", s(&q)]].concat());
     assert!(!o.status.success() && stderr(&o).contains("no phase 2 state to resume"), "{}", stderr(&o));
 }

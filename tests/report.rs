@@ -341,6 +341,12 @@ fn cli_report_end_to_end_on_a_tiny_set() {
     assert!(!o.status.success() && stderr(&o).contains("no set named Set5"), "{}", stderr(&o));
     let o = swinq(&["report", "--weights", s(&q8), "--dataset", s(&set), "-o", s(&out)]);
     assert!(!o.status.success() && stderr(&o).contains("a swinq quantized model (swinq-quant-1), not a float checkpoint"), "{}", stderr(&o));
+    let o = swinq(&["report", "--weights", s(&weights), "--dataset", s(&set), "--crop", "bird:18446744073709551615,0,1", "-o", s(&out)]);
+    assert!(!o.status.success() && stderr(&o).contains("outside the 48×48 image"), "{}", stderr(&o));
+    let o = swinq(&["report", "--weights", s(&weights), "--dataset", s(&set), "-o", s(&set.join("HR/report"))]);
+    assert!(!o.status.success() && stderr(&o).contains("inside the --dataset folder"), "{}", stderr(&o));
+    let o = swinq(&["report", "--weights", s(&weights), "--dataset", s(&set), "--engine", "fake", "-o", s(&out)]);
+    assert!(!o.status.success() && stderr(&o).contains("give --quantized"), "{}", stderr(&o));
     let o = swinq(&["report", "--weights", s(&weights), "--dataset", s(&file), "-o", s(&out)]);
     assert!(!o.status.success() && stderr(&o).contains("is a file, not a dataset folder"), "{}", stderr(&o));
 }

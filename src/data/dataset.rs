@@ -127,7 +127,15 @@ pub fn dataset_name(dir: &Path) -> String {
     .unwrap_or_else(|| dir.display().to_string())
 }
 
-/// Image files directly inside `dir`, sorted by file name; an error if there are none.
+/// An image file that folder listings include: hidden files (a leading dot, such as
+/// macOS's `._name.png` resource forks) are left out.
+fn is_listed_image(p: &Path) -> bool {
+    let hidden = p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+    !hidden && p.is_file() && is_image_file(p)
+}
+
+/// Image files directly inside `dir` (hidden ones left out), sorted by file name; an
+/// error if there are none.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         bail!("{}: not a folder", dir.display());
@@ -139,7 +147,7 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         let p = e
             .with_context(|| format!("{}: cannot list folder", dir.display()))?
             .path();
-        if p.is_file() && is_image_file(&p) {
+        if is_listed_image(&p) {
             files.push(p);
         }
     }
@@ -200,7 +208,7 @@ pub fn benchmark_pairs(dir: &Path, scale: usize) -> Result<Vec<Pair>> {
 
 fn has_images(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries.flatten().any(|e| e.path().is_file() && is_image_file(e.path()))
+        entries.flatten().any(|e| is_listed_image(&e.path()))
     })
 }
 

@@ -165,16 +165,26 @@ pub fn load_rgb(path: impl AsRef<Path>) -> Result<RgbImage> {
     Ok(planar_from_interleaved(w, h, &interleaved))
 }
 
-/// What an 8-bit RGB output of the image file at `path` loses, read from its header:
-/// (its alpha channel, samples deeper than 8 bits). Both false if the header is unreadable
-/// (loading the image reports that).
-pub fn output_losses(path: &Path) -> (bool, bool) {
-    let color = ImageReader::open(path)
-        .ok()
-        .and_then(|r| r.with_guessed_format().ok())
-        .and_then(|r| r.into_decoder().ok())
-        .map(|d| d.color_type());
-    color.map_or((false, false), |c| (c.has_alpha(), c.bytes_per_pixel() / c.channel_count() > 1))
+/// What an 8-bit RGB output of an image file loses.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OutputLosses {
+    pub alpha: bool,
+    /// Samples deeper than 8 bits.
+    pub depth: bool,
+}
+
+/// [`OutputLosses`] of the image file at `path`, from its header alone; an error naming
+/// the file if the header cannot be read (checked before long work on many images).
+pub fn output_losses(path: &Path) -> Result<OutputLosses> {
+    let fail = |e: &dyn std::fmt::Display| anyhow!("{}: cannot read as an image: {e}", path.display());
+    let decoder = ImageReader::open(path)
+        .map_err(|e| fail(&e))?
+        .with_guessed_format()
+        .map_err(|e| fail(&e))?
+        .into_decoder()
+        .map_err(|e| fail(&e))?;
+    let c = decoder.color_type();
+    Ok(OutputLosses { alpha: c.has_alpha(), depth: c.bytes_per_pixel() / c.channel_count() > 1 })
 }
 
 /// Load an image as interleaved 8-bit RGB (exact for 8-bit files; 16-bit is rounded to 8).

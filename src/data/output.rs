@@ -37,6 +37,15 @@ pub fn check_output_file(path: &Path) -> Result<PathBuf> {
     Ok(target)
 }
 
+/// An error if the model file `path` (safetensors) has an image's extension: most likely
+/// a mistyped argument, and a model written there would hide among the images.
+pub fn check_model_file_name(path: &Path) -> Result<()> {
+    if super::image_io::is_image_file(path) {
+        bail!("{}: a model file is written as safetensors; give it a .safetensors name", path.display());
+    }
+    Ok(())
+}
+
 /// An error if `output` is the same file as one of `inputs` (named by the option that
 /// gave it), which writing the output would destroy.
 pub fn check_not_an_input(output: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
@@ -49,6 +58,26 @@ pub fn check_not_an_input(output: &Path, inputs: &[(&str, &Path)]) -> Result<()>
         }
     }
     Ok(())
+}
+
+/// An error if the output folder `output` is, or lies inside, one of the input folders
+/// `inputs` (named by the option that gave them), whose files it would mix with.
+pub fn check_outside(output: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
+    let out = resolved(output);
+    for (what, input) in inputs {
+        if std::fs::canonicalize(input).is_ok_and(|i| out.starts_with(i)) {
+            bail!("{}: inside the {what} {}, whose files it would mix with; give another output folder", output.display(), input.display());
+        }
+    }
+    Ok(())
+}
+
+/// `path` made absolute, with the links of its existing part resolved.
+fn resolved(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    abs.ancestors()
+        .find_map(|a| Some(std::fs::canonicalize(a).ok()?.join(abs.strip_prefix(a).ok()?)))
+        .unwrap_or_else(|| abs.clone())
 }
 
 /// The folder a file at `path` goes into (`.` for a bare file name).

@@ -90,7 +90,7 @@ impl PatchSampler {
     /// With `hr_scale`, the folders hold HR images, made LR as in [`load_patches`].
     pub fn new(dirs: &[&Path], hr_scale: Option<usize>, size: usize, seed: u64, window: usize) -> Result<Self> {
         if size < window || !size.is_multiple_of(window) {
-            bail!("training patches of {size}×{size} must be a multiple of the {window}×{window} window");
+            bail!("--patch {size}: training patches must be a multiple of the {window}×{window} window");
         }
         let mut images = Vec::new();
         for dir in dirs {

@@ -140,10 +140,11 @@ impl QuantFile {
 /// A quantized file's metadata, or an error if it is not one.
 fn read_quant_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
     let meta = read_safetensors_metadata(path)?;
-    if meta.get("format").map(String::as_str) != Some(FORMAT) {
-        bail!("{}: not a swinq quantized model (metadata `format` is not {FORMAT})", path.display());
+    match meta.get("format").map(String::as_str) {
+        Some(FORMAT) => Ok(meta),
+        Some(f) if f.starts_with("swinq-int") => bail!("{}: an exported model (`swinq export`), which runs alone: give it as --weights", path.display()),
+        _ => bail!("{}: not a swinq quantized model (metadata `format` is not {FORMAT})", path.display()),
     }
-    Ok(meta)
 }
 
 /// One quantizer's `{key}.lower`, `.upper` and `.bias` from a file's tensors.

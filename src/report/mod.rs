@@ -30,7 +30,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 
 use crate::data::{
-    benchmark_pairs, dataset_name, lr_note, psnr_y, save_png_with_text, upscale_matlab, write_atomic, y_channel, Pair,
+    benchmark_pairs, check_outside, dataset_name, lr_note, psnr_y, save_png_with_text, upscale_matlab, write_atomic, y_channel, Pair,
     RgbU8,
 };
 use crate::eval::{evaluate_each, score_pair_sr, EvalReport, ImageScore};
@@ -62,9 +62,9 @@ pub struct ReportOptions {
     /// Quantized model file (from `swinq calibrate`); repeat for several.
     #[arg(long)]
     pub quantized: Vec<PathBuf>,
-    /// How the quantized models run.
-    #[arg(long, value_enum, default_value = "int")]
-    pub engine: crate::upscale::Engine,
+    /// How the quantized models run [default: int].
+    #[arg(long, value_enum)]
+    pub engine: Option<crate::upscale::Engine>,
     /// Benchmark folder holding HR/ and LR_bicubic/X2/ (X3, X4); repeat for several.
     /// Without the LR folder (or for a plain folder of HR images) the LR images are made
     /// from the HR ones with MATLAB's bicubic.
@@ -286,10 +286,15 @@ pub fn prepare(opts: &ReportOptions, scale: usize) -> Result<Plan> {
     if opts.max_images == Some(0) {
         bail!("--max-images 0: evaluate at least one image per set");
     }
+    if opts.engine.is_some() && opts.quantized.is_empty() {
+        bail!("--engine chooses how quantized models run; give --quantized");
+    }
     let canonical: Vec<PathBuf> = opts.quantized.iter().map(|q| std::fs::canonicalize(q).unwrap_or_else(|_| q.clone())).collect();
     if let Some(i) = (1..canonical.len()).find(|&i| canonical[..i].contains(&canonical[i])) {
         bail!("--quantized {}: given twice", opts.quantized[i].display());
     }
+    let inputs: Vec<(&str, &Path)> = opts.dataset.iter().map(|d| ("--dataset folder", d.as_path())).collect();
+    check_outside(&opts.output, &inputs)?;
     let mut datasets = Vec::new();
     for dir in &opts.dataset {
         let pairs = benchmark_pairs(dir, scale).with_context(|| format!("--dataset {}", dir.display()))?;
@@ -353,7 +358,7 @@ fn crop_job(dataset: usize, pair: &Pair, region: Region, s: usize) -> Result<Cro
         Region::Auto => (0, 0, fit, true),
         Region::At { size: 0, .. } => ((w - fit) / 2, (h - fit) / 2, fit, false),
         Region::At { x, y, size } => {
-            if x + size > w || y + size > h {
+            if x.saturating_add(size) > w || y.saturating_add(size) > h {
                 bail!("--crop {}:{x},{y},{size}: outside the {w}×{h} image (HR pixels covered by the SR output)", pair.name);
             }
             (x, y, size, false)
@@ -441,7 +446,7 @@ pub fn run(
                 results: vec![],
             },
             Some((path, q)) => {
-                up = up.quantized(q.bits, &q.params, opts.engine);
+                up = up.quantized(q.bits, &q.params, opts.engine.unwrap_or(crate::upscale::Engine::Int));
                 quant_entry(labels[m - 1].clone(), path, q)?
             }
         };
@@ -465,7 +470,8 @@ pub fn run(
 /// The settings every figure of this report carries.
 fn report_settings(ctx: &GpuContext, ckpt: &Checkpoint, tile: Option<usize>, opts: &ReportOptions, scale: usize) -> Settings {
     Settings {
-        title: opts.title.clone().unwrap_or_else(|| format!("swinq report: SwinIR x{scale}")),
+        // One line: the title heads report.md.
+        title: opts.title.as_deref().map(|t| t.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|t| !t.is_empty()).unwrap_or_else(|| format!("swinq report: SwinIR x{scale}")),
         swinq_version: env!("CARGO_PKG_VERSION").into(),
         command: command_line(),
         checkpoint: ckpt.name.clone(),
