@@ -82,7 +82,7 @@ enum Command {
     /// file that `eval`, `upscale` and `bench` take as --weights.
     Export {
         #[command(flatten)]
-        model: ModelArgs,
+        source: WeightsArg,
         /// The quantized model (from `swinq calibrate`); not needed when --weights is a
         /// quantized file with embedded weights (`calibrate --embed-weights`).
         #[arg(long)]
@@ -96,7 +96,9 @@ enum Command {
     /// per-stage GPU time from timestamp queries when the adapter has them).
     Bench {
         #[command(flatten)]
-        model: ModelArgs,
+        source: WeightsArg,
+        #[command(flatten)]
+        gpu: GpuArg,
         /// Also time this quantized model (from `swinq calibrate`) with both engines.
         #[arg(long)]
         quantized: Option<PathBuf>,
@@ -118,7 +120,9 @@ enum Command {
     /// distillation; writes a quantized model file.
     Calibrate {
         #[command(flatten)]
-        model: ModelArgs,
+        source: WeightsArg,
+        #[command(flatten)]
+        gpu: GpuArg,
         /// Folder of LR calibration images, e.g. ../shared/datasets/calib/LR_bicubic/X2
         /// (or of HR images, with --calib-hr). A folder in the benchmark layout (e.g.
         /// ../shared/datasets/calib) stands for its LR_bicubic/X<s>, else its HR folder.
@@ -227,33 +231,52 @@ struct Phase2Args {
     phase2_profile: bool,
 }
 
+/// The float checkpoint (`--weights`).
 #[derive(Args)]
-struct ModelArgs {
+struct WeightsArg {
     /// Checkpoint path (.pth or .safetensors) or a model name: swinir-light-x2, -x3, -x4
     /// (downloaded once into the cache).
     #[arg(long, env = "SWINQ_WEIGHTS")]
     weights: String,
+}
+
+/// The GPU adapter (`--adapter`).
+#[derive(Args)]
+struct GpuArg {
     /// Use the adapter whose name contains this text (default: WGPU_ADAPTER_NAME, else
     /// the high-performance one; WGPU_BACKEND limits the backends).
     #[arg(long)]
     adapter: Option<String>,
+}
+
+/// The model, the adapter and the tiling of commands that run whole images.
+#[derive(Args)]
+struct ModelArgs {
+    #[command(flatten)]
+    source: WeightsArg,
+    #[command(flatten)]
+    gpu: GpuArg,
     /// Process images in overlapping tiles of N LR pixels (a multiple of the window).
     /// Without it, images run whole, or in the largest tiles that fit the adapter.
     #[arg(long, value_name = "N")]
     tile: Option<usize>,
 }
 
-impl ModelArgs {
-    fn gpu(&self) -> Result<GpuContext> {
-        GpuContext::new(&AdapterChoice::from_cli(self.adapter.clone()))
-    }
-
+impl WeightsArg {
     /// The float weights and the SHA-256 of their file.
     fn load_with_hash(&self) -> Result<(SwinWeights, String)> {
         let path = resolve_weights(&self.weights)?;
         Ok((load_float(&self.weights, &path)?, sha256_file(&path)?))
     }
+}
 
+impl GpuArg {
+    fn context(&self) -> Result<GpuContext> {
+        GpuContext::new(&AdapterChoice::from_cli(self.adapter.clone()))
+    }
+}
+
+impl ModelArgs {
     fn tiling(&self) -> Tiling {
         self.tile.map_or(Tiling::Auto, Tiling::Tile)
     }
@@ -278,23 +301,23 @@ fn run(cli: Cli) -> Result<()> {
         Command::Convert { input, output } => convert(&input, &output),
         Command::Upscale { model, quant, inputs, output } => upscale(&model, &quant, &inputs, &output),
         Command::Eval { model, dataset, scale, json, quant } => eval(&model, &dataset, scale, json, &quant),
-        Command::Export { model, quantized, output } => export_model(&model, quantized.as_deref(), &output),
-        Command::Bench { model, quantized, size, repeats, warmup, json } => bench(&model, quantized.as_deref(), &size, (warmup, repeats), json),
-        Command::Calibrate { model, calib, calib_hr, scale, bits, method, bias, center, patches, patch_mode, seed, embed_weights, phase2, output } => {
+        Command::Export { source, quantized, output } => export_model(&source, quantized.as_deref(), &output),
+        Command::Bench { source, gpu, quantized, size, repeats, warmup, json } => bench((&source, &gpu), quantized.as_deref(), &size, (warmup, repeats), json),
+        Command::Calibrate { source, gpu, calib, calib_hr, scale, bits, method, bias, center, patches, patch_mode, seed, embed_weights, phase2, output } => {
             let opts = CalibOptions { calib, calib_hr, bits, method, bias, center, patches, patch_mode, seed, embed_weights, phase2 };
-            run_calibrate(&model, scale, &opts, &output)
+            run_calibrate((&source, &gpu), scale, &opts, &output)
         }
         Command::Report { model, opts } => report(&model, &opts),
     }
 }
 
 fn report(model: &ModelArgs, opts: &ReportOptions) -> Result<()> {
-    let (weights, hash) = model.load_with_hash()?;
+    let (weights, hash) = model.source.load_with_hash()?;
     let s = check_scale(&weights, opts.scale)?;
     let quants = opts.quantized.iter().map(|q| Ok((q.clone(), load_quantized(q, &weights, &hash)?))).collect::<Result<Vec<_>>>()?;
     let plan = swinq::report::prepare(opts, s)?;
-    let ctx = model.gpu()?;
-    let ckpt = swinq::report::Checkpoint { name: model.weights.clone(), sha256: hash, weights: &weights };
+    let ctx = model.gpu.context()?;
+    let ckpt = swinq::report::Checkpoint { name: model.source.weights.clone(), sha256: hash, weights: &weights };
     let r = swinq::report::run(&ctx, &ckpt, &quants, model.tile, opts, plan)?;
     print!("{}", swinq::report::score_table(&r));
     eprintln!("report: {} model(s) × {} set(s) on {} → {}", r.models.len(), r.datasets.len(), ctx.describe(), opts.output.join("report.md").display());
@@ -388,9 +411,9 @@ fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Pa
     // Every input's header is read first, so that a file that is not an image stops the
     // run before any work.
     let losses = files.iter().map(|f| data::output_losses(f)).collect::<Result<Vec<_>>>()?;
-    let (weights, q) = load_model(model, quant.quantized.as_deref())?;
+    let (weights, q) = load_model(&model.source, quant.quantized.as_deref())?;
     let outs = output_paths(&files, output, weights.config.scale)?;
-    let ctx = model.gpu()?;
+    let ctx = model.gpu.context()?;
     let mut up = quant.apply(Upscaler::new(&ctx, &weights, model.tiling())?, q.as_ref())?;
     if outs != [output] {
         std::fs::create_dir_all(output).with_context(|| format!("{}: cannot create the output folder", output.display()))?;
@@ -437,13 +460,13 @@ fn check_scale(weights: &SwinWeights, scale: Option<usize>) -> Result<usize> {
 }
 
 fn eval(model: &ModelArgs, dataset: &Path, scale: Option<usize>, json: bool, quant: &QuantArgs) -> Result<()> {
-    let (weights, q) = load_model(model, quant.quantized.as_deref())?;
+    let (weights, q) = load_model(&model.source, quant.quantized.as_deref())?;
     let s = check_scale(&weights, scale)?;
     let pairs = data::benchmark_pairs(dataset, s)?;
     if let Some(note) = data::lr_note(dataset, &pairs) {
         eprintln!("{note}");
     }
-    let ctx = model.gpu()?;
+    let ctx = model.gpu.context()?;
     let mut up = quant.apply(Upscaler::new(&ctx, &weights, model.tiling())?, q.as_ref())?;
     let engine = up.engine();
     let bar = progress::bar(pairs.len(), &data::dataset_name(dataset));
@@ -469,8 +492,8 @@ struct QuantArgs {
 /// The float model and the quantized model to run: from --weights and --quantized,
 /// or both from an exported model (`swinq export`) or a quantized file with embedded
 /// weights (`calibrate --embed-weights`) given as --weights.
-fn load_model(model: &ModelArgs, quantized: Option<&Path>) -> Result<(SwinWeights, Option<QuantFile>)> {
-    let path = resolve_weights(&model.weights)?;
+fn load_model(source: &WeightsArg, quantized: Option<&Path>) -> Result<(SwinWeights, Option<QuantFile>)> {
+    let path = resolve_weights(&source.weights)?;
     if export::is_exported(&path) {
         if quantized.is_some() {
             bail!("{}: an exported model carries its own quantization; drop --quantized", path.display());
@@ -484,7 +507,7 @@ fn load_model(model: &ModelArgs, quantized: Option<&Path>) -> Result<(SwinWeight
         }
         return Ok((weights, Some(q)));
     }
-    let (weights, hash) = (load_float(&model.weights, &path)?, sha256_file(&path)?);
+    let (weights, hash) = (load_float(&source.weights, &path)?, sha256_file(&path)?);
     let q = quantized.map(|q| load_quantized(q, &weights, &hash)).transpose()?;
     Ok((weights, q))
 }
@@ -527,17 +550,14 @@ struct CalibOptions {
     phase2: Phase2Args,
 }
 
-fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, output: &Path) -> Result<()> {
+fn run_calibrate((source, gpu): (&WeightsArg, &GpuArg), scale: Option<usize>, o: &CalibOptions, output: &Path) -> Result<()> {
     data::check_output_file(output)?;
     data::check_model_file_name(output)?;
-    data::check_not_an_input(output, &[("--weights checkpoint", &resolve_weights(&model.weights)?)])?;
+    data::check_not_an_input(output, &[("--weights checkpoint", &resolve_weights(&source.weights)?)])?;
     if !(2..=8).contains(&o.bits) {
         bail!("--bits {}: only 2 to 8 bits are supported", o.bits);
     }
     check_phase2_args(&o.phase2)?;
-    if model.tile.is_some() {
-        bail!("--tile: calibration runs whole 64×64 patches, not tiles");
-    }
     let center = o.center.as_deref().map(Center::parse).transpose().context("--center")?;
     let method = Method::parse(&o.method).and_then(|m| m.with_options(o.bias, center)).context("--method")?;
     let mode = match o.patch_mode.as_str() {
@@ -545,7 +565,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
         "random" => PatchMode::Random,
         other => bail!("--patch-mode {other}: choose center or random"),
     };
-    let (weights, hash) = model.load_with_hash()?;
+    let (weights, hash) = source.load_with_hash()?;
     let s = check_scale(&weights, scale)?;
     let o = &calib_folder(o, s);
     let patches = load_patches(&o.calib, o.calib_hr.then_some(s), o.patches, 64, mode, o.seed, weights.config.window)?;
@@ -584,7 +604,7 @@ fn run_calibrate(model: &ModelArgs, scale: Option<usize>, o: &CalibOptions, outp
     };
     let hr_scale = data_hr.then_some(s);
     let mut sampler = if iters > 0 { Some(PatchSampler::new(&data, hr_scale, dqc.patch, dqc.seed + skip, weights.config.window)?) } else { None };
-    let ctx = model.gpu()?;
+    let ctx = gpu.context()?;
     if iters > 0 {
         dqc::check_batch(&ctx, &weights.config, &dqc)?;
     }
@@ -796,11 +816,8 @@ fn run_phase2(
     Ok(quant.read_params(ctx))
 }
 
-fn export_model(model: &ModelArgs, quantized: Option<&Path>, output: &Path) -> Result<()> {
-    if model.tile.is_some() || model.adapter.is_some() {
-        bail!("--tile and --adapter: export runs no model on a GPU");
-    }
-    let path = resolve_weights(&model.weights)?;
+fn export_model(source: &WeightsArg, quantized: Option<&Path>, output: &Path) -> Result<()> {
+    let path = resolve_weights(&source.weights)?;
     if export::is_exported(&path) {
         bail!("{}: already an exported model; export takes the float checkpoint and a quantized file", path.display());
     }
@@ -808,7 +825,7 @@ fn export_model(model: &ModelArgs, quantized: Option<&Path>, output: &Path) -> R
     data::check_model_file_name(output)?;
     let inputs: Vec<(&str, &Path)> = [("--weights checkpoint", path.as_path())].into_iter().chain(quantized.map(|q| ("--quantized file", q))).collect();
     data::check_not_an_input(output, &inputs)?;
-    let (weights, q) = load_model(model, quantized)?;
+    let (weights, q) = load_model(source, quantized)?;
     let q = q.context("--quantized: give the quantized file (from `swinq calibrate`) to export")?;
     let sizes = export::export(&weights, &q, output)?;
     let ckpt_file = std::fs::metadata(&path).with_context(|| path.display().to_string())?.len();
@@ -836,18 +853,15 @@ fn export_model(model: &ModelArgs, quantized: Option<&Path>, output: &Path) -> R
     Ok(())
 }
 
-fn bench(model: &ModelArgs, quantized: Option<&Path>, sizes: &[usize], runs: (usize, usize), json: bool) -> Result<()> {
+fn bench((source, gpu): (&WeightsArg, &GpuArg), quantized: Option<&Path>, sizes: &[usize], runs: (usize, usize), json: bool) -> Result<()> {
     if sizes.is_empty() || sizes.contains(&0) {
         bail!("--size needs positive LR sizes, e.g. --size 128,256");
     }
     if runs.1 == 0 {
         bail!("--repeats 0: time at least one run");
     }
-    if model.tile.is_some() {
-        bail!("--tile: bench times whole images, not tiles");
-    }
-    let (weights, q) = load_model(model, quantized)?;
-    let ctx = model.gpu()?;
+    let (weights, q) = load_model(source, quantized)?;
+    let ctx = gpu.context()?;
     let gpu = GpuModel::upload(&ctx, &weights);
     let quant = q.as_ref().map(|q| QuantModel::new(&ctx, &gpu, q.bits, &q.params));
     let engines = if quant.is_some() { 3 } else { 1 };
