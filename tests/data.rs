@@ -579,3 +579,28 @@ fn bicubic_exact_all_sets_exhaustive() {
         }
     }
 }
+
+/// A PNG whose EXIF says "rotate 90° clockwise to display" loads upright.
+#[test]
+fn exif_orientation_is_applied() {
+    let (w, h) = (3u32, 2u32);
+    let pixels: Vec<u8> = (0..w * h * 3).map(|i| (i * 13) as u8).collect();
+    // Big-endian TIFF header, one IFD entry: Orientation (0x0112), SHORT, 1 value: 6.
+    let exif = [b"MM\0*".as_slice(), &[0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0]].concat();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rotated.png");
+    {
+        let mut enc = png::Encoder::new(std::fs::File::create(&path).unwrap(), w, h);
+        enc.set_color(png::ColorType::Rgb);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header().unwrap();
+        writer.write_chunk(png::chunk::ChunkType(*b"eXIf"), &exif).unwrap();
+        writer.write_image_data(&pixels).unwrap();
+    }
+    let stored = image::RgbImage::from_raw(w, h, pixels).unwrap();
+    let upright = image::imageops::rotate90(&stored);
+    let img = load_rgb_u8(&path).unwrap();
+    assert_eq!((img.width, img.height), (2, 3));
+    assert_eq!(img.data, upright.into_raw());
+    assert_eq!(load_rgb(&path).unwrap().to_u8(), img);
+}

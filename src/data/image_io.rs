@@ -6,6 +6,7 @@
 //! - [`RgbU8`]: interleaved 8-bit RGB; metrics and MATLAB bicubic work on it because the
 //!   evaluation protocol (SPEC §2) is defined on integer pixel values.
 //!
+//! Images are turned upright by their EXIF orientation (photos) when they have one.
 //! Colour handling on load: grayscale is replicated to R=G=B; an alpha channel is
 //! dropped as-is (no compositing onto a background), since SR benchmarks never carry
 //! meaningful alpha and compositing would invent colours; 16-bit samples keep their full
@@ -14,6 +15,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
+use image::metadata::Orientation;
 use image::{ColorType, DynamicImage, ImageDecoder, ImageEncoder, ImageReader};
 
 use super::output::persist_atomic;
@@ -127,9 +129,12 @@ fn decode(path: &Path) -> Result<DynamicImage> {
         .map_err(|e| anyhow!("{}: cannot open: {e}", path.display()))?
         .with_guessed_format()
         .map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
-    let img = reader
-        .decode()
-        .map_err(|e| anyhow!("{}: cannot decode image: {e}", path.display()))?;
+    let fail = |e: image::ImageError| anyhow!("{}: cannot decode image: {e}", path.display());
+    let mut decoder = reader.into_decoder().map_err(fail)?;
+    // Photos record their rotation in EXIF; the pixels are upright only once it is applied.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(fail)?;
+    img.apply_orientation(orientation);
     if img.width() == 0 || img.height() == 0 {
         bail!(
             "{}: image has zero size ({}x{})",
