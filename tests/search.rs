@@ -225,10 +225,13 @@ fn method_names() {
     assert_eq!(method("dobi+center-mid"), Method::DOBI);
     assert_eq!(method("dobi").with_options(true, Some(Center::Median)).unwrap().name(), "dobi+center-median+bias");
     assert!(method("sorted-tail").sorts() && method("dobi+center-median").sorts() && !method("dobi+center-mean").sorts());
-    for bad in ["dobi+foo", "sorted", "sorted-tail+center-mean", "minmax+onedir", "dobi+center-max", ""] {
+    // Repeated or contradictory options, and options on the full methods, are refused.
+    for bad in ["dobi+foo", "sorted", "sorted-tail+center-mean", "minmax+onedir", "dobi+center-max", "", "dobi+bias+bias", "dobi+center-mean+center-median", "2dquant+bias"] {
         assert!(Method::parse(bad).is_err(), "{bad} should be rejected");
     }
     assert!(method("sorted-uniform").with_options(false, Some(Center::Mean)).is_err());
+    assert!(method("dobi+center-mean").with_options(false, Some(Center::Mid)).is_err());
+    assert_eq!(method("dobi+center-mean").with_options(false, Some(Center::Mean)).unwrap().name(), "dobi+center-mean");
 }
 
 /// Phase 1 through a tiny random model with a sorted method: every weight

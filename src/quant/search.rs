@@ -143,9 +143,16 @@ impl Method {
             "dobi-paper" => Self::DOBI_PAPER,
             "sorted-uniform" => Method { candidates: Candidates::SortedUniform, ..Self::MINMAX },
             "sorted-tail" => Method { candidates: Candidates::SortedTail, ..Self::MINMAX },
+            "2dquant" | "2dquant+" => bail!("method `{s}`: the full methods 2dquant and 2dquant+ take no +options; name the phase 1 method (e.g. dobi+bias) and add --phase2-iters"),
             base => bail!("method `{base}`: unknown; choose from {}", Self::HELP),
         };
+        let mut seen: Vec<&str> = Vec::new();
         for opt in parts {
+            let family = |o: &str| o.split('-').next().unwrap_or_default().to_string();
+            if seen.iter().any(|o| family(o) == family(opt)) {
+                bail!("method `{s}`: option `+{opt}` repeats or contradicts an earlier one");
+            }
+            seen.push(opt);
             match opt {
                 "onedir" => m.one_dir = true,
                 "bias" => m.bias = true,
@@ -162,6 +169,7 @@ impl Method {
     pub fn with_options(mut self, bias: bool, center: Option<Center>) -> Result<Self> {
         self.bias |= bias;
         if let Some(c) = center {
+            ensure!(self.center == Center::Mid || self.center == c, "--center contradicts the method's own +center- option");
             self.center = c;
         }
         self.validate()
