@@ -263,10 +263,15 @@ struct ModelArgs {
 }
 
 impl WeightsArg {
-    /// The float weights and the SHA-256 of their file.
-    fn load_with_hash(&self) -> Result<(SwinWeights, String)> {
-        let path = resolve_weights(&self.weights)?;
-        Ok((load_float(&self.weights, &path)?, sha256_file(&path)?))
+    /// The checkpoint file (a model name resolves to its cached file, fetched once).
+    fn path(&self) -> Result<PathBuf> {
+        resolve_weights(&self.weights)
+    }
+
+    /// The float weights in `path` (this argument's [`WeightsArg::path`]) and the
+    /// SHA-256 of that file.
+    fn load_with_hash(&self, path: &Path) -> Result<(SwinWeights, String)> {
+        Ok((load_float(&self.weights, path)?, sha256_file(path)?))
     }
 }
 
@@ -312,7 +317,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn report(model: &ModelArgs, opts: &ReportOptions) -> Result<()> {
-    let (weights, hash) = model.source.load_with_hash()?;
+    let (weights, hash) = model.source.load_with_hash(&model.source.path()?)?;
     let s = check_scale(&weights, opts.scale)?;
     let quants = opts.quantized.iter().map(|q| Ok((q.clone(), load_quantized(q, &weights, &hash)?))).collect::<Result<Vec<_>>>()?;
     let plan = swinq::report::prepare(opts, s)?;
@@ -327,7 +332,7 @@ fn report(model: &ModelArgs, opts: &ReportOptions) -> Result<()> {
 fn convert(input: &Path, output: &Path) -> Result<()> {
     data::check_output_file(output)?;
     data::check_model_file_name(output)?;
-    data::check_not_an_input(output, &[("input checkpoint", input)])?;
+    data::check_not_an_input(&[output], &[("input checkpoint", input)])?;
     let weights = load_weights(input)?;
     let mut meta = BTreeMap::new();
     meta.insert("source".to_string(), input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
@@ -384,15 +389,14 @@ fn output_paths(files: &[PathBuf], output: &Path, scale: usize) -> Result<Vec<Pa
             bail!("{}: {} input images need an output folder, not a file name", output.display(), files.len());
         }
         data::check_output_file(output)?;
-        data::check_not_an_input(output, &[("input image", &files[0])])?;
+        data::check_not_an_input(&[output], &[("input image", &files[0])])?;
         return Ok(vec![output.to_path_buf()]);
     }
     if output.exists() && !output.is_dir() {
         bail!("{}: is a file; give an output folder (or a .png name for one input image)", output.display());
     }
     let mut seen = std::collections::HashSet::new();
-    let inputs: Vec<(&str, &Path)> = files.iter().map(|f| ("input image", f.as_path())).collect();
-    files
+    let outs = files
         .iter()
         .map(|f| {
             let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -400,10 +404,12 @@ fn output_paths(files: &[PathBuf], output: &Path, scale: usize) -> Result<Vec<Pa
             if !seen.insert(out.clone()) {
                 bail!("{}: two inputs would both be written to {}", f.display(), out.display());
             }
-            data::check_not_an_input(&out, &inputs)?;
             Ok(out)
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    let inputs: Vec<(&str, &Path)> = files.iter().map(|f| ("input image", f.as_path())).collect();
+    data::check_not_an_input(&outs.iter().map(PathBuf::as_path).collect::<Vec<_>>(), &inputs)?;
+    Ok(outs)
 }
 
 fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Path) -> Result<()> {
@@ -493,7 +499,7 @@ struct QuantArgs {
 /// or both from an exported model (`swinq export`) or a quantized file with embedded
 /// weights (`calibrate --embed-weights`) given as --weights.
 fn load_model(source: &WeightsArg, quantized: Option<&Path>) -> Result<(SwinWeights, Option<QuantFile>)> {
-    let path = resolve_weights(&source.weights)?;
+    let path = source.path()?;
     if export::is_exported(&path) {
         if quantized.is_some() {
             bail!("{}: an exported model carries its own quantization; drop --quantized", path.display());
@@ -507,7 +513,7 @@ fn load_model(source: &WeightsArg, quantized: Option<&Path>) -> Result<(SwinWeig
         }
         return Ok((weights, Some(q)));
     }
-    let (weights, hash) = (load_float(&source.weights, &path)?, sha256_file(&path)?);
+    let (weights, hash) = source.load_with_hash(&path)?;
     let q = quantized.map(|q| load_quantized(q, &weights, &hash)).transpose()?;
     Ok((weights, q))
 }
@@ -515,7 +521,7 @@ fn load_model(source: &WeightsArg, quantized: Option<&Path>) -> Result<(SwinWeig
 impl QuantArgs {
     fn apply<'a>(&self, up: Upscaler<'a>, q: Option<&QuantFile>) -> Result<Upscaler<'a>> {
         match (q, self.engine) {
-            (Some(q), engine) => Ok(up.quantized(q.bits, &q.params, engine.unwrap_or(Engine::Int))),
+            (Some(q), engine) => Ok(up.quantized(q.bits, &q.params, engine.unwrap_or_default())),
             (None, Some(_)) => bail!("--engine chooses how a quantized model runs; give --quantized (or an exported model as --weights)"),
             (None, None) => Ok(up),
         }
@@ -553,7 +559,8 @@ struct CalibOptions {
 fn run_calibrate((source, gpu): (&WeightsArg, &GpuArg), scale: Option<usize>, o: &CalibOptions, output: &Path) -> Result<()> {
     data::check_output_file(output)?;
     data::check_model_file_name(output)?;
-    data::check_not_an_input(output, &[("--weights checkpoint", &resolve_weights(&source.weights)?)])?;
+    let weights_path = source.path()?;
+    data::check_not_an_input(&[output], &[("--weights checkpoint", &weights_path)])?;
     if !(2..=8).contains(&o.bits) {
         bail!("--bits {}: only 2 to 8 bits are supported", o.bits);
     }
@@ -565,7 +572,7 @@ fn run_calibrate((source, gpu): (&WeightsArg, &GpuArg), scale: Option<usize>, o:
         "random" => PatchMode::Random,
         other => bail!("--patch-mode {other}: choose center or random"),
     };
-    let (weights, hash) = source.load_with_hash()?;
+    let (weights, hash) = source.load_with_hash(&weights_path)?;
     let s = check_scale(&weights, scale)?;
     let o = &calib_folder(o, s);
     let patches = load_patches(&o.calib, o.calib_hr.then_some(s), o.patches, 64, mode, o.seed, weights.config.window)?;
@@ -817,14 +824,14 @@ fn run_phase2(
 }
 
 fn export_model(source: &WeightsArg, quantized: Option<&Path>, output: &Path) -> Result<()> {
-    let path = resolve_weights(&source.weights)?;
+    let path = source.path()?;
     if export::is_exported(&path) {
         bail!("{}: already an exported model; export takes the float checkpoint and a quantized file", path.display());
     }
     data::check_output_file(output)?;
     data::check_model_file_name(output)?;
     let inputs: Vec<(&str, &Path)> = [("--weights checkpoint", path.as_path())].into_iter().chain(quantized.map(|q| ("--quantized file", q))).collect();
-    data::check_not_an_input(output, &inputs)?;
+    data::check_not_an_input(&[output], &inputs)?;
     let (weights, q) = load_model(source, quantized)?;
     let q = q.context("--quantized: give the quantized file (from `swinq calibrate`) to export")?;
     let sizes = export::export(&weights, &q, output)?;

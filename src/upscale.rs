@@ -23,10 +23,11 @@ pub enum Tiling {
 }
 
 /// How a quantized model runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
     /// Integer linears and attention matmuls (dot4U8Packed, SPEC §6); windows whose token
     /// count is not a multiple of 4 keep a fake-quantized attention.
+    #[default]
     Int,
     /// Every quantizer simulated in f32.
     Fake,

@@ -37,7 +37,7 @@ impl Pair {
         let hr = load_rgb_u8(&self.hr)?;
         let lr = match &self.lr {
             LrSource::File(path) => load_rgb(path)?,
-            &LrSource::FromHr(s) => downscale_checked(&hr, &self.hr, s)?.to_f32(),
+            &LrSource::FromHr(by) => downscale_checked(&hr, &self.hr, by)?.to_f32(),
         };
         self.check_sizes(&hr, (lr.width, lr.height), s)?;
         Ok((hr, lr))
@@ -48,7 +48,7 @@ impl Pair {
         let hr = load_rgb_u8(&self.hr)?;
         let lr = match &self.lr {
             LrSource::File(path) => load_rgb_u8(path)?,
-            &LrSource::FromHr(s) => downscale_checked(&hr, &self.hr, s)?,
+            &LrSource::FromHr(by) => downscale_checked(&hr, &self.hr, by)?,
         };
         self.check_sizes(&hr, (lr.width, lr.height), s)?;
         Ok((hr, lr))

@@ -1,5 +1,6 @@
 //! Output files: checked before the work that makes them, written atomically.
 
+use std::collections::HashMap;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -46,14 +47,17 @@ pub fn check_model_file_name(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// An error if `output` is the same file as one of `inputs` (named by the option that
-/// gave it), which writing the output would destroy.
-pub fn check_not_an_input(output: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
-    let Ok(out) = std::fs::canonicalize(output) else {
-        return Ok(()); // not there yet: cannot be an input
-    };
-    for (what, input) in inputs {
-        if std::fs::canonicalize(input).is_ok_and(|i| i == out) {
+/// An error if one of `outputs` is the same file as one of `inputs` (named by the
+/// option that gave it), which writing that output would destroy.
+pub fn check_not_an_input(outputs: &[&Path], inputs: &[(&str, &Path)]) -> Result<()> {
+    // Outputs that do not exist yet cannot be inputs; usually none exists.
+    let existing: Vec<(&Path, PathBuf)> = outputs.iter().filter_map(|o| Some((*o, std::fs::canonicalize(o).ok()?))).collect();
+    if existing.is_empty() {
+        return Ok(());
+    }
+    let canonical: HashMap<PathBuf, &str> = inputs.iter().filter_map(|(what, i)| Some((std::fs::canonicalize(i).ok()?, *what))).collect();
+    for (output, out) in existing {
+        if let Some(what) = canonical.get(&out) {
             bail!("{}: is also the {what}; writing it would destroy that file, give another output name", output.display());
         }
     }

@@ -122,7 +122,12 @@ pub fn export(weights: &SwinWeights, q: &QuantFile, path: &Path) -> Result<Expor
 
 /// Whether `path` is an exported model (by its metadata).
 pub fn is_exported(path: &Path) -> bool {
-    read_safetensors_metadata(path).is_ok_and(|m| matches!(m.get("format").map(String::as_str), Some(FORMAT | FORMAT_1)))
+    read_safetensors_metadata(path).is_ok_and(|m| m.get("format").is_some_and(|f| is_export_format(f)))
+}
+
+/// Whether a file's metadata `format` is one of an exported model's.
+pub fn is_export_format(format: &str) -> bool {
+    matches!(format, FORMAT | FORMAT_1)
 }
 
 /// Reads an exported model: the float model with every quantized weight replaced by
@@ -132,7 +137,7 @@ pub fn load(path: &Path) -> Result<(SwinWeights, QuantFile)> {
     let ctx = || path.display().to_string();
     let meta = read_safetensors_metadata(path)?;
     let format = meta.get("format").map(String::as_str).unwrap_or_default();
-    ensure!(matches!(format, FORMAT | FORMAT_1), "{}: not an exported swinq model (format {FORMAT})", path.display());
+    ensure!(is_export_format(format), "{}: not an exported swinq model (format {FORMAT})", path.display());
     let bits: u32 = meta.get("bits").with_context(|| format!("{}: metadata `bits` missing", path.display()))?.parse().with_context(ctx)?;
     ensure!((2..=8).contains(&bits), "{}: metadata `bits` is {bits}, not 2 to 8", path.display());
     let width = code_width(format, bits);

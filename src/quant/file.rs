@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use super::export::is_export_format;
 use super::{all_names, QParams};
 use crate::model::checkpoint::{load_state_dict, read_safetensors_metadata, save_safetensors};
 use crate::model::{StateDict, SwinConfig, SwinWeights, Tensor};
@@ -59,13 +60,14 @@ impl QuantFile {
     /// A file saved with its float weights embedded (`--embed-weights`), read whole: those
     /// weights and the quantization. None for any other file.
     pub fn load_with_weights(path: &Path) -> Result<Option<(SwinWeights, Self)>> {
-        let embedded = read_safetensors_metadata(path)
-            .is_ok_and(|m| m.get("format").map(String::as_str) == Some(FORMAT) && m.get("weights").map(String::as_str) == Some("embedded"));
-        if !embedded {
+        let Ok(meta) = read_safetensors_metadata(path) else {
+            return Ok(None);
+        };
+        let field = |k: &str| meta.get(k).map(String::as_str);
+        if field("format") != Some(FORMAT) || field("weights") != Some("embedded") {
             return Ok(None);
         }
         let ctx = || path.display().to_string();
-        let meta = read_quant_metadata(path)?;
         let sd = load_state_dict(path)?;
         let float: StateDict =
             sd.iter().filter_map(|(k, t)| k.strip_prefix(WEIGHTS_PREFIX).map(|k| (k.to_string(), t.clone()))).collect();
@@ -142,7 +144,7 @@ fn read_quant_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
     let meta = read_safetensors_metadata(path)?;
     match meta.get("format").map(String::as_str) {
         Some(FORMAT) => Ok(meta),
-        Some(f) if f.starts_with("swinq-int") => bail!("{}: an exported model (`swinq export`), which runs alone: give it as --weights", path.display()),
+        Some(f) if is_export_format(f) => bail!("{}: an exported model (`swinq export`), which runs alone: give it as --weights", path.display()),
         _ => bail!("{}: not a swinq quantized model (metadata `format` is not {FORMAT})", path.display()),
     }
 }

@@ -148,8 +148,8 @@ impl Method {
         };
         let mut seen: Vec<&str> = Vec::new();
         for opt in parts {
-            let family = |o: &str| o.split('-').next().unwrap_or_default().to_string();
-            if seen.iter().any(|o| family(o) == family(opt)) {
+            // "center-mean" and "center-median" are one family.
+            if seen.iter().any(|o| o.split('-').next() == opt.split('-').next()) {
                 bail!("method `{s}`: option `+{opt}` repeats or contradicts an earlier one");
             }
             seen.push(opt);

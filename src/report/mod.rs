@@ -446,7 +446,7 @@ pub fn run(
                 results: vec![],
             },
             Some((path, q)) => {
-                up = up.quantized(q.bits, &q.params, opts.engine.unwrap_or(crate::upscale::Engine::Int));
+                up = up.quantized(q.bits, &q.params, opts.engine.unwrap_or_default());
                 quant_entry(labels[m - 1].clone(), path, q)?
             }
         };
