@@ -209,7 +209,8 @@ struct Phase2Args {
     #[arg(long, default_value_t = 5.0)]
     lambda: f32,
     /// Folders of DQC training images (repeatable; default: the --calib folder, HR with
-    /// --calib-hr), LR images unless --phase2-hr says they are HR.
+    /// --calib-hr), LR images unless --phase2-hr says they are HR. A folder in the
+    /// benchmark layout stands for its LR_bicubic/X<s> (HR with --phase2-hr), else its HR folder.
     #[arg(long)]
     phase2_data: Vec<PathBuf>,
     /// The --phase2-data folders hold HR images: LR patches are made from them with the
@@ -379,7 +380,9 @@ fn collect_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 /// Where each output goes: `output` itself for one input and a .png name, else
 /// `<output>/<stem>_x<s>.png` (the folder is made later, when the model is ready).
-fn output_paths(files: &[PathBuf], output: &Path, scale: usize) -> Result<Vec<PathBuf>> {
+/// Returns the inputs to upscale with their outputs: inputs that are the outputs of
+/// other inputs (an earlier run into the same folder made them) are left out.
+fn output_paths(files: Vec<PathBuf>, output: &Path, scale: usize) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let ext = output.extension().map(|e| e.to_string_lossy().to_lowercase());
     if let Some(ext) = ext.filter(|_| !output.is_dir()) {
         if ext != "png" {
@@ -390,17 +393,21 @@ fn output_paths(files: &[PathBuf], output: &Path, scale: usize) -> Result<Vec<Pa
         }
         data::check_output_file(output)?;
         data::check_not_an_input(&[output], &[("input image", &files[0])])?;
-        return Ok(vec![output.to_path_buf()]);
+        return Ok((files, vec![output.to_path_buf()]));
     }
     if output.exists() && !output.is_dir() {
         bail!("{}: is a file; give an output folder (or a .png name for one input image)", output.display());
     }
+    let out_of = |f: &Path| {
+        let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        output.join(format!("{stem}_x{scale}.png"))
+    };
+    let files = without_earlier_outputs(files, &out_of);
     let mut seen = std::collections::HashSet::new();
     let outs = files
         .iter()
         .map(|f| {
-            let stem = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let out = output.join(format!("{stem}_x{scale}.png"));
+            let out = out_of(f);
             if !seen.insert(out.clone()) {
                 bail!("{}: two inputs would both be written to {}", f.display(), out.display());
             }
@@ -409,30 +416,46 @@ fn output_paths(files: &[PathBuf], output: &Path, scale: usize) -> Result<Vec<Pa
         .collect::<Result<Vec<_>>>()?;
     let inputs: Vec<(&str, &Path)> = files.iter().map(|f| ("input image", f.as_path())).collect();
     data::check_not_an_input(&outs.iter().map(PathBuf::as_path).collect::<Vec<_>>(), &inputs)?;
-    Ok(outs)
+    Ok((files, outs))
+}
+
+/// `files` without those that are another input's output (`out_of`), as when a folder
+/// is upscaled into itself a second time; this run writes them again.
+fn without_earlier_outputs(files: Vec<PathBuf>, out_of: &dyn Fn(&Path) -> PathBuf) -> Vec<PathBuf> {
+    let made: std::collections::HashSet<PathBuf> = files.iter().filter_map(|f| std::fs::canonicalize(out_of(f)).ok()).collect();
+    if made.is_empty() {
+        return files;
+    }
+    let (earlier, inputs): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(|f| std::fs::canonicalize(f).is_ok_and(|c| made.contains(&c)));
+    if !earlier.is_empty() {
+        eprintln!("note: left out {} made by an earlier run into this folder (each is another input's output); this run writes them again", progress::count(earlier.len(), "image", "images"));
+    }
+    inputs
 }
 
 fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Path) -> Result<()> {
-    let files = collect_inputs(inputs)?;
+    let (weights, q) = load_model(&model.source, quant.quantized.as_deref())?;
+    let (files, outs) = output_paths(collect_inputs(inputs)?, output, weights.config.scale)?;
     // Every input's header is read first, so that a file that is not an image stops the
     // run before any work.
     let losses = files.iter().map(|f| data::output_losses(f)).collect::<Result<Vec<_>>>()?;
-    let (weights, q) = load_model(&model.source, quant.quantized.as_deref())?;
-    let outs = output_paths(&files, output, weights.config.scale)?;
     let ctx = model.gpu.context()?;
     let mut up = quant.apply(Upscaler::new(&ctx, &weights, model.tiling())?, q.as_ref())?;
     if outs != [output] {
         std::fs::create_dir_all(output).with_context(|| format!("{}: cannot create the output folder", output.display()))?;
     }
     let bar = progress::bar(files.len(), "upscaling");
+    // An image that fails (e.g. truncated after a valid header) does not stop the others.
+    let mut failed = Vec::new();
     for (file, out) in files.iter().zip(&outs) {
-        let img = data::load_rgb(file)?;
-        if let Some(t) = up.tile_for(img.height, img.width) {
-            bar.suspend(|| eprintln!("{}: processing in overlapping {t}×{t} tiles", file.display()));
+        match upscale_one(&mut up, file, out, &bar) {
+            Ok(()) => log_line(&bar, &format!("{} → {}", file.display(), out.display())),
+            Err(e) if files.len() == 1 => return Err(e),
+            Err(e) => {
+                bar.suspend(|| eprintln!("failed: {e:#}"));
+                failed.push(file.display().to_string());
+            }
         }
-        let sr: RgbU8 = up.upscale(&img).with_context(|| file.display().to_string())?.to_u8();
-        data::save_png(&sr, out)?;
-        log_line(&bar, &format!("{} → {}", file.display(), out.display()));
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -445,8 +468,22 @@ fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Pa
     if deep > 0 {
         eprintln!("note: {} had 16-bit samples; they are upscaled at full precision and written as 8-bit PNG", progress::count(deep, "input", "inputs"));
     }
-    eprintln!("{} upscaled ×{} ({engine}) on {} → {}", progress::count(files.len(), "image", "images"), weights.config.scale, ctx.describe(), output.display());
+    let done = files.len() - failed.len();
+    eprintln!("{} upscaled ×{} ({engine}) on {} → {}", progress::count(done, "image", "images"), weights.config.scale, ctx.describe(), output.display());
+    if !failed.is_empty() {
+        bail!("{} of {} images failed: {}", failed.len(), files.len(), failed.join(", "));
+    }
     Ok(())
+}
+
+/// Upscales the image `file` into the PNG `out`.
+fn upscale_one(up: &mut Upscaler, file: &Path, out: &Path, bar: &ProgressBar) -> Result<()> {
+    let img = data::load_rgb(file)?;
+    if let Some(t) = up.tile_for(img.height, img.width) {
+        bar.suspend(|| eprintln!("{}: processing in overlapping {t}×{t} tiles", file.display()));
+    }
+    let sr: RgbU8 = up.upscale(&img).with_context(|| file.display().to_string())?.to_u8();
+    data::save_png(&sr, out)
 }
 
 /// The float checkpoint `path` that --weights `spec` resolved to (for a model name, it
@@ -604,13 +641,14 @@ fn run_calibrate((source, gpu): (&WeightsArg, &GpuArg), scale: Option<usize>, o:
     // Check phase 2's inputs before phase 1 runs. A resumed run draws other patches
     // than an uninterrupted one would (the sampler restarts from seed + iteration).
     let skip = resume.as_ref().map_or(0, |r| r.next_iter) as u64;
-    let (data, data_hr): (Vec<&Path>, bool) = if o.phase2.phase2_data.is_empty() {
-        (vec![o.calib.as_path()], o.calib_hr)
-    } else {
-        (o.phase2.phase2_data.iter().map(PathBuf::as_path).collect(), o.phase2.phase2_hr)
+    let mut sampler = match iters {
+        0 => None,
+        _ => {
+            let (folders, hr) = phase2_folders(o, s)?;
+            let data: Vec<&Path> = folders.iter().map(PathBuf::as_path).collect();
+            Some(PatchSampler::new(&data, hr.then_some(s), dqc.patch, dqc.seed + skip, weights.config.window)?)
+        }
     };
-    let hr_scale = data_hr.then_some(s);
-    let mut sampler = if iters > 0 { Some(PatchSampler::new(&data, hr_scale, dqc.patch, dqc.seed + skip, weights.config.window)?) } else { None };
     let ctx = gpu.context()?;
     if iters > 0 {
         dqc::check_batch(&ctx, &weights.config, &dqc)?;
@@ -712,15 +750,49 @@ fn calib_settings(o: &CalibOptions, dqc: &DqcOptions) -> BTreeMap<String, String
 /// `o` with a --calib folder in the benchmark layout replaced by the folder of its images
 /// at scale `s`: LR_bicubic/X<s>, else HR (made LR, as with --calib-hr).
 fn calib_folder(o: &CalibOptions, s: usize) -> CalibOptions {
-    let lr = o.calib.join("LR_bicubic").join(format!("X{s}"));
-    let hr = o.calib.join("HR");
-    let (calib, calib_hr) = match (lr.is_dir() && !o.calib_hr, hr.is_dir()) {
-        (true, _) => (lr, false),
-        (false, true) => (hr, true),
-        (false, false) => return o.clone(),
+    let Some((calib, calib_hr)) = benchmark_images(&o.calib, s, o.calib_hr) else {
+        return o.clone();
     };
     eprintln!("calibration images: {} ({})", calib.display(), if calib_hr { "HR, made LR" } else { "LR" });
     CalibOptions { calib, calib_hr, ..o.clone() }
+}
+
+/// The images a folder in the benchmark layout holds at scale `s`: its LR_bicubic/X<s>
+/// folder (LR images) unless `want_hr`, else its HR folder (true: HR images). None for
+/// a plain folder of images.
+fn benchmark_images(dir: &Path, s: usize, want_hr: bool) -> Option<(PathBuf, bool)> {
+    let lr = dir.join("LR_bicubic").join(format!("X{s}"));
+    let hr = dir.join("HR");
+    match (lr.is_dir() && !want_hr, hr.is_dir()) {
+        (true, _) => Some((lr, false)),
+        (false, true) => Some((hr, true)),
+        (false, false) => None,
+    }
+}
+
+/// Phase 2's image folders at scale `s` and whether they hold HR images: the
+/// --phase2-data folders (those in the benchmark layout replaced by their images, as
+/// --calib is), else the calibration folder.
+fn phase2_folders(o: &CalibOptions, s: usize) -> Result<(Vec<PathBuf>, bool)> {
+    let p = &o.phase2;
+    if p.phase2_data.is_empty() {
+        return Ok((vec![o.calib.clone()], o.calib_hr));
+    }
+    let folders: Vec<(PathBuf, bool)> = p.phase2_data.iter().map(|d| benchmark_images(d, s, p.phase2_hr).unwrap_or((d.clone(), p.phase2_hr))).collect();
+    if let (Some(lr), Some(hr)) = (folders.iter().find(|f| !f.1), folders.iter().find(|f| f.1)) {
+        bail!(
+            "--phase2-data: {} holds LR images but {} HR images; give folders of one kind (with --phase2-hr, folders in the benchmark layout give their HR images)",
+            lr.0.display(),
+            hr.0.display()
+        );
+    }
+    let hr = folders[0].1;
+    for ((dir, _), given) in folders.iter().zip(&p.phase2_data) {
+        if dir != given {
+            eprintln!("phase 2 images: {} ({})", dir.display(), if hr { "HR, made LR" } else { "LR" });
+        }
+    }
+    Ok((folders.into_iter().map(|f| f.0).collect(), hr))
 }
 
 /// The saved phase 2 state at `path`, if it was made with the same checkpoint, bits,

@@ -227,6 +227,38 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
     assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(), "the pipe is still a pipe");
 }
 
+/// A folder with an image truncated after its header: the other images are upscaled and
+/// the run fails naming it. Upscaling a folder into itself again leaves out the first
+/// run's outputs (it does not upscale them, nor refuse to overwrite them).
+#[test]
+fn upscale_keeps_going_past_a_bad_image_and_reruns_into_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    let noise = RgbU8 { width: 16, height: 16, data: (0..16 * 16 * 3).map(|i| (i * 97 % 251) as u8).collect() };
+    save_png(&noise, photos.join("a.png")).unwrap();
+    save_png(&noise, photos.join("b.png")).unwrap();
+    let bytes = std::fs::read(photos.join("b.png")).unwrap();
+    std::fs::write(photos.join("b.png"), &bytes[..bytes.len() / 2]).unwrap();
+    let o = swinq(&["upscale", "--weights", &standin(), s(&photos), "-o", s(&photos)]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("failed:") && err.contains("1 of 2 images failed") && err.contains("b.png"), "{err}");
+    assert_eq!(err.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "one error line: {err}");
+    let made = photos.join("a_x2.png");
+    assert_eq!(load_rgb_u8(&made).unwrap().width, 32, "a.png is upscaled despite b.png");
+    std::fs::remove_file(photos.join("b.png")).unwrap();
+    std::fs::remove_file(&made).unwrap();
+    for run in 0..2 {
+        let o = swinq(&["upscale", "--weights", &standin(), s(&photos), "-o", s(&photos)]);
+        assert!(o.status.success(), "run {run}: {}", stderr(&o));
+        assert_eq!(stderr(&o).contains("left out 1 image"), run == 1, "{}", stderr(&o));
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&photos).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["a.png", "a_x2.png"]);
+}
+
 /// A benchmark set at `root` with one HR image of `hr` (w, h) and its x2 LR image of `lr`.
 fn set_of(root: &Path, hr: (usize, usize), lr: (usize, usize)) -> PathBuf {
     std::fs::create_dir_all(root.join("HR")).unwrap();
@@ -324,6 +356,17 @@ fn calibrate_with_phase2_records_its_settings() {
     assert_eq!(file.settings["phase2_iters"], "2");
     assert_eq!(file.settings["phase2_batch"], "1");
     assert_eq!(file.settings["calib_hr"], "true");
+    // --phase2-data in the benchmark layout stands for its LR images (HR with --phase2-hr),
+    // as --calib does; folders of both kinds are refused.
+    let set5 = shared().join("datasets/Set5");
+    let o = swinq(&[&args[..], &["--phase2-iters", "1", "--batch", "1", "--patch", "16", "--phase2-data", s(&set5), "-o", s(&q)]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("phase 2 images: {} (LR)", set5.join("LR_bicubic/X2").display())), "{}", stderr(&o));
+    let hr_only = dir.path().join("HrOnly");
+    std::fs::create_dir_all(hr_only.join("HR")).unwrap();
+    std::fs::copy(set5.join("HR/baby.png"), hr_only.join("HR/baby.png")).unwrap();
+    let o = swinq(&[&args[..], &["--phase2-iters", "1", "--phase2-data", s(&set5), "--phase2-data", s(&hr_only), "-o", s(&q)]].concat());
+    assert!(!o.status.success() && stderr(&o).contains("give folders of one kind"), "{}", stderr(&o));
     // A batch above the storage-binding limit is refused, naming the largest that fits.
     let o = swinq(&[&args[..], &["--phase2-iters", "1", "--batch", "100000", "-o", s(&q)]].concat());
     assert!(!o.status.success() && stderr(&o).contains("the largest batch that fits is"), "{}", stderr(&o));

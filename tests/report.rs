@@ -317,6 +317,9 @@ fn cli_report_end_to_end_on_a_tiny_set() {
     assert!(log.contains("FP32 Tiny: stored in") && log.contains("fixed W8A8 Tiny: stored in"), "{log}");
     assert!(again.contains(&md.lines().find(|l| l.starts_with("| FP32")).unwrap().to_string()), "{again}");
     assert!(out.join("scores/FP32__Tiny.json").is_file() && out.join("scores/fixed_W8A8__Tiny.json").is_file());
+    // The first run's `bird` figures, which this run does not make, are gone.
+    assert!(log.contains("removed 2 comparison figures"), "{log}");
+    assert!(out.join("comparisons/Tiny_head.png").is_file() && !out.join("comparisons/Tiny_bird.png").exists() && !out.join("comparisons/Tiny_bird_2.png").exists());
     let (log, _) = run(&["--max-images", "1", "--recompute"]);
     assert!(!log.contains("stored in"), "{log}");
     let (log, _) = run(&[]);

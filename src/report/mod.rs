@@ -554,6 +554,7 @@ fn evaluate_model(up: &mut Upscaler, model: usize, label: &str, plan: &mut Plan,
 
 /// Writes the figures and the two documents; returns the report.
 fn finish(settings: Settings, models: Vec<ModelEntry>, plan: &Plan) -> Result<Report> {
+    let earlier = earlier_comparisons(&plan.out);
     let mut report = Report {
         settings,
         datasets: plan.datasets.iter().map(|d| d.name.clone()).collect(),
@@ -598,7 +599,27 @@ fn finish(settings: Settings, models: Vec<ModelEntry>, plan: &Plan) -> Result<Re
     write_plot(&report, &plan.out)?;
     write_atomic(plan.out.join("report.json"), render_json(&report)?.as_bytes())?;
     write_atomic(plan.out.join("report.md"), render_markdown(&report).as_bytes())?;
+    remove_stale(&plan.out, earlier, &report);
     Ok(report)
+}
+
+/// The comparison figures that the report already in `dir` (its report.json) lists.
+fn earlier_comparisons(dir: &Path) -> Vec<String> {
+    let Some(json) = std::fs::read(dir.join("report.json")).ok().and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()) else {
+        return vec![];
+    };
+    let is_figure = |f: &&str| f.strip_prefix("comparisons/").is_some_and(|name| name.ends_with(".png") && !name.contains(['/', '\\']) && !name.starts_with('.'));
+    json["comparisons"].as_array().into_iter().flatten().filter_map(|c| c["file"].as_str()).filter(is_figure).map(String::from).collect()
+}
+
+/// Removes the `earlier` report's comparison figures that `report` does not make
+/// again, so that the folder holds this report's figures only.
+fn remove_stale(dir: &Path, earlier: Vec<String>, report: &Report) {
+    let stale: Vec<String> = earlier.into_iter().filter(|f| !report.comparisons.iter().any(|c| c.file == *f)).collect();
+    let removed = stale.iter().filter(|f| std::fs::remove_file(dir.join(f)).is_ok()).count();
+    if removed > 0 {
+        eprintln!("removed {} of the earlier report in {} that this one does not make", crate::progress::count(removed, "comparison figure", "comparison figures"), dir.display());
+    }
 }
 
 /// This process's command line, shell-quoted where needed.
