@@ -34,23 +34,23 @@ impl Pair {
     /// precision), checked to be a ×`s` pair that can be scored. The HR file is decoded
     /// once, also when the LR is made from it.
     pub fn load_hr_lr(&self, s: usize) -> Result<(RgbU8, RgbImage)> {
-        let hr = load_rgb_u8(&self.hr)?;
-        let lr = match &self.lr {
-            LrSource::File(path) => load_rgb(path)?,
-            &LrSource::FromHr(by) => downscale_checked(&hr, &self.hr, by)?.to_f32(),
-        };
-        self.check_sizes(&hr, (lr.width, lr.height), s)?;
-        Ok((hr, lr))
+        self.load_pair(s, |path| load_rgb(path), |lr| lr.to_f32(), |lr| (lr.width, lr.height))
     }
 
     /// [`Pair::load_hr_lr`] with the LR image as 8-bit RGB.
     pub fn load_hr_lr_u8(&self, s: usize) -> Result<(RgbU8, RgbU8)> {
+        self.load_pair(s, |path| load_rgb_u8(path), |lr| lr, |lr| (lr.width, lr.height))
+    }
+
+    /// The HR image and the LR image: from its file by `load`, or made from the HR image
+    /// and converted by `made`; `size` gives its width and height.
+    fn load_pair<L>(&self, s: usize, load: fn(&Path) -> Result<L>, made: fn(RgbU8) -> L, size: fn(&L) -> (usize, usize)) -> Result<(RgbU8, L)> {
         let hr = load_rgb_u8(&self.hr)?;
         let lr = match &self.lr {
-            LrSource::File(path) => load_rgb_u8(path)?,
-            &LrSource::FromHr(by) => downscale_checked(&hr, &self.hr, by)?,
+            LrSource::File(path) => load(path)?,
+            &LrSource::FromHr(by) => made(downscale_checked(&hr, &self.hr, by)?),
         };
-        self.check_sizes(&hr, (lr.width, lr.height), s)?;
+        self.check_sizes(&hr, size(&lr), s)?;
         Ok((hr, lr))
     }
 
