@@ -4,6 +4,7 @@ pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod gpu;
+pub mod interrupt;
 pub mod model;
 pub mod progress;
 pub mod quant;

@@ -219,6 +219,7 @@ struct Phase2Args {
     phase2_hr: bool,
     /// Save phase 2's state (parameters, Adam moments, iteration) every N iterations
     /// to OUTPUT with the extension .dqc-state.safetensors (removed when phase 2 ends).
+    /// Ctrl-C stops phase 2 after the current iteration and saves the state too.
     #[arg(long, default_value_t = 100)]
     checkpoint_every: usize,
     /// Continue an interrupted phase 2 from that state file (same checkpoint, bits,
@@ -289,8 +290,13 @@ impl ModelArgs {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    match swinq::interrupt::install().and_then(|()| run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<swinq::interrupt::Interrupted>() => {
+            eprintln!("{e:#}");
+            ExitCode::from(swinq::interrupt::EXIT_STATUS)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -830,6 +836,7 @@ fn run_phase2(
     (resume, checkpoint): (Option<&DqcState>, Checkpointing<'_>),
     settings: &mut BTreeMap<String, String>,
 ) -> Result<Vec<swinq::quant::QParams>> {
+    let _first_ctrl_c_stops_after_an_iteration = swinq::interrupt::graceful();
     let start = std::time::Instant::now();
     let quant = QuantModel::new(ctx, model, bits, &params);
     eprintln!(
@@ -843,9 +850,9 @@ fn run_phase2(
         if dqc.train_bias { "trained" } else { "fixed" },
         dqc::memory_bytes(&model.config, dqc.batch, dqc.patch) as f64 / (1 << 20) as f64,
         if checkpoint.every < dqc.iters {
-            format!("state saved every {} iterations to {}", checkpoint.every, checkpoint.path.display())
+            format!("state saved every {} iterations and at Ctrl-C to {}", checkpoint.every, checkpoint.path.display())
         } else {
-            format!("no state saved (--checkpoint-every {} ≥ the iterations)", checkpoint.every)
+            format!("state saved at Ctrl-C only (--checkpoint-every {} ≥ the iterations)", checkpoint.every)
         }
     );
     if ctx.info.device_type == wgpu::DeviceType::Cpu {

@@ -259,6 +259,44 @@ fn upscale_keeps_going_past_a_bad_image_and_reruns_into_its_folder() {
     assert_eq!(names, ["a.png", "a_x2.png"]);
 }
 
+/// Ctrl-C during phase 2 stops it after the current iteration with its state saved
+/// (exit status 130), and --resume then finishes the run.
+#[test]
+fn ctrl_c_in_phase2_saves_the_state_for_resume() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q.safetensors");
+    let calib = shared().join("datasets/calib/LR_bicubic/X2");
+    let args = [
+        "calibrate", "--weights", &standin(), "--calib", s(&calib), "--bits", "4", "--method", "minmax", "--patches", "1",
+        "--phase2-iters", "4", "--batch", "1", "--patch", "16", "-o", s(&q),
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_swinq"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines().map(Result::unwrap);
+    let mut log: Vec<String> = lines.by_ref().take_while(|l| !l.starts_with("phase 2 (DQC)")).collect();
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    log.extend(lines);
+    let log = log.join("\n");
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{log}");
+    // (Iteration 1 on lavapipe: the first one takes seconds there.)
+    assert!(log.contains("interrupted after DQC iteration ") && log.contains(" of 4; its state is saved in") && log.contains("--resume continues"), "{log}");
+    assert!(!q.exists(), "no model file from an interrupted run");
+    let state = dir.path().join("q.dqc-state.safetensors");
+    assert!(state.is_file(), "{log}");
+    let o = swinq(&[&args[..], &["--resume"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming phase 2 at iteration "), "{}", stderr(&o));
+    assert!(q.is_file() && !state.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".swinq")).collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+}
+
 /// A benchmark set at `root` with one HR image of `hr` (w, h) and its x2 LR image of `lr`.
 fn set_of(root: &Path, hr: (usize, usize), lr: (usize, usize)) -> PathBuf {
     std::fs::create_dir_all(root.join("HR")).unwrap();

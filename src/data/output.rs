@@ -107,6 +107,7 @@ pub(crate) fn persist_atomic(
         .tempfile_in(output_folder(&target))
         // (the kind alone: the error's text names the temporary file, not `path`)
         .map_err(|e| fail("cannot create file", &e.kind()))?;
+    let _removed_at_ctrl_c = crate::interrupt::track_temp(tmp.path());
     {
         let mut w = BufWriter::new(tmp.as_file());
         write(&mut w).map_err(|e| anyhow!("{}: {e:#}", path.display()))?;

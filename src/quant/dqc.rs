@@ -11,6 +11,7 @@ use bytemuck::{Pod, Zeroable};
 use super::calib::PatchSampler;
 use super::student::StudentGrad;
 use crate::gpu::profiler::Profiler;
+use crate::interrupt::Interrupted;
 use crate::gpu::{grid_1d, run_now, Const, Dispatch, GpuBuffer, GpuContext, Shader};
 use crate::model::graph::{fits_exactly, Capture, GpuModel, Mode, Plan, QuantModel};
 use crate::model::checkpoint::{load_state_dict, read_safetensors_metadata, save_safetensors};
@@ -274,10 +275,15 @@ pub fn train(
         let losses = Losses { l1, feature, total };
         progress(it, losses);
         history.push(losses);
-        if let Some(c) = checkpoint.as_mut().filter(|c| (it + 1) % c.every == 0 && it + 1 < o.iters) {
+        let stop = crate::interrupt::stop_requested() && it + 1 < o.iters;
+        if let Some(c) = checkpoint.as_mut().filter(|c| ((it + 1) % c.every == 0 || stop) && it + 1 < o.iters) {
             c.file.params = quant.read_params(ctx);
             let state = DqcState { file: c.file.clone(), moments: [adam.m1.read(ctx), adam.m2.read(ctx)], next_iter: it + 1 };
             state.save(c.cfg, c.path)?;
+        }
+        if stop {
+            let saved = checkpoint.as_ref().map_or(String::new(), |c| format!("; its state is saved in {}: the same command with --resume continues", c.path.display()));
+            return Err(Interrupted(format!("interrupted after DQC iteration {} of {}{saved}", it + 1, o.iters)).into());
         }
     }
     // The integer weights follow the trained parameters once, at the end.

@@ -1,0 +1,83 @@
+//! Ctrl-C. While a phase 2 runs (`graceful`), the first Ctrl-C asks it to stop after
+//! the current iteration with its state saved, so that `--resume` loses nothing;
+//! otherwise, or at a second Ctrl-C, the process ends at once (exit status 130).
+//! Either way the temporary files of writes in progress are removed first: an
+//! interrupted command leaves no `.swinq-*.tmp` file behind.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+
+/// The exit status of a process ended by Ctrl-C (128 + SIGINT), as shells report it.
+pub const EXIT_STATUS: u8 = 130;
+
+static GRACEFUL: AtomicBool = AtomicBool::new(false);
+static STOP: AtomicBool = AtomicBool::new(false);
+static TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Installs the Ctrl-C handler (once per process).
+pub fn install() -> Result<()> {
+    ctrlc::set_handler(on_ctrl_c).context("cannot install the Ctrl-C handler")
+}
+
+fn on_ctrl_c() {
+    if GRACEFUL.load(Ordering::SeqCst) && !STOP.swap(true, Ordering::SeqCst) {
+        eprintln!("\nCtrl-C: stopping after this iteration, with its state saved (Ctrl-C again quits now)");
+        return;
+    }
+    // A write that finishes meanwhile has renamed its file away: removing fails harmlessly.
+    for path in TEMPS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let _ = std::fs::remove_file(path);
+    }
+    std::process::exit(EXIT_STATUS.into());
+}
+
+/// Whether a graceful stop was asked for.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// While the returned guard lives, the first Ctrl-C only asks for a stop.
+pub fn graceful() -> Graceful {
+    GRACEFUL.store(true, Ordering::SeqCst);
+    Graceful
+}
+
+pub struct Graceful;
+
+impl Drop for Graceful {
+    fn drop(&mut self) {
+        GRACEFUL.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Registers the temporary file `path` for removal at Ctrl-C while the guard lives.
+pub(crate) fn track_temp(path: &Path) -> TempFile {
+    TEMPS.lock().unwrap_or_else(|e| e.into_inner()).push(path.to_path_buf());
+    TempFile(path.to_path_buf())
+}
+
+pub(crate) struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let mut temps = TEMPS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = temps.iter().position(|p| *p == self.0) {
+            temps.swap_remove(i);
+        }
+    }
+}
+
+/// The error a command returns when it stopped at a Ctrl-C (exit status 130).
+#[derive(Debug)]
+pub struct Interrupted(pub String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
