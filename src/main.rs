@@ -644,15 +644,16 @@ fn run_calibrate((source, gpu): (&WeightsArg, &GpuArg), scale: Option<usize>, o:
     if resume.is_none() && iters > 0 && state_path.exists() {
         eprintln!("note: {} holds an interrupted phase 2; this run starts afresh and replaces it (--resume would continue it)", state_path.display());
     }
-    // Check phase 2's inputs before phase 1 runs. A resumed run draws other patches
-    // than an uninterrupted one would (the sampler restarts from seed + iteration).
-    let skip = resume.as_ref().map_or(0, |r| r.next_iter) as u64;
+    // Check phase 2's inputs before phase 1 runs. A resumed run skips the batches of the
+    // iterations done, so that it trains on those an uninterrupted run would.
     let mut sampler = match iters {
         0 => None,
         _ => {
             let (folders, hr) = phase2_folders(o, s)?;
             let data: Vec<&Path> = folders.iter().map(PathBuf::as_path).collect();
-            Some(PatchSampler::new(&data, hr.then_some(s), dqc.patch, dqc.seed + skip, weights.config.window)?)
+            let mut sampler = PatchSampler::new(&data, hr.then_some(s), dqc.patch, dqc.seed, weights.config.window)?;
+            sampler.skip_batches(resume.as_ref().map_or(0, |r| r.next_iter), dqc.batch);
+            Some(sampler)
         }
     };
     let ctx = gpu.context()?;
@@ -663,7 +664,7 @@ fn run_calibrate((source, gpu): (&WeightsArg, &GpuArg), scale: Option<usize>, o:
     let gpu_model = swinq::model::graph::GpuModel::upload(&ctx, &weights);
     let mut params = match &resume {
         Some(state) => {
-            eprintln!("resuming phase 2 at iteration {} of {iters} from {}", state.next_iter, state_path.display());
+            eprintln!("resuming phase 2 after iteration {} of {iters} from {}", state.next_iter, state_path.display());
             state.file.params.clone()
         }
         None => {
@@ -895,10 +896,15 @@ fn run_phase2(
     let tenth = (losses.len() / 10).max(1);
     let mean = |ls: &[dqc::Losses]| ls.iter().map(|l| l.total).sum::<f64>() / ls.len() as f64;
     let (first, last) = (mean(&losses[..tenth]), mean(&losses[losses.len() - tenth..]));
-    eprintln!("phase 2 done in {:.1} s: mean loss of the first and last {} {first:.5} → {last:.5}", start.elapsed().as_secs_f64(), progress::count(tenth, "iteration", "iterations"));
+    let resumed = if first_iter > 0 { " (with the run before --resume)" } else { "" };
+    eprintln!(
+        "phase 2 done in {:.1} s{resumed}: mean loss of the first and last {} {first:.5} → {last:.5}",
+        trained.seconds,
+        progress::count(tenth, "iteration", "iterations")
+    );
     settings.insert("phase2_loss_first".into(), format!("{first:.6}"));
     settings.insert("phase2_loss_last".into(), format!("{last:.6}"));
-    settings.insert("phase2_seconds".into(), format!("{:.1}", start.elapsed().as_secs_f64()));
+    settings.insert("phase2_seconds".into(), format!("{:.1}", trained.seconds));
     Ok(quant.read_params(ctx))
 }
 

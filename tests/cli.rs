@@ -291,8 +291,16 @@ fn ctrl_c_in_phase2_saves_the_state_for_resume() {
     assert!(state.is_file(), "{log}");
     let o = swinq(&[&args[..], &["--resume"]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("resuming phase 2 at iteration "), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming phase 2 after iteration "), "{}", stderr(&o));
     assert!(q.is_file() && !state.exists());
+    // The same as an uninterrupted run: the resumed iterations saw the same batches.
+    let whole = dir.path().join("whole.safetensors");
+    let o = swinq(&[&args[..args.len() - 1], &[s(&whole)]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg = swinq::model::SwinConfig::light(2);
+    let (resumed, uninterrupted) = (swinq::quant::file::QuantFile::load(&q, &cfg).unwrap(), swinq::quant::file::QuantFile::load(&whole, &cfg).unwrap());
+    assert_eq!(resumed.params, uninterrupted.params);
+    assert_eq!(resumed.settings["phase2_loss_first"], uninterrupted.settings["phase2_loss_first"]);
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".swinq")).collect();
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 }

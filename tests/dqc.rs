@@ -211,9 +211,18 @@ fn dqc_state_saves_and_resumes() {
     let state = DqcState::load(&model.config, &path).expect("state");
     assert_eq!(state.next_iter, 2, "the last state saved is before the last iteration");
     assert!(state.moments[1].iter().any(|&v| v > 0.0), "Adam's second moments are saved");
+    assert_eq!(state.losses.len(), 2);
+    assert!(state.losses.iter().zip(&trained.losses).all(|(a, b)| (a.total - b.total).abs() <= 1e-6 * b.total), "the losses so far are saved");
+    // Resumed with a fresh sampler that skips the batches done, the run ends where the
+    // uninterrupted one did.
     let resumed = QuantModel::new(ctx, &model, 4, &state.file.params);
-    let history = train(ctx, &model, &resumed, &mut sampler, &opts, (Some(&state), None), |_, _| {}).expect("resumed DQC").losses;
-    assert_eq!(history.len(), 1, "one iteration left");
+    let mut fresh = PatchSampler::new(&[data.as_path()], None, 16, 0, 4).expect("sampler");
+    fresh.skip_batches(state.next_iter, opts.batch);
+    let again = train(ctx, &model, &resumed, &mut fresh, &opts, (Some(&state), None), |_, _| {}).expect("resumed DQC");
+    assert_eq!(again.losses.len(), 3, "the history includes the iterations before the resume");
+    assert_eq!(again.losses[2].total, trained.losses[2].total, "the last iteration saw the same batch");
+    assert_eq!(resumed.read_params(ctx), quant.read_params(ctx), "the same parameters as the uninterrupted run");
+    assert!(again.seconds >= state.seconds);
 }
 
 /// Training patches from HR images: LR made with the MATLAB-exact bicubic, which

@@ -121,17 +121,32 @@ impl PatchSampler {
         p
     }
 
+    /// Moves on past `batches` batches of `n` patches, as if they had been drawn: a
+    /// resumed phase 2 then trains on the batches an uninterrupted one would.
+    pub fn skip_batches(&mut self, batches: usize, n: usize) {
+        for _ in 0..batches * n {
+            self.next_patch();
+        }
+    }
+
     fn draw(&mut self, n: usize) -> Patches {
         let size = self.size;
         let mut data = Vec::with_capacity(n * 3 * size * size);
         for _ in 0..n {
-            let img = &self.images[self.rng.random_range(0..self.images.len())];
-            let (x0, y0) = (self.rng.random_range(0..=img.width - size), self.rng.random_range(0..=img.height - size));
+            let (i, x0, y0, which) = self.next_patch();
             let mut patch = Vec::with_capacity(3 * size * size);
-            crop(img, x0, y0, size, &mut patch);
-            data.extend(dihedral(&patch, size, self.rng.random_range(0..8)));
+            crop(&self.images[i], x0, y0, size, &mut patch);
+            data.extend(dihedral(&patch, size, which));
         }
         Patches { n, size, data }
+    }
+
+    /// The next patch: its image, corner and symmetry (see [`dihedral`]).
+    fn next_patch(&mut self) -> (usize, usize, usize, u32) {
+        let i = self.rng.random_range(0..self.images.len());
+        let img = &self.images[i];
+        let (x0, y0) = (self.rng.random_range(0..=img.width - self.size), self.rng.random_range(0..=img.height - self.size));
+        (i, x0, y0, self.rng.random_range(0..8))
     }
 }
 

@@ -170,6 +170,9 @@ pub struct DqcState {
     pub file: QuantFile,
     pub moments: [Vec<f32>; 2],
     pub next_iter: usize,
+    /// The losses of the iterations done, and the seconds they took.
+    pub losses: Vec<Losses>,
+    pub seconds: f64,
 }
 
 const STATE_FORMAT: &str = "swinq-dqc-state-1";
@@ -186,7 +189,10 @@ impl DqcState {
         for (name, m) in ["adam.m1", "adam.m2"].iter().zip(&self.moments) {
             sd.insert(name.to_string(), Tensor::f32(vec![m.len()], m.clone()));
         }
-        save_safetensors(&sd, &self.file.metadata(cfg, STATE_FORMAT, ("next_iter", self.next_iter.to_string())), path)
+        let losses = self.losses.iter().flat_map(|l| [l.l1, l.feature, l.total].map(|v| v as f32)).collect();
+        sd.insert("losses".into(), Tensor::f32(vec![self.losses.len(), 3], losses));
+        let own = [("next_iter", self.next_iter.to_string()), ("seconds", format!("{:.1}", self.seconds))];
+        save_safetensors(&sd, &self.file.metadata(cfg, STATE_FORMAT, &own), path)
     }
 
     pub fn load(cfg: &SwinConfig, path: &Path) -> Result<Self> {
@@ -195,7 +201,7 @@ impl DqcState {
             bail!("{}: not a swinq phase 2 state", path.display());
         }
         let sd = load_state_dict(path)?;
-        let file = QuantFile::from_parts(path, &meta, &sd, cfg, "", "next_iter")?;
+        let file = QuantFile::from_parts(path, &meta, &sd, cfg, "", &["next_iter", "seconds"])?;
         let rows = 4 * file.params.len();
         let moment = |name: &str| -> Result<Vec<f32>> {
             let m = sd.get(name).and_then(|t| t.as_f32()).with_context(|| format!("{}: `{name}` missing", path.display()))?;
@@ -205,7 +211,11 @@ impl DqcState {
             Ok(m.to_vec())
         };
         let next_iter = meta.get("next_iter").and_then(|v| v.parse().ok()).with_context(|| format!("{}: `next_iter` missing", path.display()))?;
-        Ok(Self { moments: [moment("adam.m1")?, moment("adam.m2")?], file, next_iter })
+        // (States saved by earlier builds lack the losses and the time: none, 0 s.)
+        let losses = sd.get("losses").and_then(|t| t.as_f32()).unwrap_or_default();
+        let losses = losses.chunks_exact(3).map(|l| Losses { l1: l[0].into(), feature: l[1].into(), total: l[2].into() }).collect();
+        let seconds = meta.get("seconds").and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        Ok(Self { moments: [moment("adam.m1")?, moment("adam.m2")?], file, next_iter, losses, seconds })
     }
 }
 
@@ -223,13 +233,17 @@ pub type IterationProfile = Vec<(&'static str, BTreeMap<&'static str, f64>)>;
 
 /// What `train` returns: every iteration's losses and, when asked, one iteration's profile.
 pub struct Trained {
+    /// Every iteration's losses, those before a resume included.
     pub losses: Vec<Losses>,
     pub profile: Option<IterationProfile>,
+    /// The seconds phase 2 took, those before a resume included.
+    pub seconds: f64,
 }
 
 /// Runs DQC: trains `quant`'s parameters in place against the float `model` on
 /// batches from `sampler`, from iteration 0 or from `resume` (whose parameters
-/// `quant` must already hold); `progress` sees each iteration's losses.
+/// `quant` must already hold, and whose batches `sampler` must have skipped);
+/// `progress` sees each iteration's losses.
 pub fn train(
     ctx: &GpuContext,
     model: &GpuModel,
@@ -248,8 +262,10 @@ pub fn train(
         Some(state) => Adam::resumed(ctx, rows, o.train_bias, &state.moments),
         None => Adam::new(ctx, rows, o.train_bias),
     };
+    let started = std::time::Instant::now();
+    let seconds = |resume: Option<&DqcState>| resume.map_or(0.0, |s| s.seconds) + started.elapsed().as_secs_f64();
     let start = resume.map_or(0, |s| s.next_iter);
-    let mut history = Vec::with_capacity(o.iters);
+    let mut history = resume.map_or_else(Vec::new, |s| s.losses.clone());
     let mut profile = None;
     for it in start..o.iters {
         let batch = sampler.batch(o.batch);
@@ -278,7 +294,8 @@ pub fn train(
         let stop = crate::interrupt::stop_requested() && it + 1 < o.iters;
         if let Some(c) = checkpoint.as_mut().filter(|c| ((it + 1) % c.every == 0 || stop) && it + 1 < o.iters) {
             c.file.params = quant.read_params(ctx);
-            let state = DqcState { file: c.file.clone(), moments: [adam.m1.read(ctx), adam.m2.read(ctx)], next_iter: it + 1 };
+            let (moments, losses) = ([adam.m1.read(ctx), adam.m2.read(ctx)], history.clone());
+            let state = DqcState { file: c.file.clone(), moments, next_iter: it + 1, losses, seconds: seconds(resume) };
             state.save(c.cfg, c.path)?;
         }
         if stop {
@@ -288,5 +305,5 @@ pub fn train(
     }
     // The integer weights follow the trained parameters once, at the end.
     quant.requantize_weights(ctx, model);
-    Ok(Trained { losses: history, profile })
+    Ok(Trained { losses: history, profile, seconds: seconds(resume) })
 }

@@ -115,7 +115,7 @@ pub fn export(weights: &SwinWeights, q: &QuantFile, path: &Path) -> Result<Expor
         }
     }
     let codes = format!("{}-bit codes, a little-endian bit stream per row", q.bits);
-    save_safetensors(&sd, &q.metadata(cfg, FORMAT, ("codes", codes)), path)?;
+    save_safetensors(&sd, &q.metadata(cfg, FORMAT, &[("codes", codes)]), path)?;
     let file = std::fs::metadata(path).with_context(|| path.display().to_string())?.len();
     Ok(ExportSizes { file, codes: codes_bytes, float: file - codes_bytes })
 }
@@ -177,6 +177,6 @@ pub fn load(path: &Path) -> Result<(SwinWeights, QuantFile)> {
         sd.insert(key, Tensor::f32(vec![data.len() / inp, inp], data));
     }
     let weights = SwinWeights::from_state_dict(&sd).with_context(ctx)?;
-    let q = QuantFile::from_parts(path, &meta, &all, &weights.config, QUANT, "codes")?;
+    let q = QuantFile::from_parts(path, &meta, &all, &weights.config, QUANT, &["codes"])?;
     Ok((weights, q))
 }

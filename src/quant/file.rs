@@ -48,13 +48,13 @@ impl QuantFile {
             }
         }
         let weights = if embed.is_some() { "embedded" } else { "referenced" };
-        save_safetensors(&sd, &self.metadata(cfg, FORMAT, ("weights", weights.into())), path)
+        save_safetensors(&sd, &self.metadata(cfg, FORMAT, &[("weights", weights.into())]), path)
     }
 
     /// Reads a quantized file for a model of configuration `cfg`.
     pub fn load(path: &Path, cfg: &SwinConfig) -> Result<Self> {
         let meta = read_quant_metadata(path)?;
-        Self::from_parts(path, &meta, &load_state_dict(path)?, cfg, "", "weights")
+        Self::from_parts(path, &meta, &load_state_dict(path)?, cfg, "", &["weights"])
     }
 
     /// A file saved with its float weights embedded (`--embed-weights`), read whole: those
@@ -72,7 +72,7 @@ impl QuantFile {
         let float: StateDict =
             sd.iter().filter_map(|(k, t)| k.strip_prefix(WEIGHTS_PREFIX).map(|k| (k.to_string(), t.clone()))).collect();
         let weights = SwinWeights::from_state_dict(&float).with_context(ctx)?;
-        let file = Self::from_parts(path, &meta, &sd, &weights.config, "", "weights")?;
+        let file = Self::from_parts(path, &meta, &sd, &weights.config, "", &["weights"])?;
         if file.weights_sha256.as_ref().is_some_and(|h| *h != weights.content_sha256()) {
             bail!("{}: the embedded float weights do not match the SHA-256 recorded with them", path.display());
         }
@@ -101,7 +101,7 @@ impl QuantFile {
 
     /// The metadata of a file in `format`: the settings, what every swinq file records,
     /// and the format's own entry `own`.
-    pub(crate) fn metadata(&self, cfg: &SwinConfig, format: &str, own: (&str, String)) -> BTreeMap<String, String> {
+    pub(crate) fn metadata(&self, cfg: &SwinConfig, format: &str, own: &[(&str, String)]) -> BTreeMap<String, String> {
         let mut meta = self.settings.clone();
         meta.insert("format".into(), format.into());
         meta.insert("bits".into(), self.bits.to_string());
@@ -112,21 +112,21 @@ impl QuantFile {
             meta.insert("weights_sha256".into(), h.clone());
         }
         meta.insert("config".into(), cfg.describe());
-        meta.insert(own.0.into(), own.1);
+        meta.extend(own.iter().map(|(k, v)| (k.to_string(), v.clone())));
         meta
     }
 
     /// The quantization stored in a file (`metadata` and `insert_params` with
     /// `prefix`) for a model of configuration `cfg`; `own` names the format's own
-    /// metadata entry, which is not a setting.
-    pub(crate) fn from_parts(path: &Path, meta: &BTreeMap<String, String>, sd: &StateDict, cfg: &SwinConfig, prefix: &str, own: &str) -> Result<Self> {
+    /// metadata entries, which are not settings.
+    pub(crate) fn from_parts(path: &Path, meta: &BTreeMap<String, String>, sd: &StateDict, cfg: &SwinConfig, prefix: &str, own: &[&str]) -> Result<Self> {
         let ctx = || path.display().to_string();
         let get = |k: &str| -> Result<String> {
             meta.get(k).cloned().with_context(|| format!("{}: metadata `{k}` missing", path.display()))
         };
         let params = all_names(cfg).iter().map(|n| read_params(path, sd, &format!("{prefix}{n}"))).collect::<Result<Vec<_>>>()?;
-        let fixed = ["format", "bits", "method", "scale", "source_sha256", "weights_sha256", "config", own];
-        let settings = meta.iter().filter(|(k, _)| !fixed.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let fixed = ["format", "bits", "method", "scale", "source_sha256", "weights_sha256", "config"];
+        let settings = meta.iter().filter(|(k, _)| !fixed.contains(&k.as_str()) && !own.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
         Ok(Self {
             bits: get("bits")?.parse().with_context(ctx)?,
             method: get("method")?,
