@@ -16,7 +16,7 @@ use swinq::gpu::{adapters_report, AdapterChoice, GpuContext};
 use swinq::model::checkpoint::{load_weights, save_safetensors, sha256_file};
 use swinq::model::graph::{GpuModel, QuantModel};
 use swinq::model::SwinWeights;
-use swinq::quant::calib::{load_patches, PatchMode, PatchSampler};
+use swinq::quant::calib::{load_patches, PatchMode, PatchSampler, PatchSide, PATCH};
 use swinq::quant::dqc::{self, Checkpointing, DqcOptions, DqcState};
 use swinq::quant::export;
 use swinq::quant::file::QuantFile;
@@ -52,10 +52,12 @@ enum Command {
         model: ModelArgs,
         #[command(flatten)]
         quant: QuantArgs,
-        /// Image files or folders of images (PNG, JPEG, BMP, TIFF).
+        /// Image files or folders of images (PNG, JPEG, BMP, TIFF). A folder gives the
+        /// images directly in it, not those of its subfolders nor hidden files.
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
-        /// Output folder, or an output .png file when there is a single input image.
+        /// Output folder (each image becomes <name>_x<s>.png there), or an output .png
+        /// file when there is a single input image.
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -199,9 +201,11 @@ struct Phase2Args {
     /// LR patches per DQC batch.
     #[arg(long, default_value_t = 32)]
     batch: usize,
-    /// Side of the DQC patches (random crops with flips and 90° rotations).
-    #[arg(long, default_value_t = 64)]
-    patch: usize,
+    /// Side of the DQC patches in LR pixels, a multiple of the window (random crops with
+    /// flips and 90° rotations) [default: 64, or the largest multiple of the window that
+    /// every training image allows]
+    #[arg(long)]
+    patch: Option<usize>,
     /// Adam learning rate (cosine decay to 0).
     #[arg(long, default_value_t = 1e-2)]
     lr: f32,
@@ -258,8 +262,9 @@ struct ModelArgs {
     source: WeightsArg,
     #[command(flatten)]
     gpu: GpuArg,
-    /// Process images in overlapping tiles of N LR pixels (a multiple of the window).
-    /// Without it, images run whole, or in the largest tiles that fit the adapter.
+    /// Process images in tiles of N×N LR pixels that overlap by 32: N is a multiple of
+    /// the window above 32 (40, 48, 64, ... for SwinIR-light). Without it, images run
+    /// whole, or in the largest tiles that fit the adapter.
     #[arg(long, value_name = "N")]
     tile: Option<usize>,
 }
@@ -290,6 +295,13 @@ impl ModelArgs {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of stdout or stderr goes away
+    // (`swinq ... 2>&1 | head`); Rust's default makes the next print panic instead.
+    // SAFETY: restores the default action of a signal before any thread starts.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match swinq::interrupt::install().and_then(|()| run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -574,6 +586,10 @@ impl QuantArgs {
 /// A quantized file, checked against the float checkpoint it must belong to.
 fn load_quantized(path: &Path, weights: &SwinWeights, hash: &str) -> Result<QuantFile> {
     let file = QuantFile::load(path, &weights.config)?;
+    let s = weights.config.scale;
+    if file.scale != s {
+        bail!("{}: a ×{} quantized model, but --weights is a ×{s} checkpoint; quantize this one with `swinq calibrate`", path.display(), file.scale);
+    }
     if !file.made_for(hash, weights) {
         bail!(
             "{}: made for the checkpoint with SHA-256 {}, but --weights has {hash}",
@@ -618,44 +634,54 @@ fn run_calibrate((source, gpu): (&WeightsArg, &GpuArg), scale: Option<usize>, o:
     let (weights, hash) = source.load_with_hash(&weights_path)?;
     let s = check_scale(&weights, scale)?;
     let o = &calib_folder(o, s);
-    let patches = load_patches(&o.calib, o.calib_hr.then_some(s), o.patches, 64, mode, o.seed, weights.config.window)?;
+    let window = weights.config.window;
+    let patches = load_patches(&o.calib, o.calib_hr.then_some(s), o.patches, PatchSide::AtMost(PATCH), mode, o.seed, window)?;
+    if patches.size < PATCH {
+        eprintln!("note: the calibration images (LR) allow patches of at most {0}×{0}; phase 1 uses {0}×{0} instead of {PATCH}×{PATCH}", patches.size);
+    }
     let full_method = matches!(o.method.as_str(), "2dquant" | "2dquant+");
     let iters = o.phase2.phase2_iters.unwrap_or(if full_method { DqcOptions::default().iters } else { 0 });
+    if iters == 0 && (!o.phase2.phase2_data.is_empty() || o.phase2.phase2_profile) {
+        eprintln!("note: --phase2-data and --phase2-profile are not used: no phase 2 (--phase2-iters 0)");
+    }
+    // Phase 2's images are read before phase 1 runs, so that they are checked first.
+    let mut sampler = match iters {
+        0 => None,
+        _ => {
+            let (folders, hr) = phase2_folders(o, s)?;
+            let data: Vec<&Path> = folders.iter().map(PathBuf::as_path).collect();
+            let side = o.phase2.patch.map_or(PatchSide::AtMost(PATCH), PatchSide::Exact);
+            Some(PatchSampler::new(&data, hr.then_some(s), side, o.seed, window)?)
+        }
+    };
     let dqc = DqcOptions {
         iters,
         batch: o.phase2.batch,
-        patch: o.phase2.patch,
+        patch: sampler.as_ref().map_or(PATCH, PatchSampler::size),
         lr: o.phase2.lr,
         lambda: o.phase2.lambda,
         seed: o.seed,
         train_bias: method.bias,
         profile: o.phase2.phase2_profile,
     };
-    let mut settings = calib_settings(o, &dqc);
+    if o.phase2.patch.is_none() && dqc.patch < PATCH && iters > 0 {
+        eprintln!("note: the training images (LR) allow patches of at most {0}×{0}; phase 2 uses {0}×{0} instead of {PATCH}×{PATCH}", dqc.patch);
+    }
+    let mut settings = calib_settings(o, patches.size, &dqc);
     let state_path = DqcState::path_for(output);
     let resume = match o.phase2.resume {
         true if iters == 0 => bail!("--resume continues a phase 2; give --phase2-iters"),
         true => Some(resumable_state(&weights, &state_path, o.bits, &method.name(), &hash, &settings)?),
         false => None,
     };
-    if iters == 0 && (!o.phase2.phase2_data.is_empty() || o.phase2.phase2_profile) {
-        eprintln!("note: --phase2-data and --phase2-profile are not used: no phase 2 (--phase2-iters 0)");
-    }
     if resume.is_none() && iters > 0 && state_path.exists() {
         eprintln!("note: {} holds an interrupted phase 2; this run starts afresh and replaces it (--resume would continue it)", state_path.display());
     }
-    // Check phase 2's inputs before phase 1 runs. A resumed run skips the batches of the
-    // iterations done, so that it trains on those an uninterrupted run would.
-    let mut sampler = match iters {
-        0 => None,
-        _ => {
-            let (folders, hr) = phase2_folders(o, s)?;
-            let data: Vec<&Path> = folders.iter().map(PathBuf::as_path).collect();
-            let mut sampler = PatchSampler::new(&data, hr.then_some(s), dqc.patch, dqc.seed, weights.config.window)?;
-            sampler.skip_batches(resume.as_ref().map_or(0, |r| r.next_iter), dqc.batch);
-            Some(sampler)
-        }
-    };
+    // A resumed run skips the batches of the iterations done, so that it trains on
+    // those an uninterrupted run would.
+    if let (Some(sampler), Some(state)) = (sampler.as_mut(), resume.as_ref()) {
+        sampler.skip_batches(state.next_iter, dqc.batch);
+    }
     let ctx = gpu.context()?;
     if iters > 0 {
         dqc::check_batch(&ctx, &weights.config, &dqc)?;
@@ -668,7 +694,8 @@ fn run_calibrate((source, gpu): (&WeightsArg, &GpuArg), scale: Option<usize>, o:
             state.file.params.clone()
         }
         None => {
-            eprintln!("phase 1: {} W{}A{} on {} of 64×64 ({}) on {}", method.name(), o.bits, o.bits, progress::count(o.patches, "patch", "patches"), o.patch_mode, ctx.describe());
+            let (name, bits, what, side) = (method.name(), o.bits, progress::count(o.patches, "patch", "patches"), patches.size);
+            eprintln!("phase 1: {name} W{bits}A{bits} on {what} of {side}×{side} ({}) on {}", o.patch_mode, ctx.describe());
             let bar = progress::percent_bar("phase 1: calibration forward and bound search");
             // Without a terminal (no bar drawn) a line every half minute shows progress in logs.
             let mut logged = std::time::Instant::now();
@@ -721,14 +748,15 @@ fn check_phase2_args(p: &Phase2Args) -> Result<()> {
     Ok(())
 }
 
-/// The settings stored in a quantized file (and checked on --resume).
-fn calib_settings(o: &CalibOptions, dqc: &DqcOptions) -> BTreeMap<String, String> {
+/// The settings stored in a quantized file (and checked on --resume); phase 1's
+/// patches are `patch`×`patch`.
+fn calib_settings(o: &CalibOptions, patch: usize, dqc: &DqcOptions) -> BTreeMap<String, String> {
     let mut settings: BTreeMap<String, String> = [
         ("patches", o.patches.to_string()),
         ("patch_mode", o.patch_mode.clone()),
-        ("patch_size", "64".into()),
+        ("patch_size", patch.to_string()),
         ("seed", o.seed.to_string()),
-        ("calib", o.calib.display().to_string()),
+        ("calib", absolute(&o.calib)),
         ("phase2_iters", dqc.iters.to_string()),
     ]
     .into_iter()
@@ -745,13 +773,19 @@ fn calib_settings(o: &CalibOptions, dqc: &DqcOptions) -> BTreeMap<String, String
             ("phase2_lambda", dqc.lambda.to_string()),
             ("phase2_schedule", "adam-cosine".to_string()),
             ("phase2_train_bias", dqc.train_bias.to_string()),
-            ("phase2_data", o.phase2.phase2_data.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(";")),
+            ("phase2_data", o.phase2.phase2_data.iter().map(|d| absolute(d)).collect::<Vec<_>>().join(";")),
             ("phase2_hr", o.phase2.phase2_hr.to_string()),
         ] {
             settings.insert(key.into(), value);
         }
     }
     settings
+}
+
+/// The folder `dir` as an absolute path with its links resolved (recorded in the
+/// settings, so that --resume knows it however it is written).
+fn absolute(dir: &Path) -> String {
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()).display().to_string()
 }
 
 /// `o` with a --calib folder in the benchmark layout replaced by the folder of its images
@@ -873,7 +907,8 @@ fn run_phase2(
     let mut logged = std::time::Instant::now();
     let trained = dqc::train(ctx, model, &quant, sampler, dqc, (resume, Some(checkpoint)), |i, l| {
         let loss = format!("loss {:.5} (L1 {:.5}, features {:.2e})", l.total, l.l1, l.feature);
-        if bar.is_hidden() && (logged.elapsed().as_secs() >= 30 || i + 1 == dqc.iters) {
+        // (The first iteration's line gives the time estimate early.)
+        if bar.is_hidden() && (logged.elapsed().as_secs() >= 30 || i == first_iter || i + 1 == dqc.iters) {
             let per_iter = start.elapsed() / (i + 1 - first_iter) as u32;
             let left = indicatif::HumanDuration(per_iter * (dqc.iters - i - 1) as u32);
             eprintln!("DQC iteration {}/{}: {loss}, {:.1} s per iteration, {left} left", i + 1, dqc.iters, per_iter.as_secs_f64());
@@ -975,7 +1010,10 @@ fn bench((source, gpu): (&WeightsArg, &GpuArg), quantized: Option<&Path>, sizes:
         let fp = chunk[0].timing.median_ms;
         let line: Vec<String> = chunk
             .iter()
-            .map(|t| format!("{} {:.2} ms ({:.2}× fp32, {} launches)", t.engine, t.timing.median_ms, fp / t.timing.median_ms, t.timing.launches()))
+            .map(|t| {
+                let speedup = if t.engine == "fp32" { String::new() } else { format!("{:.2}× the speed of fp32, ", fp / t.timing.median_ms) };
+                format!("{} {:.2} ms ({speedup}{} launches)", t.engine, t.timing.median_ms, t.timing.launches())
+            })
             .collect();
         println!("{}×{}: {}", chunk[0].timing.height, chunk[0].timing.width, line.join(", "));
     }

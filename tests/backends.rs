@@ -19,7 +19,7 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 use swinq::gpu::{GpuBuffer, GpuContext};
 use swinq::model::graph::{Capture, GpuModel, Mode, Plan, QuantModel};
 use swinq::model::{SwinConfig, SwinWeights};
-use swinq::quant::calib::{Patches, PatchSampler};
+use swinq::quant::calib::{PatchSampler, PatchSide, Patches};
 use swinq::quant::dqc::{train, DqcOptions};
 use swinq::quant::phase1::calibrate;
 use swinq::quant::search::Method;
@@ -44,7 +44,7 @@ fn compile_every_kernel(ctx: &GpuContext) {
     }
     let dir = shared().join("datasets/calib/LR_bicubic/X2");
     let opts = DqcOptions { iters: 1, batch: 1, patch: 16, train_bias: true, ..DqcOptions::default() };
-    let mut sampler = PatchSampler::new(&[dir.as_path()], None, opts.patch, 1, 4).expect("sampler");
+    let mut sampler = PatchSampler::new(&[dir.as_path()], None, PatchSide::Exact(opts.patch), 1, 4).expect("sampler");
     train(ctx, &model, &quant, &mut sampler, &opts, (None, None), |_, _| {}).expect("DQC");
     let n = 5000;
     let keys: Vec<f32> = random(&mut r, n, -1.0, 1.0);

@@ -164,6 +164,7 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
     std::fs::copy(shared().join("weights/swinir_light_x2_standin.pth"), &copy).unwrap();
     let qout = dir.path().join("q.safetensors");
     let fifo = dir.path().join("fifo.safetensors");
+    let x3 = quantized_for_scale(dir.path(), 3);
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
     let calibrate_with = |weights: &str, extra: &[&str]| -> Vec<String> {
         let args = ["calibrate", "--weights", weights, "--calib", s(dir.path()), "--bits", "4", "--method", "dobi"];
@@ -182,6 +183,7 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
         (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(&tiny).into()], "too small to score at ×2"),
         (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(&mismatched).into()], "is not ×2 its LR image 8×8"),
         (vec!["upscale".into(), "--weights".into(), standin(), "--engine".into(), "fake".into(), s(&good).into(), "-o".into(), s(&out).into()], "give --quantized"),
+        (vec!["upscale".into(), "--weights".into(), standin(), "--quantized".into(), s(&x3).into(), s(&good).into(), "-o".into(), s(&out).into()], "a ×3 quantized model, but --weights is a ×2 checkpoint"),
         (vec!["bench".into(), "--weights".into(), standin(), "--repeats".into(), "0".into()], "--repeats 0"),
         (vec!["bench".into(), "--weights".into(), standin(), "--tile".into(), "64".into()], "unexpected argument '--tile'"),
         // Outputs that would destroy an input, or replace a pipe or a folder.
@@ -289,7 +291,10 @@ fn ctrl_c_in_phase2_saves_the_state_for_resume() {
     assert!(!q.exists(), "no model file from an interrupted run");
     let state = dir.path().join("q.dqc-state.safetensors");
     assert!(state.is_file(), "{log}");
-    let o = swinq(&[&args[..], &["--resume"]].concat());
+    // (The calibration folder written another way is the same folder.)
+    let other_way = calib.join("../X2");
+    let resume: Vec<&str> = args.iter().map(|&a| if a == s(&calib) { s(&other_way) } else { a }).chain(["--resume"]).collect();
+    let o = swinq(&resume);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("resuming phase 2 after iteration "), "{}", stderr(&o));
     assert!(q.is_file() && !state.exists());
@@ -303,6 +308,24 @@ fn ctrl_c_in_phase2_saves_the_state_for_resume() {
     assert_eq!(resumed.settings["phase2_loss_first"], uninterrupted.settings["phase2_loss_first"]);
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".swinq")).collect();
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+}
+
+/// A quantized file with bounds ±4 that says it is for a ×`scale` model (no GPU).
+fn quantized_for_scale(dir: &Path, scale: usize) -> PathBuf {
+    let w = swinq::model::checkpoint::load_weights(&shared().join("weights/swinir_light_x2_standin.pth")).unwrap();
+    let n = swinq::quant::all_names(&w.config).len();
+    let file = swinq::quant::file::QuantFile {
+        bits: 4,
+        method: "fixed".into(),
+        scale,
+        source_sha256: "0".repeat(64),
+        weights_sha256: None,
+        settings: Default::default(),
+        params: vec![swinq::quant::QParams { lower: -4.0, upper: 4.0, bias: 0.0, _pad: 0.0 }; n],
+    };
+    let path = dir.join(format!("x{scale}.safetensors"));
+    file.save(&w.config, None, &path).unwrap();
+    path
 }
 
 /// A benchmark set at `root` with one HR image of `hr` (w, h) and its x2 LR image of `lr`.

@@ -4,7 +4,7 @@ mod common;
 
 use common::{assert_close, gpu, random, rng};
 use swinq::gpu::{run_now, GpuBuffer};
-use swinq::quant::calib::dihedral;
+use swinq::quant::calib::{dihedral, PatchSide};
 use swinq::quant::dqc::{adam_reference, cosine_lr, Adam};
 use swinq::quant::QParams;
 
@@ -173,7 +173,7 @@ fn dqc_lowers_the_distillation_loss() {
     let dir = common::shared().join("datasets/calib/LR_bicubic/X2");
     let opts = DqcOptions { iters: 30, batch: 2, patch: 16, lr: 5e-3, train_bias: true, ..DqcOptions::default() };
     // The same batch every iteration isolates the optimisation from sampling noise.
-    let mut sampler = PatchSampler::new(&[dir.as_path()], None, opts.patch, 1, 4).expect("sampler").fixed();
+    let mut sampler = PatchSampler::new(&[dir.as_path()], None, PatchSide::Exact(opts.patch), 1, 4).expect("sampler").fixed();
     let losses = train(ctx, &model, &quant, &mut sampler, &opts, (None, None), |_, _| {}).expect("DQC").losses;
     let (first, last) = (losses[0].total, losses[losses.len() - 1].total);
     eprintln!("DQC loss {first:.5} → {last:.5} over {} iterations", losses.len());
@@ -200,7 +200,7 @@ fn dqc_state_saves_and_resumes() {
     let path = dir.path().join("q.dqc-state.safetensors");
     let opts = DqcOptions { iters: 3, batch: 1, patch: 16, lr: 1e-3, profile: true, ..DqcOptions::default() };
     let data = common::shared().join("datasets/calib/LR_bicubic/X2");
-    let mut sampler = PatchSampler::new(&[data.as_path()], None, 16, 0, 4).expect("sampler");
+    let mut sampler = PatchSampler::new(&[data.as_path()], None, PatchSide::Exact(16), 0, 4).expect("sampler");
     let file = QuantFile { bits: 4, method: "minmax".into(), scale: 2, source_sha256: "x".into(), weights_sha256: None, settings: Default::default(), params: Vec::new() };
     let checkpoint = Checkpointing { path: &path, every: 1, cfg: &model.config, file };
     let trained = train(ctx, &model, &quant, &mut sampler, &opts, (None, Some(checkpoint)), |_, _| {}).expect("DQC");
@@ -216,7 +216,7 @@ fn dqc_state_saves_and_resumes() {
     // Resumed with a fresh sampler that skips the batches done, the run ends where the
     // uninterrupted one did.
     let resumed = QuantModel::new(ctx, &model, 4, &state.file.params);
-    let mut fresh = PatchSampler::new(&[data.as_path()], None, 16, 0, 4).expect("sampler");
+    let mut fresh = PatchSampler::new(&[data.as_path()], None, PatchSide::Exact(16), 0, 4).expect("sampler");
     fresh.skip_batches(state.next_iter, opts.batch);
     let again = train(ctx, &model, &resumed, &mut fresh, &opts, (Some(&state), None), |_, _| {}).expect("resumed DQC");
     assert_eq!(again.losses.len(), 3, "the history includes the iterations before the resume");
@@ -233,8 +233,8 @@ fn patches_from_hr_images_match_the_shipped_lr() {
     let lr_dir = common::shared().join("datasets/Set5/LR_bicubic/X2");
     let hr_dir = common::shared().join("datasets/Set5/HR");
     let size = 64;
-    let mut from_lr = PatchSampler::new(&[lr_dir.as_path()], None, size, 9, 8).expect("LR");
-    let mut from_hr = PatchSampler::new(&[hr_dir.as_path()], Some(2), size, 9, 8).expect("HR");
+    let mut from_lr = PatchSampler::new(&[lr_dir.as_path()], None, PatchSide::Exact(size), 9, 8).expect("LR");
+    let mut from_hr = PatchSampler::new(&[hr_dir.as_path()], Some(2), PatchSide::Exact(size), 9, 8).expect("HR");
     for _ in 0..3 {
         assert_eq!(from_lr.batch(2).data, from_hr.batch(2).data, "same seed, same crops, same pixels");
     }
@@ -247,8 +247,30 @@ fn calibration_patches_from_hr_images_match_the_shipped_lr() {
     use swinq::quant::calib::{load_patches, PatchMode};
     let calib = common::shared().join("datasets/calib");
     for mode in [PatchMode::Center, PatchMode::Random] {
-        let from_lr = load_patches(&calib.join("LR_bicubic/X3"), None, 5, 64, mode, 4, 8).expect("LR");
-        let from_hr = load_patches(&calib.join("HR"), Some(3), 5, 64, mode, 4, 8).expect("HR");
+        let from_lr = load_patches(&calib.join("LR_bicubic/X3"), None, 5, PatchSide::Exact(64), mode, 4, 8).expect("LR");
+        let from_hr = load_patches(&calib.join("HR"), Some(3), 5, PatchSide::Exact(64), mode, 4, 8).expect("HR");
         assert_eq!(from_lr.data, from_hr.data, "{mode:?}");
     }
+}
+
+/// At ×4 the calibration crops are 48×48 LR: patches of up to 64 shrink to 48 (from LR
+/// or HR files alike), and an exact 64 is refused naming an image.
+#[test]
+fn patches_shrink_to_small_calibration_images() {
+    use swinq::quant::calib::{load_patches, PatchMode, PatchSampler};
+    let calib = common::shared().join("datasets/calib");
+    let lr = calib.join("LR_bicubic/X4");
+    let hr = calib.join("HR");
+    for (dir, hr_scale) in [(&lr, None), (&hr, Some(4))] {
+        let patches = load_patches(dir, hr_scale, 2, PatchSide::AtMost(64), PatchMode::Center, 0, 8).expect("phase 1 patches");
+        assert_eq!((patches.size, patches.data.len()), (48, 2 * 3 * 48 * 48));
+        let sampler = PatchSampler::new(&[dir.as_path()], hr_scale, PatchSide::AtMost(64), 0, 8).expect("sampler");
+        assert_eq!(sampler.size(), 48);
+    }
+    let x2 = PatchSampler::new(&[calib.join("LR_bicubic/X2").as_path()], None, PatchSide::AtMost(64), 0, 8).expect("x2");
+    assert_eq!(x2.size(), 64, "96×96 images allow the full 64");
+    let err = load_patches(&lr, None, 1, PatchSide::Exact(64), PatchMode::Center, 0, 8).err().expect("64 does not fit");
+    assert!(format!("{err:#}").contains("48×48 (LR) is smaller than a 64×64 calibration patch"), "{err:#}");
+    let err = PatchSampler::new(&[lr.as_path()], None, PatchSide::Exact(64), 0, 8).err().expect("64 does not fit");
+    assert!(format!("{err:#}").contains("is smaller than a 64×64 training patch"), "{err:#}");
 }

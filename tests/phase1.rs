@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use common::{gpu, shared};
 use swinq::model::checkpoint::load_weights;
 use swinq::model::graph::{Calibration, GpuModel};
-use swinq::quant::calib::{load_patches, PatchMode};
+use swinq::quant::calib::{load_patches, PatchMode, PatchSide};
 use swinq::quant::phase1::calibrate;
 use swinq::quant::search::Method;
 use swinq::quant::all_names;
@@ -19,7 +19,7 @@ fn dobi_w4_matches_official_bounds() {
     let weights = load_weights(&shared().join("weights/swinir_light_x2_standin.pth")).unwrap();
     let model = GpuModel::upload(ctx, &weights);
     let dir = shared().join("datasets/calib/LR_bicubic/X2");
-    let patches = load_patches(&dir, None, 8, 64, PatchMode::Center, 0, 8).unwrap();
+    let patches = load_patches(&dir, None, 8, PatchSide::Exact(64), PatchMode::Center, 0, 8).unwrap();
     let params = calibrate(ctx, &model, &patches, Method::DOBI, 4).unwrap().params;
     let text = std::fs::read_to_string(shared().join("golden/dobi_w4_bounds.json")).unwrap();
     let golden: BTreeMap<String, [f32; 2]> = serde_json::from_str(&text).unwrap();

@@ -129,7 +129,7 @@ fn decode(path: &Path) -> Result<DynamicImage> {
         .map_err(|e| anyhow!("{}: cannot open: {e}", path.display()))?
         .with_guessed_format()
         .map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
-    let fail = |e: image::ImageError| anyhow!("{}: cannot decode image: {e}", path.display());
+    let fail = |e: image::ImageError| anyhow!("{}: cannot decode image: {e}{}", path.display(), unsupported_hint(&e));
     let mut decoder = reader.into_decoder().map_err(fail)?;
     // Photos record their rotation in EXIF; the pixels are upright only once it is applied.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
@@ -178,6 +178,15 @@ pub struct OutputLosses {
     pub depth: bool,
 }
 
+/// For an image in a format or pixel layout the decoders lack (e.g. 32-bit float TIFF),
+/// what to do about it.
+fn unsupported_hint(e: &image::ImageError) -> &'static str {
+    match e {
+        image::ImageError::Unsupported(_) => " (a format or pixel layout swinq cannot read; convert the image to 8- or 16-bit PNG)",
+        _ => "",
+    }
+}
+
 /// [`OutputLosses`] of the image file at `path`, from its header alone; an error naming
 /// the file if the header cannot be read (checked before long work on many images).
 pub fn output_losses(path: &Path) -> Result<OutputLosses> {
@@ -187,7 +196,7 @@ pub fn output_losses(path: &Path) -> Result<OutputLosses> {
         .with_guessed_format()
         .map_err(|e| fail(&e))?
         .into_decoder()
-        .map_err(|e| fail(&e))?;
+        .map_err(|e| fail(&format!("{e}{}", unsupported_hint(&e))))?;
     let c = decoder.color_type();
     Ok(OutputLosses { alpha: c.has_alpha(), depth: c.bytes_per_pixel() / c.channel_count() > 1 })
 }

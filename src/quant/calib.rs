@@ -1,6 +1,6 @@
 //! Calibration patches: LR crops from a folder of images.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
@@ -13,6 +13,29 @@ pub enum PatchMode {
     Center,
     /// A random crop of a random image (with replacement), from a seed.
     Random,
+}
+
+/// The side of calibration and training patches (LR pixels) where the images allow it.
+pub const PATCH: usize = 64;
+
+/// The side of the patches cut from calibration or training images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchSide {
+    /// Exactly this side; a smaller image is an error.
+    Exact(usize),
+    /// This side, or less where the images are smaller: the largest multiple of the
+    /// window they all allow (48 for the calibration crops made LR at ×4).
+    AtMost(usize),
+}
+
+impl PatchSide {
+    /// The side for images whose smallest LR side is `smallest` (None: no image read).
+    fn resolve(self, smallest: Option<usize>, window: usize) -> usize {
+        match (self, smallest) {
+            (PatchSide::AtMost(side), Some(min)) if min >= window => side.min(min / window * window),
+            (PatchSide::Exact(side) | PatchSide::AtMost(side), _) => side,
+        }
+    }
 }
 
 /// A batch of equally sized planar RGB patches, (n, 3, size, size).
@@ -41,16 +64,27 @@ fn load_lr(file: &Path, hr_scale: Option<usize>) -> Result<RgbImage> {
     }
 }
 
-/// Cuts `n` patches of `size`×`size` from the images of `dir` (HR images made LR
+/// The smallest side of the images `files` in LR (HR sides divided by `hr_scale`), from
+/// their headers; None if none can be read (loading them will say why).
+fn smallest_lr_side(files: &[PathBuf], hr_scale: Option<usize>) -> Option<usize> {
+    files.iter().filter_map(|f| image::image_dimensions(f).ok()).map(|(w, h)| w.min(h) as usize / hr_scale.unwrap_or(1)).min()
+}
+
+/// Cuts `n` square patches of side `side` from the images of `dir` (HR images made LR
 /// first, with `hr_scale`).
-pub fn load_patches(dir: &Path, hr_scale: Option<usize>, n: usize, size: usize, mode: PatchMode, seed: u64, window: usize) -> Result<Patches> {
+pub fn load_patches(dir: &Path, hr_scale: Option<usize>, n: usize, side: PatchSide, mode: PatchMode, seed: u64, window: usize) -> Result<Patches> {
     if n == 0 {
         bail!("--patches must be at least 1");
     }
+    let files = list_images(dir)?;
+    let used = match mode {
+        PatchMode::Center => &files[..n.min(files.len())],
+        PatchMode::Random => &files[..],
+    };
+    let size = side.resolve(smallest_lr_side(used, hr_scale), window);
     if size < window {
         bail!("calibration patches of {size}×{size} are smaller than a {window}×{window} window");
     }
-    let files = list_images(dir)?;
     let mut data = Vec::with_capacity(n * 3 * size * size);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     for i in 0..n {
@@ -86,23 +120,31 @@ pub struct PatchSampler {
 }
 
 impl PatchSampler {
-    /// Loads every image of the folders `dirs` (each at least `size`×`size` in LR).
-    /// With `hr_scale`, the folders hold HR images, made LR as in [`load_patches`].
-    pub fn new(dirs: &[&Path], hr_scale: Option<usize>, size: usize, seed: u64, window: usize) -> Result<Self> {
-        if size < window || !size.is_multiple_of(window) {
-            bail!("--patch {size}: training patches must be a multiple of the {window}×{window} window");
+    /// Loads every image of the folders `dirs` (each at least as large as a patch, in
+    /// LR). With `hr_scale`, the folders hold HR images, made LR as in [`load_patches`].
+    pub fn new(dirs: &[&Path], hr_scale: Option<usize>, side: PatchSide, seed: u64, window: usize) -> Result<Self> {
+        if let PatchSide::Exact(size) = side {
+            if size < window || !size.is_multiple_of(window) {
+                bail!("--patch {size}: training patches must be a multiple of the {window}×{window} window");
+            }
         }
         let mut images = Vec::new();
         for dir in dirs {
             for file in list_images(dir)? {
-                let img = load_lr(&file, hr_scale)?;
-                if img.width < size || img.height < size {
-                    bail!("{}: {}×{} (LR) is smaller than a {size}×{size} training patch", file.display(), img.width, img.height);
-                }
-                images.push(img);
+                images.push((load_lr(&file, hr_scale)?, file));
             }
         }
+        let size = side.resolve(images.iter().map(|(img, _)| img.width.min(img.height)).min(), window);
+        if let Some((img, file)) = images.iter().find(|(img, _)| img.width < size || img.height < size) {
+            bail!("{}: {}×{} (LR) is smaller than a {size}×{size} training patch", file.display(), img.width, img.height);
+        }
+        let images = images.into_iter().map(|(img, _)| img).collect();
         Ok(Self { images, size, rng: rand::rngs::StdRng::seed_from_u64(seed), repeat: false, first: None })
+    }
+
+    /// The side of the patches.
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     /// A sampler that hands out its first batch again and again (tests).

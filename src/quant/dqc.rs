@@ -38,7 +38,7 @@ pub struct DqcOptions {
 
 impl Default for DqcOptions {
     fn default() -> Self {
-        Self { iters: 3000, batch: 32, patch: 64, lr: 1e-2, lambda: 5.0, seed: 0, train_bias: false, profile: false }
+        Self { iters: 3000, batch: 32, patch: super::calib::PATCH, lr: 1e-2, lambda: 5.0, seed: 0, train_bias: false, profile: false }
     }
 }
 
@@ -196,7 +196,10 @@ impl DqcState {
     }
 
     pub fn load(cfg: &SwinConfig, path: &Path) -> Result<Self> {
-        let meta = read_safetensors_metadata(path).with_context(|| format!("{}: no phase 2 state to resume", path.display()))?;
+        if !path.exists() {
+            bail!("{}: no phase 2 state to resume (none was saved for this output)", path.display());
+        }
+        let meta = read_safetensors_metadata(path)?;
         if meta.get("format").map(String::as_str) != Some(STATE_FORMAT) {
             bail!("{}: not a swinq phase 2 state", path.display());
         }
