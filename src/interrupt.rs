@@ -1,7 +1,7 @@
-//! Ctrl-C. While a phase 2 runs (`graceful`), the first Ctrl-C asks it to stop after
-//! the current iteration with its state saved, so that `--resume` loses nothing;
-//! otherwise, or at a second Ctrl-C, the process ends at once (exit status 130).
-//! Either way the temporary files of writes in progress are removed first: an
+//! Ctrl-C (and SIGTERM or SIGHUP). While a phase 2 runs (`graceful`), the first one
+//! asks it to stop after the current iteration with its state saved, so that `--resume`
+//! loses nothing; otherwise, or at a second one, the process ends at once (exit status
+//! 130). Either way the temporary files of writes in progress are removed first: an
 //! interrupted command leaves no `.swinq-*.tmp` file behind.
 
 use std::path::{Path, PathBuf};
@@ -24,14 +24,22 @@ pub fn install() -> Result<()> {
 
 fn on_ctrl_c() {
     if GRACEFUL.load(Ordering::SeqCst) && !STOP.swap(true, Ordering::SeqCst) {
-        eprintln!("\nCtrl-C: stopping after this iteration, with its state saved (Ctrl-C again quits now)");
+        crate::note!("\ninterrupted: phase 2 stops after this iteration and saves its state (Ctrl-C again quits now)");
         return;
     }
     // A write that finishes meanwhile has renamed its file away: removing fails harmlessly.
     for path in TEMPS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         let _ = std::fs::remove_file(path);
     }
-    std::process::exit(EXIT_STATUS.into());
+    // _exit, not exit: the main thread may be inside the GPU driver, whose exit-time
+    // cleanup could then hang or crash.
+    #[cfg(unix)]
+    // SAFETY: ends the process at once; nothing runs after it.
+    unsafe {
+        libc::_exit(EXIT_STATUS.into())
+    }
+    #[cfg(not(unix))]
+    std::process::exit(EXIT_STATUS.into())
 }
 
 /// Whether a graceful stop was asked for.
@@ -39,9 +47,12 @@ pub fn stop_requested() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
-/// While the returned guard lives, the first Ctrl-C only asks for a stop.
+/// While the returned guard lives, the first Ctrl-C only asks for a stop, and a closed
+/// stdout or stderr (its reader ended by the same Ctrl-C) does not end the process:
+/// log lines are written with [`note!`](crate::note) meanwhile.
 pub fn graceful() -> Graceful {
     GRACEFUL.store(true, Ordering::SeqCst);
+    end_at_closed_pipe(false);
     Graceful
 }
 
@@ -50,7 +61,20 @@ pub struct Graceful;
 impl Drop for Graceful {
     fn drop(&mut self) {
         GRACEFUL.store(false, Ordering::SeqCst);
+        end_at_closed_pipe(true);
     }
+}
+
+/// Whether a write to a closed pipe ends the process quietly (SIGPIPE's default action,
+/// as with other Unix tools; Rust's default makes the next print panic) or fails.
+pub fn end_at_closed_pipe(end: bool) {
+    #[cfg(unix)]
+    // SAFETY: sets the action of one signal to one of the two predefined ones.
+    unsafe {
+        libc::signal(libc::SIGPIPE, if end { libc::SIG_DFL } else { libc::SIG_IGN });
+    }
+    #[cfg(not(unix))]
+    let _ = end;
 }
 
 /// Registers the temporary file `path` for removal at Ctrl-C while the guard lives.

@@ -296,21 +296,17 @@ impl ModelArgs {
 
 fn main() -> ExitCode {
     // Like other Unix tools, end quietly when the reader of stdout or stderr goes away
-    // (`swinq ... 2>&1 | head`); Rust's default makes the next print panic instead.
-    // SAFETY: restores the default action of a signal before any thread starts.
-    #[cfg(unix)]
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // (`swinq ... 2>&1 | head`).
+    swinq::interrupt::end_at_closed_pipe(true);
     let cli = Cli::parse();
     match swinq::interrupt::install().and_then(|()| run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<swinq::interrupt::Interrupted>() => {
-            eprintln!("{e:#}");
+            swinq::note!("{e:#}");
             ExitCode::from(swinq::interrupt::EXIT_STATUS)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            swinq::note!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -437,14 +433,17 @@ fn output_paths(files: Vec<PathBuf>, output: &Path, scale: usize) -> Result<(Vec
     Ok((files, outs))
 }
 
-/// `files` without those that are another input's output (`out_of`), as when a folder
-/// is upscaled into itself a second time; this run writes them again.
+/// `files` without the outputs of an earlier `swinq upscale` (marked so) of another
+/// input (`out_of`), as when a folder is upscaled into itself a second time; this run
+/// writes them again. The user's own images of those names stay inputs, which
+/// `output_paths` then refuses to overwrite.
 fn without_earlier_outputs(files: Vec<PathBuf>, out_of: &dyn Fn(&Path) -> PathBuf) -> Vec<PathBuf> {
     let made: std::collections::HashSet<PathBuf> = files.iter().filter_map(|f| std::fs::canonicalize(out_of(f)).ok()).collect();
     if made.is_empty() {
         return files;
     }
-    let (earlier, inputs): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(|f| std::fs::canonicalize(f).is_ok_and(|c| made.contains(&c)));
+    let earlier_output = |f: &PathBuf| std::fs::canonicalize(f).is_ok_and(|c| made.contains(&c)) && data::png_has_text(f, data::UPSCALE_MARK);
+    let (earlier, inputs): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(earlier_output);
     if !earlier.is_empty() {
         eprintln!("note: left out {} made by an earlier run into this folder (each is another input's output); this run writes them again", progress::count(earlier.len(), "image", "images"));
     }
@@ -463,11 +462,15 @@ fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Pa
         std::fs::create_dir_all(output).with_context(|| format!("{}: cannot create the output folder", output.display()))?;
     }
     let bar = progress::bar(files.len(), "upscaling");
-    // An image that fails (e.g. truncated after a valid header) does not stop the others.
+    // An image that cannot be decoded (e.g. truncated after a valid header) does not stop
+    // the others; a failing GPU or output would fail for every image, so it stops the run.
     let mut failed = Vec::new();
     for (file, out) in files.iter().zip(&outs) {
-        match upscale_one(&mut up, file, out, &bar) {
-            Ok(()) => log_line(&bar, &format!("{} → {}", file.display(), out.display())),
+        match data::load_rgb(file) {
+            Ok(img) => {
+                upscale_one(&mut up, (file, &img), out, &bar)?;
+                log_line(&bar, &format!("{} → {}", file.display(), out.display()));
+            }
             Err(e) if files.len() == 1 => return Err(e),
             Err(e) => {
                 bar.suspend(|| eprintln!("failed: {e:#}"));
@@ -494,14 +497,13 @@ fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Pa
     Ok(())
 }
 
-/// Upscales the image `file` into the PNG `out`.
-fn upscale_one(up: &mut Upscaler, file: &Path, out: &Path, bar: &ProgressBar) -> Result<()> {
-    let img = data::load_rgb(file)?;
+/// Upscales the image `img` of `file` into the PNG `out`, marked as an upscale output.
+fn upscale_one(up: &mut Upscaler, (file, img): (&Path, &data::RgbImage), out: &Path, bar: &ProgressBar) -> Result<()> {
     if let Some(t) = up.tile_for(img.height, img.width) {
         bar.suspend(|| eprintln!("{}: processing in overlapping {t}×{t} tiles", file.display()));
     }
-    let sr: RgbU8 = up.upscale(&img).with_context(|| file.display().to_string())?.to_u8();
-    data::save_png(&sr, out)
+    let sr: RgbU8 = up.upscale(img).with_context(|| file.display().to_string())?.to_u8();
+    data::save_png_with_text(&sr, out, &[data::UPSCALE_MARK])
 }
 
 /// The float checkpoint `path` that --weights `spec` resolved to (for a model name, it
@@ -636,9 +638,7 @@ fn run_calibrate((source, gpu): (&WeightsArg, &GpuArg), scale: Option<usize>, o:
     let o = &calib_folder(o, s);
     let window = weights.config.window;
     let patches = load_patches(&o.calib, o.calib_hr.then_some(s), o.patches, PatchSide::AtMost(PATCH), mode, o.seed, window)?;
-    if patches.size < PATCH {
-        eprintln!("note: the calibration images (LR) allow patches of at most {0}×{0}; phase 1 uses {0}×{0} instead of {PATCH}×{PATCH}", patches.size);
-    }
+    note_smaller_patches(1, "calibration", patches.size);
     let full_method = matches!(o.method.as_str(), "2dquant" | "2dquant+");
     let iters = o.phase2.phase2_iters.unwrap_or(if full_method { DqcOptions::default().iters } else { 0 });
     if iters == 0 && (!o.phase2.phase2_data.is_empty() || o.phase2.phase2_profile) {
@@ -664,8 +664,8 @@ fn run_calibrate((source, gpu): (&WeightsArg, &GpuArg), scale: Option<usize>, o:
         train_bias: method.bias,
         profile: o.phase2.phase2_profile,
     };
-    if o.phase2.patch.is_none() && dqc.patch < PATCH && iters > 0 {
-        eprintln!("note: the training images (LR) allow patches of at most {0}×{0}; phase 2 uses {0}×{0} instead of {PATCH}×{PATCH}", dqc.patch);
+    if o.phase2.patch.is_none() && iters > 0 {
+        note_smaller_patches(2, "training", dqc.patch);
     }
     let mut settings = calib_settings(o, patches.size, &dqc);
     let state_path = DqcState::path_for(output);
@@ -726,6 +726,14 @@ fn run_calibrate((source, gpu): (&WeightsArg, &GpuArg), scale: Option<usize>, o:
     }
     eprintln!("done in {:.1} s → {}", start.elapsed().as_secs_f64(), output.display());
     Ok(())
+}
+
+/// Says when phase `phase` cuts patches of `side` instead of PATCH from its (`what`)
+/// images: the largest whole windows that they allow.
+fn note_smaller_patches(phase: u8, what: &str, side: usize) {
+    if side < PATCH {
+        eprintln!("note: phase {phase} uses patches of {side}×{side} instead of {PATCH}×{PATCH}, the largest in whole windows that the {what} images (LR) allow");
+    }
 }
 
 /// Refuses phase 2 settings that make no sense, whether or not phase 2 runs.
@@ -843,8 +851,12 @@ fn resumable_state(weights: &SwinWeights, path: &Path, bits: u32, method: &str, 
     let f = &state.file;
     let keys: std::collections::BTreeSet<&String> = settings.keys().chain(f.settings.keys()).collect();
     let value = |m: &BTreeMap<String, String>, k: &String| m.get(k).map_or("none", String::as_str).to_string();
-    let mut differ: Vec<String> =
-        keys.into_iter().filter(|k| settings.get(*k) != f.settings.get(*k)).map(|k| format!("{k} {} (saved: {})", value(settings, k), value(&f.settings, k))).collect();
+    // Folders compare as absolute paths (a state of an earlier build may hold them as written).
+    let same = |k: &String| match (settings.get(k), f.settings.get(k)) {
+        (Some(a), Some(b)) if matches!(k.as_str(), "calib" | "phase2_data") => a.split(';').map(|d| absolute(Path::new(d))).eq(b.split(';').map(|d| absolute(Path::new(d)))),
+        (a, b) => a == b,
+    };
+    let mut differ: Vec<String> = keys.into_iter().filter(|k| !same(k)).map(|k| format!("{k} {} (saved: {})", value(settings, k), value(&f.settings, k))).collect();
     if f.bits != bits {
         differ.push(format!("bits {bits} (saved: {})", f.bits));
     }
@@ -874,7 +886,7 @@ fn run_phase2(
     let _first_ctrl_c_stops_after_an_iteration = swinq::interrupt::graceful();
     let start = std::time::Instant::now();
     let quant = QuantModel::new(ctx, model, bits, &params);
-    eprintln!(
+    swinq::note!(
         "phase 2 (DQC): {}, batch {} of {}×{}, Adam lr {} (cosine), λ {}, c {}; about {:.0} MiB of GPU memory; {}",
         progress::count(dqc.iters, "iteration", "iterations"),
         dqc.batch,
@@ -893,7 +905,7 @@ fn run_phase2(
     if ctx.info.device_type == wgpu::DeviceType::Cpu {
         // Measured (benches/RESULTS.md): 22 s per iteration at batch 4, 94 s at batch 16
         // with lavapipe on two cores.
-        eprintln!(
+        swinq::note!(
             "note: {} is a CPU driver, where one DQC iteration at batch 16 of 64×64 takes about 1.5 minutes on two cores; \
              the estimate after the first iteration says how long this run takes, --phase2-iters and --batch shorten it",
             ctx.info.name
@@ -911,28 +923,34 @@ fn run_phase2(
         if bar.is_hidden() && (logged.elapsed().as_secs() >= 30 || i == first_iter || i + 1 == dqc.iters) {
             let per_iter = start.elapsed() / (i + 1 - first_iter) as u32;
             let left = indicatif::HumanDuration(per_iter * (dqc.iters - i - 1) as u32);
-            eprintln!("DQC iteration {}/{}: {loss}, {:.1} s per iteration, {left} left", i + 1, dqc.iters, per_iter.as_secs_f64());
+            swinq::note!("DQC iteration {}/{}: {loss}, {:.1} s per iteration, {left} left", i + 1, dqc.iters, per_iter.as_secs_f64());
             logged = std::time::Instant::now();
         }
         bar.set_message(loss);
         bar.inc(1);
-    })?;
+    })
+    .inspect_err(|_| bar.abandon())?;
     bar.finish_and_clear();
     if want_profile && trained.profile.is_none() {
-        eprintln!("phase 2: no profile: it times the run's second iteration, on an adapter with timestamp queries");
+        swinq::note!("phase 2: no profile: it times the run's second iteration, on an adapter with timestamp queries");
     }
     for (part, stages) in trained.profile.iter().flatten() {
         let total: f64 = stages.values().sum();
         let list: Vec<String> = stages.iter().map(|(s, ms)| format!("{s} {ms:.2}")).collect();
-        eprintln!("phase 2 GPU time of one iteration, {part}: {total:.2} ms ({})", list.join(", "));
+        swinq::note!("phase 2 GPU time of one iteration, {part}: {total:.2} ms ({})", list.join(", "));
     }
     let losses = trained.losses;
     // Batches differ from iteration to iteration: compare the means of the first and last tenth.
     let tenth = (losses.len() / 10).max(1);
     let mean = |ls: &[dqc::Losses]| ls.iter().map(|l| l.total).sum::<f64>() / ls.len() as f64;
     let (first, last) = (mean(&losses[..tenth]), mean(&losses[losses.len() - tenth..]));
-    let resumed = if first_iter > 0 { " (with the run before --resume)" } else { "" };
-    eprintln!(
+    let resumed = match (first_iter, losses.len() == dqc.iters) {
+        (0, _) => "",
+        (_, true) => " (with the run before --resume)",
+        // A state saved by an earlier build has no losses nor time.
+        (_, false) => " (since --resume: the state did not record the run before)",
+    };
+    swinq::note!(
         "phase 2 done in {:.1} s{resumed}: mean loss of the first and last {} {first:.5} → {last:.5}",
         trained.seconds,
         progress::count(tenth, "iteration", "iterations")

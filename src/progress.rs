@@ -1,4 +1,4 @@
-//! Progress bars and counted nouns shared by the commands.
+//! Progress bars, counted nouns and log lines shared by the commands.
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -27,4 +27,15 @@ fn labelled(bar: ProgressBar, what: &str) -> ProgressBar {
 /// "1 image", "5 images".
 pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `eprintln!` that ignores a stderr that cannot be written (its reader gone), for what
+/// must go on regardless: phase 2 saving its state after Ctrl-C, say, when Ctrl-C also
+/// ended the `tee` that read the log.
+#[macro_export]
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
 }

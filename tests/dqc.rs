@@ -253,6 +253,20 @@ fn calibration_patches_from_hr_images_match_the_shipped_lr() {
     }
 }
 
+/// Skipping k batches leaves the sampler where drawing them would.
+#[test]
+fn skipped_batches_are_those_drawn() {
+    use swinq::quant::calib::PatchSampler;
+    let data = common::shared().join("datasets/calib/LR_bicubic/X2");
+    let mut drawn = PatchSampler::new(&[data.as_path()], None, PatchSide::Exact(16), 3, 8).expect("sampler");
+    let mut skipped = PatchSampler::new(&[data.as_path()], None, PatchSide::Exact(16), 3, 8).expect("sampler");
+    for _ in 0..3 {
+        drawn.batch(2);
+    }
+    skipped.skip_batches(3, 2);
+    assert_eq!(drawn.batch(2).data, skipped.batch(2).data);
+}
+
 /// At ×4 the calibration crops are 48×48 LR: patches of up to 64 shrink to 48 (from LR
 /// or HR files alike), and an exact 64 is refused naming an image.
 #[test]

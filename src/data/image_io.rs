@@ -245,6 +245,20 @@ pub fn save_png(img: &RgbU8, path: impl AsRef<Path>) -> Result<()> {
     })
 }
 
+/// The PNG text that marks `swinq upscale`'s outputs, by which a later run into the same
+/// folder tells them from the user's own images.
+pub const UPSCALE_MARK: (&str, &str) = ("Software", "swinq upscale");
+
+/// Whether the file at `path` is a PNG with the text chunk (`key`, `value`).
+pub fn png_has_text(path: &Path, (key, value): (&str, &str)) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .is_ok_and(|r| r.info().uncompressed_latin1_text.iter().any(|t| t.keyword == key && t.text == value))
+}
+
 /// [`save_png`] with `tEXt` chunks (keyword, text) before the image data, e.g. the
 /// settings that made a figure (iTXt for text beyond Latin-1). Keywords are 1–79 Latin-1
 /// characters.

@@ -29,11 +29,13 @@ pub enum PatchSide {
 }
 
 impl PatchSide {
-    /// The side for images whose smallest LR side is `smallest` (None: no image read).
-    fn resolve(self, smallest: Option<usize>, window: usize) -> usize {
-        match (self, smallest) {
-            (PatchSide::AtMost(side), Some(min)) if min >= window => side.min(min / window * window),
-            (PatchSide::Exact(side) | PatchSide::AtMost(side), _) => side,
+    /// The side for images whose smallest LR side is `smallest` (None: no image read):
+    /// for `AtMost`, a multiple of the window, and at least one window (then an image
+    /// smaller than that is named by the caller's size check).
+    pub fn resolve(self, smallest: Option<usize>, window: usize) -> usize {
+        match self {
+            PatchSide::Exact(side) => side,
+            PatchSide::AtMost(side) => (smallest.map_or(side, |m| side.min(m)) / window).max(1) * window,
         }
     }
 }
@@ -212,4 +214,20 @@ pub fn dihedral(patch: &[f32], size: usize, which: u32) -> Vec<f32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PatchSide;
+
+    #[test]
+    fn patch_sides_fit_the_images_in_whole_windows() {
+        assert_eq!(PatchSide::AtMost(64).resolve(Some(96), 8), 64);
+        assert_eq!(PatchSide::AtMost(64).resolve(Some(48), 8), 48);
+        assert_eq!(PatchSide::AtMost(64).resolve(Some(53), 8), 48);
+        assert_eq!(PatchSide::AtMost(64).resolve(None, 8), 64);
+        assert_eq!(PatchSide::AtMost(64).resolve(Some(100), 7), 63, "a multiple of a window that does not divide 64");
+        assert_eq!(PatchSide::AtMost(64).resolve(Some(5), 8), 8, "one window: the smaller image is then refused");
+        assert_eq!(PatchSide::Exact(64).resolve(Some(48), 8), 64);
+    }
 }
