@@ -256,6 +256,9 @@ pub fn train(
     (resume, mut checkpoint): (Option<&DqcState>, Option<Checkpointing<'_>>),
     mut progress: impl FnMut(usize, Losses),
 ) -> Result<Trained> {
+    // Phase 2's time, setup included, and that of the run before a resume.
+    let started = std::time::Instant::now();
+    let seconds = |resume: Option<&DqcState>| resume.map_or(0.0, |s| s.seconds) + started.elapsed().as_secs_f64();
     let dims = (o.batch, o.patch, o.patch);
     let teacher = Plan::with_mode(ctx, model, dims, Capture::Distill { block_inputs: false }, Mode::Float)?;
     let student = Plan::with_mode(ctx, model, dims, Capture::Distill { block_inputs: true }, Mode::Fake(quant))?;
@@ -265,8 +268,6 @@ pub fn train(
         Some(state) => Adam::resumed(ctx, rows, o.train_bias, &state.moments),
         None => Adam::new(ctx, rows, o.train_bias),
     };
-    let started = std::time::Instant::now();
-    let seconds = |resume: Option<&DqcState>| resume.map_or(0.0, |s| s.seconds) + started.elapsed().as_secs_f64();
     let start = resume.map_or(0, |s| s.next_iter);
     let mut history = resume.map_or_else(Vec::new, |s| s.losses.clone());
     let mut profile = None;
