@@ -491,3 +491,11 @@ fn quantized_files_fit_both_formats_of_their_checkpoint() {
     q.weights_sha256 = None;
     assert!(q.made_for(STANDIN_SHA256, &pth) && !q.made_for(&copy_sha, &st));
 }
+
+/// A file whose SwinIR tensors sit under a prefix (the golden files' `weights.`) is
+/// refused with the prefix named.
+#[test]
+fn prefixed_keys_are_named_in_the_error() {
+    let e = err_of(load_weights(&shared().join("golden/random_x3.safetensors")));
+    assert!(e.contains("the file has `weights.conv_first.weight`") && e.contains("no `weights.` prefix"), "{e}");
+}

@@ -58,8 +58,12 @@ impl SwinConfig {
     /// `img_range` cannot be seen in a checkpoint; SwinIR-light uses 1.0.
     pub fn infer(sd: &StateDict) -> Result<Self> {
         let shape = |k: &str| -> Result<&[usize]> {
-            match sd.get(k) {
-                Some(t) => Ok(&t.shape),
+            if let Some(t) = sd.get(k) {
+                return Ok(&t.shape);
+            }
+            // e.g. a file that stores a model's tensors beside others, under a prefix
+            match sd.keys().find_map(|name| name.strip_suffix(k).filter(|p| p.ends_with('.'))) {
+                Some(prefix) => bail!("missing tensor `{k}`: the file has `{prefix}{k}`; a SwinIR checkpoint's keys have no `{prefix}` prefix"),
                 None => bail!("missing tensor `{k}`: not a SwinIR checkpoint"),
             }
         };
