@@ -17,9 +17,31 @@ static GRACEFUL: AtomicBool = AtomicBool::new(false);
 static STOP: AtomicBool = AtomicBool::new(false);
 static TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// Installs the Ctrl-C handler (once per process).
+/// Installs the Ctrl-C handler (once per process). Signals that were ignored when the
+/// process started (SIGHUP under `nohup`, SIGINT for a background job) stay ignored.
 pub fn install() -> Result<()> {
-    ctrlc::set_handler(on_ctrl_c).context("cannot install the Ctrl-C handler")
+    #[cfg(unix)]
+    let ignored: Vec<libc::c_int> = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP].into_iter().filter(|&s| is_ignored(s)).collect();
+    ctrlc::set_handler(on_ctrl_c).context("cannot install the Ctrl-C handler")?;
+    #[cfg(unix)]
+    for signal in ignored {
+        // SAFETY: sets one signal's action to the predefined "ignore".
+        unsafe {
+            libc::signal(signal, libc::SIG_IGN);
+        }
+    }
+    Ok(())
+}
+
+/// Whether `signal` is ignored now.
+#[cfg(unix)]
+fn is_ignored(signal: libc::c_int) -> bool {
+    // SAFETY: reads the action by setting "ignore" and putting the old action back at once.
+    unsafe {
+        let old = libc::signal(signal, libc::SIG_IGN);
+        libc::signal(signal, old);
+        old == libc::SIG_IGN
+    }
 }
 
 fn on_ctrl_c() {
@@ -51,8 +73,8 @@ pub fn stop_requested() -> bool {
 /// stdout or stderr (its reader ended by the same Ctrl-C) does not end the process:
 /// log lines are written with [`note!`](crate::note) meanwhile.
 pub fn graceful() -> Graceful {
-    GRACEFUL.store(true, Ordering::SeqCst);
     end_at_closed_pipe(false);
+    GRACEFUL.store(true, Ordering::SeqCst);
     Graceful
 }
 

@@ -1,6 +1,6 @@
 //! The `swinq` command line: parse arguments, call the library, print.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -302,6 +302,8 @@ fn main() -> ExitCode {
     match swinq::interrupt::install().and_then(|()| run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<swinq::interrupt::Interrupted>() => {
+            // The reader of stderr may be gone with the same Ctrl-C: the status still tells.
+            swinq::interrupt::end_at_closed_pipe(false);
             swinq::note!("{e:#}");
             ExitCode::from(swinq::interrupt::EXIT_STATUS)
         }
@@ -428,24 +430,37 @@ fn output_paths(files: Vec<PathBuf>, output: &Path, scale: usize) -> Result<(Vec
             Ok(out)
         })
         .collect::<Result<Vec<_>>>()?;
-    let inputs: Vec<(&str, &Path)> = files.iter().map(|f| ("input image", f.as_path())).collect();
-    data::check_not_an_input(&outs.iter().map(PathBuf::as_path).collect::<Vec<_>>(), &inputs)?;
+    // What is left of the outputs among the inputs is the user's own.
+    let inputs: std::collections::HashSet<PathBuf> = files.iter().filter_map(|f| std::fs::canonicalize(f).ok()).collect();
+    for (f, out) in files.iter().zip(&outs) {
+        if std::fs::canonicalize(out).is_ok_and(|c| inputs.contains(&c)) {
+            bail!(
+                "{}: is an input image that swinq upscale did not make, and {}'s output would replace it; move it or give another output folder",
+                out.display(),
+                f.display()
+            );
+        }
+    }
     Ok((files, outs))
 }
 
-/// `files` without the outputs of an earlier `swinq upscale` (marked so) of another
-/// input (`out_of`), as when a folder is upscaled into itself a second time; this run
-/// writes them again. The user's own images of those names stay inputs, which
+/// `files` without the outputs of an earlier `swinq upscale` of another input (`out_of`),
+/// marked so in their PNG text, as when a folder is upscaled into itself a second time;
+/// this run writes them again. The user's own images of those names stay inputs, which
 /// `output_paths` then refuses to overwrite.
 fn without_earlier_outputs(files: Vec<PathBuf>, out_of: &dyn Fn(&Path) -> PathBuf) -> Vec<PathBuf> {
-    let made: std::collections::HashSet<PathBuf> = files.iter().filter_map(|f| std::fs::canonicalize(out_of(f)).ok()).collect();
+    let made: HashMap<PathBuf, String> =
+        files.iter().filter_map(|f| Some((std::fs::canonicalize(out_of(f)).ok()?, f.file_name()?.to_string_lossy().into_owned()))).collect();
     if made.is_empty() {
         return files;
     }
-    let earlier_output = |f: &PathBuf| std::fs::canonicalize(f).is_ok_and(|c| made.contains(&c)) && data::png_has_text(f, data::UPSCALE_MARK);
+    let earlier_output = |f: &PathBuf| {
+        let source = std::fs::canonicalize(f).ok().and_then(|c| made.get(&c));
+        source.is_some_and(|s| data::png_has_text(f, (data::UPSCALE_SOURCE, s)))
+    };
     let (earlier, inputs): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(earlier_output);
     if !earlier.is_empty() {
-        eprintln!("note: left out {} made by an earlier run into this folder (each is another input's output); this run writes them again", progress::count(earlier.len(), "image", "images"));
+        eprintln!("note: left out {} that an earlier swinq upscale made from other inputs here", progress::count(earlier.len(), "image", "images"));
     }
     inputs
 }
@@ -462,13 +477,15 @@ fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Pa
         std::fs::create_dir_all(output).with_context(|| format!("{}: cannot create the output folder", output.display()))?;
     }
     let bar = progress::bar(files.len(), "upscaling");
-    // An image that cannot be decoded (e.g. truncated after a valid header) does not stop
-    // the others; a failing GPU or output would fail for every image, so it stops the run.
+    // An image that cannot be decoded (e.g. truncated after a valid header) or run (e.g.
+    // too large for a --tile) does not stop the others; an output that cannot be
+    // written stops the run.
     let mut failed = Vec::new();
     for (file, out) in files.iter().zip(&outs) {
-        match data::load_rgb(file) {
-            Ok(img) => {
-                upscale_one(&mut up, (file, &img), out, &bar)?;
+        match data::load_rgb(file).and_then(|img| upscaled(&mut up, file, &img, &bar)) {
+            Ok(sr) => {
+                let source = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                data::save_png_with_text(&sr, out, &[("Software", "swinq"), (data::UPSCALE_SOURCE, &source)])?;
                 log_line(&bar, &format!("{} → {}", file.display(), out.display()));
             }
             Err(e) if files.len() == 1 => return Err(e),
@@ -497,13 +514,12 @@ fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Pa
     Ok(())
 }
 
-/// Upscales the image `img` of `file` into the PNG `out`, marked as an upscale output.
-fn upscale_one(up: &mut Upscaler, (file, img): (&Path, &data::RgbImage), out: &Path, bar: &ProgressBar) -> Result<()> {
+/// The image `img` of `file`, upscaled.
+fn upscaled(up: &mut Upscaler, file: &Path, img: &data::RgbImage, bar: &ProgressBar) -> Result<RgbU8> {
     if let Some(t) = up.tile_for(img.height, img.width) {
         bar.suspend(|| eprintln!("{}: processing in overlapping {t}×{t} tiles", file.display()));
     }
-    let sr: RgbU8 = up.upscale(img).with_context(|| file.display().to_string())?.to_u8();
-    data::save_png_with_text(&sr, out, &[data::UPSCALE_MARK])
+    Ok(up.upscale(img).with_context(|| file.display().to_string())?.to_u8())
 }
 
 /// The float checkpoint `path` that --weights `spec` resolved to (for a model name, it
@@ -958,6 +974,9 @@ fn run_phase2(
     settings.insert("phase2_loss_first".into(), format!("{first:.6}"));
     settings.insert("phase2_loss_last".into(), format!("{last:.6}"));
     settings.insert("phase2_seconds".into(), format!("{:.1}", trained.seconds));
+    if losses.len() != dqc.iters {
+        settings.insert("phase2_recorded".into(), format!("iterations {} to {} (resumed from a state without losses)", first_iter + 1, dqc.iters));
+    }
     Ok(quant.read_params(ctx))
 }
 

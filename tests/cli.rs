@@ -1,4 +1,5 @@
 //! The `swinq` binary end to end: info, convert, upscale, eval, tiling and bad input.
+#![cfg(unix)]
 
 mod common;
 
@@ -249,6 +250,8 @@ fn upscale_keeps_going_past_a_bad_image_and_reruns_into_its_folder() {
     assert_eq!(err.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "one error line: {err}");
     let made = photos.join("a_x2.png");
     assert_eq!(load_rgb_u8(&made).unwrap().width, 32, "a.png is upscaled despite b.png");
+    assert!(swinq::data::png_has_text(&made, (swinq::data::UPSCALE_SOURCE, "a.png")), "outputs name their input");
+    assert!(!swinq::data::png_has_text(&photos.join("a.png"), (swinq::data::UPSCALE_SOURCE, "a.png")) && !swinq::data::png_has_text(&photos.join("b.png"), ("Software", "swinq")));
     std::fs::remove_file(photos.join("b.png")).unwrap();
     std::fs::remove_file(&made).unwrap();
     for run in 0..2 {
@@ -263,7 +266,7 @@ fn upscale_keeps_going_past_a_bad_image_and_reruns_into_its_folder() {
     save_png(&noise, photos.join("a_x2.png")).unwrap();
     let own = std::fs::read(photos.join("a_x2.png")).unwrap();
     let o = swinq(&["upscale", "--weights", &standin(), s(&photos), "-o", s(&photos)]);
-    assert!(!o.status.success() && stderr(&o).contains("a_x2.png: is also the input image"), "{}", stderr(&o));
+    assert!(!o.status.success() && stderr(&o).contains("a_x2.png: is an input image that swinq upscale did not make"), "{}", stderr(&o));
     assert_eq!(std::fs::read(photos.join("a_x2.png")).unwrap(), own);
 }
 

@@ -245,18 +245,21 @@ pub fn save_png(img: &RgbU8, path: impl AsRef<Path>) -> Result<()> {
     })
 }
 
-/// The PNG text that marks `swinq upscale`'s outputs, by which a later run into the same
-/// folder tells them from the user's own images.
-pub const UPSCALE_MARK: (&str, &str) = ("Software", "swinq upscale");
+/// The PNG text key of `swinq upscale`'s outputs whose value is the name of the input
+/// file, by which a later run into the same folder tells them from the user's own images.
+pub const UPSCALE_SOURCE: &str = "swinq-upscale-of";
 
-/// Whether the file at `path` is a PNG with the text chunk (`key`, `value`).
+/// Whether the file at `path` is a PNG with the text chunk (`key`, `value`) (tEXt, or
+/// uncompressed iTXt).
 pub fn png_has_text(path: &Path, (key, value): (&str, &str)) -> bool {
     let Ok(file) = std::fs::File::open(path) else {
         return false;
     };
-    png::Decoder::new(std::io::BufReader::new(file))
-        .read_info()
-        .is_ok_and(|r| r.info().uncompressed_latin1_text.iter().any(|t| t.keyword == key && t.text == value))
+    png::Decoder::new(std::io::BufReader::new(file)).read_info().is_ok_and(|r| {
+        let info = r.info();
+        info.uncompressed_latin1_text.iter().any(|t| t.keyword == key && t.text == value)
+            || info.utf8_text.iter().any(|t| t.keyword == key && t.get_text().is_ok_and(|v| v == value))
+    })
 }
 
 /// [`save_png`] with `tEXt` chunks (keyword, text) before the image data, e.g. the

@@ -35,6 +35,7 @@ impl PatchSide {
     pub fn resolve(self, smallest: Option<usize>, window: usize) -> usize {
         match self {
             PatchSide::Exact(side) => side,
+            PatchSide::AtMost(side) if side < window => side,
             PatchSide::AtMost(side) => (smallest.map_or(side, |m| side.min(m)) / window).max(1) * window,
         }
     }
@@ -229,5 +230,6 @@ mod tests {
         assert_eq!(PatchSide::AtMost(64).resolve(Some(100), 7), 63, "a multiple of a window that does not divide 64");
         assert_eq!(PatchSide::AtMost(64).resolve(Some(5), 8), 8, "one window: the smaller image is then refused");
         assert_eq!(PatchSide::Exact(64).resolve(Some(48), 8), 64);
+        assert_eq!(PatchSide::AtMost(4).resolve(Some(48), 8), 4, "under a window: refused by the caller");
     }
 }

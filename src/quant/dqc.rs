@@ -214,10 +214,11 @@ impl DqcState {
             Ok(m.to_vec())
         };
         let next_iter = meta.get("next_iter").and_then(|v| v.parse().ok()).with_context(|| format!("{}: `next_iter` missing", path.display()))?;
-        // (States saved by earlier builds lack the losses and the time: none, 0 s.)
-        let losses = sd.get("losses").and_then(|t| t.as_f32()).filter(|l| l.len() == 3 * next_iter).unwrap_or_default();
-        let losses = losses.chunks_exact(3).map(|l| Losses { l1: l[0].into(), feature: l[1].into(), total: l[2].into() }).collect();
-        let seconds = meta.get("seconds").and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        // States saved by earlier builds lack the losses and the time: none, and 0 s.
+        let (losses, seconds) = match sd.get("losses").and_then(|t| t.as_f32()).filter(|l| l.len() == 3 * next_iter) {
+            Some(l) => (l.chunks_exact(3).map(|l| Losses { l1: l[0].into(), feature: l[1].into(), total: l[2].into() }).collect(), meta.get("seconds").and_then(|v| v.parse().ok()).unwrap_or(0.0)),
+            None => (Vec::new(), 0.0),
+        };
         Ok(Self { moments: [moment("adam.m1")?, moment("adam.m2")?], file, next_iter, losses, seconds })
     }
 }
