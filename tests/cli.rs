@@ -326,6 +326,21 @@ fn ctrl_c_in_phase2_saves_the_state_for_resume() {
     assert!((loss(&resumed) - loss(&uninterrupted)).abs() <= 2e-6, "{} {}", loss(&resumed), loss(&uninterrupted));
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".swinq")).collect();
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    // SIGTERM with the log's reader gone (as when Ctrl-C also ends a `tee`): the state is
+    // still saved and the status still says interrupted.
+    std::fs::remove_file(&q).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_swinq"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines().map(Result::unwrap);
+    assert!(lines.by_ref().any(|l| l.starts_with("phase 2 (DQC)")));
+    drop(lines);
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let code = child.wait().unwrap().code();
+    assert!(code == Some(130) && state.is_file() || code == Some(0) && q.is_file(), "status {code:?}");
 }
 
 /// A quantized file with bounds ±4 that says it is for a ×`scale` model (no GPU).
