@@ -274,7 +274,6 @@ fn upscale_keeps_going_past_a_bad_image_and_reruns_into_its_folder() {
 /// (exit status 130), and --resume then finishes the run.
 #[test]
 fn ctrl_c_in_phase2_saves_the_state_for_resume() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("q.safetensors");
     let calib = shared().join("datasets/calib/LR_bicubic/X2");
@@ -282,13 +281,7 @@ fn ctrl_c_in_phase2_saves_the_state_for_resume() {
         "calibrate", "--weights", &standin(), "--calib", s(&calib), "--bits", "4", "--method", "minmax", "--patches", "1",
         "--phase2-iters", "4", "--batch", "1", "--patch", "16", "-o", s(&q),
     ];
-    let mut child = Command::new(env!("CARGO_BIN_EXE_swinq"))
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines().map(Result::unwrap);
+    let (mut child, mut lines) = spawn_logged(&args);
     let mut log: Vec<String> = lines.by_ref().take_while(|l| !l.starts_with("phase 2 (DQC)")).collect();
     let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(sent.success());
@@ -329,18 +322,25 @@ fn ctrl_c_in_phase2_saves_the_state_for_resume() {
     // SIGTERM with the log's reader gone (as when Ctrl-C also ends a `tee`): the state is
     // still saved and the status still says interrupted.
     std::fs::remove_file(&q).unwrap();
+    let (mut child, mut lines) = spawn_logged(&args);
+    assert!(lines.by_ref().any(|l| l.starts_with("phase 2 (DQC)")));
+    drop(lines);
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let code = child.wait().unwrap().code();
+    assert!(code == Some(130) && state.is_file() || code == Some(0) && q.is_file(), "status {code:?}");
+}
+
+/// `swinq args` started, with its stderr read line by line.
+fn spawn_logged(args: &[&str]) -> (std::process::Child, impl Iterator<Item = String>) {
+    use std::io::BufRead;
     let mut child = Command::new(env!("CARGO_BIN_EXE_swinq"))
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines().map(Result::unwrap);
-    assert!(lines.by_ref().any(|l| l.starts_with("phase 2 (DQC)")));
-    drop(lines);
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
-    let code = child.wait().unwrap().code();
-    assert!(code == Some(130) && state.is_file() || code == Some(0) && q.is_file(), "status {code:?}");
+    let lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines().map(Result::unwrap);
+    (child, lines)
 }
 
 /// A quantized file with bounds ±4 that says it is for a ×`scale` model (no GPU).
