@@ -16,6 +16,7 @@ pub const EXIT_STATUS: u8 = 130;
 static GRACEFUL: AtomicBool = AtomicBool::new(false);
 static STOP: AtomicBool = AtomicBool::new(false);
 static TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+static EXIT_NOTE: Mutex<String> = Mutex::new(String::new());
 
 /// Installs the Ctrl-C handler (once per process). Signals that were ignored when the
 /// process started (SIGHUP under `nohup`, SIGINT for a background job) stay ignored.
@@ -53,6 +54,10 @@ fn on_ctrl_c() {
     for path in TEMPS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         let _ = std::fs::remove_file(path);
     }
+    let note = EXIT_NOTE.lock().unwrap_or_else(|e| e.into_inner());
+    if !note.is_empty() {
+        crate::note!("\ninterrupted: {note}");
+    }
     // _exit, not exit: the main thread may be inside the GPU driver, whose exit-time
     // cleanup could then hang or crash.
     #[cfg(unix)]
@@ -62,6 +67,12 @@ fn on_ctrl_c() {
     }
     #[cfg(not(unix))]
     std::process::exit(EXIT_STATUS.into())
+}
+
+/// What the process says if Ctrl-C ends it from now on, e.g. how much of the work is
+/// done and kept (empty: nothing).
+pub fn set_exit_note(note: impl Into<String>) {
+    *EXIT_NOTE.lock().unwrap_or_else(|e| e.into_inner()) = note.into();
 }
 
 /// Whether a graceful stop was asked for.

@@ -481,7 +481,9 @@ fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output: &Pa
     // too large for a --tile) does not stop the others; an output that cannot be
     // written stops the run.
     let mut failed = Vec::new();
-    for (file, out) in files.iter().zip(&outs) {
+    for (i, (file, out)) in files.iter().zip(&outs).enumerate() {
+        let written = i - failed.len();
+        swinq::interrupt::set_exit_note(format!("{written} of {} written (each one whole) to {}", progress::count(files.len(), "image", "images"), output.display()));
         match data::load_rgb(file).and_then(|img| upscaled(&mut up, file, &img, &bar)) {
             Ok(sr) => {
                 let source = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -431,6 +431,10 @@ pub fn run(
 ) -> Result<Report> {
     let tiling = tile.map_or(Tiling::Auto, Tiling::Tile);
     let settings = report_settings(ctx, ckpt, tile, opts, plan.scale);
+    crate::interrupt::set_exit_note(format!(
+        "the scores evaluated so far are stored in {}; the same command continues from them",
+        plan.store.dir().display()
+    ));
     let labels = quant_labels(quants);
     let mut models = Vec::new();
     for m in 0..=quants.len() {
