@@ -604,3 +604,28 @@ fn exif_orientation_is_applied() {
     assert_eq!(img.data, upright.into_raw());
     assert_eq!(load_rgb(&path).unwrap().to_u8(), img);
 }
+
+/// The PNG text check behind `upscale`'s reruns: a marked PNG (tEXt or, for names beyond
+/// Latin-1, iTXt) is known; an unmarked PNG, a JPEG, a cut file and a missing one are not.
+#[test]
+fn png_text_marks_are_read_back() {
+    use swinq::data::{png_has_text, save_png_with_text};
+    let dir = tempfile::tempdir().unwrap();
+    let img = RgbU8 { width: 4, height: 3, data: vec![7; 36] };
+    let marked = dir.path().join("marked.png");
+    save_png_with_text(&img, &marked, &[("swinq-upscale-of", "cat.png"), ("other", "图.png")]).unwrap();
+    assert!(png_has_text(&marked, ("swinq-upscale-of", "cat.png")));
+    assert!(png_has_text(&marked, ("other", "图.png")), "iTXt");
+    assert!(!png_has_text(&marked, ("swinq-upscale-of", "dog.png")));
+    let plain = dir.path().join("plain.png");
+    save_png(&img, &plain).unwrap();
+    assert!(!png_has_text(&plain, ("swinq-upscale-of", "cat.png")));
+    let bytes = std::fs::read(&marked).unwrap();
+    let cut = dir.path().join("cut.png");
+    std::fs::write(&cut, &bytes[..20]).unwrap();
+    assert!(!png_has_text(&cut, ("swinq-upscale-of", "cat.png")));
+    let jpeg = dir.path().join("x.jpg");
+    std::fs::write(&jpeg, [0xff, 0xd8, 0xff, 0xe0, 0, 16]).unwrap();
+    assert!(!png_has_text(&jpeg, ("swinq-upscale-of", "cat.png")));
+    assert!(!png_has_text(&dir.path().join("missing.png"), ("swinq-upscale-of", "cat.png")));
+}
