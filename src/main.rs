@@ -811,7 +811,7 @@ fn calib_settings(o: &CalibOptions, patch: usize, dqc: &DqcOptions) -> BTreeMap<
 /// The folder `dir` as an absolute path with its links resolved (recorded in the
 /// settings, so that --resume knows it however it is written).
 fn absolute(dir: &Path) -> String {
-    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()).display().to_string()
+    data::resolved(dir).display().to_string()
 }
 
 /// `o` with a --calib folder in the benchmark layout replaced by the folder of its images

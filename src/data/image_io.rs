@@ -123,17 +123,24 @@ pub fn is_image_file(path: impl AsRef<Path>) -> bool {
     )
 }
 
+/// The decoder of the image file at `path`, its header read; `fail` makes the error of
+/// the step that failed ("cannot open", "cannot read", "cannot decode image") from its cause.
+fn open_decoder(path: &Path, fail: impl Fn(&str, String) -> anyhow::Error) -> Result<impl ImageDecoder> {
+    ImageReader::open(path)
+        .map_err(|e| fail("cannot open", e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| fail("cannot read", e.to_string()))?
+        .into_decoder()
+        .map_err(|e| fail("cannot decode image", format!("{e}{}", unsupported_hint(&e))))
+}
+
 /// Decode any supported file; every failure becomes a one-line "{path}: reason" error.
 fn decode(path: &Path) -> Result<DynamicImage> {
-    let reader = ImageReader::open(path)
-        .map_err(|e| anyhow!("{}: cannot open: {e}", path.display()))?
-        .with_guessed_format()
-        .map_err(|e| anyhow!("{}: cannot read: {e}", path.display()))?;
-    let fail = |e: image::ImageError| anyhow!("{}: cannot decode image: {e}{}", path.display(), unsupported_hint(&e));
-    let mut decoder = reader.into_decoder().map_err(fail)?;
+    let fail = |step: &str, e: String| anyhow!("{}: {step}: {e}", path.display());
+    let mut decoder = open_decoder(path, fail)?;
     // Photos record their rotation in EXIF; the pixels are upright only once it is applied.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(fail)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| fail("cannot decode image", format!("{e}{}", unsupported_hint(&e))))?;
     img.apply_orientation(orientation);
     if img.width() == 0 || img.height() == 0 {
         bail!(
@@ -190,13 +197,7 @@ fn unsupported_hint(e: &image::ImageError) -> &'static str {
 /// [`OutputLosses`] of the image file at `path`, from its header alone; an error naming
 /// the file if the header cannot be read (checked before long work on many images).
 pub fn output_losses(path: &Path) -> Result<OutputLosses> {
-    let fail = |e: &dyn std::fmt::Display| anyhow!("{}: cannot read as an image: {e}", path.display());
-    let decoder = ImageReader::open(path)
-        .map_err(|e| fail(&e))?
-        .with_guessed_format()
-        .map_err(|e| fail(&e))?
-        .into_decoder()
-        .map_err(|e| fail(&format!("{e}{}", unsupported_hint(&e))))?;
+    let decoder = open_decoder(path, |_, e| anyhow!("{}: cannot read as an image: {e}", path.display()))?;
     let c = decoder.color_type();
     Ok(OutputLosses { alpha: c.has_alpha(), depth: c.bytes_per_pixel() / c.channel_count() > 1 })
 }

@@ -77,7 +77,7 @@ pub fn check_outside(output: &Path, inputs: &[(&str, &Path)]) -> Result<()> {
 }
 
 /// `path` made absolute, with the links of its existing part resolved.
-fn resolved(path: &Path) -> PathBuf {
+pub fn resolved(path: &Path) -> PathBuf {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     abs.ancestors()
         .find_map(|a| Some(std::fs::canonicalize(a).ok()?.join(abs.strip_prefix(a).ok()?)))
