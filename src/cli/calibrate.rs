@@ -334,6 +334,40 @@ fn run_phase2(
     let _first_ctrl_c_stops_after_an_iteration = swinq::interrupt::graceful();
     let start = Instant::now();
     let quant = QuantModel::new(ctx, model, bits, &params);
+    note_phase2_plan(ctx, model, dqc, &checkpoint);
+    let bar = progress::styled(dqc.iters, "DQC [{bar:30}] {pos}/{len} {per_sec} {elapsed_precise} (eta {eta}) {msg}");
+    let first_iter = resume.map_or(0, |r| r.next_iter);
+    bar.set_position(first_iter as u64);
+    // Without a terminal (no bar drawn) a line every half minute shows progress in logs.
+    let mut logged = Instant::now();
+    let trained = dqc::train(ctx, model, &quant, sampler, dqc, (resume, Some(checkpoint)), |i, l| {
+        let loss = format!("loss {:.5} (L1 {:.5}, features {:.2e})", l.total, l.l1, l.feature);
+        // (The first iteration's line gives the time estimate early.)
+        if bar.is_hidden() && (logged.elapsed().as_secs() >= 30 || i == first_iter || i + 1 == dqc.iters) {
+            let per_iter = start.elapsed() / (i + 1 - first_iter) as u32;
+            let left = indicatif::HumanDuration(per_iter * (dqc.iters - i - 1) as u32);
+            swinq::note!("DQC iteration {}/{}: {loss}, {:.1} s per iteration, {left} left", i + 1, dqc.iters, per_iter.as_secs_f64());
+            logged = Instant::now();
+        }
+        bar.set_message(loss);
+        bar.inc(1);
+    })
+    .inspect_err(|_| bar.abandon())?;
+    bar.finish_and_clear();
+    if dqc.profile && trained.profile.is_none() {
+        swinq::note!("phase 2: no profile: it times the run's second iteration, on an adapter with timestamp queries");
+    }
+    for (part, stages) in trained.profile.iter().flatten() {
+        let total: f64 = stages.values().sum();
+        let list: Vec<String> = stages.iter().map(|(s, ms)| format!("{s} {ms:.2}")).collect();
+        swinq::note!("phase 2 GPU time of one iteration, {part}: {total:.2} ms ({})", list.join(", "));
+    }
+    record_losses(&trained, dqc.iters, first_iter, settings);
+    Ok(quant.read_params(ctx))
+}
+
+/// Says what phase 2 will do, and how slow it is on a CPU driver.
+fn note_phase2_plan(ctx: &GpuContext, model: &GpuModel, dqc: &DqcOptions, checkpoint: &Checkpointing<'_>) {
     swinq::note!(
         "phase 2 (DQC): {}, batch {} of {}×{}, Adam lr {} (cosine), λ {}, c {}; about {:.0} MiB of GPU memory; {}",
         progress::count(dqc.iters, "iteration", "iterations"),
@@ -359,40 +393,16 @@ fn run_phase2(
             ctx.info.name
         );
     }
-    let want_profile = dqc.profile;
-    let bar = progress::styled(dqc.iters, "DQC [{bar:30}] {pos}/{len} {per_sec} {elapsed_precise} (eta {eta}) {msg}");
-    let first_iter = resume.map_or(0, |r| r.next_iter);
-    bar.set_position(first_iter as u64);
-    // Without a terminal (no bar drawn) a line every half minute shows progress in logs.
-    let mut logged = Instant::now();
-    let trained = dqc::train(ctx, model, &quant, sampler, dqc, (resume, Some(checkpoint)), |i, l| {
-        let loss = format!("loss {:.5} (L1 {:.5}, features {:.2e})", l.total, l.l1, l.feature);
-        // (The first iteration's line gives the time estimate early.)
-        if bar.is_hidden() && (logged.elapsed().as_secs() >= 30 || i == first_iter || i + 1 == dqc.iters) {
-            let per_iter = start.elapsed() / (i + 1 - first_iter) as u32;
-            let left = indicatif::HumanDuration(per_iter * (dqc.iters - i - 1) as u32);
-            swinq::note!("DQC iteration {}/{}: {loss}, {:.1} s per iteration, {left} left", i + 1, dqc.iters, per_iter.as_secs_f64());
-            logged = Instant::now();
-        }
-        bar.set_message(loss);
-        bar.inc(1);
-    })
-    .inspect_err(|_| bar.abandon())?;
-    bar.finish_and_clear();
-    if want_profile && trained.profile.is_none() {
-        swinq::note!("phase 2: no profile: it times the run's second iteration, on an adapter with timestamp queries");
-    }
-    for (part, stages) in trained.profile.iter().flatten() {
-        let total: f64 = stages.values().sum();
-        let list: Vec<String> = stages.iter().map(|(s, ms)| format!("{s} {ms:.2}")).collect();
-        swinq::note!("phase 2 GPU time of one iteration, {part}: {total:.2} ms ({})", list.join(", "));
-    }
-    let losses = trained.losses;
-    // Batches differ from iteration to iteration: compare the means of the first and last tenth.
+}
+
+/// Prints and stores in `settings` the mean losses of the first and last tenth of the
+/// `iters` iterations (batches differ from iteration to iteration) and phase 2's time.
+fn record_losses(trained: &dqc::Trained, iters: usize, first_iter: usize, settings: &mut BTreeMap<String, String>) {
+    let losses = &trained.losses;
     let tenth = (losses.len() / 10).max(1);
     let mean = |ls: &[dqc::Losses]| ls.iter().map(|l| l.total).sum::<f64>() / ls.len() as f64;
     let (first, last) = (mean(&losses[..tenth]), mean(&losses[losses.len() - tenth..]));
-    let resumed = match (first_iter, losses.len() == dqc.iters) {
+    let resumed = match (first_iter, losses.len() == iters) {
         (0, _) => "",
         (_, true) => " (with the run before --resume)",
         // A state saved by an earlier build has no losses nor time.
@@ -406,8 +416,7 @@ fn run_phase2(
     settings.insert("phase2_loss_first".into(), format!("{first:.6}"));
     settings.insert("phase2_loss_last".into(), format!("{last:.6}"));
     settings.insert("phase2_seconds".into(), format!("{:.1}", trained.seconds));
-    if losses.len() != dqc.iters {
-        settings.insert("phase2_recorded".into(), format!("iterations {} to {} (resumed from a state without losses)", first_iter + 1, dqc.iters));
+    if losses.len() != iters {
+        settings.insert("phase2_recorded".into(), format!("iterations {} to {} (resumed from a state without losses)", first_iter + 1, iters));
     }
-    Ok(quant.read_params(ctx))
 }

@@ -228,6 +228,55 @@ pub enum Mode<'a> {
     Calibrate(&'a Calibration),
 }
 
+/// What one block does at its quantized points: its flat index and the mode's parts.
+#[derive(Clone, Copy)]
+struct BlockQuant<'a> {
+    block: usize,
+    /// Fake quantizers (the integer engine fake-quantizes what it does not run in integers).
+    fake: Option<&'a QuantModel>,
+    /// The integer engine's model.
+    int: Option<&'a QuantModel>,
+    /// Phase 1's search.
+    calib: Option<&'a Calibration>,
+}
+
+impl<'a> BlockQuant<'a> {
+    fn new(block: usize, mode: Mode<'a>) -> Self {
+        let (fake, int, calib) = match mode {
+            Mode::Float => (None, None, None),
+            Mode::Fake(q) => (Some(q), None, None),
+            Mode::Int(q) => (Some(q), Some(q), None),
+            Mode::Calibrate(c) => (None, None, Some(c)),
+        };
+        Self { block, fake, int, calib }
+    }
+
+    /// The activation quantizer of `slot`, when fake-quantizing.
+    fn act(&self, slot: Slot) -> Option<QuantRef<'a>> {
+        self.fake.map(|q| q.qref(quant::index(self.block, slot)))
+    }
+
+    /// Linear `i`'s weights (fake-quantized when fake-quantizing).
+    fn weights(&self, i: usize, l: &'a GpuLinear) -> ops::Weights<'a> {
+        block_weights(self.fake, self.block, i, l)
+    }
+
+    /// When calibrating, searches the quantizers of `count` slots from `slot` on the
+    /// first `n` elements of `x` (times `mult`).
+    fn search(&self, ctx: &GpuContext, ds: &mut Vec<Dispatch>, slot: Slot, count: usize, (x, n): (&GpuBuffer, usize), mult: f32) {
+        if let Some(c) = self.calib {
+            ds.extend(c.searcher.search(ctx, &c.spec(self.block, slot, count, mult), x, 0, n, &c.params));
+        }
+    }
+
+    /// The integer engine's LayerNorms write their linears' input codes directly (for
+    /// q, k and v when their three input quantizers agree, as phase 1 makes them): the
+    /// quantizer to write them with, if so.
+    fn ln_codes(&self, slots: &[Slot]) -> Option<QuantRef<'a>> {
+        self.int.filter(|q| q.same_params(self.block, slots)).map(|q| q.qref(quant::index(self.block, slots[0])))
+    }
+}
+
 /// Activation buffers of one plan. `p` rotates through the roles of residual-group
 /// input, block scratch and block output so no kernel reads and writes one buffer.
 struct Buffers {
@@ -462,104 +511,92 @@ impl Plan {
         chunk: usize,
         (block, mode): (usize, Mode<'_>),
     ) {
-        let t = self.tokens();
+        let q = BlockQuant::new(block, mode);
+        let mut ds = Vec::new();
+        self.record_attention(ctx, blk, attn, [x_in, y], q, &mut ds);
+        self.record_mlp(ctx, blk, [y, x_out], chunk, q, &mut ds);
+        self.run(ds);
+    }
+
+    /// The block's first half: p[y] = p[x_in] + proj(attention(LN1(p[x_in]))).
+    fn record_attention<'b>(&'b self, ctx: &GpuContext, blk: &'b GpuBlock, attn: AttnShape, [x_in, y]: [usize; 2], q: BlockQuant<'b>, ds: &mut Vec<Dispatch>) {
+        let (t, c, b) = (self.tokens(), blk.fc2.out_dim, &self.bufs);
         let dims = (self.batch, self.padded.0, self.padded.1);
-        let b = &self.bufs;
-        // The integer engine fake-quantizes what it does not run in integers.
-        let fake = match mode {
-            Mode::Fake(q) | Mode::Int(q) => Some(q),
-            _ => None,
-        };
-        let int = match mode {
-            Mode::Int(q) => Some(q),
-            _ => None,
-        };
-        let calib = match mode {
-            Mode::Calibrate(c) => Some(c),
-            _ => None,
-        };
-        let act = |slot: Slot| fake.map(|q| q.qref(quant::index(block, slot)));
-        let weights = |i: usize, l| block_weights(fake, block, i, l);
-        let search = |ds: &mut Vec<Dispatch>, slot: Slot, count: usize, x: &GpuBuffer, n: usize, mult: f32| {
-            if let Some(c) = calib {
-                ds.extend(c.searcher.search(ctx, &c.spec(block, slot, count, mult), x, 0, n, &c.params));
-            }
-        };
-        let c = blk.fc2.out_dim;
-        // The integer engine's LayerNorms write their linears' input codes directly
-        // (for q, k and v when their three input quantizers agree, as phase 1 makes them).
-        let ln_codes = |slots: &[Slot]| int.filter(|q| q.same_params(block, slots)).map(|q| q.qref(quant::index(block, slots[0])));
-        let codes = |m: usize| b.codes.slice(0, ops::code_words(m, c));
-        let qkv_codes = ln_codes(&[Slot::Input(0), Slot::Input(1), Slot::Input(2)]);
-        let mut ds = vec![match qkv_codes {
-            Some(q) => ops::layer_norm_codes(ctx, b.p[x_in].bind(), &blk.norm1, codes(t).bind(), t, q),
+        let codes = b.codes.slice(0, ops::code_words(t, c));
+        let qkv_codes = q.ln_codes(&[Slot::Input(0), Slot::Input(1), Slot::Input(2)]);
+        ds.push(match qkv_codes {
+            Some(qr) => ops::layer_norm_codes(ctx, b.p[x_in].bind(), &blk.norm1, codes.bind(), t, qr),
             None => ops::layer_norm(ctx, b.p[x_in].bind(), &blk.norm1, b.ln.bind(), t, "layernorm"),
-        }];
-        search(&mut ds, Slot::Input(0), 3, &b.ln, t * c, 1.0);
+        });
+        q.search(ctx, ds, Slot::Input(0), 3, (&b.ln, t * c), 1.0);
         for (i, (lin, out)) in blk.qkv.iter().zip(&b.qkv).enumerate() {
             let windows = Some(WindowOrder { h: self.padded.0, w: self.padded.1, shape: attn });
-            let mm = Matmul { quant: act(Slot::Input(i)), windows, ..Matmul::tokens(b.ln.operand(), weights(i, lin), out.bind(), t, "qkv") };
-            let io = IntIo { coded: qkv_codes.map(|_| codes(t)), ..Default::default() };
-            self.linear(ctx, &mut ds, (int, block, i), mm, io);
+            let mm = Matmul { quant: q.act(Slot::Input(i)), windows, ..Matmul::tokens(b.ln.operand(), q.weights(i, lin), out.bind(), t, "qkv") };
+            let io = IntIo { coded: qkv_codes.map(|_| codes), ..Default::default() };
+            self.linear(ctx, ds, (q.int, q.block, i), mm, io);
         }
         let scale = (attn.head_dim as f64).powf(-0.5) as f32;
         for (i, buf) in b.qkv.iter().enumerate() {
-            search(&mut ds, Slot::Matmul(i), 1, buf, t * c, if i == 0 { scale } else { 1.0 });
+            q.search(ctx, ds, Slot::Matmul(i), 1, (buf, t * c), if i == 0 { scale } else { 1.0 });
         }
-        let [q, k, v] = &b.qkv;
-        match (int, &b.attn_codes) {
+        match (q.int, &b.attn_codes) {
             // Codes pack four keys per word: windows of 4n tokens (else fake-quantized).
-            (Some(qm), Some(codes)) if (attn.window * attn.window).is_multiple_of(4) => {
-                let qref = qm.qref(quant::index(block, Slot::Matmul(0)));
-                for (i, (x, code)) in b.qkv.iter().zip(codes).enumerate() {
+            (Some(qm), Some(attn_codes)) if (attn.window * attn.window).is_multiple_of(4) => {
+                let qref = qm.qref(quant::index(q.block, Slot::Matmul(0)));
+                for (i, (x, code)) in b.qkv.iter().zip(attn_codes).enumerate() {
                     let mult = if i == 0 { scale } else { 1.0 };
-                    let q = QuantRef { row: qref.row + i, ..qref };
-                    ds.push(ops::pack_window_codes(ctx, [x, code], t, attn, i == 2, (q, mult)));
+                    let row = QuantRef { row: qref.row + i, ..qref };
+                    ds.push(ops::pack_window_codes(ctx, [x, code], t, attn, i == 2, (row, mult)));
                 }
-                let [qc, kc, vc] = codes;
+                let [qc, kc, vc] = attn_codes;
                 ds.extend(ops::window_attention_int(ctx, [qc, kc, vc], &blk.table, b.attn.bind(), dims, attn, qref, "attention"));
             }
             _ => {
-                let extras = AttnExtras { quant: act(Slot::Matmul(0)), ..Default::default() };
-                ds.extend(ops::window_attention(ctx, [q, k, v], &blk.table, b.attn.bind(), dims, attn, extras, "attention"));
+                let [qb, kb, vb] = &b.qkv;
+                let extras = AttnExtras { quant: q.act(Slot::Matmul(0)), ..Default::default() };
+                ds.extend(ops::window_attention(ctx, [qb, kb, vb], &blk.table, b.attn.bind(), dims, attn, extras, "attention"));
             }
         }
-        if let Some(cal) = calib {
-            self.search_probs(ctx, cal, blk, attn, block, &mut ds);
+        if let Some(cal) = q.calib {
+            self.search_probs(ctx, cal, blk, attn, q.block, ds);
         }
-        let b = &self.bufs;
-        search(&mut ds, Slot::Input(3), 1, &b.attn, t * c, 1.0);
-        let proj = Matmul { residual: Some(b.p[x_in].bind()), quant: act(Slot::Input(3)), ..Matmul::tokens(b.attn.operand(), weights(3, &blk.proj), b.p[y].bind(), t, "proj") };
-        self.linear(ctx, &mut ds, (int, block, 3), proj, IntIo::default());
-        let fc1_codes = ln_codes(&[Slot::Input(4)]);
+        q.search(ctx, ds, Slot::Input(3), 1, (&b.attn, t * c), 1.0);
+        let proj = Matmul { residual: Some(b.p[x_in].bind()), quant: q.act(Slot::Input(3)), ..Matmul::tokens(b.attn.operand(), q.weights(3, &blk.proj), b.p[y].bind(), t, "proj") };
+        self.linear(ctx, ds, (q.int, q.block, 3), proj, IntIo::default());
+    }
+
+    /// The block's second half: p[x_out] = p[y] + fc2(GELU(fc1(LN2(p[y])))), in chunks
+    /// of `chunk` tokens.
+    fn record_mlp<'b>(&'b self, ctx: &GpuContext, blk: &'b GpuBlock, [y, x_out]: [usize; 2], chunk: usize, q: BlockQuant<'b>, ds: &mut Vec<Dispatch>) {
+        let (t, c, b) = (self.tokens(), blk.fc2.out_dim, &self.bufs);
+        let fc1_codes = q.ln_codes(&[Slot::Input(4)]);
         ds.push(match fc1_codes {
-            Some(q) => ops::layer_norm_codes(ctx, b.p[y].bind(), &blk.norm2, codes(t).bind(), t, q),
+            Some(qr) => ops::layer_norm_codes(ctx, b.p[y].bind(), &blk.norm2, b.codes.slice(0, ops::code_words(t, c)).bind(), t, qr),
             None => ops::layer_norm(ctx, b.p[y].bind(), &blk.norm2, b.ln.bind(), t, "layernorm"),
         });
-        search(&mut ds, Slot::Input(4), 1, &b.ln, t * c, 1.0);
+        q.search(ctx, ds, Slot::Input(4), 1, (&b.ln, t * c), 1.0);
         let hid = blk.fc1.out_dim;
         for start in (0..t).step_by(chunk) {
             let n = chunk.min(t - start);
             let fc1 = Matmul {
                 gelu: true,
-                quant: act(Slot::Input(4)),
-                ..Matmul::tokens(b.ln.slice(start * c, n * c), weights(4, &blk.fc1), b.hidden.bind_range(0, n * hid), n, "mlp")
+                quant: q.act(Slot::Input(4)),
+                ..Matmul::tokens(b.ln.slice(start * c, n * c), q.weights(4, &blk.fc1), b.hidden.bind_range(0, n * hid), n, "mlp")
             };
             // The integer engine's fc1 writes fc2's input codes (into `hidden`) directly.
             let hidden_codes = || b.hidden.slice(0, ops::code_words(n, hid));
             let c4 = ops::code_words(1, c);
             let io = IntIo { emit: Some((hidden_codes().bind(), Slot::Input(5))), coded: fc1_codes.map(|_| b.codes.slice(start * c4, n * c4)) };
-            self.linear(ctx, &mut ds, (int, block, 4), fc1, if int.is_some() { io } else { IntIo::default() });
-            search(&mut ds, Slot::Input(5), 1, &b.hidden, n * hid, 1.0);
+            self.linear(ctx, ds, (q.int, q.block, 4), fc1, if q.int.is_some() { io } else { IntIo::default() });
+            q.search(ctx, ds, Slot::Input(5), 1, (&b.hidden, n * hid), 1.0);
             let fc2 = Matmul {
                 residual: Some(b.p[y].bind_range(start * c, n * c)),
-                quant: act(Slot::Input(5)),
-                ..Matmul::tokens(b.hidden.slice(0, n * hid), weights(5, &blk.fc2), b.p[x_out].bind_range(start * c, n * c), n, "mlp")
+                quant: q.act(Slot::Input(5)),
+                ..Matmul::tokens(b.hidden.slice(0, n * hid), q.weights(5, &blk.fc2), b.p[x_out].bind_range(start * c, n * c), n, "mlp")
             };
-            let io = IntIo { coded: int.map(|_| hidden_codes()), ..Default::default() };
-            self.linear(ctx, &mut ds, (int, block, 5), fc2, io);
+            let io = IntIo { coded: q.int.map(|_| hidden_codes()), ..Default::default() };
+            self.linear(ctx, ds, (q.int, q.block, 5), fc2, io);
         }
-        self.run(ds);
     }
 
     /// Records quantized linear `i` of `block`: as given, or for the integer engine
