@@ -1,6 +1,6 @@
 //! `cargo bench --bench forward`: FP32 SwinIR-light x2 forward at 64², 128², 256² LR,
-//! median wall time, the per-stage GPU time from timestamp queries, the kernel launches
-//! per stage and what one launch costs.
+//! median wall time, the per-stage GPU time from timestamp queries (with each compute
+//! stage's multiply-adds per second), the kernel launches per stage and what one launch costs.
 //! SWINQ_BENCH_SIZES (e.g. "64,128"), SWINQ_BENCH_REPEATS and WGPU_ADAPTER_NAME adjust it.
 
 use swinq::bench::{env_or, launch_cost_us, time_forward, LAUNCH_PROBES};
@@ -26,16 +26,15 @@ fn main() {
     println!("launch cost: {:.1} µs per dispatch ({LAUNCH_PROBES} tiny matmuls in one submission)", launch_cost_us(&ctx));
     for s in sizes {
         let t = time_forward(&ctx, &model, Mode::Float, (1, s, s), 2, repeats).expect("forward");
-        let stages: Vec<String> = t.stages_ms.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
         let gpu_total: f64 = t.stages_ms.values().sum();
         let launches: Vec<String> = t.dispatches.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!(
-            "{s}x{s}: median {:.2} ms, min {:.2} ms over {} runs; GPU stages (ms, sum {:.2}): {}; dispatches {}: {}",
+            "{s}x{s}: median {:.2} ms, min {:.2} ms over {} runs; GPU stages (sum {:.2} ms): {}; dispatches {}: {}",
             t.median_ms,
             t.min_ms,
             t.repeats,
             gpu_total,
-            stages.join(", "),
+            t.stage_summary(),
             t.launches(),
             launches.join(", ")
         );

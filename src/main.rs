@@ -82,8 +82,9 @@ enum Command {
         output: PathBuf,
     },
     /// Time the forward pass: the float model and, with --quantized, its fake-quantized
-    /// and integer engines, in one run on one adapter (median of repeats after warm-up,
-    /// per-stage GPU time from timestamp queries when the adapter has them).
+    /// and integer engines, in one run on one adapter (median of repeats after warm-up;
+    /// per-stage GPU time from timestamp queries when the adapter has them, with the
+    /// multiply-adds per second each compute stage reaches).
     Bench {
         #[command(flatten)]
         source: WeightsArg,

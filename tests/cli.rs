@@ -439,6 +439,16 @@ fn calibrate_export_then_eval_and_bench_both_engines() {
     assert!(v["launch_cost_us"].as_f64().is_some_and(|us| us > 0.0), "{v}");
     let launches = |t: &serde_json::Value| t["dispatches"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum::<u64>();
     assert!(v["timings"].as_array().unwrap().iter().all(|t| launches(t) > 0), "{v}");
+    // Multiply-adds per stage, counted by hand for SwinIR-light ×2 (C 60, MLP 120, 24
+    // blocks, 8×8 windows) over 16×16 = 256 tokens: per token and block q, k, v 3·60·60,
+    // proj 60·60, fc1 + fc2 2·60·120, attention 2·64·60; convs per token 3·9·60 (first),
+    // 4·60·9·60 (groups), 60·9·60 (after the body), 60·9·12 (upsampling).
+    let want = [("qkv", 3 * 3600 * 24), ("proj", 3600 * 24), ("mlp", 14400 * 24), ("attention", 7680 * 24), ("conv", 1620 + 4 * 32400 + 32400 + 6480)];
+    for t in v["timings"].as_array().unwrap() {
+        for (stage, per_token) in want {
+            assert_eq!(t["stage_macs"][stage].as_f64(), Some(256.0 * per_token as f64), "{stage}: {t}");
+        }
+    }
 }
 
 #[test]

@@ -167,6 +167,9 @@ pub fn bench((source, gpu): (&WeightsArg, &GpuArg), quantized: Option<&Path>, si
             })
             .collect();
         println!("{}×{}: {}", chunk[0].timing.height, chunk[0].timing.width, line.join(", "));
+        for t in chunk.iter().filter(|t| !t.timing.stages_ms.is_empty()) {
+            println!("  {} GPU time per stage: {}", t.engine, t.timing.stage_summary());
+        }
     }
     Ok(())
 }

@@ -89,6 +89,12 @@ impl GpuModel {
     pub fn blocks(&self) -> impl Iterator<Item = &GpuBlock> {
         self.groups.iter().flat_map(|g| g.blocks.iter())
     }
+
+    /// The 3×3 convolutions: the first, each group's last, the one after the body and
+    /// the upsampling one.
+    pub fn convs(&self) -> impl Iterator<Item = &GpuLinear> {
+        std::iter::once(&self.conv_first).chain(self.groups.iter().map(|g| &g.conv)).chain([&self.conv_after_body, &self.upsample])
+    }
 }
 
 /// The fake-quantized model's state on the GPU: the parameter table and the
