@@ -102,7 +102,7 @@ bench() {
     local bq=${BENCH_Q:-$q/bench_w4.safetensors}
     [ -f "$bq" ] || $bin/swinq calibrate --weights $W --calib $calib --bits 4 --method dobi --patches 8 -o "$bq" 2>&1 | tail -1
     $bin/swinq bench --weights $W --quantized "$bq" --size ${BENCH_SIZES:-64,128,256,512} --repeats 10 --warmup 3 --json > "$OUT/bench.json"
-    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["device"], "launch cost %.1f us" % d["launch_cost_us"]); [print("%s² %s: median %.2f ms, min %.2f ms; %d launches; stages %s" % (t["height"], t["engine"], t["median_ms"], t["min_ms"], sum(t["dispatches"].values()), {k: round(v, 2) for k, v in t["stages_ms"].items()})) for t in d["timings"]]' "$OUT/bench.json"
+    python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["device"], "launch cost %.1f us" % d["launch_cost_us"]); [print("%s² %s: median %.2f ms, min %.2f ms; %d launches; stages %s" % (t["height"], t["engine"], t["median_ms"], t["min_ms"], sum(t["dispatches"].values()), ", ".join("%s %.2f ms%s" % (k, v, " (%.2f TMAC/s)" % (t["stage_macs"][k] / v / 1e9) if k in t["stage_macs"] and v > 0 else "") for k, v in t["stages_ms"].items()))) for t in d["timings"]]' "$OUT/bench.json"
     SWINQ_BENCH_SIZES=256 SWINQ_BENCH_REPEATS=10 $bin/forward --bench
     echo "the same with wgpu's shader runtime checks (loop counters, index clamps, division guards):"
     SWINQ_SHADER_CHECKS=1 SWINQ_BENCH_SIZES=256 SWINQ_BENCH_REPEATS=10 $bin/forward --bench
