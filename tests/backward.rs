@@ -322,7 +322,56 @@ fn finish_backward_is_the_adjoint_of_finish() {
     let lhs: f64 = shuffle(&up).iter().zip(&zero).zip(&d_out).map(|((a, z), d)| (a - z) as f64 * *d as f64).sum();
     let [db, ub] = [&d_out, &vec![0.0; up.len()]].map(|v| GpuBuffer::from_slice(ctx, "t", v));
     run_now(ctx, &[finish_backward(ctx, &db, &ub, &shape)]);
-    let rhs: f64 = ub.read::<f32>(ctx).iter().zip(&up).map(|(g, u)| *g as f64 * *u as f64).sum();
+    let got = ub.read::<f32>(ctx);
+    let rhs: f64 = got.iter().zip(&up).map(|(g, u)| *g as f64 * *u as f64).sum();
     eprintln!("finish adjoint: {lhs} vs {rhs}");
     assert!((lhs - rhs).abs() < 1e-5 * lhs.abs().max(1.0), "finish backward: {lhs} vs {rhs}");
+    // Element by element: ∂⟨finish(up), d_out⟩/∂up_i = ⟨finish(e_i) − finish(0), d_out⟩.
+    let want: Vec<f32> = (0..up.len())
+        .map(|i| {
+            let mut e = vec![0.0; up.len()];
+            e[i] = 1.0;
+            shuffle(&e).iter().zip(&zero).zip(&d_out).map(|((a, z), d)| (a - z) as f64 * *d as f64).sum::<f64>() as f32
+        })
+        .collect();
+    assert_close("finish backward, element by element", &got, &want, 1e-6);
+}
+
+/// The small kernels past one workgroup: `add_into` and `l1_grad` on 70,001 elements
+/// (many workgroups, the last partial), `reduce_partials` over 1000 strided partials
+/// (each invocation sums several; stride 4, as the student's per-quantizer rows use).
+#[test]
+fn add_l1_and_reduction_on_many_workgroups() {
+    use swinq::gpu::backward::{add_into, l1_grad};
+    let ctx = gpu();
+    let mut r = rng(11);
+    let n = 70_001;
+    let (x, t, prior) = (random(&mut r, n, -1.0, 1.0), random(&mut r, n, -1.0, 1.0), random(&mut r, n, -1.0, 1.0));
+    let [xb, tb, dxb] = [&x, &t, &prior].map(|v| GpuBuffer::from_slice(ctx, "t", v));
+    run_now(ctx, &[add_into(ctx, [&xb, &dxb], n)]);
+    let want: Vec<f32> = prior.iter().zip(&x).map(|(p, v)| p + v).collect();
+    assert_eq!(dxb.read::<f32>(ctx), want, "add_into");
+
+    let parts = quant_partials(n);
+    let partials = GpuBuffer::zeros(ctx, "partials", 4 * parts);
+    let grads = GpuBuffer::zeros(ctx, "grads", 4);
+    run_now(ctx, &[l1_grad(ctx, [&xb, &tb, &dxb], n, (&partials, 0)), reduce_partials(ctx, (&partials, 0, 1), parts, (&grads, 0), false)]);
+    let (loss, want_l1) = cpu::l1_loss(&x, &t);
+    assert_close("L1 loss gradient, many workgroups", &dxb.read(ctx), &want_l1, 1e-7);
+    let got = grads.read::<f32>(ctx)[0] as f64 / n as f64;
+    assert!((got - loss).abs() < 1e-6 * loss, "L1 loss, many workgroups: GPU {got} CPU {loss}");
+
+    let (count, stride, part0) = (1000, 4, 3);
+    let values = random(&mut r, 4 * (part0 + count * stride), -1.0, 1.0);
+    let partials = GpuBuffer::from_slice(ctx, "partials", &values);
+    let grads = GpuBuffer::from_slice(ctx, "grads", &[0.5f32; 8]);
+    run_now(ctx, &[reduce_partials(ctx, (&partials, part0, stride), count, (&grads, 1), true)]);
+    let got = grads.read::<f32>(ctx);
+    assert_eq!(&got[..4], &[0.5; 4], "reduce_partials: row 0 untouched");
+    for e in 0..4 {
+        let parts = (0..count).map(|i| values[4 * (part0 + i * stride) + e] as f64);
+        let (sum, magnitude) = parts.fold((0.5, 0.0), |(s, m), v| (s + v, m + v.abs()));
+        let err = (got[4 + e] as f64 - sum).abs() / magnitude;
+        assert!(err < 1e-6, "reduce_partials element {e}: GPU {} CPU {sum} ({err:.1e} of Σ|x|)", got[4 + e]);
+    }
 }

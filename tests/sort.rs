@@ -75,6 +75,19 @@ fn u32_million() {
     }
 }
 
+/// Tiles of 2048 keys (8 per invocation, the layout for devices with 17.3 to 25.6 KiB
+/// of workgroup memory), with and without runs.
+#[test]
+fn u32_middle_tiles() {
+    let ctx = gpu();
+    for mut s in [RadixSorter::with_layout(ctx, 8, None), RadixSorter::with_layout(ctx, 8, Some(16))] {
+        assert_eq!(s.tile(), 2048);
+        for &n in &[255, 2049, 70001] {
+            check_u32(ctx, &mut s, &keys(Kind::Random, n, 7), "middle tiles");
+        }
+    }
+}
+
 /// Tiles of 1024 keys (the 16 KiB workgroup-memory path): the histogram scan
 /// then has three levels at 4.5 M keys; with runs of 16 keys, at 100 k keys.
 #[test]

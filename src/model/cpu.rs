@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use super::config::RGB_MEAN;
 use super::weights::{relative_position_index, Block, Conv3x3, LayerNorm, Linear, SwinWeights};
+use crate::quant::{code, step, QParams};
 
 /// LayerNorm epsilon of SwinIR (PyTorch's default).
 pub const LN_EPS: f32 = 1e-5;
@@ -361,6 +362,118 @@ pub fn window_attention(
     shift: usize,
     bias_table: &[f32],
 ) -> Vec<f32> {
+    attend_windows(qkv, (b, h, w), c, (heads, window, shift), bias_table, float_head)
+}
+
+/// The integer engine's window attention (SPEC §6) on [`window_attention`]'s input:
+/// q·scale, k, v and P become codes of the quantizers `quant` = [q·scale, k, v, P] at
+/// `levels` (2^b − 1), every product of codes is summed exactly in integers and the
+/// expansion l_a·l_b + … of each matmul is taken in f64. It equals the attention of
+/// the fake-quantized operands, up to a P code that the float rounding of the softmax
+/// moves across a code boundary.
+#[allow(clippy::too_many_arguments)]
+pub fn window_attention_int(
+    qkv: &[f32],
+    (b, h, w): (usize, usize, usize),
+    c: usize,
+    heads: usize,
+    window: usize,
+    shift: usize,
+    bias_table: &[f32],
+    (quant, levels): (&[QParams; 4], f32),
+) -> Vec<f32> {
+    attend_windows(qkv, (b, h, w), c, (heads, window, shift), bias_table, |wh| int_head(wh, quant, levels))
+}
+
+/// One window of one head: q·scale, k and v of its n tokens (n × hd, row-major) and,
+/// per (query, key) pair (n × n), the relative-position bias and whether the shift
+/// mask separates them.
+struct WindowHead {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    bias: Vec<f64>,
+    masked: Vec<bool>,
+    n: usize,
+    hd: usize,
+}
+
+impl WindowHead {
+    /// The logit of query i and key j whose q·k is `dot`: plus bias, plus mask.
+    fn logit(&self, i: usize, j: usize, dot: f64) -> f64 {
+        let a = dot + self.bias[i * self.n + j];
+        if self.masked[i * self.n + j] {
+            a + MASK_VALUE as f64
+        } else {
+            a
+        }
+    }
+}
+
+/// Softmax of `logits`, relative to their maximum.
+fn softmax(logits: &[f64]) -> Vec<f64> {
+    let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let e: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
+    let sum: f64 = e.iter().sum();
+    e.iter().map(|x| x / sum).collect()
+}
+
+/// softmax(q·kᵀ + bias + mask)·v of one window and head, in f64 (n × hd).
+fn float_head(wh: &WindowHead) -> Vec<f64> {
+    let (n, hd) = (wh.n, wh.hd);
+    let mut out = vec![0.0f64; n * hd];
+    for i in 0..n {
+        let q = &wh.q[i * hd..][..hd];
+        let logits: Vec<f64> = (0..n).map(|j| wh.logit(i, j, q.iter().zip(&wh.k[j * hd..][..hd]).map(|(&a, &b)| a as f64 * b as f64).sum())).collect();
+        for (j, p) in softmax(&logits).into_iter().enumerate() {
+            for (o, &v) in out[i * hd..][..hd].iter_mut().zip(&wh.v[j * hd..][..hd]) {
+                *o += p * v as f64;
+            }
+        }
+    }
+    out
+}
+
+/// [`float_head`] on codes (SPEC §6): with every operand l + s·r (c folded into l),
+/// Σ_d a_d·b_d = s_a·s_b·Σ r_a r_b + s_a·l_b·Σ r_a + s_b·l_a·Σ r_b + d·l_a·l_b.
+fn int_head(wh: &WindowHead, quant: &[QParams; 4], levels: f32) -> Vec<f64> {
+    let (n, hd) = (wh.n, wh.hd);
+    let codes = |x: &[f32], q: &QParams| x.iter().map(|&v| code(v, q, levels)).collect::<Vec<u32>>();
+    let (rq, rk, rv) = (codes(&wh.q, &quant[0]), codes(&wh.k, &quant[1]), codes(&wh.v, &quant[2]));
+    let [(sq, lq), (sk, lk), (sv, lv), (sp, lp)] = quant.map(|q| (step(&q, levels) as f64, (q.lower + q.bias) as f64));
+    let sum = |r: &[u32]| r.iter().map(|&x| x as u64).sum::<u64>() as f64;
+    // Σ_j r_v[j, d] per d.
+    let v_sums: Vec<f64> = (0..hd).map(|d| (0..n).map(|j| rv[j * hd + d] as u64).sum::<u64>() as f64).collect();
+    let mut out = vec![0.0f64; n * hd];
+    for i in 0..n {
+        let q = &rq[i * hd..][..hd];
+        let logits: Vec<f64> = (0..n)
+            .map(|j| {
+                let k = &rk[j * hd..][..hd];
+                let dot: u64 = q.iter().zip(k).map(|(&a, &b)| (a * b) as u64).sum();
+                wh.logit(i, j, sq * sk * dot as f64 + sq * lk * sum(q) + sk * lq * sum(k) + hd as f64 * lq * lk)
+            })
+            .collect();
+        let rp: Vec<u32> = softmax(&logits).into_iter().map(|p| code(p as f32, &quant[3], levels)).collect();
+        for d in 0..hd {
+            let dot: u64 = (0..n).map(|j| (rp[j] * rv[j * hd + d]) as u64).sum();
+            out[i * hd + d] = sp * sv * dot as f64 + sp * lv * sum(&rp) + sv * lp * v_sums[d] + n as f64 * lp * lv;
+        }
+    }
+    out
+}
+
+/// SPEC §1's window partition around `attend`, which maps one window and head to its
+/// output (n × hd): gathers q·scale, k, v, the biases and the mask of each window and
+/// head of the layout rolled by −shift, and puts the outputs back at their tokens.
+fn attend_windows(
+    qkv: &[f32],
+    (b, h, w): (usize, usize, usize),
+    c: usize,
+    (heads, window, shift): (usize, usize, usize),
+    bias_table: &[f32],
+    attend: impl Fn(&WindowHead) -> Vec<f64> + Sync,
+) -> Vec<f32> {
     assert_eq!(qkv.len(), b * h * w * 3 * c, "window_attention: qkv length mismatch");
     assert!(h.is_multiple_of(window) && w.is_multiple_of(window), "window_attention: H, W must be multiples of the window");
     assert!(heads > 0 && c.is_multiple_of(heads), "window_attention: C not divisible by heads");
@@ -387,53 +500,17 @@ pub fn window_attention(
         let bi = widx / (nwy * nwx);
         let (wy, wx) = ((widx / nwx) % nwy, widx % nwx);
         let toks: Vec<usize> = (0..n).map(|i| token_of(bi, wy, wx, i)).collect();
-        let labels: Vec<usize> = (0..n)
-            .map(|i| {
-                if shift > 0 {
-                    mask_label(wy * window + i / window, wx * window + i % window, h, w, window, shift)
-                } else {
-                    0
-                }
-            })
-            .collect();
-        let mut logits = vec![0.0f64; n];
+        let label = |i: usize| if shift > 0 { mask_label(wy * window + i / window, wx * window + i % window, h, w, window, shift) } else { 0 };
+        let labels: Vec<usize> = (0..n).map(label).collect();
+        let masked: Vec<bool> = (0..n * n).map(|ij| labels[ij / n] != labels[ij % n]).collect();
         for head in 0..heads {
-            let q_off = head * hd;
-            let k_off = c + head * hd;
-            let v_off = 2 * c + head * hd;
-            for i in 0..n {
-                let qrow = &qkv[toks[i] * 3 * c + q_off..][..hd];
-                // q is scaled before the product, as in the official code.
-                let q: Vec<f32> = qrow.iter().map(|&v| v * scale).collect();
-                let mut maxv = f64::NEG_INFINITY;
-                for j in 0..n {
-                    let krow = &qkv[toks[j] * 3 * c + k_off..][..hd];
-                    let mut a = 0.0f64;
-                    for (&qv, &kv) in q.iter().zip(krow) {
-                        a += qv as f64 * kv as f64;
-                    }
-                    a += bias_table[relative_position_index(window, i, j) * heads + head] as f64;
-                    if labels[i] != labels[j] {
-                        a += MASK_VALUE as f64;
-                    }
-                    logits[j] = a;
-                    maxv = maxv.max(a);
-                }
-                let mut denom = 0.0f64;
-                for l in logits.iter_mut() {
-                    *l = (*l - maxv).exp();
-                    denom += *l;
-                }
-                let mut acc = vec![0.0f64; hd];
-                for j in 0..n {
-                    let p = logits[j] / denom;
-                    let vrow = &qkv[toks[j] * 3 * c + v_off..][..hd];
-                    for (a, &vv) in acc.iter_mut().zip(vrow) {
-                        *a += p * vv as f64;
-                    }
-                }
-                for (d, a) in acc.iter().enumerate() {
-                    out[i * c + head * hd + d] = *a as f32;
+            // q is scaled before the product, as in the official code.
+            let rows = |part: usize, mult: f32| -> Vec<f32> { toks.iter().flat_map(|&t| qkv[t * 3 * c + part * c + head * hd..][..hd].iter().map(move |&x| x * mult)).collect() };
+            let bias = (0..n * n).map(|ij| bias_table[relative_position_index(window, ij / n, ij % n) * heads + head] as f64).collect();
+            let wh = WindowHead { q: rows(0, scale), k: rows(1, 1.0), v: rows(2, 1.0), bias, masked: masked.clone(), n, hd };
+            for (i, o) in attend(&wh).chunks(hd).enumerate() {
+                for (d, &x) in o.iter().enumerate() {
+                    out[i * c + head * hd + d] = x as f32;
                 }
             }
         }
