@@ -9,6 +9,12 @@
 #   benches/device.sh run [SECTION...]   (there, with .dev and .gl carried): setup, then the sections
 #       check phase1 bench eval_sets phase2 quality (default: all), and carried (every
 #       QFILES file on every staged set: `run setup carried`); results and log in $OUT
+# Settings of `run` (environment): SWINQ_CALL_SECONDS (when the call must end, default 500 s
+# after its start: `quality` fills the time left), BENCH_Q (quantized file to time, else one
+# made here), BENCH_SIZES (default 64,128,256,512), SKIP_SORT=1, PHASE2_ITERS (DQC iterations
+# of the phase 2 timing runs, default 20), DQC_METHODS (default "2dquant 2dquant+"), DQC_ITERS
+# and DQC_BATCH (default: sized to the time left, batch 16), ABLATION (phase 1 methods) and
+# ABLATION_JOBS (their parallel runs, default 2).
 # The device machine has no Rust toolchain and no ../shared, hence the staging.
 set -u
 mode=${1:-}

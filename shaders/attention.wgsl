@@ -1,5 +1,5 @@
 // Fused (shifted) window attention. A workgroup handles one slice (a window of one
-// head), an invocation one query token. q, k and v arrive in window order
+// head), an invocation one query token (on GPUs, QL invocations share one: below). q, k and v arrive in window order
 // (window, head, token in window, d), as the q/k/v matmuls write them, and the
 // softmax takes two passes over the keys (scores and their maximum, then P and P·v).
 // Every query reads every key and value of its slice, so how k and v are read
@@ -16,7 +16,8 @@
 // Header constants: WS (window), HD (head dim), HEADS, C (= HEADS·HD), SHIFT,
 // SCALE (HD^−½), LEVELS (2^b − 1), UNIFORM_READS (CPU drivers: the relative-position
 // table comes from uniform binding 8, else storage binding 4), TABLE_VEC4 (the
-// table's size in vec4s); LANES for attention_rows.wgsl.
+// table's size in vec4s), QL (GPUs: invocations per query, SWINQ_ATTN_LANES); LANES for
+// attention_rows.wgsl.
 // When quant > 0, q·scale, k, v and P are fake-quantized with qparams rows
 // quant−1 .. quant+2. When write_p is 1, P is stored (calibration).
 // `main_int` is the integer engine's version: both matmuls on codes (SPEC §6); on

@@ -16,7 +16,8 @@
 // summed in a fixed tree order (no atomics) so that a reduction over slices can be
 // deterministic. The pipeline skips wgpu's zero fill of workgroup memory: every
 // word is written before it is read.
-// CPU drivers take `main_rows` (attention_backward_rows.wgsl) instead.
+// CPU drivers take `main_rows` (attention_backward_rows.wgsl) instead. `to_tokens`
+// (at the end) moves the gradients from window order to token order.
 // Header constants as attention.wgsl; UNIFORM_READS is false (all storage reads).
 
 @group(0) @binding(1) var<storage, read> q_s: array<f32>;

@@ -1,4 +1,7 @@
-// Quantization passes outside the matmuls.
+// Quantization passes outside the matmuls: the weights' layouts (`main`, below), the
+// activation codes of the integer linears (`pack_codes`) and attention
+// (`pack_window_codes`), and the integer weights (`int_weights`), each described where
+// it is defined.
 // Weight preparation (`main`): copies a (n, k) weight tensor into the layout its matmul
 // reads, fake-quantized with one quantizer's parameters when `quantizer` > 0 (the
 // quantized copies are made once per bound update).

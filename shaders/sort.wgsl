@@ -17,6 +17,7 @@
 // the sort is correct without forward-progress guarantees (lavapipe included).
 // CPU drivers take hist_runs and scatter_runs instead (see there): the
 // histogram's columns are runs of RUN keys that one invocation handles alone.
+// clear_flag resets the NaN flag between sorts recorded in one command stream.
 //
 // Header constants: KPT (keys per invocation, 4, 8 or 16; TILE = 256 * KPT ≤ 4096,
 // also the scan's tile), RUN (keys per run).

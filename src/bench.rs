@@ -1,5 +1,6 @@
-//! Timing the GPU forward: wall time per run (median of repeats after warm-up)
-//! and a per-stage breakdown from GPU timestamp queries.
+//! Timing the GPU forward: wall time per run (median of repeats after warm-up), a
+//! per-stage breakdown from GPU timestamp queries with each compute stage's
+//! multiply-adds, the engines compared in one run, and the cost of one kernel launch.
 
 use std::collections::BTreeMap;
 use std::time::Instant;

@@ -14,6 +14,10 @@ pub struct ImageScore {
     pub name: String,
     pub psnr_y: f64,
     pub ssim_y: f64,
+    /// The side of the overlapping tiles (LR pixels) the image ran in, when it did
+    /// (`--tile`, or an image too large for the adapter); not stored.
+    #[serde(skip)]
+    pub tile: Option<usize>,
 }
 
 /// The `--json` shape of `swinq eval`.
@@ -38,7 +42,8 @@ pub fn score_pair_sr(up: &mut Upscaler, pair: &Pair) -> Result<(ImageScore, RgbU
     let scale = up.scale();
     let (hr, lr) = pair.load_hr_lr(scale)?;
     let sr = up.upscale(&lr).with_context(|| pair.lr_label())?.to_u8();
-    let score = ImageScore { name: pair.name.clone(), psnr_y: psnr_y(&sr, &hr, scale), ssim_y: ssim_y(&sr, &hr, scale) };
+    let tile = up.tile_for(lr.height, lr.width);
+    let score = ImageScore { name: pair.name.clone(), psnr_y: psnr_y(&sr, &hr, scale), ssim_y: ssim_y(&sr, &hr, scale), tile };
     Ok((score, sr))
 }
 

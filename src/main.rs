@@ -17,7 +17,7 @@ use swinq::report::ReportOptions;
 /// Quantize SwinIR-light super-resolution transformers to 2–4 bits (2DQuant+) and run
 /// them on any GPU that wgpu reaches (Vulkan, Metal, DX12; lavapipe without a GPU).
 #[derive(Parser)]
-#[command(name = "swinq", version, about, long_about = None)]
+#[command(name = "swinq", version, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -99,7 +99,7 @@ enum Command {
         /// Timed runs per engine and size (the median is reported).
         #[arg(long, default_value_t = 5)]
         repeats: usize,
-        /// Untimed runs first.
+        /// Untimed runs first (after the run that builds the pipelines).
         #[arg(long, default_value_t = 2)]
         warmup: usize,
         /// Print one JSON object on stdout instead of a table.
@@ -150,10 +150,12 @@ enum Command {
         /// method's +center-… option; dobi only).
         #[arg(long)]
         center: Option<String>,
-        /// Number of 64×64 calibration patches.
+        /// Number of calibration patches: 64×64 LR pixels, or (for smaller images) square
+        /// patches of the largest multiple of the window that the images allow.
         #[arg(long, default_value_t = 32)]
         patches: usize,
-        /// center: the centre crop of the first N images (file-name order); random: random crops.
+        /// center: the centre crop of the first --patches images (file-name order); random:
+        /// random crops.
         #[arg(long, default_value = "center")]
         patch_mode: String,
         /// Seed of the random patch mode and of phase 2's random training patches.

@@ -198,6 +198,7 @@ fn download_verified(known: &KnownWeights, url: &str, dest: &Path) -> Result<()>
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let part = part_path(dest);
     let mut guard = PartGuard(Some(&part));
+    let _removed_at_ctrl_c = crate::interrupt::track_temp(&part);
 
     eprintln!("downloading {url}\n  -> {}", dest.display());
     let (len, digest) = fetch_to(url, &part, known.bytes)?;

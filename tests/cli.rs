@@ -144,6 +144,16 @@ fn tiled_upscale_is_close_to_whole() {
     let psnr = 10.0 * (255.0f64 * 255.0 / mse.max(1e-12)).log10();
     eprintln!("tiled vs whole: PSNR {psnr:.2} dB");
     assert!(psnr > 35.0, "tiled output differs too much from the whole-image output: {psnr:.2} dB");
+    // eval says which images ran in tiles (a folder of one HR image, 56×48 LR).
+    let set = dir.path().join("set");
+    std::fs::create_dir(&set).unwrap();
+    let hr = load_rgb_u8(shared().join("datasets/Set5/HR/bird.png")).unwrap().crop(60, 60, 112, 96);
+    save_png(&hr, set.join("bird.png")).unwrap();
+    for (extra, tiled) in [(vec![], false), (vec!["--tile", "40"], true)] {
+        let o = swinq(&[&["eval", "--weights", &standin(), "--dataset", s(&set)], &extra[..]].concat());
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success() && text.contains("bird ") && text.contains("(in overlapping 40×40 tiles)") == tiled, "{text}");
+    }
 }
 
 #[test]

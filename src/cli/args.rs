@@ -65,7 +65,9 @@ pub struct Phase2Args {
 #[derive(Args)]
 pub struct WeightsArg {
     /// Checkpoint path (.pth or .safetensors) or a model name: swinir-light-x2, -x3, -x4
-    /// (downloaded once into the cache).
+    /// (downloaded once into the cache). eval, upscale, bench and export also take a
+    /// quantized file with embedded weights (`calibrate --embed-weights`), and the first
+    /// three an exported model (`swinq export`), which carry their own quantization.
     #[arg(long, env = "SWINQ_WEIGHTS")]
     pub weights: String,
 }
@@ -73,8 +75,8 @@ pub struct WeightsArg {
 /// The GPU adapter (`--adapter`).
 #[derive(Args)]
 pub struct GpuArg {
-    /// Use the adapter whose name contains this text (default: WGPU_ADAPTER_NAME, else
-    /// the high-performance one; WGPU_BACKEND limits the backends).
+    /// Use the adapter whose name contains this text (default: WGPU_ADAPTER_NAME, else a
+    /// discrete GPU, then an integrated one, then any other; WGPU_BACKEND limits the backends).
     #[arg(long)]
     pub adapter: Option<String>,
 }

@@ -85,7 +85,8 @@ pub fn eval(model: &ModelArgs, dataset: &Path, scale: Option<usize>, json: bool,
     let engine = up.engine();
     let bar = progress::bar(pairs.len(), &data::dataset_name(dataset));
     let report = evaluate(&mut up, &data::dataset_name(dataset), engine, &pairs, |score| {
-        result_line(&bar, json, &format!("{:<24} {:>8.4} dB  {:.4}", score.name, score.psnr_y, score.ssim_y));
+        let tiles = score.tile.map(|t| format!("  (in overlapping {t}×{t} tiles)")).unwrap_or_default();
+        result_line(&bar, json, &format!("{:<24} {:>8.4} dB  {:.4}{tiles}", score.name, score.psnr_y, score.ssim_y));
         bar.inc(1);
     })?;
     bar.finish_and_clear();

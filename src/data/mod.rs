@@ -1,4 +1,5 @@
-//! Images, colour conversion, metrics, MATLAB bicubic and benchmark datasets.
+//! Images, colour conversion, metrics, MATLAB bicubic, benchmark datasets, and the
+//! checks and atomic writes of output files.
 
 pub mod bicubic;
 pub mod dataset;

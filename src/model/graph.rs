@@ -1,5 +1,7 @@
-//! The SwinIR forward on the GPU: weights uploaded once, then a `Plan` per input
-//! size that owns the activation buffers and the recorded dispatches.
+//! The SwinIR forward on the GPU: weights uploaded once (`GpuModel`), then a `Plan`
+//! per input size that owns the activation buffers and the recorded dispatches, in one
+//! of four modes: float, fake-quantized or integer (a `QuantModel`'s quantized
+//! weights), or phase 1's calibration (`Calibration`: the bound search on each input).
 
 use anyhow::{bail, ensure, Result};
 

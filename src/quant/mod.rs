@@ -1,4 +1,6 @@
-//! Quantizers: names and layout (SPEC §3, §6), the fake quantizer, and phase 1's bound search.
+//! Quantizers: names and layout (SPEC §3, §6), the fake quantizer and its STE gradients;
+//! phase 1 (calibration patches, bound search), phase 2 (the student's gradient, DQC),
+//! the quantized file and the exported model.
 
 pub mod calib;
 pub mod dqc;

@@ -91,8 +91,8 @@ impl Method {
     /// Text for `--help`.
     pub const HELP: &str = "minmax, dobi (2DQuant's released code), dobi-paper (one-direction for the softmax \
         output and the fc2 input), sorted-uniform, sorted-tail (rank-based candidates of the sorted tensor); \
-        options appended with +: onedir, center-mean, center-median (dobi only), bias; aliases 2dquant (= dobi) \
-        and 2dquant+ (= sorted-tail+onedir+bias)";
+        options appended with +: onedir, center-mean, center-median (dobi only), bias; the full methods \
+        2dquant (dobi, then phase 2) and 2dquant+ (sorted-tail+onedir+bias, then phase 2 with c trained)";
 
     /// Number of candidates searched.
     pub fn k(self) -> usize {

@@ -533,6 +533,9 @@ fn evaluate_model(up: &mut Upscaler, model: usize, label: &str, plan: &mut Plan,
                     for job in crops.iter_mut().filter(|j| j.dataset == d && j.pair.name == pair.name) {
                         job.push(label, score, sr);
                     }
+                    if let Some(t) = score.tile {
+                        bar.suspend(|| eprintln!("{label} {} {}: processed in overlapping {t}×{t} tiles", set.name, pair.name));
+                    }
                     bar.inc(1);
                     // Without a terminal (no bar drawn) a line per image shows progress in logs.
                     if bar.is_hidden() {

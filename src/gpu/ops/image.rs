@@ -1,4 +1,5 @@
-//! The model's ends (image.wgsl): mean shift and padding in, pixel shuffle and crop out.
+//! The model's ends (image.wgsl): mean shift and padding in, pixel shuffle and crop out,
+//! and the backward of the latter (phase 2).
 
 use bytemuck::{Pod, Zeroable};
 

@@ -1,5 +1,6 @@
 //! Linears and 3×3 convolutions (matmul.wgsl, matmul_rows.wgsl): weight layouts,
-//! the float and integer matmul launchers, activation codes.
+//! the float and integer matmul launchers (output in token or window order), activation
+//! codes, and the LayerNorm weights (`GpuNorm`) and attention bias tables they sit beside.
 
 use bytemuck::{Pod, Zeroable};
 

@@ -1,5 +1,8 @@
-//! Host-side launchers of the kernels, one file per kernel family: each uploads
-//! nothing, binds existing buffers and returns a recorded `Dispatch`.
+//! Host-side launchers of the forward's kernels (attention, image ends, linears and
+//! convolutions, LayerNorm): the launchers bind existing buffers and return recorded
+//! dispatches; the layer types (`GpuLinear`, `GpuNorm`, the bias tables) upload their
+//! weights once. Phase 2's gradient kernels are launched from `gpu::backward` and
+//! `gpu::attention_backward`, the bound search from `quant::search`, the sort from `sort`.
 
 mod attention;
 mod image;
