@@ -81,6 +81,11 @@ fn window_order_back_to_token_order() {
         ds.extend(to_token_order(ctx, &windowed, &back, (b, h, w), shape, &table));
         run_now(ctx, &ds);
         assert_eq!(back.read::<f32>(ctx)[..t * c], plain.read::<f32>(ctx)[..t * c], "shift {shift}");
+        // The CPU's window order, taken back: the same tokens, bit for bit.
+        let tokens = random(&mut r, t * c, -1.0, 1.0);
+        let windowed = GpuBuffer::from_slice_windowed(ctx, "w", &swinq::model::cpu::window_order(&tokens, (b, h, w), c, shape.heads, shape.window, shift));
+        run_now(ctx, &to_token_order(ctx, &windowed, &back, (b, h, w), shape, &table));
+        assert_eq!(back.read::<f32>(ctx)[..t * c], tokens[..], "CPU window order back, shift {shift}");
     }
 }
 

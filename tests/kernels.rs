@@ -408,6 +408,51 @@ fn tiled_integer_linear_equals_rows_int() {
     }
 }
 
+/// The integer engine's activation codes against the CPU's `code`: a linear's input
+/// (four codes to a word, k not a multiple of 4), and the attention's window-ordered
+/// q·scale (per token: its words, then their sum) and v (transposed: per d, the words of
+/// four tokens, then their sum).
+#[test]
+fn activation_codes_match_cpu() {
+    use swinq::gpu::ops::{code_words, pack_codes, pack_window_codes, window_code_words, QuantRef};
+    use swinq::quant::{code, levels, QParams};
+    let ctx = gpu();
+    let mut r = rng(16);
+    let qp = [QParams { lower: -0.8, upper: 0.9, bias: 0.01, _pad: 0.0 }];
+    let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
+    let pack = |v: &[u32]| -> Vec<u32> { v.chunks(4).map(|c| c.iter().enumerate().map(|(j, &x)| x << (8 * j)).sum()).collect() };
+    for bits in [2, 4, 8] {
+        let q = QuantRef { params: &params, row: 0, levels: levels(bits) };
+        let codes_of = |x: &[f32], mult: f32| -> Vec<u32> { x.iter().map(|&v| code(v * mult, &qp[0], q.levels)).collect() };
+        let (m, k) = (203, 61);
+        let x = random(&mut r, m * k, -1.0, 1.0);
+        let (xb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::zeros(ctx, "codes", code_words(m, k)));
+        run_now(ctx, &[pack_codes(ctx, xb.bind(), out.bind(), m, k, q)]);
+        let want: Vec<u32> = codes_of(&x, 1.0).chunks(k).flat_map(pack).collect();
+        assert_eq!(out.read::<u32>(ctx), want, "pack_codes W{bits}");
+
+        let shape = AttnShape { window: 4, heads: 3, head_dim: 5, shift: 0 };
+        let (nt, hd, t) = (16, 5, 2 * 12 * 20);
+        let x = random(&mut r, t * shape.heads * hd, -1.0, 1.0);
+        let xb = GpuBuffer::from_slice_windowed(ctx, "x", &x);
+        let words = window_code_words(t, shape);
+        for transposed in [false, true] {
+            let out = GpuBuffer::zeros_windowed(ctx, "codes", words[transposed as usize]);
+            run_now(ctx, &[pack_window_codes(ctx, [&xb, &out], t, shape, transposed, (q, 0.45))]);
+            let codes = codes_of(&x, 0.45);
+            // Rows of codes: a token's hd values, or (transposed) one d over a slice's nt tokens.
+            let rows: Vec<Vec<u32>> = if transposed {
+                codes.chunks(nt * hd).flat_map(|s| (0..hd).map(move |d| (0..nt).map(|i| s[i * hd + d]).collect())).collect()
+            } else {
+                codes.chunks(hd).map(<[u32]>::to_vec).collect()
+            };
+            let want: Vec<u32> = rows.iter().flat_map(|row| pack(row).into_iter().chain([row.iter().sum()])).collect();
+            assert_eq!(want.len(), words[transposed as usize]);
+            assert_eq!(out.read::<u32>(ctx)[..want.len()], want[..], "pack_window_codes W{bits} transposed={transposed}");
+        }
+    }
+}
+
 #[test]
 fn integer_attention_matches_fake_quantized_attention() {
     // Window 6: 36 queries and keys, not a whole number of subgroups of 8.
