@@ -62,6 +62,20 @@ fn attention_lanes_from_env() -> Result<u32> {
     }
 }
 
+/// The vec4s (or words) the CPU-driver kernels share across a subgroup per step: the
+/// subgroup's lanes, at most 8; `SWINQ_ROWS_LANES` (4 or 8, at most the subgroup size)
+/// sets fewer, as drivers with wider subgroups than their sharing get (tests use it).
+fn rows_lanes(info: &wgpu::AdapterInfo) -> Result<usize> {
+    let lanes = (info.subgroup_min_size as usize).min(8);
+    match std::env::var("SWINQ_ROWS_LANES").ok().as_deref() {
+        None | Some("") => Ok(lanes),
+        Some(v) => match v.parse() {
+            Ok(n @ (4 | 8)) if n <= lanes => Ok(n),
+            _ => bail!("SWINQ_ROWS_LANES must be 4 or 8 and at most the subgroup size ({lanes} on `{}`), not `{v}`", info.name),
+        },
+    }
+}
+
 /// One wgpu device and queue shared by everything in a process.
 pub struct GpuContext {
     pub device: wgpu::Device,
@@ -73,6 +87,7 @@ pub struct GpuContext {
     /// Invocations per query in the GPU attention kernels (shaders/attention.wgsl `QL`):
     /// `SWINQ_ATTN_LANES` (1, 2 or 4), default 1.
     pub attention_lanes: u32,
+    rows_lanes: usize,
     pipelines: PipelineCache,
     /// Small buffers bound where a kernel's optional input (`empty`) or output
     /// (`sink`) is unused, so every entry point keeps one bind-group layout.
@@ -150,7 +165,8 @@ impl GpuContext {
         let (empty, sink) = (small("empty"), small("sink"));
         let matmul = MatmulKind::for_device(&info, features)?;
         let attention_lanes = attention_lanes_from_env()?;
-        Ok(Self { device, queue, info, features, limits, matmul, attention_lanes, pipelines: PipelineCache::default(), empty, sink })
+        let rows_lanes = rows_lanes(&info)?;
+        Ok(Self { device, queue, info, features, limits, matmul, attention_lanes, rows_lanes, pipelines: PipelineCache::default(), empty, sink })
     }
 
     /// The compiled pipeline for `shader`'s `entry` with the given header constants.
@@ -182,10 +198,10 @@ impl GpuContext {
         self.matmul == MatmulKind::Rows
     }
 
-    /// The vec4s of weights the `rows` matmul shares across a subgroup per step:
-    /// one per lane, at most 8.
+    /// The vec4s of weights the `rows` matmul (and the other CPU-driver kernels) share
+    /// across a subgroup per step: one per lane, at most 8 (`SWINQ_ROWS_LANES` can set 4).
     pub fn rows_lanes(&self) -> usize {
-        (self.info.subgroup_min_size as usize).min(8)
+        self.rows_lanes
     }
 
     /// The alignment of uniform-binding offsets, in 4-byte words.
