@@ -408,6 +408,45 @@ fn tiled_integer_linear_equals_rows_int() {
     }
 }
 
+/// The integer weights (`int_weights`) against the CPU, in both layouts: each column's
+/// codes four to a word, k-word g of column col at block(col) + g·block_cols, then the
+/// column's constant term s_w·l_x·Σ R_w + k·l_x·l_w + bias (f32 bits).
+#[test]
+fn integer_weights_match_cpu() {
+    use swinq::gpu::ops::{IntWeights, QuantRef, WeightLayout};
+    use swinq::quant::{code, levels, step, QParams};
+    let ctx = gpu();
+    let (n, k) = (69, 150);
+    let lin = random_linear(17, n, k);
+    let layer = GpuLinear::linear(ctx, "w", &lin);
+    let qp = [QParams { lower: -0.25, upper: 0.22, bias: 0.003, _pad: 0.0 }, QParams { lower: -1.2, upper: 1.4, bias: -0.02, _pad: 0.0 }];
+    let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
+    let k4 = k.div_ceil(4);
+    for (kind, bits) in KINDS.into_iter().flat_map(|kind| [2, 4, 8].map(|bits| (kind, bits))) {
+        let lv = levels(bits);
+        let weights = IntWeights::with_kind(ctx, kind, n, k);
+        run_now(ctx, &[weights.fill(ctx, &layer, QuantRef { params: &params, row: 1, levels: lv }, 0)]);
+        let got = weights.buffer.read::<u32>(ctx);
+        let (block_cols, slot) = match weights.layout {
+            WeightLayout::Dense => (n, 0),
+            WeightLayout::Blocks { v, slot, .. } => (4 * v, slot),
+        };
+        let (lx, lw, sw) = (qp[1].lower + qp[1].bias, qp[0].lower + qp[0].bias, step(&qp[0], lv));
+        for col in 0..n {
+            let codes: Vec<u32> = lin.weight[col * k..][..k].iter().map(|&w| code(w, &qp[0], lv)).collect();
+            let base = (col / block_cols) * slot + col % block_cols;
+            for (g, quad) in codes.chunks(4).enumerate() {
+                let word: u32 = quad.iter().enumerate().map(|(j, &r)| r << (8 * j)).sum();
+                assert_eq!(got[base + g * block_cols], word, "{kind:?} W{bits} column {col} word {g}");
+            }
+            let sum: u32 = codes.iter().sum();
+            let want = sw as f64 * lx as f64 * sum as f64 + k as f64 * lx as f64 * lw as f64 + lin.bias[col] as f64;
+            let term = f32::from_bits(got[base + k4 * block_cols]) as f64;
+            assert!((term - want).abs() <= 1e-5 * want.abs().max(1.0), "{kind:?} W{bits} column {col}: term {term} against {want}");
+        }
+    }
+}
+
 /// The integer engine's activation codes against the CPU's `code`: a linear's input
 /// (four codes to a word, k not a multiple of 4), and the attention's window-ordered
 /// q·scale (per token: its words, then their sum) and v (transposed: per d, the words of

@@ -63,8 +63,9 @@ fn attention_lanes_from_env() -> Result<u32> {
 }
 
 /// The vec4s (or words) the CPU-driver kernels share across a subgroup per step: the
-/// subgroup's lanes, at most 8; `SWINQ_ROWS_LANES` (4 or 8, at most the subgroup size)
-/// sets fewer, as drivers with wider subgroups than their sharing get (tests use it).
+/// subgroup's lanes, at most 8. `SWINQ_ROWS_LANES` (4 or 8, at most the subgroup size)
+/// chooses it: 4 on an 8-lane driver runs the kernels as drivers with subgroups wider
+/// than 8 lanes do (CI tests them so).
 fn rows_lanes(info: &wgpu::AdapterInfo) -> Result<usize> {
     let lanes = (info.subgroup_min_size as usize).min(8);
     match std::env::var("SWINQ_ROWS_LANES").ok().as_deref() {
