@@ -499,3 +499,68 @@ fn prefixed_keys_are_named_in_the_error() {
     let e = err_of(load_weights(&shared().join("golden/random_x3.safetensors")));
     assert!(e.contains("the file has `weights.conv_first.weight`") && e.contains("no `weights.` prefix"), "{e}");
 }
+
+/// A checkpoint that is not SwinIR-light, or whose values are broken, is refused with
+/// the tensor named: a missing tensor, a wrong shape, an extra tensor, a NaN.
+#[test]
+fn architecture_errors_name_the_tensor() {
+    use swinq::model::SwinWeights;
+    let dir = tempfile::tempdir().unwrap();
+    let good = SwinWeights::random(&SwinConfig::light(2), 1).to_state_dict();
+    let fc1 = "layers.1.residual_group.blocks.2.mlp.fc1.bias";
+    let proj = "layers.2.residual_group.blocks.1.attn.proj.weight";
+    let mutations: [(&str, &dyn Fn(&mut swinq::model::StateDict), String); 4] = [
+        ("missing", &|sd| drop(sd.remove(fc1)), format!("missing tensor `{fc1}`")),
+        ("shape", &|sd| drop(sd.insert(proj.into(), Tensor::f32(vec![60, 59], vec![0.0; 60 * 59]))), format!("tensor `{proj}` has shape [60, 59], expected [60, 60]")),
+        ("extra", &|sd| drop(sd.insert("extra.weight".into(), Tensor::f32(vec![1], vec![0.0]))), "unexpected tensor `extra.weight`".into()),
+        (
+            "nan",
+            &|sd| {
+                let t = sd.get_mut(proj).unwrap();
+                let mut v = t.as_f32().unwrap().to_vec();
+                v[7] = f32::NAN;
+                *t = Tensor::f32(t.shape.clone(), v);
+            },
+            format!("tensor `{proj}` holds a non-finite value (NaN) at flat index 7"),
+        ),
+    ];
+    for (name, mutate, want) in mutations {
+        let mut sd = good.clone();
+        mutate(&mut sd);
+        let path = dir.path().join(format!("{name}.safetensors"));
+        save_safetensors(&sd, &BTreeMap::new(), &path).unwrap();
+        let e = err_of(load_weights(&path));
+        assert!(e.starts_with(&path.display().to_string()) && e.contains(&want), "{name}: {e}");
+    }
+    // The unmodified weights load.
+    let path = dir.path().join("good.safetensors");
+    save_safetensors(&good, &BTreeMap::new(), &path).unwrap();
+    assert_eq!(load_weights(&path).unwrap().to_state_dict(), good);
+}
+
+/// A checkpoint with only `params_ema` (as some SwinIR releases are saved) loads it.
+#[test]
+fn params_ema_alone_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_tmp(&dir, "ema_only.pth", &make_pth(&tiny_pkl("params_ema"), &[("0", f32_bytes(&[1.0, 2.0, 3.0, 4.0]))]));
+    assert_eq!(load_state_dict(&p).unwrap()["w"], Tensor::f32(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]));
+}
+
+/// A quantized file claiming a bit width swinq does not run is refused on load.
+#[test]
+fn quantized_file_bits_outside_2_to_8_are_refused() {
+    use swinq::quant::file::QuantFile;
+    use swinq::quant::QParams;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SwinConfig::light(2);
+    let params = vec![QParams { lower: -1.0, upper: 1.0, bias: 0.0, _pad: 0.0 }; swinq::quant::all_names(&cfg).len()];
+    for bits in [1, 4, 9] {
+        let q = QuantFile { bits, method: "dobi".into(), scale: 2, source_sha256: STANDIN_SHA256.into(), weights_sha256: None, settings: BTreeMap::new(), params: params.clone() };
+        let path = dir.path().join(format!("w{bits}.safetensors"));
+        q.save(&cfg, None, &path).unwrap();
+        match bits {
+            4 => assert_eq!(QuantFile::load(&path, &cfg).unwrap().bits, 4),
+            _ => assert!(err_of(QuantFile::load(&path, &cfg)).contains(&format!("metadata `bits` is {bits}, not 2 to 8")), "W{bits}"),
+        }
+    }
+}

@@ -629,3 +629,25 @@ fn png_text_marks_are_read_back() {
     assert!(!png_has_text(&jpeg, ("swinq-upscale-of", "cat.png")));
     assert!(!png_has_text(&dir.path().join("missing.png"), ("swinq-upscale-of", "cat.png")));
 }
+
+/// JPEG, BMP and TIFF inputs decode to the pixels written (BMP and TIFF exactly, JPEG
+/// within its loss), at odd sizes.
+#[test]
+fn jpeg_bmp_and_tiff_inputs_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, h) = (13u32, 7u32);
+    // A smooth gradient, so that JPEG keeps it close.
+    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 15) as u8, (y * 30) as u8, 128]));
+    for ext in ["jpg", "jpeg", "bmp", "tif", "tiff"] {
+        let path = dir.path().join(format!("in.{ext}"));
+        img.save(&path).unwrap();
+        assert!(is_image_file(&path), "{ext}");
+        let got = load_rgb_u8(&path).unwrap();
+        assert_eq!((got.width, got.height), (w as usize, h as usize), "{ext}");
+        let worst = got.data.iter().zip(img.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        let lossless = !ext.starts_with("jp");
+        assert!(if lossless { worst == 0 } else { worst <= 12 }, "{ext}: pixels differ by up to {worst}");
+        let f = load_rgb(&path).unwrap();
+        assert_eq!((f.width, f.height), (w as usize, h as usize), "{ext}");
+    }
+}

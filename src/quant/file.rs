@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 
 use super::export::is_export_format;
 use super::{all_names, QParams};
@@ -127,8 +127,10 @@ impl QuantFile {
         let params = all_names(cfg).iter().map(|n| read_params(path, sd, &format!("{prefix}{n}"))).collect::<Result<Vec<_>>>()?;
         let fixed = ["format", "bits", "method", "scale", "source_sha256", "weights_sha256", "config"];
         let settings = meta.iter().filter(|(k, _)| !fixed.contains(&k.as_str()) && !own.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let bits: u32 = get("bits")?.parse().with_context(ctx)?;
+        ensure!((2..=8).contains(&bits), "{}: metadata `bits` is {bits}, not 2 to 8", path.display());
         Ok(Self {
-            bits: get("bits")?.parse().with_context(ctx)?,
+            bits,
             method: get("method")?,
             scale: get("scale")?.parse().with_context(ctx)?,
             source_sha256: get("source_sha256")?,
