@@ -509,7 +509,8 @@ fn architecture_errors_name_the_tensor() {
     let good = SwinWeights::random(&SwinConfig::light(2), 1).to_state_dict();
     let fc1 = "layers.1.residual_group.blocks.2.mlp.fc1.bias";
     let proj = "layers.2.residual_group.blocks.1.attn.proj.weight";
-    let mutations: [(&str, &dyn Fn(&mut swinq::model::StateDict), String); 4] = [
+    type Mutation<'a> = (&'a str, &'a dyn Fn(&mut swinq::model::StateDict), String);
+    let mutations: [Mutation; 4] = [
         ("missing", &|sd| drop(sd.remove(fc1)), format!("missing tensor `{fc1}`")),
         ("shape", &|sd| drop(sd.insert(proj.into(), Tensor::f32(vec![60, 59], vec![0.0; 60 * 59]))), format!("tensor `{proj}` has shape [60, 59], expected [60, 60]")),
         ("extra", &|sd| drop(sd.insert("extra.weight".into(), Tensor::f32(vec![1], vec![0.0]))), "unexpected tensor `extra.weight`".into()),
