@@ -12,6 +12,7 @@ use crate::gpu::profiler::Profiler;
 use crate::gpu::ops::GpuLinear;
 use crate::gpu::GpuContext;
 use crate::model::graph::{Capture, GpuModel, Mode, Plan};
+use crate::upscale::Engine;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ForwardTiming {
@@ -162,20 +163,22 @@ pub struct EngineTiming {
     pub timing: ForwardTiming,
 }
 
-/// Times the float model and, given a quantized model, its fake-quantized and
-/// integer engines, at each LR size, in one run on one adapter.
+/// Times the float model and, given a quantized model, its engines `engines` (fake
+/// quantization, integers), at each LR size, in one run on one adapter.
 pub fn compare_engines(
     ctx: &GpuContext,
     model: &GpuModel,
-    quant: Option<&crate::model::graph::QuantModel>,
+    quant: Option<(&crate::model::graph::QuantModel, &[Engine])>,
     sizes: &[usize],
     (warmup, repeats): (usize, usize),
     mut progress: impl FnMut(&EngineTiming),
 ) -> Result<Vec<EngineTiming>> {
     let mut modes = vec![("fp32", Mode::Float)];
-    if let Some(q) = quant {
-        modes.push(("fake", Mode::Fake(q)));
-        modes.push(("int", Mode::Int(q)));
+    for (q, &engine) in quant.iter().flat_map(|(q, engines)| engines.iter().map(move |e| (*q, e))) {
+        modes.push(match engine {
+            Engine::Fake => ("fake", Mode::Fake(q)),
+            Engine::Int => ("int", Mode::Int(q)),
+        });
     }
     let mut out = Vec::new();
     for &s in sizes {

@@ -13,6 +13,7 @@ use cli::args::{GpuArg, ModelArgs, Phase2Args, QuantArgs, WeightsArg};
 use cli::calibrate::CalibOptions;
 use swinq::gpu::adapters_report;
 use swinq::report::ReportOptions;
+use swinq::upscale::Engine;
 
 /// Quantize SwinIR-light super-resolution transformers to 2–4 bits (2DQuant+) and run
 /// them on any GPU that wgpu reaches (Vulkan, Metal, DX12; lavapipe without a GPU).
@@ -93,6 +94,9 @@ enum Command {
         /// Also time this quantized model (from `swinq calibrate`) with both engines.
         #[arg(long)]
         quantized: Option<PathBuf>,
+        /// Time only this engine of the quantized model (beside fp32) [default: both]
+        #[arg(long, value_enum)]
+        engine: Option<Engine>,
         /// LR input sizes (square, ×scale output), comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "128,256,512")]
         size: Vec<usize>,
@@ -211,7 +215,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Upscale { model, quant, inputs, output } => cli::upscale::upscale(&model, &quant, &inputs, &output),
         Command::Eval { model, dataset, scale, json, quant } => cli::eval(&model, &dataset, scale, json, &quant),
         Command::Export { source, quantized, output } => cli::export_model(&source, quantized.as_deref(), &output),
-        Command::Bench { source, gpu, quantized, size, repeats, warmup, json } => cli::bench((&source, &gpu), quantized.as_deref(), &size, (warmup, repeats), json),
+        Command::Bench { source, gpu, quantized, engine, size, repeats, warmup, json } => cli::bench((&source, &gpu), (quantized.as_deref(), engine), &size, (warmup, repeats), json),
         Command::Calibrate { source, gpu, calib, calib_hr, scale, bits, method, bias, center, patches, patch_mode, seed, embed_weights, phase2, output } => {
             let opts = CalibOptions { calib, calib_hr, bits, method, bias, center, patches, patch_mode, seed, embed_weights, phase2 };
             cli::calibrate::run((&source, &gpu), scale, &opts, &output)

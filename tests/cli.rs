@@ -197,6 +197,7 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
         (vec!["upscale".into(), "--weights".into(), standin(), "--quantized".into(), s(&x3).into(), s(&good).into(), "-o".into(), s(&out).into()], "a ×3 quantized model, but --weights is a ×2 checkpoint"),
         (vec!["bench".into(), "--weights".into(), standin(), "--repeats".into(), "0".into()], "--repeats 0"),
         (vec!["bench".into(), "--weights".into(), standin(), "--tile".into(), "64".into()], "unexpected argument '--tile'"),
+        (vec!["bench".into(), "--weights".into(), standin(), "--engine".into(), "int".into()], "--engine chooses how a quantized model runs"),
         // Outputs that would destroy an input, or replace a pipe or a folder.
         (vec!["convert".into(), s(&copy).into(), s(&copy).into()], "is also the input checkpoint"),
         (vec!["upscale".into(), "--weights".into(), standin(), s(&good).into(), "-o".into(), s(&good).into()], "is also the input image"),
@@ -449,6 +450,12 @@ fn calibrate_export_then_eval_and_bench_both_engines() {
     assert!(v["launch_cost_us"].as_f64().is_some_and(|us| us > 0.0), "{v}");
     let launches = |t: &serde_json::Value| t["dispatches"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum::<u64>();
     assert!(v["timings"].as_array().unwrap().iter().all(|t| launches(t) > 0), "{v}");
+    // --engine times one quantized engine beside fp32.
+    let o = swinq(&["bench", "--weights", &standin(), "--quantized", s(&q), "--engine", "fake", "--size", "16", "--repeats", "1", "--warmup", "0", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let one: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let engines: Vec<&str> = one["timings"].as_array().unwrap().iter().map(|t| t["engine"].as_str().unwrap()).collect();
+    assert_eq!(engines, ["fp32", "fake"]);
     // Multiply-adds per stage, counted by hand for SwinIR-light ×2 (C 60, MLP 120, 24
     // blocks, 8×8 windows) over 16×16 = 256 tokens: per token and block q, k, v 3·60·60,
     // proj 60·60, fc1 + fc2 2·60·120, attention 2·64·60; convs per token 3·9·60 (first),

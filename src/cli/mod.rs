@@ -19,7 +19,7 @@ use swinq::model::graph::{GpuModel, QuantModel};
 use swinq::progress;
 use swinq::quant::export;
 use swinq::report::ReportOptions;
-use swinq::upscale::Upscaler;
+use swinq::upscale::{Engine, Upscaler};
 
 use args::{check_scale, load_model, load_quantized, GpuArg, ModelArgs, QuantArgs, WeightsArg};
 
@@ -132,7 +132,7 @@ pub fn export_model(source: &WeightsArg, quantized: Option<&Path>, output: &Path
 }
 
 /// `swinq bench`: forward times of the float model and the quantized engines.
-pub fn bench((source, gpu): (&WeightsArg, &GpuArg), quantized: Option<&Path>, sizes: &[usize], runs: (usize, usize), json: bool) -> Result<()> {
+pub fn bench((source, gpu): (&WeightsArg, &GpuArg), (quantized, engine): (Option<&Path>, Option<Engine>), sizes: &[usize], runs: (usize, usize), json: bool) -> Result<()> {
     if sizes.is_empty() || sizes.contains(&0) {
         bail!("--size needs positive LR sizes, e.g. --size 128,256");
     }
@@ -140,13 +140,17 @@ pub fn bench((source, gpu): (&WeightsArg, &GpuArg), quantized: Option<&Path>, si
         bail!("--repeats 0: time at least one run");
     }
     let (weights, q) = load_model(source, quantized)?;
+    if q.is_none() && engine.is_some() {
+        bail!("--engine chooses how a quantized model runs; give --quantized (or an exported model as --weights)");
+    }
+    let quantized_engines = engine.map_or(vec![Engine::Fake, Engine::Int], |e| vec![e]);
     let ctx = gpu.context()?;
     let gpu = GpuModel::upload(&ctx, &weights);
     let quant = q.as_ref().map(|q| QuantModel::new(&ctx, &gpu, q.bits, &q.params));
-    let engines = if quant.is_some() { 3 } else { 1 };
+    let engines = 1 + quant.as_ref().map_or(0, |_| quantized_engines.len());
     let bar = progress::bar(sizes.len() * engines, "timing");
     let launch_us = launch_cost_us(&ctx);
-    let timings = compare_engines(&ctx, &gpu, quant.as_ref(), sizes, runs, |t| {
+    let timings = compare_engines(&ctx, &gpu, quant.as_ref().map(|q| (q, &quantized_engines[..])), sizes, runs, |t| {
         let s = &t.timing;
         result_line(&bar, json, &format!("{}×{} {:<5} median {:>10.2} ms  min {:>10.2} ms", s.height, s.width, t.engine, s.median_ms, s.min_ms));
         bar.inc(1);
