@@ -198,6 +198,7 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
         (vec!["bench".into(), "--weights".into(), standin(), "--repeats".into(), "0".into()], "--repeats 0"),
         (vec!["bench".into(), "--weights".into(), standin(), "--tile".into(), "64".into()], "unexpected argument '--tile'"),
         (vec!["bench".into(), "--weights".into(), standin(), "--engine".into(), "int".into()], "--engine chooses how a quantized model runs"),
+        (vec!["bench".into(), "--weights".into(), standin(), "--adapter".into(), "no-such-gpu".into()], "no adapter name contains `no-such-gpu`; available: "),
         // Outputs that would destroy an input, or replace a pipe or a folder.
         (vec!["convert".into(), s(&copy).into(), s(&copy).into()], "is also the input checkpoint"),
         (vec!["upscale".into(), "--weights".into(), standin(), s(&good).into(), "-o".into(), s(&good).into()], "is also the input image"),
@@ -427,6 +428,17 @@ fn calibrate_export_then_eval_and_bench_both_engines() {
     assert_eq!(exported_fake, fake, "the exported model keeps every code");
     assert_eq!(exported_int, int);
     assert!((int.1 - fake.1).abs() < 0.05, "integer {} vs fake {} dB", int.1, fake.1);
+    // upscale runs the quantized model too, with the checkpoint named by SWINQ_WEIGHTS.
+    let (lr, up) = (set.join("LR_bicubic/X2/birdx2.png"), dir.path().join("bird_int.png"));
+    let o = Command::new(env!("CARGO_BIN_EXE_swinq"))
+        .args(["upscale", "--quantized", s(&q), s(&lr), "-o", s(&up)])
+        .env("SWINQ_WEIGHTS", standin())
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(o.status.success() && stderr(&o).contains("1 image upscaled ×2 (int"), "{}", stderr(&o));
+    let img = load_rgb_u8(&up).unwrap();
+    assert_eq!((img.width, img.height), (48, 40));
     let o = swinq(&["export", "--weights", s(&exported), "--quantized", s(&q), "-o", s(&dir.path().join("x.safetensors"))]);
     assert!(!o.status.success() && stderr(&o).contains("already an exported model"), "{}", stderr(&o));
     // With --embed-weights the file runs alone, as --weights.
