@@ -487,7 +487,7 @@ fn calibrate_with_phase2_records_its_settings() {
     // HR calibration images, made LR for both phases.
     let calib = shared().join("datasets/calib/HR");
     let args = ["calibrate", "--weights", &standin(), "--calib", s(&calib), "--calib-hr", "--bits", "4", "--method", "minmax", "--patches", "1"];
-    let o = swinq(&[&args[..], &["--phase2-iters", "2", "--batch", "1", "--patch", "16", "-o", s(&q)]].concat());
+    let o = swinq(&[&args[..], &["--phase2-iters", "2", "--batch", "1", "--patch", "16", "--schedule", "constant", "-o", s(&q)]].concat());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("phase 2 done") && stderr(&o).contains("MiB of GPU memory"), "{}", stderr(&o));
     // No terminal, so no bar: the last iteration is logged.
@@ -496,6 +496,7 @@ fn calibrate_with_phase2_records_its_settings() {
     assert_eq!(file.method, "minmax+dqc");
     assert_eq!(file.settings["phase2_iters"], "2");
     assert_eq!(file.settings["phase2_batch"], "1");
+    assert_eq!(file.settings["phase2_schedule"], "adam-constant");
     assert_eq!(file.settings["calib_hr"], "true");
     // --phase2-data in the benchmark layout stands for its LR images (HR with --phase2-hr),
     // as --calib does; folders of both kinds are refused.

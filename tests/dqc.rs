@@ -293,3 +293,15 @@ fn patches_shrink_to_small_calibration_images() {
     let err = PatchSampler::new(&[lr.as_path()], None, PatchSide::Exact(64), 0, 8).err().expect("64 does not fit");
     assert!(format!("{err:#}").contains("is smaller than a 64×64 training patch"), "{err:#}");
 }
+
+/// The learning-rate schedules: cosine decays from the rate to 0, constant keeps it.
+#[test]
+fn learning_rate_schedules() {
+    use swinq::quant::dqc::Schedule;
+    assert_eq!(Schedule::default(), Schedule::Cosine);
+    let cosine: Vec<f32> = (0..=4).map(|i| Schedule::Cosine.lr(1e-2, i, 4)).collect();
+    assert_eq!(cosine[0], 1e-2);
+    assert!((cosine[2] - 5e-3).abs() < 1e-9 && cosine[4].abs() < 1e-9, "{cosine:?}");
+    assert!(cosine.windows(2).all(|w| w[1] < w[0]), "{cosine:?}");
+    assert!((0..4).all(|i| Schedule::Constant.lr(1e-2, i, 4) == 1e-2));
+}

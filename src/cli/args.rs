@@ -9,6 +9,7 @@ use clap::Args;
 use swinq::gpu::{AdapterChoice, GpuContext};
 use swinq::model::checkpoint::{load_weights, sha256_file};
 use swinq::model::SwinWeights;
+use swinq::quant::dqc::Schedule;
 use swinq::quant::export;
 use swinq::quant::file::QuantFile;
 use swinq::upscale::{Engine, Tiling, Upscaler};
@@ -30,9 +31,12 @@ pub struct Phase2Args {
     /// every training image allows]
     #[arg(long)]
     pub patch: Option<usize>,
-    /// Adam learning rate (cosine decay to 0).
+    /// Adam learning rate (at the start, with --schedule cosine).
     #[arg(long, default_value_t = 1e-2)]
     pub lr: f32,
+    /// Learning-rate schedule: cosine (decay to 0 over the iterations) or constant.
+    #[arg(long, value_enum, default_value_t = Schedule::Cosine)]
+    pub schedule: Schedule,
     /// Weight λ of the feature loss on the four residual groups' outputs.
     #[arg(long, default_value_t = 5.0)]
     pub lambda: f32,

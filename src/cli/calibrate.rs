@@ -60,6 +60,7 @@ pub fn run((source, gpu): (&WeightsArg, &GpuArg), scale: Option<usize>, o: &Cali
         patch: sampler.as_ref().map_or(PATCH, PatchSampler::size),
         lr: o.phase2.lr,
         lambda: o.phase2.lambda,
+        schedule: o.phase2.schedule,
         seed: o.seed,
         train_bias: method.bias,
         profile: o.phase2.phase2_profile,
@@ -227,7 +228,7 @@ fn calib_settings(o: &CalibOptions, patch: usize, dqc: &DqcOptions) -> BTreeMap<
             ("phase2_patch", dqc.patch.to_string()),
             ("phase2_lr", dqc.lr.to_string()),
             ("phase2_lambda", dqc.lambda.to_string()),
-            ("phase2_schedule", "adam-cosine".to_string()),
+            ("phase2_schedule", format!("adam-{}", dqc.schedule.name())),
             ("phase2_train_bias", dqc.train_bias.to_string()),
             ("phase2_data", o.phase2.phase2_data.iter().map(|d| absolute(d)).collect::<Vec<_>>().join(";")),
             ("phase2_hr", o.phase2.phase2_hr.to_string()),
@@ -369,12 +370,13 @@ fn run_phase2(
 /// Says what phase 2 will do, and how slow it is on a CPU driver.
 fn note_phase2_plan(ctx: &GpuContext, model: &GpuModel, dqc: &DqcOptions, checkpoint: &Checkpointing<'_>) {
     swinq::note!(
-        "phase 2 (DQC): {}, batch {} of {}×{}, Adam lr {} (cosine), λ {}, c {}; about {:.0} MiB of GPU memory; {}",
+        "phase 2 (DQC): {}, batch {} of {}×{}, Adam lr {} ({}), λ {}, c {}; about {:.0} MiB of GPU memory; {}",
         progress::count(dqc.iters, "iteration", "iterations"),
         dqc.batch,
         dqc.patch,
         dqc.patch,
         dqc.lr,
+        dqc.schedule.name(),
         dqc.lambda,
         if dqc.train_bias { "trained" } else { "fixed" },
         dqc::memory_bytes(&model.config, dqc.batch, dqc.patch) as f64 / (1 << 20) as f64,

@@ -29,6 +29,8 @@ pub struct DqcOptions {
     pub lr: f32,
     /// Weight λ of the feature loss.
     pub lambda: f32,
+    /// How the learning rate changes over the iterations.
+    pub schedule: Schedule,
     pub seed: u64,
     /// Whether c trains (2DQuant+) or stays as phase 1 left it.
     pub train_bias: bool,
@@ -38,7 +40,35 @@ pub struct DqcOptions {
 
 impl Default for DqcOptions {
     fn default() -> Self {
-        Self { iters: 3000, batch: 32, patch: super::calib::PATCH, lr: 1e-2, lambda: 5.0, seed: 0, train_bias: false, profile: false }
+        Self { iters: 3000, batch: 32, patch: super::calib::PATCH, lr: 1e-2, lambda: 5.0, schedule: Schedule::Cosine, seed: 0, train_bias: false, profile: false }
+    }
+}
+
+/// Phase 2's learning-rate schedule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Cosine decay from the learning rate to 0 over the iterations (SPEC §5).
+    #[default]
+    Cosine,
+    /// The learning rate throughout.
+    Constant,
+}
+
+impl Schedule {
+    /// The learning rate of iteration `iter` of `total` from `base`.
+    pub fn lr(self, base: f32, iter: usize, total: usize) -> f32 {
+        match self {
+            Schedule::Cosine => cosine_lr(base, iter, total),
+            Schedule::Constant => base,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Cosine => "cosine",
+            Schedule::Constant => "constant",
+        }
     }
 }
 
@@ -291,7 +321,7 @@ pub fn train(
         if !total.is_finite() {
             bail!("DQC iteration {}: the loss is {total}; phase 2 diverged (a smaller --lr may help)", it + 1);
         }
-        run_now(ctx, &[adam.step(ctx, &quant.params, &grad.grads, it + 1, cosine_lr(o.lr, it, o.iters))]);
+        run_now(ctx, &[adam.step(ctx, &quant.params, &grad.grads, it + 1, o.schedule.lr(o.lr, it, o.iters))]);
         quant.requantize_fake_weights(ctx, model);
         let losses = Losses { l1, feature, total };
         progress(it, losses);
