@@ -174,11 +174,8 @@ pub fn compare_engines(
     mut progress: impl FnMut(&EngineTiming),
 ) -> Result<Vec<EngineTiming>> {
     let mut modes = vec![("fp32", Mode::Float)];
-    for (q, &engine) in quant.iter().flat_map(|(q, engines)| engines.iter().map(move |e| (*q, e))) {
-        modes.push(match engine {
-            Engine::Fake => ("fake", Mode::Fake(q)),
-            Engine::Int => ("int", Mode::Int(q)),
-        });
+    if let Some((q, engines)) = quant {
+        modes.extend(engines.iter().map(|e| (e.name(), e.mode(q))));
     }
     let mut out = Vec::new();
     for &s in sizes {

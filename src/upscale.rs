@@ -40,6 +40,14 @@ impl Engine {
             Engine::Fake => "fake",
         }
     }
+
+    /// The graph mode that runs the quantized model `q` this way.
+    pub fn mode(self, q: &QuantModel) -> Mode<'_> {
+        match self {
+            Engine::Int => Mode::Int(q),
+            Engine::Fake => Mode::Fake(q),
+        }
+    }
 }
 
 pub struct Upscaler<'a> {
@@ -117,11 +125,7 @@ impl<'a> Upscaler<'a> {
         let reuse = matches!(&self.plan, Some(p) if p.height == h && p.width == w && p.batch == 1);
         if !reuse {
             self.plan = None; // free the old activations before allocating new ones
-            let mode = match &self.quant {
-                None => Mode::Float,
-                Some((q, Engine::Fake)) => Mode::Fake(q),
-                Some((q, Engine::Int)) => Mode::Int(q),
-            };
+            let mode = self.quant.as_ref().map_or(Mode::Float, |(q, engine)| engine.mode(q));
             self.plan = Some(Plan::with_mode(self.ctx, &self.model, (1, h, w), Capture::Nothing, mode)?);
         }
         let plan = self.plan.as_ref().expect("plan");

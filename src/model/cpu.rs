@@ -388,17 +388,17 @@ pub fn window_attention_int(
 /// One window of one head: q·scale, k and v of its n tokens (n × hd, row-major) and,
 /// per (query, key) pair (n × n), the relative-position bias and whether the shift
 /// mask separates them.
-struct WindowHead {
+struct WindowHead<'a> {
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
     bias: Vec<f64>,
-    masked: Vec<bool>,
+    masked: &'a [bool],
     n: usize,
     hd: usize,
 }
 
-impl WindowHead {
+impl WindowHead<'_> {
     /// The logit of query i and key j whose q·k is `dot`: plus bias, plus mask.
     fn logit(&self, i: usize, j: usize, dot: f64) -> f64 {
         let a = dot + self.bias[i * self.n + j];
@@ -507,7 +507,7 @@ fn attend_windows(
             // q is scaled before the product, as in the official code.
             let rows = |part: usize, mult: f32| -> Vec<f32> { toks.iter().flat_map(|&t| qkv[t * 3 * c + part * c + head * hd..][..hd].iter().map(move |&x| x * mult)).collect() };
             let bias = (0..n * n).map(|ij| bias_table[relative_position_index(window, ij / n, ij % n) * heads + head] as f64).collect();
-            let wh = WindowHead { q: rows(0, scale), k: rows(1, 1.0), v: rows(2, 1.0), bias, masked: masked.clone(), n, hd };
+            let wh = WindowHead { q: rows(0, scale), k: rows(1, 1.0), v: rows(2, 1.0), bias, masked: &masked, n, hd };
             for (i, o) in attend(&wh).chunks(hd).enumerate() {
                 for (d, &x) in o.iter().enumerate() {
                     out[i * c + head * hd + d] = x as f32;

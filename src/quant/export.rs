@@ -11,7 +11,7 @@ use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
 
-use super::file::{read_params, QuantFile};
+use super::file::{bits_of, read_params, QuantFile};
 use super::{code, index, levels, name, step, Slot, LINEARS};
 use crate::model::checkpoint::{load_state_dict, read_safetensors_metadata, save_safetensors};
 use crate::model::weights::{block_prefix, Linear};
@@ -138,8 +138,7 @@ pub fn load(path: &Path) -> Result<(SwinWeights, QuantFile)> {
     let meta = read_safetensors_metadata(path)?;
     let format = meta.get("format").map(String::as_str).unwrap_or_default();
     ensure!(is_export_format(format), "{}: not an exported swinq model (format {FORMAT})", path.display());
-    let bits: u32 = meta.get("bits").with_context(|| format!("{}: metadata `bits` missing", path.display()))?.parse().with_context(ctx)?;
-    ensure!((2..=8).contains(&bits), "{}: metadata `bits` is {bits}, not 2 to 8", path.display());
+    let bits = bits_of(path, &meta)?;
     let width = code_width(format, bits);
     let all = load_state_dict(path)?;
     let field = |n: &str, f: &str| -> Result<&Tensor> { all.get(&format!("{QUANT}{n}.{f}")).with_context(|| format!("{}: `{QUANT}{n}.{f}` missing", path.display())) };

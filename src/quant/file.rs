@@ -127,10 +127,8 @@ impl QuantFile {
         let params = all_names(cfg).iter().map(|n| read_params(path, sd, &format!("{prefix}{n}"))).collect::<Result<Vec<_>>>()?;
         let fixed = ["format", "bits", "method", "scale", "source_sha256", "weights_sha256", "config"];
         let settings = meta.iter().filter(|(k, _)| !fixed.contains(&k.as_str()) && !own.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let bits: u32 = get("bits")?.parse().with_context(ctx)?;
-        ensure!((2..=8).contains(&bits), "{}: metadata `bits` is {bits}, not 2 to 8", path.display());
         Ok(Self {
-            bits,
+            bits: bits_of(path, meta)?,
             method: get("method")?,
             scale: get("scale")?.parse().with_context(ctx)?,
             source_sha256: get("source_sha256")?,
@@ -139,6 +137,13 @@ impl QuantFile {
             params,
         })
     }
+}
+
+/// The bit width in a file's metadata, which must be 2 to 8.
+pub(crate) fn bits_of(path: &Path, meta: &BTreeMap<String, String>) -> Result<u32> {
+    let bits: u32 = meta.get("bits").with_context(|| format!("{}: metadata `bits` missing", path.display()))?.parse().with_context(|| path.display().to_string())?;
+    ensure!((2..=8).contains(&bits), "{}: metadata `bits` is {bits}, not 2 to 8", path.display());
+    Ok(bits)
 }
 
 /// A quantized file's metadata, or an error if it is not one.
