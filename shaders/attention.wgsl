@@ -21,7 +21,8 @@
 // When quant > 0, q·scale, k, v and P are fake-quantized with qparams rows
 // quant−1 .. quant+2. When write_p is 1, P is stored (calibration).
 // `main_int` is the integer engine's version: both matmuls on codes (SPEC §6); on
-// GPUs it stages the k and v codes in workgroup memory the same way.
+// GPUs it stages the k and v codes in workgroup memory the same way. It can write
+// proj's input codes instead of floats (`store_int_output`).
 // window.wgsl (prepended) holds the parameters, the geometry and the bias; bindings
 // 0, 4, 6 and 8 are declared there. The pipelines skip wgpu's zero fill of workgroup
 // memory (kernels.rs): every staged word is written before it is read.
@@ -36,6 +37,8 @@
 @group(0) @binding(15) var<storage, read> q_codes_s: array<u32>;
 @group(0) @binding(16) var<storage, read> k_codes_s: array<u32>;
 @group(0) @binding(17) var<storage, read> v_codes_s: array<u32>;
+// main_int with out_quant > 0: the output as proj's input codes (linear.rs CodeLayout::heads).
+@group(0) @binding(18) var<storage, read_write> out_codes: array<u32>;
 
 const HD4: u32 = (HD + 3u) / 4u;
 const NT4: u32 = NT / 4u;
@@ -339,10 +342,35 @@ fn main_int(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
     }
     lanes_int_sums(&acc, &p_sum, ln);
     if (ln.l == 0u) {
+        var o: array<f32, HD>;
+        for (var d = 0u; d < HD; d++) {
+            o[d] = int_output(iq, acc[d], p_sum, v_codes_w[d * (NT4 + 1u) + NT4]);
+        }
+        store_int_output(qr, &o);
+    }
+}
+
+// The integer attention's output o of query qr: floats, or (out_quant > 0) codes of
+// proj's input quantizer, the head's HD4 words of each token (proj reads them without
+// a packing pass).
+fn store_int_output(qr: Query, o: ptr<function, array<f32, HD>>) {
+    if (p.out_quant == 0u) {
         let base = qr.tok * C + qr.head * HD;
         for (var d = 0u; d < HD; d++) {
-            out[base + d] = int_output(iq, acc[d], p_sum, v_codes_w[d * (NT4 + 1u) + NT4]);
+            out[base + d] = (*o)[d];
         }
+        return;
+    }
+    let oq = qparams[p.out_quant - 1u];
+    let base = (qr.tok * HEADS + qr.head) * HD4;
+    for (var w = 0u; w < HD4; w++) {
+        var word = 0u;
+        for (var j = 0u; j < 4u; j++) {
+            if (4u * w + j < HD) {
+                word |= quant_code((*o)[4u * w + j], oq, LEVELS) << (8u * j);
+            }
+        }
+        out_codes[base + w] = word;
     }
 }
 

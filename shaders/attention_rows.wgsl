@@ -223,9 +223,10 @@ fn main_int_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
         }
     }
     if (lid.x < NT) {
-        let base = qr.tok * C + qr.head * HD;
+        var o: array<f32, HD>;
         for (var d = 0u; d < HD; d++) {
-            out[base + d] = int_output(iq, acc[d], p_sum, code_word(2u, first_v + d * (NT4 + 1u) + NT4));
+            o[d] = int_output(iq, acc[d], p_sum, code_word(2u, first_v + d * (NT4 + 1u) + NT4));
         }
+        store_int_output(qr, &o);
     }
 }

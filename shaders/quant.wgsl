@@ -19,6 +19,10 @@ struct Params {
     total: u32,      // n, plus the bias length in the block layout
     act_quantizer: u32,  // int_weights: the input's parameter row + 1
     mult: f32,       // window codes: scale applied before quantizing (q·HD^−½)
+    group: u32,      // pack_codes, int_weights: the code rows' group (below), 0 for none
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -54,31 +58,56 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
 }
 
+// A row of k codes packs four per word. With group > 0 (proj's input: one group per
+// attention head) each group of `group` values starts a new word, so the integer
+// attention writes its heads' codes independently; padding positions hold code 0.
+const PADDING: u32 = 0xffffffffu;
+
+// Words per code row.
+fn code_row_words() -> u32 {
+    if (p.group == 0u) {
+        return (p.k + 3u) / 4u;
+    }
+    return (p.k / p.group) * ((p.group + 3u) / 4u);
+}
+
+// Which of the row's k values position e of its code words holds (PADDING: none).
+fn code_source(e: u32) -> u32 {
+    if (p.group == 0u) {
+        return select(PADDING, e, e < p.k);
+    }
+    let g4 = (p.group + 3u) / 4u * 4u;
+    let d = e % g4;
+    return select(PADDING, (e / g4) * p.group + d, d < p.group);
+}
+
 // Activation codes for the integer engine: row r of x (n rows of k) becomes
-// ceil(k/4) words of four u8 codes (k padded with code 0), with parameter row
-// quantizer − 1. One invocation per word.
+// code_row_words() words of four u8 codes, with parameter row quantizer − 1. One
+// invocation per word.
 @compute @workgroup_size(256)
 fn pack_codes(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    let k4 = (p.k + 3u) / 4u;
+    let k4 = code_row_words();
     if (i >= p.n * k4) {
         return;
     }
     let q = qparams[p.quantizer - 1u];
     let row = i / k4;
-    let k0 = (i % k4) * 4u;
+    let e0 = (i % k4) * 4u;
     var word = 0u;
     for (var j = 0u; j < 4u; j++) {
-        if (k0 + j < p.k) {
-            word |= quant_code(x[row * p.k + k0 + j], q, LEVELS) << (8u * j);
+        let kk = code_source(e0 + j);
+        if (kk != PADDING) {
+            word |= quant_code(x[row * p.k + kk], q, LEVELS) << (8u * j);
         }
     }
     codes[i] = word;
 }
 
 // Integer weights of one linear (n columns of k) in the `rows_int` block layout:
-// block b (block_cols columns at word b·slot) holds, per group of four k, one word
-// of four u8 codes per column, then per column the constant term of SPEC §6,
+// block b (block_cols columns at word b·slot) holds, per word of its input's codes
+// (code_row_words, laid out as they are), one word of four u8 codes per column, then
+// per column the constant term of SPEC §6,
 // s_w·l_x·Σ_k R_w + k·l_x·l_w + bias (f32 bits), with the biases c folded into l.
 // One invocation per column.
 @compute @workgroup_size(64)
@@ -89,14 +118,14 @@ fn int_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     }
     let wq = qparams[p.quantizer - 1u];
     let xq = qparams[p.act_quantizer - 1u];
-    let k4 = (p.k + 3u) / 4u;
+    let k4 = code_row_words();
     let base = (col / p.block_cols) * p.slot + col % p.block_cols;
     var colsum = 0u;
     for (var g = 0u; g < k4; g++) {
         var word = 0u;
         for (var j = 0u; j < 4u; j++) {
-            let kk = g * 4u + j;
-            if (kk < p.k) {
+            let kk = code_source(g * 4u + j);
+            if (kk != PADDING) {
                 let r = quant_code(x[col * p.k + kk], wq, LEVELS);
                 colsum += r;
                 word |= r << (8u * j);

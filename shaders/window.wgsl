@@ -17,9 +17,9 @@ struct Params {
     delta: u32,      // words from the start of the q/k/v bindings to slice s0
     p_slice0: u32,   // slice stored at the start of `probs`
     delta_v: u32,    // main_int: words from the start of the v-code binding to slice s0
+    out_quant: u32,  // main_int: proj's input quantizer row + 1 to write codes, or 0
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -138,7 +138,7 @@ fn layer_norm_case(t: usize, c: usize) {
     let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
     let q = ops::QuantRef { params: &params, row: 0, levels: swinq::quant::levels(3) };
     let (packed, direct) = (GpuBuffer::zeros(ctx, "packed", ops::code_words(t, c)), GpuBuffer::zeros(ctx, "direct", ops::code_words(t, c)));
-    run_now(ctx, &[ops::pack_codes(ctx, out.bind(), packed.bind(), t, c, q), ops::layer_norm_codes(ctx, xb.bind(), &norm, direct.bind(), t, q)]);
+    run_now(ctx, &[ops::pack_codes(ctx, out.bind(), packed.bind(), t, ops::CodeLayout::dense(c), q), ops::layer_norm_codes(ctx, xb.bind(), &norm, direct.bind(), t, q)]);
     assert_eq!(direct.read::<u32>(ctx), packed.read::<u32>(ctx), "layer_norm codes, c={c}");
 }
 
@@ -281,7 +281,7 @@ fn fake_quantized_linear_case(m: usize) {
 
 #[test]
 fn integer_linear_matches_its_algebra_and_the_fake_quantized_linear() {
-    use swinq::gpu::ops::{code_words, pack_codes, IntOperands, IntWeights, QuantRef};
+    use swinq::gpu::ops::{code_words, pack_codes, CodeLayout, IntOperands, IntWeights, QuantRef};
     use swinq::quant::{code, fake_quant, levels, step, QParams};
     let ctx = gpu();
     let (m, k, n) = (203, 61, 37);
@@ -293,12 +293,12 @@ fn integer_linear_matches_its_algebra_and_the_fake_quantized_linear() {
     let (xb, rb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::from_slice(ctx, "r", &res), GpuBuffer::zeros(ctx, "o", m * n));
     let codes = GpuBuffer::zeros(ctx, "codes", code_words(m, k));
     for (kind, bits) in KINDS.into_iter().flat_map(|kind| [2, 3, 4, 8].map(|bits| (kind, bits))) {
-        let weights = IntWeights::with_kind(ctx, kind, n, k);
+        let weights = IntWeights::with_kind(ctx, kind, n, CodeLayout::dense(k));
         let lv = levels(bits);
         let qp = [QParams { lower: -0.21, upper: 0.24, bias: 0.004, _pad: 0.0 }, QParams { lower: -1.5, upper: 1.7, bias: -0.03, _pad: 0.0 }];
         let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
         let xq = QuantRef { params: &params, row: 1, levels: lv };
-        let mut ds = vec![weights.fill(ctx, &layer, xq, 0), pack_codes(ctx, xb.bind(), codes.bind(), m, k, xq)];
+        let mut ds = vec![weights.fill(ctx, &layer, xq, 0), pack_codes(ctx, xb.bind(), codes.bind(), m, CodeLayout::dense(k), xq)];
         let int = Some(IntOperands { codes: codes.operand(), weights: &weights, w_row: 0, emit: None });
         let mm = Matmul { quant: Some(xq), int, residual: Some(rb.bind()), gelu: true, ..Matmul::tokens(xb.operand(), layer.weights(), out.bind(), m, "t") };
         ds.extend(ops::matmul(ctx, mm));
@@ -334,10 +334,42 @@ fn integer_linear_matches_its_algebra_and_the_fake_quantized_linear() {
             ..Matmul::tokens(xb.operand(), layer.weights(), out.bind(), m, "t")
         };
         let mut ds = ops::matmul(ctx, plain(None));
-        ds.push(pack_codes(ctx, out.bind(), packed.bind(), m, n, xq));
+        ds.push(pack_codes(ctx, out.bind(), packed.bind(), m, CodeLayout::dense(n), xq));
         ds.extend(ops::matmul(ctx, plain(Some((emitted.bind(), 1)))));
         run_now(ctx, &ds);
         assert_eq!(emitted.read::<u32>(ctx), packed.read::<u32>(ctx), "emitted codes {kind:?} W{bits}A{bits}");
+    }
+}
+
+/// proj's input codes come head by head, with padding codes where a head ends inside
+/// a word (heads of 9 here): the integer linear gives the same bits on them as on
+/// dense codes, in both strategies.
+#[test]
+fn integer_linear_on_head_codes_equals_dense() {
+    use swinq::gpu::ops::{pack_codes, CodeLayout, IntOperands, IntWeights, QuantRef};
+    use swinq::quant::{levels, QParams};
+    let ctx = gpu();
+    let (m, heads, hd, n) = (131, 5, 9, 23);
+    let k = heads * hd;
+    let mut r = rng(18);
+    let x = random(&mut r, m * k, -2.0, 2.0);
+    let lin = random_linear(19, n, k);
+    let layer = GpuLinear::linear(ctx, "w", &lin);
+    let xb = GpuBuffer::from_slice(ctx, "x", &x);
+    let qp = [QParams { lower: -0.21, upper: 0.24, bias: 0.004, _pad: 0.0 }, QParams { lower: -1.5, upper: 1.7, bias: -0.03, _pad: 0.0 }];
+    let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
+    let xq = QuantRef { params: &params, row: 1, levels: levels(4) };
+    for kind in KINDS {
+        let [dense, by_head] = [CodeLayout::dense(k), CodeLayout::heads(k, hd)].map(|input| {
+            let (weights, codes) = (IntWeights::with_kind(ctx, kind, n, input), GpuBuffer::zeros(ctx, "codes", input.words(m)));
+            let out = GpuBuffer::zeros(ctx, "o", m * n);
+            let mut ds = vec![weights.fill(ctx, &layer, xq, 0), pack_codes(ctx, xb.bind(), codes.bind(), m, input, xq)];
+            let int = Some(IntOperands { codes: codes.operand(), weights: &weights, w_row: 0, emit: None });
+            ds.extend(ops::matmul(ctx, Matmul { quant: Some(xq), int, ..Matmul::tokens(xb.operand(), layer.weights(), out.bind(), m, "t") }));
+            run_now(ctx, &ds);
+            out.read::<u32>(ctx)
+        });
+        assert_eq!(dense, by_head, "{kind:?}");
     }
 }
 
@@ -347,7 +379,7 @@ fn integer_linear_matches_its_algebra_and_the_fake_quantized_linear() {
 /// read through two uniform windows by `rows_int_windowed`), with every epilogue.
 #[test]
 fn tiled_integer_linear_equals_rows_int() {
-    use swinq::gpu::ops::{code_words, pack_codes, IntOperands, IntWeights, QuantRef, WeightLayout, WindowOrder};
+    use swinq::gpu::ops::{code_words, pack_codes, CodeLayout, IntOperands, IntWeights, QuantRef, WeightLayout, WindowOrder};
     use swinq::quant::{levels, QParams};
     let ctx = gpu();
     let (b, h, w, window, heads) = (2, 12, 20, 4, 3);
@@ -359,7 +391,7 @@ fn tiled_integer_linear_equals_rows_int() {
     let layer = GpuLinear::linear(ctx, "w", &lin);
     let (xb, rb) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::from_slice(ctx, "r", &res));
     let codes = GpuBuffer::zeros(ctx, "codes", code_words(m, k));
-    let weights = KINDS.map(|kind| IntWeights::with_kind(ctx, kind, n, k));
+    let weights = KINDS.map(|kind| IntWeights::with_kind(ctx, kind, n, CodeLayout::dense(k)));
     assert_eq!(weights[0].layout, WeightLayout::Dense);
     assert!(matches!(weights[1].layout, WeightLayout::Blocks { blocks: 2.., .. }), "{:?}", weights[1].layout);
     for bits in [3, 4] {
@@ -367,7 +399,7 @@ fn tiled_integer_linear_equals_rows_int() {
         let qp = [(-0.21, 0.24, 0.004), (-1.5, 1.7, -0.03), (-0.9, 1.1, 0.01)].map(|(lower, upper, bias)| QParams { lower, upper, bias, _pad: 0.0 });
         let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
         let xq = QuantRef { params: &params, row: 1, levels: lv };
-        let mut ds = vec![pack_codes(ctx, xb.bind(), codes.bind(), m, k, xq)];
+        let mut ds = vec![pack_codes(ctx, xb.bind(), codes.bind(), m, CodeLayout::dense(k), xq)];
         ds.extend(weights.iter().map(|wt| wt.fill(ctx, &layer, xq, 0)));
         run_now(ctx, &ds);
         for shift in [0, window / 2] {
@@ -408,12 +440,14 @@ fn tiled_integer_linear_equals_rows_int() {
     }
 }
 
-/// The integer weights (`int_weights`) against the CPU, in both layouts: each column's
-/// codes four to a word, k-word g of column col at block(col) + g·block_cols, then the
-/// column's constant term s_w·l_x·Σ R_w + k·l_x·l_w + bias (f32 bits).
+/// The integer weights (`int_weights`) against the CPU, in both layouts and for inputs
+/// coded densely or head by head (heads of 10: two padding codes per head): each
+/// column's codes four to a word as the input's codes are, word g of column col at
+/// block(col) + g·block_cols, then the column's constant term s_w·l_x·Σ R_w + k·l_x·l_w
+/// + bias (f32 bits).
 #[test]
 fn integer_weights_match_cpu() {
-    use swinq::gpu::ops::{IntWeights, QuantRef, WeightLayout};
+    use swinq::gpu::ops::{CodeLayout, IntWeights, QuantRef, WeightLayout};
     use swinq::quant::{code, levels, step, QParams};
     let ctx = gpu();
     let (n, k) = (69, 150);
@@ -421,10 +455,11 @@ fn integer_weights_match_cpu() {
     let layer = GpuLinear::linear(ctx, "w", &lin);
     let qp = [QParams { lower: -0.25, upper: 0.22, bias: 0.003, _pad: 0.0 }, QParams { lower: -1.2, upper: 1.4, bias: -0.02, _pad: 0.0 }];
     let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
-    let k4 = k.div_ceil(4);
-    for (kind, bits) in KINDS.into_iter().flat_map(|kind| [2, 4, 8].map(|bits| (kind, bits))) {
+    let inputs = [CodeLayout::dense(k), CodeLayout::heads(k, 10)];
+    for ((kind, bits), input) in KINDS.into_iter().flat_map(|kind| [2, 4, 8].map(|bits| (kind, bits))).flat_map(|c| inputs.map(|i| (c, i))) {
         let lv = levels(bits);
-        let weights = IntWeights::with_kind(ctx, kind, n, k);
+        let k4 = input.row_words();
+        let weights = IntWeights::with_kind(ctx, kind, n, input);
         run_now(ctx, &[weights.fill(ctx, &layer, QuantRef { params: &params, row: 1, levels: lv }, 0)]);
         let got = weights.buffer.read::<u32>(ctx);
         let (block_cols, slot) = match weights.layout {
@@ -435,9 +470,9 @@ fn integer_weights_match_cpu() {
         for col in 0..n {
             let codes: Vec<u32> = lin.weight[col * k..][..k].iter().map(|&w| code(w, &qp[0], lv)).collect();
             let base = (col / block_cols) * slot + col % block_cols;
-            for (g, quad) in codes.chunks(4).enumerate() {
-                let word: u32 = quad.iter().enumerate().map(|(j, &r)| r << (8 * j)).sum();
-                assert_eq!(got[base + g * block_cols], word, "{kind:?} W{bits} column {col} word {g}");
+            for g in 0..k4 {
+                let word: u32 = (0..4).filter_map(|j| input.source(4 * g + j).map(|kk| codes[kk] << (8 * j))).sum();
+                assert_eq!(got[base + g * block_cols], word, "{kind:?} W{bits} {input:?} column {col} word {g}");
             }
             let sum: u32 = codes.iter().sum();
             let want = sw as f64 * lx as f64 * sum as f64 + k as f64 * lx as f64 * lw as f64 + lin.bias[col] as f64;
@@ -453,7 +488,7 @@ fn integer_weights_match_cpu() {
 /// four tokens, then their sum).
 #[test]
 fn activation_codes_match_cpu() {
-    use swinq::gpu::ops::{code_words, pack_codes, pack_window_codes, window_code_words, QuantRef};
+    use swinq::gpu::ops::{pack_codes, pack_window_codes, window_code_words, CodeLayout, QuantRef};
     use swinq::quant::{code, levels, QParams};
     let ctx = gpu();
     let mut r = rng(16);
@@ -463,12 +498,16 @@ fn activation_codes_match_cpu() {
     for bits in [2, 4, 8] {
         let q = QuantRef { params: &params, row: 0, levels: levels(bits) };
         let codes_of = |x: &[f32], mult: f32| -> Vec<u32> { x.iter().map(|&v| code(v * mult, &qp[0], q.levels)).collect() };
-        let (m, k) = (203, 61);
-        let x = random(&mut r, m * k, -1.0, 1.0);
-        let (xb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::zeros(ctx, "codes", code_words(m, k)));
-        run_now(ctx, &[pack_codes(ctx, xb.bind(), out.bind(), m, k, q)]);
-        let want: Vec<u32> = codes_of(&x, 1.0).chunks(k).flat_map(pack).collect();
-        assert_eq!(out.read::<u32>(ctx), want, "pack_codes W{bits}");
+        // Dense rows of 61, and rows of 45 in heads of 9 (each head three words, the
+        // last with three padding codes).
+        for (m, layout) in [(203, CodeLayout::dense(61)), (77, CodeLayout::heads(45, 9))] {
+            let x = random(&mut r, m * layout.k, -1.0, 1.0);
+            let (xb, out) = (GpuBuffer::from_slice(ctx, "x", &x), GpuBuffer::zeros(ctx, "codes", layout.words(m)));
+            run_now(ctx, &[pack_codes(ctx, xb.bind(), out.bind(), m, layout, q)]);
+            let padded = |row: &[u32]| -> Vec<u32> { (0..4 * layout.row_words()).map(|e| layout.source(e).map_or(0, |kk| row[kk])).collect() };
+            let want: Vec<u32> = codes_of(&x, 1.0).chunks(layout.k).flat_map(|row| pack(&padded(row))).collect();
+            assert_eq!(out.read::<u32>(ctx), want, "pack_codes W{bits} {layout:?}");
+        }
 
         let shape = AttnShape { window: 4, heads: 3, head_dim: 5, shift: 0 };
         let (nt, hd, t) = (16, 5, 2 * 12 * 20);
@@ -501,7 +540,7 @@ fn integer_attention_matches_fake_quantized_attention() {
 }
 
 fn integer_attention_case(h: usize, w: usize, window: usize) {
-    use swinq::gpu::ops::{pack_window_codes, window_attention_int, window_code_words, QuantRef};
+    use swinq::gpu::ops::{pack_codes, pack_window_codes, window_attention_int, window_code_words, CodeLayout, IntAttnOut, QuantRef};
     use swinq::quant::{levels, QParams};
     let ctx = gpu();
     let (b, heads, hd) = (2, 3, 5);
@@ -516,8 +555,9 @@ fn integer_attention_case(h: usize, w: usize, window: usize) {
         let qkv = random(&mut r, t * 3 * c, -1.5, 1.5);
         let part = |p: usize| -> Vec<f32> { (0..t).flat_map(|i| qkv[i * 3 * c + p * c..][..c].to_vec()).collect() };
         let bufs: Vec<GpuBuffer> = (0..3).map(|p| GpuBuffer::from_slice_windowed(ctx, "qkv", &cpu::window_order(&part(p), (b, h, w), c, heads, window, shift))).collect();
-        // q·scale, k, v and P: bounds a little inside the data's range (some clipping).
-        let qp = [(-0.6, 0.7, 0.01), (-1.4, 1.3, -0.02), (-1.3, 1.4, 0.0), (0.0, 0.8, 0.001)]
+        // q·scale, k, v and P: bounds a little inside the data's range (some clipping);
+        // then proj's input.
+        let qp = [(-0.6, 0.7, 0.01), (-1.4, 1.3, -0.02), (-1.3, 1.4, 0.0), (0.0, 0.8, 0.001), (-0.9, 1.0, 0.02)]
             .map(|(lower, upper, bias)| QParams { lower, upper, bias, _pad: 0.0 });
         let params = GpuBuffer::from_slice(ctx, "qparams", &qp);
         let quant = QuantRef { params: &params, row: 0, levels: levels(bits) };
@@ -534,13 +574,22 @@ fn integer_attention_case(h: usize, w: usize, window: usize) {
                 pack_window_codes(ctx, [&bufs[i], &codes[i]], t, shape, i == 2, (q, if i == 0 { scale } else { 1.0 }))
             })
             .collect();
-        ds.extend(window_attention_int(ctx, [&codes[0], &codes[1], &codes[2]], &tb, out.bind(), (b, h, w), shape, quant, "t"));
+        let attention = |out| window_attention_int(ctx, [&codes[0], &codes[1], &codes[2]], &tb, out, (b, h, w), shape, quant, "t");
+        ds.extend(attention(IntAttnOut::Floats(out.bind())));
+        // Writing proj's input codes directly equals packing the float output head by head.
+        let layout = CodeLayout::heads(c, hd);
+        let (packed, emitted) = (GpuBuffer::zeros(ctx, "packed", layout.words(t)), GpuBuffer::zeros(ctx, "emitted", layout.words(t)));
+        ds.push(pack_codes(ctx, out.bind(), packed.bind(), t, layout, QuantRef { row: 4, ..quant }));
+        ds.extend(attention(IntAttnOut::Codes(emitted.bind(), 4)));
         run_now(ctx, &ds);
+        let (emitted, packed) = (emitted.read::<u32>(ctx), packed.read::<u32>(ctx));
+        let differ = emitted.iter().zip(&packed).filter(|(a, b)| a != b).count();
+        assert_eq!(differ, 0, "attention's emitted codes: {differ} of {} words differ, window {window} W{bits} shift {shift}", packed.len());
         let got: Vec<f32> = out.read(ctx);
         let p_step = (qp[3].upper - qp[3].lower) / levels(bits);
         let case = format!("window {window} W{bits} shift {shift}");
         // The CPU integer reference: the same codes, exact integer sums, f64 expansion.
-        let want = cpu::window_attention_int(&qkv, (b, h, w), c, heads, window, shift, &table, (&qp, levels(bits)));
+        let want = cpu::window_attention_int(&qkv, (b, h, w), c, heads, window, shift, &table, (qp[..4].try_into().unwrap(), levels(bits)));
         assert_close_but_p_codes(&format!("integer attention vs the CPU integer reference, {case}"), (&got, &want), hd, p_step);
         assert_close_but_p_codes(&format!("integer vs fake-quantized attention, {case}"), (&got, &fake), hd, p_step);
     }

@@ -21,12 +21,20 @@ pub struct GpuBlock {
     pub(crate) norm2: GpuNorm,
     pub(crate) fc1: GpuLinear,
     pub(crate) fc2: GpuLinear,
+    pub(crate) head_dim: usize,
 }
 
 impl GpuBlock {
     /// The six quantized linears in slot order (q, k, v, proj, fc1, fc2).
     pub fn linears(&self) -> [&GpuLinear; 6] {
         [&self.qkv[0], &self.qkv[1], &self.qkv[2], &self.proj, &self.fc1, &self.fc2]
+    }
+
+    /// How linear `i`'s input codes are laid out for the integer engine: proj's head
+    /// by head, as the integer attention writes them.
+    pub fn input_codes(&self, i: usize) -> ops::CodeLayout {
+        let k = self.linears()[i].k;
+        if i == 3 { ops::CodeLayout::heads(k, self.head_dim) } else { ops::CodeLayout::dense(k) }
     }
 }
 
@@ -52,7 +60,8 @@ impl GpuModel {
         let groups = w
             .groups
             .iter()
-            .map(|g| GpuGroup {
+            .enumerate()
+            .map(|(r, g)| GpuGroup {
                 blocks: g
                     .blocks
                     .iter()
@@ -70,6 +79,7 @@ impl GpuModel {
                             norm2: GpuNorm::new(ctx, "norm2", &b.norm2),
                             fc1: GpuLinear::linear(ctx, "fc1", &b.fc1),
                             fc2: GpuLinear::linear(ctx, "fc2", &b.fc2),
+                            head_dim: w.config.head_dim(r),
                         }
                     })
                     .collect(),
@@ -115,7 +125,7 @@ impl QuantModel {
     pub fn new(ctx: &GpuContext, model: &GpuModel, bits: u32, params: &[QParams]) -> Self {
         let params_buf = GpuBuffer::from_slice(ctx, "qparams", params);
         let qweights = model.blocks().map(|b| b.linears().map(|l| l.weight_copy(ctx, "qweight"))).collect();
-        let int_weights = model.blocks().map(|b| b.linears().map(|l| ops::IntWeights::new(ctx, l.out_dim, l.k))).collect();
+        let int_weights = model.blocks().map(|b| std::array::from_fn(|i| ops::IntWeights::new(ctx, b.linears()[i].out_dim, b.input_codes(i)))).collect();
         let qm = Self { bits, params: params_buf, qweights, int_weights, host_params: params.to_vec() };
         qm.requantize_weights(ctx, model);
         qm
@@ -390,7 +400,7 @@ impl Plan {
             qkv: ["q", "k", "v"].map(|name| z(name, t * c)),
             attn: z("attn", t * c),
             hidden: z("hidden", chunk * cfg.mlp_hidden),
-            codes: z("codes", ops::code_words(t, c).max(ops::code_words(chunk, cfg.mlp_hidden))),
+            codes: z("codes", (0..cfg.depths.len()).map(|r| ops::CodeLayout::heads(c, cfg.head_dim(r)).words(t)).fold(ops::code_words(chunk, cfg.mlp_hidden), usize::max)),
             attn_codes: matches!(mode, Mode::Int(_)).then(|| {
                 // The largest q/k and v codes over the groups' attention shapes.
                 let words = (0..cfg.depths.len()).map(|r| ops::window_code_words(t, attn_shape(cfg, r, 0))).fold([0, 0], |a, w| [a[0].max(w[0]), a[1].max(w[1])]);
@@ -544,6 +554,7 @@ impl Plan {
             self.linear(ctx, ds, (q.int, q.block, i), mm, io);
         }
         let scale = (attn.head_dim as f64).powf(-0.5) as f32;
+        let mut proj_codes = None;
         for (i, buf) in b.qkv.iter().enumerate() {
             q.search(ctx, ds, Slot::Matmul(i), 1, (buf, t * c), if i == 0 { scale } else { 1.0 });
         }
@@ -557,7 +568,10 @@ impl Plan {
                     ds.push(ops::pack_window_codes(ctx, [x, code], t, attn, i == 2, (row, mult)));
                 }
                 let [qc, kc, vc] = attn_codes;
-                ds.extend(ops::window_attention_int(ctx, [qc, kc, vc], &blk.table, b.attn.bind(), dims, attn, qref, "attention"));
+                // It writes proj's input codes (into `codes`, free once q, k and v are made).
+                let out = ops::IntAttnOut::Codes(b.codes.bind(), quant::index(q.block, Slot::Input(3)));
+                ds.extend(ops::window_attention_int(ctx, [qc, kc, vc], &blk.table, out, dims, attn, qref, "attention"));
+                proj_codes = Some(b.codes.slice(0, blk.input_codes(3).words(t)));
             }
             _ => {
                 let [qb, kb, vb] = &b.qkv;
@@ -570,7 +584,7 @@ impl Plan {
         }
         q.search(ctx, ds, Slot::Input(3), 1, (&b.attn, t * c), 1.0);
         let proj = Matmul { residual: Some(b.p[x_in].bind()), quant: q.act(Slot::Input(3)), ..Matmul::tokens(b.attn.operand(), q.weights(3, &blk.proj), b.p[y].bind(), t, "proj") };
-        self.linear(ctx, ds, (q.int, q.block, 3), proj, IntIo::default());
+        self.linear(ctx, ds, (q.int, q.block, 3), proj, IntIo { coded: proj_codes, ..Default::default() });
     }
 
     /// The block's second half: p[x_out] = p[y] + fc2(GELU(fc1(LN2(p[y])))), in chunks
@@ -613,16 +627,17 @@ impl Plan {
     fn linear<'b>(&'b self, ctx: &GpuContext, ds: &mut Vec<Dispatch>, (int, block, i): (Option<&'b QuantModel>, usize, usize), mm: Matmul<'b>, io: IntIo<'b>) {
         let mm = match int {
             Some(q) => {
-                let (m, k) = (mm.m, mm.layer.k);
+                let m = mm.m;
+                let weights = &q.int_weights[block][i];
                 let codes = io.coded.unwrap_or_else(|| {
                     let xq = mm.quant.expect("the integer engine quantizes every linear's input");
-                    let codes = self.bufs.codes.slice(0, ops::code_words(m, k));
-                    ds.push(ops::pack_codes(ctx, mm.x.bind(), codes.bind(), m, k, xq));
+                    let codes = self.bufs.codes.slice(0, weights.input.words(m));
+                    ds.push(ops::pack_codes(ctx, mm.x.bind(), codes.bind(), m, weights.input, xq));
                     codes
                 });
                 let w_row = quant::index(block, Slot::Weight(i));
                 let emit = io.emit.map(|(buf, slot)| (buf, quant::index(block, slot)));
-                Matmul { int: Some(IntOperands { codes, weights: &q.int_weights[block][i], w_row, emit }), ..mm }
+                Matmul { int: Some(IntOperands { codes, weights, w_row, emit }), ..mm }
             }
             None => mm,
         };

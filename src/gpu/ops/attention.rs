@@ -20,7 +20,8 @@ pub(in crate::gpu) struct AttnParams {
     delta: u32,
     p_slice0: u32,
     delta_v: u32,
-    _pad: [u32; 3],
+    out_quant: u32,
+    _pad: [u32; 2],
 }
 
 impl AttnParams {
@@ -112,9 +113,19 @@ pub fn pack_window_codes(ctx: &GpuContext, [x, codes]: [&GpuBuffer; 2], tokens: 
         total: 0,
         act_quantizer: 0,
         mult,
+        group: 0,
+        _pad: [0; 3],
     };
     let rows = slices * if transposed { s.head_dim } else { nt };
     Dispatch::with_bindings(ctx, pipeline, &params, &[(1, x.bind()), (2, q.params.bind()), (5, codes.bind())], grid_1d(rows), "attention")
+}
+
+/// Where the integer attention writes its output (tokens × heads·head_dim).
+pub enum IntAttnOut<'a> {
+    Floats(wgpu::BindingResource<'a>),
+    /// As codes of quantizer row `.1` (proj's input), laid out as
+    /// `CodeLayout::heads(heads·head_dim, head_dim)`.
+    Codes(wgpu::BindingResource<'a>, usize),
 }
 
 /// The integer engine's window attention (`main_int`) on codes from
@@ -124,7 +135,7 @@ pub fn window_attention_int(
     ctx: &GpuContext,
     [q, k, v]: [&GpuBuffer; 3],
     table: &GpuBuffer,
-    out: wgpu::BindingResource<'_>,
+    out: IntAttnOut<'_>,
     (b, h, w): (usize, usize, usize),
     s: AttnShape,
     quant: QuantRef<'_>,
@@ -132,11 +143,15 @@ pub fn window_attention_int(
 ) -> Vec<Dispatch> {
     check_attention_fits(ctx, s);
     let pipeline = attention_pipeline(ctx, "main_int", attention_consts(s, table, Some(quant), ctx.uniform_reads()));
+    let (floats, codes, out_quant) = match out {
+        IntAttnOut::Floats(f) => (f, ctx.sink(), 0),
+        IntAttnOut::Codes(c, row) => (ctx.sink(), c, row as u32 + 1),
+    };
     slice_groups(ctx, (h, w), s, 0..b, code_slice_words(s), ctx.uniform_reads())
         .into_iter()
         .map(|g| {
-            let params = g.params.quantized(Some(quant));
-            let mut bindings = vec![(4, table.bind()), (5, out.clone()), (6, quant.params.bind()), (8, table.bind())];
+            let params = AttnParams { out_quant, ..g.params.quantized(Some(quant)) };
+            let mut bindings = vec![(4, table.bind()), (5, floats.clone()), (6, quant.params.bind()), (8, table.bind()), (18, codes.clone())];
             bindings.extend(attention_operands(ctx, [q, k, v], (9, 15), g.starts));
             Dispatch::with_bindings(ctx, pipeline.clone(), &params, &bindings, [g.count as u32, 1, 1], stage)
         })
@@ -248,7 +263,8 @@ pub(in crate::gpu) fn slice_groups(
                 delta: (at[0] - starts[0]) as u32,
                 p_slice0: first as u32,
                 delta_v: (at[1] - starts[1]) as u32,
-                _pad: [0; 3],
+                out_quant: 0,
+                _pad: [0; 2],
             };
             SliceGroup { params, count: per_dispatch.min(last - s0), starts }
         })

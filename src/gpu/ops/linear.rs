@@ -216,30 +216,34 @@ pub struct IntOperands<'a> {
 pub struct IntWeights {
     pub buffer: GpuBuffer,
     pub layout: WeightLayout,
+    /// How the input's codes are laid out (the weight codes follow it).
+    pub input: CodeLayout,
 }
 
 impl IntWeights {
-    /// Room for the integer weights of an (out_dim, k) linear on this device.
-    pub fn new(ctx: &GpuContext, out_dim: usize, k: usize) -> Self {
-        Self::with_kind(ctx, ctx.matmul, out_dim, k)
+    /// Room for the integer weights of a linear with `out_dim` columns on inputs laid
+    /// out as `input`, on this device.
+    pub fn new(ctx: &GpuContext, out_dim: usize, input: CodeLayout) -> Self {
+        Self::with_kind(ctx, ctx.matmul, out_dim, input)
     }
 
     /// The same for a given matmul strategy (the tests run both). `Rows` falls back
     /// to the dense layout when one column does not fit a uniform window.
-    pub fn with_kind(ctx: &GpuContext, kind: MatmulKind, out_dim: usize, k: usize) -> Self {
-        let words_per_col = k.div_ceil(4) + 1;
+    pub fn with_kind(ctx: &GpuContext, kind: MatmulKind, out_dim: usize, input: CodeLayout) -> Self {
+        let words_per_col = input.row_words() + 1;
         match column_blocks(ctx, out_dim, words_per_col) {
             Some((v, blocks, slot)) if kind == MatmulKind::Rows => {
                 let buffer = GpuBuffer::zeros(ctx, "int_weights", (blocks - 1) * slot + WINDOW_WORDS);
-                Self { buffer, layout: WeightLayout::Blocks { v, blocks, slot } }
+                Self { buffer, layout: WeightLayout::Blocks { v, blocks, slot }, input }
             }
-            _ => Self { buffer: GpuBuffer::zeros(ctx, "int_weights", words_per_col * out_dim), layout: WeightLayout::Dense },
+            _ => Self { buffer: GpuBuffer::zeros(ctx, "int_weights", words_per_col * out_dim), layout: WeightLayout::Dense, input },
         }
     }
 
     /// Fills them from `layer`'s float weights with weight quantizer row `w_row`
     /// and the input's quantizer `q`.
     pub fn fill(&self, ctx: &GpuContext, layer: &GpuLinear, q: QuantRef<'_>, w_row: usize) -> Dispatch {
+        assert_eq!(self.input.k, layer.k, "integer weights made for another input width");
         let pipeline = ctx.pipeline(Shader::Quant, "int_weights", &[Const::F32("LEVELS", q.levels)]);
         let (block_cols, slot) = match self.layout {
             WeightLayout::Blocks { v, slot, .. } => (4 * v, slot),
@@ -255,6 +259,8 @@ impl IntWeights {
             total: 0,
             act_quantizer: q.row as u32 + 1,
             mult: 1.0,
+            group: self.input.group as u32,
+            _pad: [0; 3],
         };
         let b = [(1, layer.weight.bind()), (2, q.params.bind()), (4, layer.bias.bind()), (5, self.buffer.bind())];
         Dispatch::with_bindings(ctx, pipeline, &params, &b, [layer.out_dim.div_ceil(64) as u32, 1, 1], "quant")
@@ -263,14 +269,72 @@ impl IntWeights {
 
 /// Words of the codes of m rows of k values (four per word).
 pub fn code_words(m: usize, k: usize) -> usize {
-    m * k.div_ceil(4)
+    CodeLayout::dense(k).words(m)
 }
 
-/// The integer engine's activation codes of x (m rows of k) with quantizer `q`.
-pub fn pack_codes(ctx: &GpuContext, x: wgpu::BindingResource<'_>, codes: wgpu::BindingResource<'_>, m: usize, k: usize, q: QuantRef<'_>) -> Dispatch {
+/// How a row of k activation codes packs into words (quant.wgsl `code_source`): four
+/// per word, and with `group` > 0 each group of `group` values (an attention head)
+/// starting a new word, so the integer attention writes proj's input codes head by
+/// head. Padding positions hold code 0, which adds nothing to the integer sums.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodeLayout {
+    pub k: usize,
+    pub group: usize,
+}
+
+impl CodeLayout {
+    pub fn dense(k: usize) -> Self {
+        Self { k, group: 0 }
+    }
+
+    /// k values in heads of `head_dim`, each starting a new word.
+    pub fn heads(k: usize, head_dim: usize) -> Self {
+        assert!(k.is_multiple_of(head_dim), "{k} values do not split into heads of {head_dim}");
+        Self { k, group: head_dim }
+    }
+
+    /// Words per row.
+    pub fn row_words(&self) -> usize {
+        match self.group {
+            0 => self.k.div_ceil(4),
+            g => self.k / g * g.div_ceil(4),
+        }
+    }
+
+    /// Words of m rows.
+    pub fn words(&self, m: usize) -> usize {
+        m * self.row_words()
+    }
+
+    /// Which value position `e` of a row's words holds (None: padding).
+    pub fn source(&self, e: usize) -> Option<usize> {
+        match self.group {
+            0 => (e < self.k).then_some(e),
+            g => {
+                let (g4, d) = (g.div_ceil(4) * 4, e % (g.div_ceil(4) * 4));
+                (d < g).then_some(e / g4 * g + d)
+            }
+        }
+    }
+}
+
+/// The integer engine's activation codes of x (m rows, laid out as `layout`) with
+/// quantizer `q`.
+pub fn pack_codes(ctx: &GpuContext, x: wgpu::BindingResource<'_>, codes: wgpu::BindingResource<'_>, m: usize, layout: CodeLayout, q: QuantRef<'_>) -> Dispatch {
     let pipeline = ctx.pipeline(Shader::Quant, "pack_codes", &[Const::F32("LEVELS", q.levels)]);
-    let params = LayOutParams { n: m as u32, quantizer: q.row as u32 + 1, k: k as u32, block_cols: 0, slot: 0, total: 0, act_quantizer: 0, mult: 1.0 };
-    Dispatch::with_bindings(ctx, pipeline, &params, &[(1, x), (2, q.params.bind()), (5, codes)], grid_1d(code_words(m, k)), "quant")
+    let params = LayOutParams {
+        n: m as u32,
+        quantizer: q.row as u32 + 1,
+        k: layout.k as u32,
+        block_cols: 0,
+        slot: 0,
+        total: 0,
+        act_quantizer: 0,
+        mult: 1.0,
+        group: layout.group as u32,
+        _pad: [0; 3],
+    };
+    Dispatch::with_bindings(ctx, pipeline, &params, &[(1, x), (2, q.params.bind()), (5, codes)], grid_1d(layout.words(m)), "quant")
 }
 
 impl<'a> Matmul<'a> {
@@ -374,6 +438,8 @@ fn int_matmul<'a>(
 ) -> Vec<Dispatch> {
     assert!(int.emit.is_none() || (a.residual.is_none() && a.windows.is_none()), "codes are emitted without residual or window order");
     let (l, w) = (&a.layer, int.weights);
+    // The integer kernels use k only for the words per row of codes.
+    let params = MatmulParams { k: 4 * w.input.row_words() as u32, ..params };
     let emit = int.emit.clone().map_or_else(|| ctx.sink(), |e| e.0);
     let shared = [(4, residual), (5, a.out.clone()), (6, qparams), (10, emit)];
     match w.layout {
@@ -393,7 +459,7 @@ fn int_matmul<'a>(
                 bindings.extend([x, (9, w.buffer.bind_window(start))]);
                 bindings
             };
-            let codes = (int.codes, a.m, a_windows(ctx, int.codes, a.m, l.k.div_ceil(4)));
+            let codes = (int.codes, a.m, a_windows(ctx, int.codes, a.m, w.input.row_words()));
             rows_dispatches(ctx, consts, params, (v, blocks, slot), codes, a.stage, [("rows_int", 8), ("rows_int_windowed", 15)], bindings)
         }
     }
@@ -552,6 +618,8 @@ pub(super) struct LayOutParams {
     pub total: u32,
     pub act_quantizer: u32,
     pub mult: f32,
+    pub group: u32,
+    pub _pad: [u32; 3],
 }
 
 /// dst = weight (n, k) in `layout` (blocks also carry the bias), the weight
@@ -579,6 +647,8 @@ fn lay_out_weights(
         total: total as u32,
         act_quantizer: 0,
         mult: 1.0,
+        group: 0,
+        _pad: [0; 3],
     };
     let qparams = quant.map_or_else(|| ctx.empty(), |q| q.params.bind());
     Dispatch::new(ctx, pipeline, &params, &[src.bind(), qparams, dst.bind(), bias.bind()], grid_1d(total), "quant")
