@@ -117,7 +117,7 @@ pub fn pack_window_codes(ctx: &GpuContext, [x, codes]: [&GpuBuffer; 2], tokens: 
         _pad: [0; 3],
     };
     let rows = slices * if transposed { s.head_dim } else { nt };
-    Dispatch::with_bindings(ctx, pipeline, &params, &[(1, x.bind()), (2, q.params.bind()), (5, codes.bind())], grid_1d(rows), "attention")
+    Dispatch::with_bindings(ctx, pipeline, &params, &[(1, x.bind()), (2, q.params.bind()), (5, codes.bind())], grid_1d(rows), "quant")
 }
 
 /// Where the integer attention writes its output (tokens × heads·head_dim).
