@@ -364,13 +364,10 @@ fn store_int_output(qr: Query, o: ptr<function, array<f32, HD>>) {
     let oq = qparams[p.out_quant - 1u];
     let base = (qr.tok * HEADS + qr.head) * HD4;
     for (var w = 0u; w < HD4; w++) {
-        var word = 0u;
-        for (var j = 0u; j < 4u; j++) {
-            if (4u * w + j < HD) {
-                word |= quant_code((*o)[4u * w + j], oq, LEVELS) << (8u * j);
-            }
-        }
-        out_codes[base + w] = word;
+        let d = vec4<u32>(4u * w) + vec4<u32>(0u, 1u, 2u, 3u);
+        let e = min(d, vec4<u32>(HD - 1u));
+        let v = vec4<f32>((*o)[e.x], (*o)[e.y], (*o)[e.z], (*o)[e.w]);
+        out_codes[base + w] = quad_codes(v, d < vec4<u32>(HD), oq, LEVELS);
     }
 }
 

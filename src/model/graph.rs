@@ -400,7 +400,8 @@ impl Plan {
             qkv: ["q", "k", "v"].map(|name| z(name, t * c)),
             attn: z("attn", t * c),
             hidden: z("hidden", chunk * cfg.mlp_hidden),
-            codes: z("codes", (0..cfg.depths.len()).map(|r| ops::CodeLayout::heads(c, cfg.head_dim(r)).words(t)).fold(ops::code_words(chunk, cfg.mlp_hidden), usize::max)),
+            // Input codes of any block's q/k/v, proj or fc1 (fc2's go into `hidden`).
+            codes: z("codes", model.blocks().flat_map(|blk| (0..5).map(|i| blk.input_codes(i).words(t))).fold(ops::code_words(chunk, cfg.mlp_hidden), usize::max)),
             attn_codes: matches!(mode, Mode::Int(_)).then(|| {
                 // The largest q/k and v codes over the groups' attention shapes.
                 let words = (0..cfg.depths.len()).map(|r| ops::window_code_words(t, attn_shape(cfg, r, 0))).fold([0, 0], |a, w| [a[0].max(w[0]), a[1].max(w[1])]);

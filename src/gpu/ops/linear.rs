@@ -311,7 +311,8 @@ impl CodeLayout {
         match self.group {
             0 => (e < self.k).then_some(e),
             g => {
-                let (g4, d) = (g.div_ceil(4) * 4, e % (g.div_ceil(4) * 4));
+                let g4 = g.div_ceil(4) * 4;
+                let d = e % g4;
                 (d < g).then_some(e / g4 * g + d)
             }
         }
