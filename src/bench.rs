@@ -105,7 +105,8 @@ pub fn time_forward(
     warmup: usize,
     repeats: usize,
 ) -> Result<ForwardTiming> {
-    let plan = Plan::with_mode(ctx, model, (batch, h, w), Capture::Nothing, mode)?;
+    let what = format!("a batch of {batch} inputs of {w}×{h}");
+    let plan = ctx.allocating(&what, || Plan::with_mode(ctx, model, (batch, h, w), Capture::Nothing, mode))?;
     let input: Vec<f32> = (0..batch * 3 * h * w).map(|i| (i % 251) as f32 / 250.0).collect();
     plan.forward(ctx, &input, None);
     for _ in 0..warmup {

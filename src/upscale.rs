@@ -126,7 +126,8 @@ impl<'a> Upscaler<'a> {
         if !reuse {
             self.plan = None; // free the old activations before allocating new ones
             let mode = self.quant.as_ref().map_or(Mode::Float, |(q, engine)| engine.mode(q));
-            self.plan = Some(Plan::with_mode(self.ctx, &self.model, (1, h, w), Capture::Nothing, mode)?);
+            let what = format!("a {w}×{h} image (--tile runs it in smaller pieces)");
+            self.plan = Some(self.ctx.allocating(&what, || Plan::with_mode(self.ctx, &self.model, (1, h, w), Capture::Nothing, mode))?);
         }
         let plan = self.plan.as_ref().expect("plan");
         let data = plan.forward(self.ctx, &img.data, None);

@@ -177,11 +177,14 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
     let fifo = dir.path().join("fifo.safetensors");
     let x3 = quantized_for_scale(dir.path(), 3);
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-    let calibrate_with = |weights: &str, extra: &[&str]| -> Vec<String> {
-        let args = ["calibrate", "--weights", weights, "--calib", s(dir.path()), "--bits", "4", "--method", "dobi"];
+    let calibrate_from = |(weights, calib): (&str, &Path), extra: &[&str]| -> Vec<String> {
+        let args = ["calibrate", "--weights", weights, "--calib", s(calib), "--bits", "4", "--method", "dobi"];
         args.iter().chain(extra).map(|a| a.to_string()).collect()
     };
+    let calibrate_with = |weights: &str, extra: &[&str]| calibrate_from((weights, dir.path()), extra);
     let calibrate = |extra: &[&str]| calibrate_with(&standin(), extra);
+    let calib_x2 = shared().join("datasets/calib/LR_bicubic/X2");
+    let calibrate_on = |calib: &Path, extra: &[&str]| calibrate_from((&standin(), calib), extra);
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["upscale".into(), "--weights".into(), standin(), s(&cut).into(), "-o".into(), s(&out).into()], "cut.png"),
         (vec!["upscale".into(), "--weights".into(), "nonexistent.pth".into(), s(&good).into(), "-o".into(), s(&out).into()], "not a known model name"),
@@ -194,6 +197,8 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
         (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(&tiny).into()], "too small to score at ×2"),
         (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(&mismatched).into()], "is not ×2 its LR image 8×8"),
         (vec!["upscale".into(), "--weights".into(), standin(), "--engine".into(), "fake".into(), s(&good).into(), "-o".into(), s(&out).into()], "give --quantized"),
+        (vec!["upscale".into(), "--weights".into(), standin(), "--gpu-memory".into(), "1".into(), s(&good).into(), "-o".into(), s(&out).into()], "for a 8×8 image (--tile runs it in smaller pieces): it takes swinq to"),
+        (calibrate_on(&calib_x2, &["--gpu-memory", "1", "--phase2-iters", "1", "-o", s(&qout)]), "(none fits beside the model)"),
         (vec!["upscale".into(), "--weights".into(), standin(), "--quantized".into(), s(&x3).into(), s(&good).into(), "-o".into(), s(&out).into()], "a ×3 quantized model, but --weights is a ×2 checkpoint"),
         (vec!["bench".into(), "--weights".into(), standin(), "--repeats".into(), "0".into()], "--repeats 0"),
         (vec!["bench".into(), "--weights".into(), standin(), "--tile".into(), "64".into()], "unexpected argument '--tile'"),

@@ -216,7 +216,8 @@ fn errors_for_short_or_oversized_buffers() {
     let buf = GpuBuffer::zeros(ctx, "k", 10);
     assert!(s.sort_u32(ctx, &buf, 11).is_err());
     let too_many = (ctx.max_binding() / 4 + 1) as usize;
-    let err = s.sort_u32(ctx, &GpuBuffer { buffer: buf.buffer.clone(), len: too_many }, too_many).unwrap_err();
+    let big = GpuBuffer::zeros(ctx, "k", too_many);
+    let err = s.sort_u32(ctx, &big, too_many).unwrap_err();
     assert!(err.to_string().contains("largest storage binding"), "{err}");
 }
 

@@ -83,6 +83,11 @@ pub struct GpuArg {
     /// discrete GPU, then an integrated one, then any other; WGPU_BACKEND limits the backends).
     #[arg(long)]
     pub adapter: Option<String>,
+    /// Hold at most this many MiB of GPU memory: work that would need more stops with an
+    /// error saying so (phase 2 names the largest --batch that fits). Without it, the
+    /// limit is what the driver gives (95 % of its budget where it reports one).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    pub gpu_memory: Option<u64>,
 }
 
 /// The model, the adapter and the tiling of commands that run whole images.
@@ -114,7 +119,9 @@ impl WeightsArg {
 
 impl GpuArg {
     pub fn context(&self) -> Result<GpuContext> {
-        GpuContext::new(&AdapterChoice::from_cli(self.adapter.clone()))
+        let ctx = GpuContext::new(&AdapterChoice::from_cli(self.adapter.clone()))?;
+        ctx.set_memory_limit(self.gpu_memory.map(|mib| mib << 20));
+        Ok(ctx)
     }
 }
 

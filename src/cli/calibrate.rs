@@ -77,11 +77,9 @@ pub fn run((source, gpu): (&WeightsArg, &GpuArg), scale: Option<usize>, o: &Cali
         sampler.skip_batches(state.next_iter, dqc.batch);
     }
     let ctx = gpu.context()?;
-    if iters > 0 {
-        dqc::check_batch(&ctx, &weights.config, &dqc)?;
-    }
     let start = Instant::now();
     let gpu_model = GpuModel::upload(&ctx, &weights);
+    let phase2_bytes = if iters > 0 { dqc::check_batch(&ctx, &gpu_model, o.bits, &dqc)? } else { 0 };
     let mut params = match &resume {
         Some(state) => {
             eprintln!("resuming phase 2 after iteration {} of {iters} from {}", state.next_iter, state_path.display());
@@ -92,7 +90,7 @@ pub fn run((source, gpu): (&WeightsArg, &GpuArg), scale: Option<usize>, o: &Cali
     let mut file = QuantFile { bits: o.bits, method: method.name(), scale: s, source_sha256: hash, weights_sha256: Some(weights.content_sha256()), settings: settings.clone(), params: Vec::new() };
     if let Some(sampler) = sampler.as_mut() {
         let checkpoint = Checkpointing { path: &state_path, every: o.phase2.checkpoint_every, cfg: &weights.config, file: file.clone() };
-        params = run_phase2(&ctx, &gpu_model, (o.bits, params), sampler, &dqc, (resume.as_ref(), checkpoint), &mut settings)?;
+        params = run_phase2(&ctx, &gpu_model, (o.bits, params), sampler, (&dqc, phase2_bytes), (resume.as_ref(), checkpoint), &mut settings)?;
         file.method.push_str("+dqc");
     }
     file.params = params;
@@ -328,14 +326,14 @@ fn run_phase2(
     model: &GpuModel,
     (bits, params): (u32, Vec<QParams>),
     sampler: &mut PatchSampler,
-    dqc: &DqcOptions,
+    (dqc, bytes): (&DqcOptions, u64),
     (resume, checkpoint): (Option<&DqcState>, Checkpointing<'_>),
     settings: &mut BTreeMap<String, String>,
 ) -> Result<Vec<QParams>> {
     let _first_ctrl_c_stops_after_an_iteration = swinq::interrupt::graceful();
     let start = Instant::now();
     let quant = QuantModel::new(ctx, model, bits, &params);
-    note_phase2_plan(ctx, model, dqc, &checkpoint);
+    note_phase2_plan(ctx, (dqc, bytes), &checkpoint);
     let bar = progress::styled(dqc.iters, "DQC [{bar:30}] {pos}/{len} {per_sec} {elapsed_precise} (eta {eta}) {msg}");
     let first_iter = resume.map_or(0, |r| r.next_iter);
     bar.set_position(first_iter as u64);
@@ -367,10 +365,11 @@ fn run_phase2(
     Ok(quant.read_params(ctx))
 }
 
-/// Says what phase 2 will do, and how slow it is on a CPU driver.
-fn note_phase2_plan(ctx: &GpuContext, model: &GpuModel, dqc: &DqcOptions, checkpoint: &Checkpointing<'_>) {
+/// Says what phase 2 will do (its buffers take `bytes` of GPU memory), and how slow
+/// it is on a CPU driver.
+fn note_phase2_plan(ctx: &GpuContext, (dqc, bytes): (&DqcOptions, u64), checkpoint: &Checkpointing<'_>) {
     swinq::note!(
-        "phase 2 (DQC): {}, batch {} of {}×{}, Adam lr {} ({}), λ {}, c {}; about {:.0} MiB of GPU memory; {}",
+        "phase 2 (DQC): {}, batch {} of {}×{}, Adam lr {} ({}), λ {}, c {}; {} MiB of GPU memory beside the model; {}",
         progress::count(dqc.iters, "iteration", "iterations"),
         dqc.batch,
         dqc.patch,
@@ -379,7 +378,7 @@ fn note_phase2_plan(ctx: &GpuContext, model: &GpuModel, dqc: &DqcOptions, checkp
         dqc.schedule.name(),
         dqc.lambda,
         if dqc.train_bias { "trained" } else { "fixed" },
-        dqc::memory_bytes(&model.config, dqc.batch, dqc.patch) as f64 / (1 << 20) as f64,
+        bytes.div_ceil(1 << 20),
         if checkpoint.every < dqc.iters {
             format!("state saved every {} iterations and at Ctrl-C to {}", checkpoint.every, checkpoint.path.display())
         } else {

@@ -1,11 +1,14 @@
 //! GPU storage buffers of f32 (or u32) elements, upload and readback.
 
+use super::memory::Held;
 use super::GpuContext;
 
 /// A storage buffer and its length in 4-byte elements.
 pub struct GpuBuffer {
     pub buffer: wgpu::Buffer,
     pub len: usize,
+    /// Its bytes in the device's memory account.
+    _held: Held,
 }
 
 /// Words of a uniform window: 64 KiB, the smallest uniform binding limit wgpu
@@ -44,19 +47,20 @@ impl GpuBuffer {
     }
 
     fn zeros_with_room(ctx: &GpuContext, label: &str, len: usize, words: usize) -> Self {
-        Self { buffer: allocate(ctx, label, words, false), len }
+        let (buffer, _held) = allocate(ctx, label, words, false);
+        Self { buffer, len, _held }
     }
 
     /// Upload of any plain data whose size is a multiple of 4 bytes (`len` counts 4-byte words).
     pub fn from_slice<T: bytemuck::Pod>(ctx: &GpuContext, label: &str, data: &[T]) -> Self {
         assert_eq!(std::mem::size_of::<T>() % 4, 0, "GpuBuffer holds 4-byte words");
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        let buffer = allocate(ctx, label, bytes.len() / 4, true);
+        let (buffer, _held) = allocate(ctx, label, bytes.len() / 4, true);
         if !bytes.is_empty() {
             buffer.get_mapped_range_mut(..bytes.len() as u64).expect("buffer mapped at creation").copy_from_slice(bytes);
         }
         buffer.unmap();
-        Self { buffer, len: bytes.len() / 4 }
+        Self { buffer, len: bytes.len() / 4, _held }
     }
 
     pub fn bytes(&self) -> u64 {
@@ -113,14 +117,11 @@ impl GpuBuffer {
 }
 
 /// A storage buffer of at least `words` words (one at least, since wgpu rejects empty
-/// bindings), rounded up to whole ALLOC_WORDS.
-fn allocate(ctx: &GpuContext, label: &str, words: usize, mapped_at_creation: bool) -> wgpu::Buffer {
-    ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: (words.max(1).next_multiple_of(ALLOC_WORDS) * 4) as u64,
-        usage: STORAGE,
-        mapped_at_creation,
-    })
+/// bindings), rounded up to whole ALLOC_WORDS, and its share of the memory account.
+fn allocate(ctx: &GpuContext, label: &str, words: usize, mapped_at_creation: bool) -> (wgpu::Buffer, Held) {
+    let size = (words.max(1).next_multiple_of(ALLOC_WORDS) * 4) as u64;
+    let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor { label: Some(label), size, usage: STORAGE, mapped_at_creation });
+    (buffer, ctx.memory.hold(size))
 }
 
 /// Elements [start, start+len) of a buffer, which a kernel may read as a storage

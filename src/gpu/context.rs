@@ -2,13 +2,19 @@
 
 use anyhow::{bail, Context as _, Result};
 
-use super::kernels::{Const, PipelineCache, Shader};
+use super::kernels::{Const, PipelineCache, Shader, UniformSlabs};
+use super::memory::MemoryAccount;
 
 /// The optional features swinq uses when an adapter has them; every kernel also
 /// has a path that works without them.
 pub const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::SHADER_F16
     .union(wgpu::Features::SUBGROUP)
     .union(wgpu::Features::TIMESTAMP_QUERY);
+
+/// The share of the memory budget a driver reports (Vulkan with VK_EXT_memory_budget,
+/// DX12) past which allocations fail as out of memory, instead of spilling to host
+/// memory or overcommitting until the device is lost.
+const MEMORY_BUDGET_PERCENT: u8 = 95;
 
 /// How to pick the adapter: a name substring (from `--adapter` or
 /// `WGPU_ADAPTER_NAME`) and the backends (from `WGPU_BACKEND`).
@@ -89,6 +95,8 @@ pub struct GpuContext {
     /// `SWINQ_ATTN_LANES` (1, 2 or 4), default 1.
     pub attention_lanes: u32,
     rows_lanes: usize,
+    pub(super) memory: MemoryAccount,
+    pub(super) uniforms: UniformSlabs,
     pipelines: PipelineCache,
     /// Small buffers bound where a kernel's optional input (`empty`) or output
     /// (`sink`) is unused, so every entry point keeps one bind-group layout.
@@ -104,6 +112,7 @@ fn backends() -> wgpu::Backends {
 pub fn list_adapters() -> Vec<wgpu::Adapter> {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = backends();
+    desc.memory_budget_thresholds.for_resource_creation = Some(MEMORY_BUDGET_PERCENT);
     let instance = wgpu::Instance::new(desc);
     pollster::block_on(instance.enumerate_adapters(backends()))
 }
@@ -167,7 +176,7 @@ impl GpuContext {
         let matmul = MatmulKind::for_device(&info, features)?;
         let attention_lanes = attention_lanes_from_env()?;
         let rows_lanes = rows_lanes(&info)?;
-        Ok(Self { device, queue, info, features, limits, matmul, attention_lanes, rows_lanes, pipelines: PipelineCache::default(), empty, sink })
+        Ok(Self { device, queue, info, features, limits, matmul, attention_lanes, rows_lanes, memory: MemoryAccount::default(), uniforms: UniformSlabs::default(), pipelines: PipelineCache::default(), empty, sink })
     }
 
     /// The compiled pipeline for `shader`'s `entry` with the given header constants.

@@ -4,8 +4,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use wgpu::util::DeviceExt;
-
 use super::profiler::Profiler;
 use super::GpuContext;
 
@@ -176,6 +174,46 @@ impl PipelineCache {
     }
 }
 
+/// Bytes of one uniform slab: the parameters of up to 256 dispatches.
+const SLAB_BYTES: u64 = 64 * 1024;
+
+/// The uniform buffers that dispatch parameters are written into, a slot each. A
+/// buffer per dispatch (tens of thousands in phase 2), each with its upload's staging
+/// buffer, fragmented the allocator's free lists on drivers with one memory type
+/// (lavapipe, integrated GPUs), and searching those lists came to dominate building
+/// plans once earlier ones were freed. A slab lives as long as a dispatch binds it.
+#[derive(Default)]
+pub struct UniformSlabs {
+    /// The slab being filled and the bytes used in it.
+    current: Mutex<Option<(wgpu::Buffer, u64)>>,
+}
+
+impl UniformSlabs {
+    /// `bytes` (padded to 16) written into the current slab, or into a new one when it
+    /// is full: the slab, and the offset and size of their slot.
+    fn write(&self, ctx: &GpuContext, bytes: &[u8]) -> (wgpu::Buffer, u64, u64) {
+        let size = (bytes.len() as u64).next_multiple_of(16).max(16);
+        let align = (ctx.limits.min_uniform_buffer_offset_alignment as u64).max(16);
+        let mut current = self.current.lock().expect("uniform slabs poisoned");
+        if !matches!(&*current, Some((_, used)) if used + size <= SLAB_BYTES) {
+            let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params"),
+                size: SLAB_BYTES.max(size),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            *current = Some((buffer, 0));
+        }
+        let (buffer, used) = current.as_mut().expect("a slab");
+        let offset = *used;
+        let mut padded = bytes.to_vec();
+        padded.resize(size as usize, 0);
+        ctx.queue.write_buffer(buffer, offset, &padded);
+        *used = (offset + size).next_multiple_of(align);
+        (buffer.clone(), offset, size)
+    }
+}
+
 /// One recorded kernel launch: pipeline, bindings and grid, replayed on every run.
 pub struct Dispatch {
     pub pipeline: Arc<wgpu::ComputePipeline>,
@@ -209,12 +247,9 @@ impl Dispatch {
         groups: [u32; 3],
         stage: &'static str,
     ) -> Self {
-        let uniform = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        let (slab, offset, size) = ctx.uniforms.write(ctx, bytemuck::bytes_of(params));
+        let uniform = wgpu::BufferBinding { buffer: &slab, offset, size: std::num::NonZeroU64::new(size) };
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::Buffer(uniform) }];
         for (binding, b) in buffers {
             entries.push(wgpu::BindGroupEntry { binding: *binding, resource: b.clone() });
         }

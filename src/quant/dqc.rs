@@ -12,12 +12,12 @@ use super::calib::PatchSampler;
 use super::student::StudentGrad;
 use crate::gpu::profiler::Profiler;
 use crate::interrupt::Interrupted;
-use crate::gpu::{grid_1d, run_now, Const, Dispatch, GpuBuffer, GpuContext, Shader};
+use crate::gpu::{grid_1d, run_now, OutOfGpuMemory, Const, Dispatch, GpuBuffer, GpuContext, Shader};
 use crate::model::graph::{fits_exactly, Capture, GpuModel, Mode, Plan, QuantModel};
 use crate::model::checkpoint::{load_state_dict, read_safetensors_metadata, save_safetensors};
 use crate::model::{StateDict, SwinConfig, Tensor};
 use crate::quant::file::QuantFile;
-use crate::quant::QParams;
+use crate::quant::{QParams, PER_BLOCK};
 
 /// Phase 2 settings (SPEC §5 defaults).
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -152,38 +152,88 @@ pub fn adam_reference(params: &mut [QParams], grads: &[[f32; 3]], moments: &mut 
     }
 }
 
-/// GPU memory a DQC batch needs (estimate, bytes): the teacher's and the student's
-/// activations and captures, the recomputed block, and the gradient buffers.
-pub fn memory_bytes(cfg: &SwinConfig, batch: usize, patch: usize) -> u64 {
-    let (c, hid, up) = (cfg.embed_dim, cfg.mlp_hidden, cfg.in_chans * cfg.scale * cfg.scale);
-    let plan = 9 * c + hid + 2 * cfg.in_chans + 2 * up;
-    let captures = (2 * (cfg.depths.len() + 1) + cfg.num_blocks()) * c;
-    let tape = 7 * c + 2 * hid;
-    let grads = 2 * hid + 10 * c + 2 * up;
-    (batch * patch * patch) as u64 * (2 * plan + captures + tape + grads) as u64 * 4
-}
-
 /// Whether a batch's largest activation fits one storage binding of the adapter.
 fn batch_fits(ctx: &GpuContext, cfg: &SwinConfig, batch: usize, patch: usize) -> bool {
     fits_exactly(ctx, cfg, batch, patch, patch) && (batch * patch * patch * cfg.mlp_hidden * 4) as u64 <= ctx.max_binding()
 }
 
-/// Refuses a batch whose activations exceed the adapter's storage-binding limit,
-/// naming the largest batch that fits.
-pub fn check_batch(ctx: &GpuContext, cfg: &SwinConfig, o: &DqcOptions) -> Result<()> {
+/// Refuses a batch whose activations exceed the adapter's storage-binding limit, or
+/// whose buffers the adapter cannot hold beside `model` (tried by allocating them
+/// for a stand-in quantization at `bits`), naming the largest batch that fits.
+/// Returns the bytes that the batch's buffers take.
+pub fn check_batch(ctx: &GpuContext, model: &GpuModel, bits: u32, o: &DqcOptions) -> Result<u64> {
     if o.batch == 0 || o.iters == 0 {
         bail!("phase 2 needs --batch and --phase2-iters of at least 1");
     }
-    if !batch_fits(ctx, cfg, o.batch, o.patch) {
-        let largest = (1..o.batch).rev().find(|&b| batch_fits(ctx, cfg, b, o.patch)).unwrap_or(0);
+    let cfg = &model.config;
+    let p = o.patch;
+    if !batch_fits(ctx, cfg, o.batch, p) {
+        let largest = (1..o.batch).rev().find(|&b| batch_fits(ctx, cfg, b, p)).unwrap_or(0);
         bail!(
             "a DQC batch of {} patches of {p}×{p} needs activations above this adapter's {} MiB storage-binding limit; the largest batch that fits is {largest}",
             o.batch,
-            ctx.max_binding() >> 20,
-            p = o.patch
+            ctx.max_binding() >> 20
         );
     }
-    Ok(())
+    // Distinct parameters, so that the plans fuse no more than trained ones would.
+    let params: Vec<QParams> = (0..PER_BLOCK * cfg.num_blocks()).map(|i| QParams { lower: -1.0 - i as f32 * 1e-3, upper: 1.0, ..Default::default() }).collect();
+    let quant = QuantModel::new(ctx, model, bits, &params);
+    // The bytes a batch's buffers take, or the out-of-memory error making them gave.
+    let bytes = |batch: usize| -> Result<std::result::Result<u64, OutOfGpuMemory>> {
+        let before = ctx.held_bytes();
+        match Buffers::new(ctx, model, &quant, (batch, p), o.lambda) {
+            Ok(buffers) => {
+                let bytes = ctx.held_bytes() - before;
+                drop(buffers);
+                Ok(Ok(bytes))
+            }
+            Err(e) => e.downcast::<OutOfGpuMemory>().map(Err),
+        }
+    };
+    let mut full = match bytes(o.batch)? {
+        Ok(held) => return Ok(held),
+        Err(e) => e,
+    };
+    full.what = match largest_fitting(o.batch, |b| Ok(bytes(b)?.is_ok()))? {
+        0 => format!("a DQC batch of {} patches of {p}×{p} (none fits beside the model)", o.batch),
+        largest => format!("a DQC batch of {} patches of {p}×{p} (the largest batch that fits is {largest})", o.batch),
+    };
+    Err(full.into())
+}
+
+/// The largest batch below `batch` for which `fits` holds (0 if none), by bisection:
+/// the memory a batch needs grows with it.
+fn largest_fitting(batch: usize, mut fits: impl FnMut(usize) -> Result<bool>) -> Result<usize> {
+    let (mut lo, mut hi) = (0, batch);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
+/// Phase 2's GPU state beside the model and its quantization: the teacher's and the
+/// student's plans and the gradient's buffers.
+struct Buffers {
+    teacher: Plan,
+    student: Plan,
+    grad: StudentGrad,
+}
+
+impl Buffers {
+    fn new(ctx: &GpuContext, model: &GpuModel, quant: &QuantModel, (batch, patch): (usize, usize), lambda: f32) -> Result<Self> {
+        let dims = (batch, patch, patch);
+        ctx.allocating(&format!("a DQC batch of {batch} patches of {patch}×{patch} (a smaller --batch needs less)"), || {
+            let teacher = Plan::with_mode(ctx, model, dims, Capture::Distill { block_inputs: false }, Mode::Float)?;
+            let student = Plan::with_mode(ctx, model, dims, Capture::Distill { block_inputs: true }, Mode::Fake(quant))?;
+            let grad = StudentGrad::new(ctx, model, quant, &teacher, &student, lambda)?;
+            Ok(Self { teacher, student, grad })
+        })
+    }
 }
 
 /// One iteration's losses: L1, the summed feature losses, and L1 + λ·features.
@@ -290,10 +340,7 @@ pub fn train(
     // Phase 2's time, setup included, and that of the run before a resume.
     let started = std::time::Instant::now();
     let seconds = |resume: Option<&DqcState>| resume.map_or(0.0, |s| s.seconds) + started.elapsed().as_secs_f64();
-    let dims = (o.batch, o.patch, o.patch);
-    let teacher = Plan::with_mode(ctx, model, dims, Capture::Distill { block_inputs: false }, Mode::Float)?;
-    let student = Plan::with_mode(ctx, model, dims, Capture::Distill { block_inputs: true }, Mode::Fake(quant))?;
-    let grad = StudentGrad::new(ctx, model, quant, &teacher, &student, o.lambda)?;
+    let Buffers { teacher, student, grad } = Buffers::new(ctx, model, quant, (o.batch, o.patch), o.lambda)?;
     let rows = quant.params.len / 4;
     let adam = match resume {
         Some(state) => Adam::resumed(ctx, rows, o.train_bias, &state.moments),

@@ -1,0 +1,51 @@
+//! GPU memory: the account of swinq's buffers, the `--gpu-memory` cap, and phase 2
+//! naming the largest batch that fits. One test, since the cap is the device's.
+
+mod common;
+use common::gpu;
+use swinq::gpu::GpuBuffer;
+use swinq::model::graph::{GpuModel, QuantModel};
+use swinq::model::{SwinConfig, SwinWeights};
+use swinq::quant::dqc::{check_batch, DqcOptions};
+use swinq::quant::{QParams, PER_BLOCK};
+
+#[test]
+fn allocations_past_the_cap_fail_and_phase2_names_the_largest_batch() {
+    let ctx = gpu();
+    let base = ctx.held_bytes();
+    let buf = GpuBuffer::zeros(ctx, "a", 1000);
+    assert_eq!(ctx.held_bytes() - base, 4096, "1000 words round up to 4 KiB");
+    drop(buf);
+    assert_eq!(ctx.held_bytes(), base, "a dropped buffer is given back");
+
+    // Work past the cap fails, naming what it was for, and holds nothing afterwards.
+    ctx.set_memory_limit(Some(base + (1 << 20)));
+    let made = ctx.allocating("the test's buffer", || Ok(GpuBuffer::zeros(ctx, "b", 1 << 19)));
+    let err = made.err().expect("past the cap").to_string();
+    assert!(err.contains("for the test's buffer: it takes swinq to") && err.contains("above --gpu-memory 1"), "{err}");
+    assert_eq!(ctx.held_bytes(), base);
+    assert!(ctx.allocating("a smaller one", || Ok(GpuBuffer::zeros(ctx, "c", 1 << 17))).is_ok());
+    ctx.set_memory_limit(None);
+
+    // Phase 2: without a cap every batch fits and takes more memory than a smaller one.
+    let cfg = SwinConfig { embed_dim: 16, depths: vec![2, 2], heads: vec![2, 2], window: 4, mlp_hidden: 32, ..SwinConfig::light(2) };
+    let model = GpuModel::upload(ctx, &SwinWeights::random(&cfg, 3));
+    let opts = |batch| DqcOptions { iters: 1, batch, patch: 16, ..DqcOptions::default() };
+    let bytes: Vec<u64> = (1..=5).map(|b| check_batch(ctx, &model, 4, &opts(b)).expect("fits without a cap")).collect();
+    assert!(bytes.windows(2).all(|w| w[0] < w[1]), "{bytes:?}");
+    // The stand-in quantization check_batch makes beside the model.
+    let before = ctx.held_bytes();
+    let quant = QuantModel::new(ctx, &model, 4, &vec![QParams { upper: 1.0, ..Default::default() }; PER_BLOCK * cfg.num_blocks()]);
+    let quant_bytes = ctx.held_bytes() - before;
+    drop(quant);
+    // A cap between batches 3 and 4: batch 5 is refused, naming 3, which passes.
+    ctx.set_memory_limit(Some(before + quant_bytes + (bytes[2] + bytes[3]) / 2));
+    let err = format!("{:#}", check_batch(ctx, &model, 4, &opts(5)).unwrap_err());
+    assert!(err.contains("for a DQC batch of 5 patches of 16×16 (the largest batch that fits is 3)"), "{err}");
+    assert!(check_batch(ctx, &model, 4, &opts(3)).is_ok());
+    ctx.set_memory_limit(Some(before + quant_bytes / 2));
+    let err = format!("{:#}", check_batch(ctx, &model, 4, &opts(2)).unwrap_err());
+    assert!(err.contains("(none fits beside the model)"), "{err}");
+    ctx.set_memory_limit(None);
+    assert_eq!(ctx.held_bytes(), before, "the probes hold nothing afterwards");
+}
