@@ -29,6 +29,8 @@ pub struct ForwardTiming {
     pub dispatches: BTreeMap<String, usize>,
     /// Multiply-adds per compute stage of one forward ([`stage_macs`]).
     pub stage_macs: BTreeMap<String, f64>,
+    /// GPU memory of the forward's activations and scratch, the model aside (MiB).
+    pub activations_mib: f64,
 }
 
 impl ForwardTiming {
@@ -106,7 +108,9 @@ pub fn time_forward(
     repeats: usize,
 ) -> Result<ForwardTiming> {
     let what = format!("a batch of {batch} inputs of {w}×{h}");
+    let before = ctx.held_bytes();
     let plan = ctx.allocating(&what, || Plan::with_mode(ctx, model, (batch, h, w), Capture::Nothing, mode))?;
+    let activations_mib = (ctx.held_bytes() - before) as f64 / (1 << 20) as f64;
     let input: Vec<f32> = (0..batch * 3 * h * w).map(|i| (i % 251) as f32 / 250.0).collect();
     plan.forward(ctx, &input, None);
     for _ in 0..warmup {
@@ -133,6 +137,7 @@ pub fn time_forward(
         stages_ms,
         dispatches: plan.dispatch_counts().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         stage_macs: stage_macs(model, plan.tokens()),
+        activations_mib,
     })
 }
 

@@ -161,12 +161,6 @@ impl RadixSorter {
 
     /// Entries of the scan's tiles (and keys of the histogram's tiles unless the
     /// sorter uses runs).
-    /// GPU bytes of the sorter's scratch buffers.
-    pub fn scratch_bytes(&self) -> u64 {
-        let bufs = self.alt_keys.iter().chain(&self.alt_vals).chain(&self.levels).chain([&self.dummy]);
-        bufs.map(GpuBuffer::bytes).sum::<u64>() + self.params.size()
-    }
-
     pub fn tile(&self) -> usize {
         WG * self.kpt as usize
     }

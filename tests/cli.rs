@@ -467,6 +467,10 @@ fn calibrate_export_then_eval_and_bench_both_engines() {
     assert!(v["launch_cost_us"].as_f64().is_some_and(|us| us > 0.0), "{v}");
     let launches = |t: &serde_json::Value| t["dispatches"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum::<u64>();
     assert!(v["timings"].as_array().unwrap().iter().all(|t| launches(t) > 0), "{v}");
+    // GPU memory: the weights (SwinIR-light's 0.88 M parameters, 3.3 MiB in f32, and their
+    // fake-quantized copy) and, per engine, the activations of a 16×16 input.
+    assert!(v["model_mib"].as_f64().is_some_and(|m| m > 2.0 * 3.3), "{v}");
+    assert!(v["timings"].as_array().unwrap().iter().all(|t| t["activations_mib"].as_f64().is_some_and(|m| m > 0.0)), "{v}");
     // --engine times one quantized engine beside fp32.
     let o = swinq(&["bench", "--weights", &standin(), "--quantized", s(&q), "--engine", "fake", "--size", "16", "--repeats", "1", "--warmup", "0", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -147,6 +147,7 @@ pub fn bench((source, gpu): (&WeightsArg, &GpuArg), (quantized, engine): (Option
     let ctx = gpu.context()?;
     let gpu = GpuModel::upload(&ctx, &weights);
     let quant = q.as_ref().map(|q| QuantModel::new(&ctx, &gpu, q.bits, &q.params));
+    let model_mib = ctx.held_bytes() as f64 / (1 << 20) as f64;
     let engines = 1 + quant.as_ref().map_or(0, |_| quantized_engines.len());
     let bar = progress::bar(sizes.len() * engines, "timing");
     let launch_us = launch_cost_us(&ctx);
@@ -157,18 +158,19 @@ pub fn bench((source, gpu): (&WeightsArg, &GpuArg), (quantized, engine): (Option
     })?;
     bar.finish_and_clear();
     if json {
-        let out = serde_json::json!({ "device": ctx.describe(), "scale": weights.config.scale, "bits": q.as_ref().map(|q| q.bits), "launch_cost_us": launch_us, "timings": timings });
+        let out = serde_json::json!({ "device": ctx.describe(), "scale": weights.config.scale, "bits": q.as_ref().map(|q| q.bits), "launch_cost_us": launch_us, "model_mib": model_mib, "timings": timings });
         println!("{out}");
         return Ok(());
     }
     println!("SwinIR x{} forward on {} (a kernel launch costs {launch_us:.1} µs there)", weights.config.scale, ctx.describe());
+    println!("GPU memory: {model_mib:.1} MiB for the model's weights (float, and the quantized copies); per engine below, its activations and scratch");
     for chunk in timings.chunks(engines) {
         let fp = chunk[0].timing.median_ms;
         let line: Vec<String> = chunk
             .iter()
             .map(|t| {
                 let speedup = if t.engine == "fp32" { String::new() } else { format!("{:.2}× the speed of fp32, ", fp / t.timing.median_ms) };
-                format!("{} {:.2} ms ({speedup}{} launches)", t.engine, t.timing.median_ms, t.timing.launches())
+                format!("{} {:.2} ms ({speedup}{} launches, {:.0} MiB)", t.engine, t.timing.median_ms, t.timing.launches(), t.timing.activations_mib)
             })
             .collect();
         println!("{}×{}: {}", chunk[0].timing.height, chunk[0].timing.width, line.join(", "));

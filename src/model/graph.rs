@@ -209,11 +209,6 @@ impl Calibration {
         })
     }
 
-    /// GPU bytes this calibration's scratch buffers take (attention maps, search).
-    pub fn gpu_bytes(&self) -> u64 {
-        self.probs.bytes() + self.params.bytes() + self.searcher.gpu_bytes()
-    }
-
     fn spec(&self, block: usize, slot: Slot, count: usize, mult: f32) -> SearchSpec {
         self.method.spec(quant::index(block, slot), slot, count, mult)
     }
@@ -428,15 +423,6 @@ impl Plan {
             img_range: cfg.img_range,
             mean,
         }
-    }
-
-    /// GPU bytes of this plan's activation buffers and captures.
-    pub fn gpu_bytes(&self) -> u64 {
-        let b = &self.bufs;
-        let mut bufs = vec![&b.input, &b.x0, &b.f0, &b.ln, &b.attn, &b.hidden, &b.codes, &b.up, &b.output];
-        bufs.extend(b.p.iter().chain(&b.qkv).chain(b.attn_codes.iter().flatten()));
-        let captures: u64 = self.steps.iter().map(|s| if let Step::Capture { dst, .. } = s { dst.bytes() } else { 0 }).sum();
-        bufs.iter().map(|g| g.bytes()).sum::<u64>() + captures
     }
 
     pub(crate) fn tokens(&self) -> usize {

@@ -29,9 +29,11 @@ pub fn calibrate(ctx: &GpuContext, model: &GpuModel, patches: &Patches, method: 
 pub fn calibrate_with_progress(ctx: &GpuContext, model: &GpuModel, patches: &Patches, method: Method, bits: u32, progress: impl FnMut(usize, usize)) -> Result<Calibrated> {
     let dims = (patches.n, patches.size, patches.size);
     let what = format!("phase 1 on {} patches of {s}×{s} (fewer --patches need less)", patches.n, s = patches.size);
+    let before = ctx.held_bytes();
     let cal = ctx.allocating(&what, || Calibration::new(ctx, model, method, bits, dims))?;
     cal.search_weights(ctx, model);
     let plan = ctx.allocating(&what, || Plan::with_mode(ctx, model, dims, Capture::Nothing, Mode::Calibrate(&cal)))?;
+    let gpu_bytes = ctx.held_bytes() - before;
     plan.execute_in_parts(ctx, &patches.data, 100, progress);
-    Ok(Calibrated { params: cal.read_params(ctx), gpu_bytes: cal.gpu_bytes() + plan.gpu_bytes() })
+    Ok(Calibrated { params: cal.read_params(ctx), gpu_bytes })
 }

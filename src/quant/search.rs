@@ -343,12 +343,6 @@ impl Searcher {
         }
     }
 
-    /// GPU bytes of the search's scratch buffers (the keys and the sorter's included).
-    pub fn gpu_bytes(&self) -> u64 {
-        let sort = self.sort.as_ref().map_or(0, |s| s.pieces.iter().chain([&s.selection]).map(GpuBuffer::bytes).sum::<u64>() + s.sorter.scratch_bytes());
-        self.part.bytes() + self.cand.bytes() + self.errs.bytes() + sort
-    }
-
     fn dispatch(&self, ctx: &GpuContext, entry: &str, params: SearchParams, bindings: &[(u32, wgpu::BindingResource<'_>)], groups: u32) -> Dispatch {
         let consts = [Const::F32("LEVELS", levels(self.bits)), Const::U32("LANES", ctx.rows_lanes() as u32)];
         let shader = if entry.ends_with("_rows") { Shader::SearchRows } else { Shader::Search };
