@@ -41,8 +41,8 @@ pub fn score_pair(up: &mut Upscaler, pair: &Pair) -> Result<ImageScore> {
 pub fn score_pair_sr(up: &mut Upscaler, pair: &Pair) -> Result<(ImageScore, RgbU8)> {
     let scale = up.scale();
     let (hr, lr) = pair.load_hr_lr(scale)?;
-    let sr = up.upscale(&lr).with_context(|| pair.lr_label())?.to_u8();
-    let tile = up.tile_for(lr.height, lr.width);
+    let (sr, tile) = up.upscale(&lr).with_context(|| pair.lr_label())?;
+    let sr = sr.to_u8();
     let score = ImageScore { name: pair.name.clone(), psnr_y: psnr_y(&sr, &hr, scale), ssim_y: ssim_y(&sr, &hr, scale), tile };
     Ok((score, sr))
 }

@@ -1,11 +1,11 @@
 //! Upscaling whole images with the GPU graph: one plan per input size, and
 //! overlapping tiles (as the official SwinIR test script does) when asked to, or
-//! when an image is too large for the adapter's storage-binding limit.
+//! when an image is too large for the adapter's storage-binding limit or memory.
 
 use anyhow::{bail, Result};
 
 use crate::data::RgbImage;
-use crate::gpu::GpuContext;
+use crate::gpu::{largest_fitting, GpuContext, OutOfGpuMemory};
 use crate::model::graph::{fits_exactly, Capture, GpuModel, Mode, Plan, QuantModel};
 use crate::model::SwinWeights;
 use crate::quant::QParams;
@@ -16,7 +16,8 @@ pub const TILE_OVERLAP: usize = 32;
 /// How an image is split for the GPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tiling {
-    /// Whole image when it fits, else tiles of the largest size that fits.
+    /// Whole image when it fits (a storage binding and the GPU's memory), else tiles of
+    /// the largest size that fits.
     Auto,
     /// Tiles of this LR size (a multiple of the window), overlapping by TILE_OVERLAP.
     Tile(usize),
@@ -90,45 +91,80 @@ impl<'a> Upscaler<'a> {
         self.model.config.scale
     }
 
-    /// The tile size this image will be processed with, or None for the whole image.
-    pub fn tile_for(&self, h: usize, w: usize) -> Option<usize> {
-        match self.tiling {
-            Tiling::Tile(t) if t < h.max(w) => Some(t),
-            Tiling::Tile(_) => None,
-            Tiling::Auto if fits_exactly(self.ctx, &self.model.config, 1, h, w) => None,
-            Tiling::Auto => Some(self.largest_tile()),
+    /// Runs the model on a planar RGB image: the output, un-clamped, (3, s·h, s·w), and
+    /// the tile size it ran in (None: whole).
+    pub fn upscale(&mut self, img: &RgbImage) -> Result<(RgbImage, Option<usize>)> {
+        if img.width == 0 || img.height == 0 {
+            bail!("empty image");
         }
+        let tile = self.tile_for(img.height, img.width)?;
+        let out = match tile {
+            None => self.run_whole(img)?,
+            Some(t) => self.run_tiled(img, t)?,
+        };
+        Ok((out, tile))
     }
 
-    fn largest_tile(&self) -> usize {
+    /// The tile size for an h×w image, or None for the whole image. Automatic tiling
+    /// runs an image whole when its activations fit a storage binding and its plan
+    /// fits the GPU's memory (the plan is then made here), else in the largest tiles
+    /// that fit both.
+    fn tile_for(&mut self, h: usize, w: usize) -> Result<Option<usize>> {
+        if let Tiling::Tile(t) = self.tiling {
+            return Ok((t < h.max(w)).then_some(t));
+        }
+        if fits_exactly(self.ctx, &self.model.config, 1, h, w) && self.plan_fits(h, w)? {
+            return Ok(None);
+        }
+        self.largest_tile(h, w).map(Some)
+    }
+
+    /// The largest tile, a multiple of the window above the overlap, whose activations
+    /// fit a storage binding and whose plan (for an h×w image) fits the GPU's memory.
+    fn largest_tile(&mut self, h: usize, w: usize) -> Result<usize> {
         let win = self.model.config.window;
         let mut t = win;
         while fits_exactly(self.ctx, &self.model.config, 1, t + win, t + win) && t < 4096 {
             t += win;
         }
-        t
+        let smallest = TILE_OVERLAP / win + 1;
+        let fits = |up: &mut Self, k: usize| up.plan_fits((k * win).min(h), (k * win).min(w));
+        if t / win < smallest || fits(self, t / win)? {
+            return Ok(t);
+        }
+        if !fits(self, smallest)? {
+            // Not even the smallest tile fits: its allocation's error says why.
+            self.plan_for((smallest * win).min(h), (smallest * win).min(w))?;
+        }
+        let k = largest_fitting(t / win, |k| if k < smallest { Ok(true) } else { fits(self, k) })?;
+        Ok(k * win)
     }
 
-    /// Runs the model on a planar RGB image; output un-clamped, (3, s·h, s·w).
-    pub fn upscale(&mut self, img: &RgbImage) -> Result<RgbImage> {
-        if img.width == 0 || img.height == 0 {
-            bail!("empty image");
+    /// Whether a plan for an h×w input fits the GPU's memory (made, and kept, if so).
+    fn plan_fits(&mut self, h: usize, w: usize) -> Result<bool> {
+        match self.plan_for(h, w) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is::<OutOfGpuMemory>() => Ok(false),
+            Err(e) => Err(e),
         }
-        match self.tile_for(img.height, img.width) {
-            None => self.run_whole(img),
-            Some(t) => self.run_tiled(img, t),
+    }
+
+    /// Makes `self.plan` the plan for an h×w input, unless it is already.
+    fn plan_for(&mut self, h: usize, w: usize) -> Result<()> {
+        if matches!(&self.plan, Some(p) if p.height == h && p.width == w && p.batch == 1) {
+            return Ok(());
         }
+        self.plan = None; // free the old activations before allocating new ones
+        let mode = self.quant.as_ref().map_or(Mode::Float, |(q, engine)| engine.mode(q));
+        let hint = if matches!(self.tiling, Tiling::Tile(_)) { " (a smaller --tile needs less)" } else { "" };
+        let what = format!("the activations of a {w}×{h} input{hint}");
+        self.plan = Some(self.ctx.allocating(&what, || Plan::with_mode(self.ctx, &self.model, (1, h, w), Capture::Nothing, mode))?);
+        Ok(())
     }
 
     fn run_whole(&mut self, img: &RgbImage) -> Result<RgbImage> {
         let (h, w) = (img.height, img.width);
-        let reuse = matches!(&self.plan, Some(p) if p.height == h && p.width == w && p.batch == 1);
-        if !reuse {
-            self.plan = None; // free the old activations before allocating new ones
-            let mode = self.quant.as_ref().map_or(Mode::Float, |(q, engine)| engine.mode(q));
-            let what = format!("a {w}×{h} image (--tile runs it in smaller pieces)");
-            self.plan = Some(self.ctx.allocating(&what, || Plan::with_mode(self.ctx, &self.model, (1, h, w), Capture::Nothing, mode))?);
-        }
+        self.plan_for(h, w)?;
         let plan = self.plan.as_ref().expect("plan");
         let data = plan.forward(self.ctx, &img.data, None);
         Ok(RgbImage { width: w * self.scale(), height: h * self.scale(), data })

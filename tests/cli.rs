@@ -197,7 +197,7 @@ fn bad_inputs_give_one_line_errors_and_no_output() {
         (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(&tiny).into()], "too small to score at ×2"),
         (vec!["eval".into(), "--weights".into(), standin(), "--dataset".into(), s(&mismatched).into()], "is not ×2 its LR image 8×8"),
         (vec!["upscale".into(), "--weights".into(), standin(), "--engine".into(), "fake".into(), s(&good).into(), "-o".into(), s(&out).into()], "give --quantized"),
-        (vec!["upscale".into(), "--weights".into(), standin(), "--gpu-memory".into(), "1".into(), s(&good).into(), "-o".into(), s(&out).into()], "for a 8×8 image (--tile runs it in smaller pieces): it takes swinq to"),
+        (vec!["upscale".into(), "--weights".into(), standin(), "--gpu-memory".into(), "1".into(), s(&good).into(), "-o".into(), s(&out).into()], "for the activations of a 8×8 input: it takes swinq to"),
         (calibrate_on(&calib_x2, &["--gpu-memory", "1", "--phase2-iters", "1", "-o", s(&qout)]), "(none fits beside the model)"),
         (vec!["upscale".into(), "--weights".into(), standin(), "--quantized".into(), s(&x3).into(), s(&good).into(), "-o".into(), s(&out).into()], "a ×3 quantized model, but --weights is a ×2 checkpoint"),
         (vec!["bench".into(), "--weights".into(), standin(), "--repeats".into(), "0".into()], "--repeats 0"),

@@ -1,16 +1,19 @@
-//! GPU memory: the account of swinq's buffers, the `--gpu-memory` cap, and phase 2
-//! naming the largest batch that fits. One test, since the cap is the device's.
+//! GPU memory: the account of swinq's buffers, the `--gpu-memory` cap, phase 2 naming
+//! the largest batch that fits, and images too large for the memory run in tiles. One
+//! test, since the cap is the device's.
 
 mod common;
 use common::gpu;
+use swinq::data::RgbImage;
 use swinq::gpu::GpuBuffer;
 use swinq::model::graph::{GpuModel, QuantModel};
 use swinq::model::{SwinConfig, SwinWeights};
 use swinq::quant::dqc::{check_batch, DqcOptions};
 use swinq::quant::{QParams, PER_BLOCK};
+use swinq::upscale::{Tiling, Upscaler, TILE_OVERLAP};
 
 #[test]
-fn allocations_past_the_cap_fail_and_phase2_names_the_largest_batch() {
+fn allocations_past_the_cap_fail_phase2_names_the_largest_batch_and_images_run_in_tiles() {
     let ctx = gpu();
     let base = ctx.held_bytes();
     let buf = GpuBuffer::zeros(ctx, "a", 1000);
@@ -48,4 +51,25 @@ fn allocations_past_the_cap_fail_and_phase2_names_the_largest_batch() {
     assert!(err.contains("(none fits beside the model)"), "{err}");
     ctx.set_memory_limit(None);
     assert_eq!(ctx.held_bytes(), before, "the probes hold nothing afterwards");
+
+    // An image whose plan does not fit runs in the largest tiles that do (automatic
+    // tiling); without the cap it runs whole.
+    let weights = SwinWeights::random(&cfg, 3);
+    let img = RgbImage { width: 96, height: 80, data: common::random(&mut common::rng(5), 3 * 96 * 80, 0.0, 1.0) };
+    let mut up = Upscaler::new(ctx, &weights, Tiling::Auto).unwrap();
+    let with_model = ctx.held_bytes();
+    let (out, tile) = up.upscale(&img).unwrap();
+    assert_eq!((tile, out.width, out.height), (None, 192, 160));
+    let whole = ctx.held_bytes() - with_model;
+    drop(up);
+    let mut up = Upscaler::new(ctx, &weights, Tiling::Auto).unwrap();
+    ctx.set_memory_limit(Some(ctx.held_bytes() + whole / 2));
+    let (tiled, tile) = up.upscale(&img).unwrap();
+    ctx.set_memory_limit(None);
+    let t = tile.expect("tiles under the cap");
+    eprintln!("under a cap of half the whole image's activations: tiles of {t}×{t}");
+    assert!(t > TILE_OVERLAP && t < 80 && t % cfg.window == 0, "tile {t}");
+    assert_eq!((tiled.width, tiled.height), (192, 160));
+    // Tiles differ from the whole image only near their seams.
+    assert!(common::rel_err(&tiled.data, &out.data) < 0.1, "{}", common::rel_err(&tiled.data, &out.data));
 }

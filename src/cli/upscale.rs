@@ -153,8 +153,9 @@ pub fn upscale(model: &ModelArgs, quant: &QuantArgs, inputs: &[PathBuf], output:
 
 /// The image `img` of `file`, upscaled.
 fn upscaled(up: &mut Upscaler, file: &Path, img: &data::RgbImage, bar: &ProgressBar) -> Result<RgbU8> {
-    if let Some(t) = up.tile_for(img.height, img.width) {
-        bar.suspend(|| eprintln!("{}: processing in overlapping {t}×{t} tiles", file.display()));
+    let (out, tile) = up.upscale(img).with_context(|| file.display().to_string())?;
+    if let Some(t) = tile {
+        bar.suspend(|| eprintln!("{}: processed in overlapping {t}×{t} tiles", file.display()));
     }
-    Ok(up.upscale(img).with_context(|| file.display().to_string())?.to_u8())
+    Ok(out.to_u8())
 }

@@ -98,3 +98,18 @@ impl GpuContext {
         made
     }
 }
+
+/// The largest n below `limit` for which `fits(n)` holds (0 if none), by bisection,
+/// for work whose memory grows with n (`fits(limit)` is known to fail).
+pub fn largest_fitting(limit: usize, mut fits: impl FnMut(usize) -> Result<bool>) -> Result<usize> {
+    let (mut lo, mut hi) = (0, limit);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if fits(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}

@@ -11,5 +11,5 @@ pub mod profiler;
 
 pub use buffer::{read_bytes, GpuBuffer, Operand, WINDOW_WORDS};
 pub use context::{adapters_report, AdapterChoice, GpuContext, MatmulKind};
-pub use memory::OutOfGpuMemory;
+pub use memory::{largest_fitting, OutOfGpuMemory};
 pub use kernels::{grid_1d, grid_groups, record_passes, run_now, run_profiled, Const, Dispatch, PipelineCache, Shader};

@@ -12,7 +12,7 @@ use super::calib::PatchSampler;
 use super::student::StudentGrad;
 use crate::gpu::profiler::Profiler;
 use crate::interrupt::Interrupted;
-use crate::gpu::{grid_1d, run_now, OutOfGpuMemory, Const, Dispatch, GpuBuffer, GpuContext, Shader};
+use crate::gpu::{grid_1d, largest_fitting, run_now, OutOfGpuMemory, Const, Dispatch, GpuBuffer, GpuContext, Shader};
 use crate::model::graph::{fits_exactly, Capture, GpuModel, Mode, Plan, QuantModel};
 use crate::model::checkpoint::{load_state_dict, read_safetensors_metadata, save_safetensors};
 use crate::model::{StateDict, SwinConfig, Tensor};
@@ -199,21 +199,6 @@ pub fn check_batch(ctx: &GpuContext, model: &GpuModel, bits: u32, o: &DqcOptions
         largest => format!("a DQC batch of {} patches of {p}×{p} (the largest batch that fits is {largest})", o.batch),
     };
     Err(full.into())
-}
-
-/// The largest batch below `batch` for which `fits` holds (0 if none), by bisection:
-/// the memory a batch needs grows with it.
-fn largest_fitting(batch: usize, mut fits: impl FnMut(usize) -> Result<bool>) -> Result<usize> {
-    let (mut lo, mut hi) = (0, batch);
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if fits(mid)? {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    Ok(lo)
 }
 
 /// Phase 2's GPU state beside the model and its quantization: the teacher's and the
