@@ -83,9 +83,10 @@ pub struct GpuArg {
     /// discrete GPU, then an integrated one, then any other; WGPU_BACKEND limits the backends).
     #[arg(long)]
     pub adapter: Option<String>,
-    /// Hold at most this many MiB of GPU memory: work that would need more stops with an
-    /// error saying so (phase 2 names the largest --batch that fits). Without it, the
-    /// limit is what the driver gives (95 % of its budget where it reports one).
+    /// Hold at most this many MiB of GPU memory: images that would need more run in tiles,
+    /// other work stops with an error saying so (phase 2 names the largest --batch that
+    /// fits). Without it, the limit is what the driver gives (95 % of its budget where it
+    /// reports one).
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
     pub gpu_memory: Option<u64>,
 }
@@ -99,7 +100,7 @@ pub struct ModelArgs {
     pub gpu: GpuArg,
     /// Process images in tiles of N×N LR pixels that overlap by 32: N is a multiple of
     /// the window above 32 (40, 48, 64, ... for SwinIR-light). Without it, images run
-    /// whole, or in the largest tiles that fit the adapter.
+    /// whole, or in the largest tiles that fit the adapter (its storage bindings and memory).
     #[arg(long, value_name = "N")]
     pub tile: Option<usize>,
 }
