@@ -132,10 +132,8 @@ impl<'a> Upscaler<'a> {
         if t / win < smallest || fits(self, t / win)? {
             return Ok(t);
         }
-        if !fits(self, smallest)? {
-            // Not even the smallest tile fits: its allocation's error says why.
-            self.plan_for((smallest * win).min(h), (smallest * win).min(w))?;
-        }
+        // Not even the smallest tile fitting is an error, which says why.
+        self.plan_for((smallest * win).min(h), (smallest * win).min(w))?;
         let k = largest_fitting(t / win, |k| if k < smallest { Ok(true) } else { fits(self, k) })?;
         Ok(k * win)
     }
