@@ -34,9 +34,12 @@ impl GpuBuffer {
     }
 
     /// Zero-filled buffer of `len` elements in which a uniform window may start at
-    /// any element (`bind_window`).
+    /// any element (`bind_window`) on devices whose kernels read through uniform
+    /// windows (`GpuContext::uniform_reads`); elsewhere nothing binds one, so there
+    /// is no room for it.
     pub fn zeros_windowed(ctx: &GpuContext, label: &str, len: usize) -> Self {
-        Self::zeros_with_room(ctx, label, len, len + WINDOW_WORDS)
+        let room = if ctx.uniform_reads() { WINDOW_WORDS } else { 0 };
+        Self::zeros_with_room(ctx, label, len, len.max(1) + room)
     }
 
     /// `from_slice` with room for a uniform window at any element.
