@@ -11,8 +11,7 @@ use serde::Serialize;
 use crate::gpu::profiler::Profiler;
 use crate::gpu::ops::GpuLinear;
 use crate::gpu::GpuContext;
-use crate::model::graph::{Capture, GpuModel, Mode, Plan};
-use crate::upscale::Engine;
+use crate::model::graph::{Capture, Engine, GpuModel, Mode, Plan};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ForwardTiming {

@@ -13,7 +13,7 @@ use cli::args::{GpuArg, ModelArgs, Phase2Args, QuantArgs, WeightsArg};
 use cli::calibrate::CalibOptions;
 use swinq::gpu::adapters_report;
 use swinq::report::ReportOptions;
-use swinq::upscale::Engine;
+use swinq::model::graph::Engine;
 
 /// Quantize SwinIR-light super-resolution transformers to 2–4 bits (2DQuant+) and run
 /// them on any GPU that wgpu reaches (Vulkan, Metal, DX12; lavapipe without a GPU).

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 
 use crate::data::RgbImage;
 use crate::gpu::{largest_fitting, GpuContext, OutOfGpuMemory};
-use crate::model::graph::{fits_exactly, Capture, GpuModel, Mode, Plan, QuantModel};
+use crate::model::graph::{fits_exactly, Capture, Engine, GpuModel, Mode, Plan, QuantModel};
 use crate::model::SwinWeights;
 use crate::quant::QParams;
 
@@ -21,34 +21,6 @@ pub enum Tiling {
     Auto,
     /// Tiles of this LR size (a multiple of the window), overlapping by TILE_OVERLAP.
     Tile(usize),
-}
-
-/// How a quantized model runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Engine {
-    /// Integer linears and attention matmuls (dot4U8Packed, SPEC §6); windows whose token
-    /// count is not a multiple of 4 keep a fake-quantized attention.
-    #[default]
-    Int,
-    /// Every quantizer simulated in f32.
-    Fake,
-}
-
-impl Engine {
-    pub fn name(self) -> &'static str {
-        match self {
-            Engine::Int => "int",
-            Engine::Fake => "fake",
-        }
-    }
-
-    /// The graph mode that runs the quantized model `q` this way.
-    pub fn mode(self, q: &QuantModel) -> Mode<'_> {
-        match self {
-            Engine::Int => Mode::Int(q),
-            Engine::Fake => Mode::Fake(q),
-        }
-    }
 }
 
 pub struct Upscaler<'a> {
@@ -77,7 +49,7 @@ impl<'a> Upscaler<'a> {
 
     /// The quantized model with these parameters (one per quantizer), run by `engine`.
     pub fn quantized(mut self, bits: u32, params: &[QParams], engine: Engine) -> Self {
-        self.quant = Some((QuantModel::new(self.ctx, &self.model, bits, params), engine));
+        self.quant = Some((QuantModel::new(self.ctx, &self.model, bits, params, &[engine]), engine));
         self.plan = None;
         self
     }

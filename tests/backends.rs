@@ -17,7 +17,7 @@ use common::{gpu, random, rng, shared};
 use naga::back::{hlsl, msl};
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 use swinq::gpu::{GpuBuffer, GpuContext};
-use swinq::model::graph::{Capture, GpuModel, Mode, Plan, QuantModel};
+use swinq::model::graph::{Capture, Engine, GpuModel, Mode, Plan, QuantModel};
 use swinq::model::{SwinConfig, SwinWeights};
 use swinq::quant::calib::{PatchSampler, PatchSide, Patches};
 use swinq::quant::dqc::{train, DqcOptions};
@@ -36,7 +36,7 @@ fn compile_every_kernel(ctx: &GpuContext) {
         let method = Method::parse(method).expect("method");
         params = calibrate(ctx, &model, &patches, method, 4).expect("phase 1").params;
     }
-    let quant = QuantModel::new(ctx, &model, 4, &params);
+    let quant = QuantModel::new(ctx, &model, 4, &params, &Engine::ALL);
     let (h, w) = (12, 20);
     let x = random(&mut r, 3 * h * w, 0.0, 1.0);
     for mode in [Mode::Float, Mode::Fake(&quant), Mode::Int(&quant)] {

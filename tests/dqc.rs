@@ -95,7 +95,7 @@ fn window_order_back_to_token_order() {
 /// active, and teacher and student see different inputs so no L1 term sits at its kink.
 #[test]
 fn student_gradient_matches_finite_differences() {
-    use swinq::model::graph::{Capture, Mode, Plan, QuantModel};
+    use swinq::model::graph::{Capture, Engine, Mode, Plan, QuantModel};
     use swinq::quant::calib::Patches;
     use swinq::quant::phase1::calibrate;
     use swinq::quant::search::Method;
@@ -118,7 +118,7 @@ fn student_gradient_matches_finite_differences() {
             QParams { lower: mid - half, upper: mid + half, bias: 0.01 * ((i % 7) as f32 - 3.0), _pad: 0.0 }
         })
         .collect();
-    let quant = QuantModel::new(ctx, &model, bits, &base);
+    let quant = QuantModel::new(ctx, &model, bits, &base, &[Engine::Fake]);
     let teacher = Plan::with_mode(ctx, &model, (b, h, w), Capture::Distill { block_inputs: false }, Mode::Float).expect("teacher");
     let student = Plan::with_mode(ctx, &model, (b, h, w), Capture::Distill { block_inputs: true }, Mode::Fake(&quant)).expect("student");
     let grad = StudentGrad::new(ctx, &model, &quant, &teacher, &student, 5.0).expect("gradient");
@@ -164,7 +164,7 @@ fn student_gradient_matches_finite_differences() {
 /// DQC on the tiny model at W4 from DOBI bounds: the distillation loss falls.
 #[test]
 fn dqc_lowers_the_distillation_loss() {
-    use swinq::model::graph::QuantModel;
+    use swinq::model::graph::{Engine, QuantModel};
     use swinq::quant::calib::{Patches, PatchSampler};
     use swinq::quant::dqc::{train, DqcOptions};
     use swinq::quant::phase1::calibrate;
@@ -174,7 +174,7 @@ fn dqc_lowers_the_distillation_loss() {
     let mut r = rng(6);
     let calib = Patches { n: 2, size: 16, data: random(&mut r, 2 * 3 * 16 * 16, 0.0, 1.0) };
     let params = calibrate(ctx, &model, &calib, Method::DOBI, 4).expect("phase 1").params;
-    let quant = QuantModel::new(ctx, &model, 4, &params);
+    let quant = QuantModel::new(ctx, &model, 4, &params, &[Engine::Fake]);
     let dir = common::shared().join("datasets/calib/LR_bicubic/X2");
     let opts = DqcOptions { iters: 30, batch: 2, patch: 16, lr: 5e-3, train_bias: true, ..DqcOptions::default() };
     // The same batch every iteration isolates the optimisation from sampling noise.
@@ -189,7 +189,7 @@ fn dqc_lowers_the_distillation_loss() {
 /// Phase 2 saves its state and continues from it.
 #[test]
 fn dqc_state_saves_and_resumes() {
-    use swinq::model::graph::QuantModel;
+    use swinq::model::graph::{Engine, QuantModel};
     use swinq::quant::calib::PatchSampler;
     use swinq::quant::dqc::{train, Checkpointing, DqcOptions, DqcState};
     use swinq::quant::file::QuantFile;
@@ -200,7 +200,7 @@ fn dqc_state_saves_and_resumes() {
     let mut r = rng(7);
     let calib = swinq::quant::calib::Patches { n: 1, size: 16, data: random(&mut r, 3 * 16 * 16, 0.0, 1.0) };
     let params = calibrate(ctx, &model, &calib, Method::MINMAX, 4).expect("phase 1").params;
-    let quant = QuantModel::new(ctx, &model, 4, &params);
+    let quant = QuantModel::new(ctx, &model, 4, &params, &[Engine::Fake]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.dqc-state.safetensors");
     let opts = DqcOptions { iters: 3, batch: 1, patch: 16, lr: 1e-3, profile: true, ..DqcOptions::default() };
@@ -220,7 +220,7 @@ fn dqc_state_saves_and_resumes() {
     assert!(state.losses.iter().zip(&trained.losses).all(|(a, b)| (a.total - b.total).abs() <= 1e-6 * b.total), "the losses so far are saved");
     // Resumed with a fresh sampler that skips the batches done, the run ends where the
     // uninterrupted one did.
-    let resumed = QuantModel::new(ctx, &model, 4, &state.file.params);
+    let resumed = QuantModel::new(ctx, &model, 4, &state.file.params, &[Engine::Fake]);
     let mut fresh = PatchSampler::new(&[data.as_path()], None, PatchSide::Exact(16), 0, 4).expect("sampler");
     fresh.skip_batches(state.next_iter, opts.batch);
     let again = train(ctx, &model, &resumed, &mut fresh, &opts, (Some(&state), None), |_, _| {}).expect("resumed DQC");

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{gpu, random, rel_err, rng};
-use swinq::model::graph::{Capture, GpuModel, Mode, Plan, QuantModel};
+use swinq::model::graph::{Capture, Engine, GpuModel, Mode, Plan, QuantModel};
 use swinq::model::{SwinConfig, SwinWeights};
 use swinq::quant::calib::Patches;
 use swinq::quant::phase1::calibrate;
@@ -35,7 +35,7 @@ fn integer_engine_matches_fake_quantization() {
         let x = random(&mut r, 3 * h * w, 0.0, 1.0);
         for bits in [8, 4, 3, 2] {
             let params = calibrate(ctx, &model, &patch, Method::DOBI, bits).expect("calibration").params;
-            let q = QuantModel::new(ctx, &model, bits, &params);
+            let q = QuantModel::new(ctx, &model, bits, &params, &Engine::ALL);
             let run = |mode| Plan::with_mode(ctx, &model, (1, h, w), Capture::Nothing, mode).expect("plan").forward(ctx, &x, None);
             let (fake, int) = (run(Mode::Fake(&q)), run(Mode::Int(&q)));
             let err = rel_err(&int, &fake);

@@ -1,19 +1,19 @@
 //! GPU memory: the account of swinq's buffers, the `--gpu-memory` cap, phase 2 naming
-//! the largest batch that fits, and images too large for the memory run in tiles. One
-//! test, since the cap is the device's.
+//! the largest batch that fits, the integer engine's smaller activations, and images
+//! too large for the memory run in tiles. One test, since the cap is the device's.
 
 mod common;
 use common::gpu;
 use swinq::data::RgbImage;
 use swinq::gpu::GpuBuffer;
-use swinq::model::graph::{GpuModel, QuantModel};
+use swinq::model::graph::{Capture, Engine, GpuModel, Mode, Plan, QuantModel};
 use swinq::model::{SwinConfig, SwinWeights};
 use swinq::quant::dqc::{check_batch, DqcOptions};
 use swinq::quant::{QParams, PER_BLOCK};
 use swinq::upscale::{Tiling, Upscaler, TILE_OVERLAP};
 
 #[test]
-fn allocations_past_the_cap_fail_phase2_names_the_largest_batch_and_images_run_in_tiles() {
+fn allocations_past_the_cap_fail_phase2_names_the_largest_batch_the_integer_engine_holds_less_and_images_run_in_tiles() {
     let ctx = gpu();
     let base = ctx.held_bytes();
     let buf = GpuBuffer::zeros(ctx, "a", 1000);
@@ -38,7 +38,7 @@ fn allocations_past_the_cap_fail_phase2_names_the_largest_batch_and_images_run_i
     assert!(bytes.windows(2).all(|w| w[0] < w[1]), "{bytes:?}");
     // The stand-in quantization check_batch makes beside the model.
     let before = ctx.held_bytes();
-    let quant = QuantModel::new(ctx, &model, 4, &vec![QParams { upper: 1.0, ..Default::default() }; PER_BLOCK * cfg.num_blocks()]);
+    let quant = QuantModel::new(ctx, &model, 4, &vec![QParams { upper: 1.0, ..Default::default() }; PER_BLOCK * cfg.num_blocks()], &[Engine::Fake]);
     let quant_bytes = ctx.held_bytes() - before;
     drop(quant);
     // A cap between batches 3 and 4: batch 5 is refused, naming 3, which passes.
@@ -51,6 +51,24 @@ fn allocations_past_the_cap_fail_phase2_names_the_largest_batch_and_images_run_i
     assert!(err.contains("(none fits beside the model)"), "{err}");
     ctx.set_memory_limit(None);
     assert_eq!(ctx.held_bytes(), before, "the probes hold nothing afterwards");
+
+    // The integer engine's plan keeps no float LayerNorm or attention output and
+    // fc2's input only as codes, so it holds less than the float one; the float
+    // one holds no codes.
+    let plan_bytes = |mode| {
+        let before = ctx.held_bytes();
+        let plan = Plan::with_mode(ctx, &model, (1, 64, 64), Capture::Nothing, mode).expect("plan");
+        let bytes = ctx.held_bytes() - before;
+        drop(plan);
+        bytes
+    };
+    let same = vec![QParams { upper: 1.0, ..Default::default() }; PER_BLOCK * cfg.num_blocks()];
+    let quant = QuantModel::new(ctx, &model, 4, &same, &Engine::ALL);
+    let (float, fake, int) = (plan_bytes(Mode::Float), plan_bytes(Mode::Fake(&quant)), plan_bytes(Mode::Int(&quant)));
+    eprintln!("plans for 64×64: float {float} B, fake {fake} B, integer {int} B");
+    assert_eq!(float, fake);
+    assert!(int < float, "integer {int} B, float {float} B");
+    drop(quant);
 
     // An image whose plan does not fit runs in the largest tiles that do (automatic
     // tiling); without the cap it runs whole.

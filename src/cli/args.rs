@@ -12,7 +12,8 @@ use swinq::model::SwinWeights;
 use swinq::quant::dqc::Schedule;
 use swinq::quant::export;
 use swinq::quant::file::QuantFile;
-use swinq::upscale::{Engine, Tiling, Upscaler};
+use swinq::model::graph::Engine;
+use swinq::upscale::{Tiling, Upscaler};
 use swinq::weights_registry::{check_named_scale, resolve_weights};
 
 /// Phase 2 (DQC, SPEC §5): the bounds (and c, for methods with bias correction)

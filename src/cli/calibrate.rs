@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use swinq::data;
 use swinq::gpu::GpuContext;
-use swinq::model::graph::{GpuModel, QuantModel};
+use swinq::model::graph::{Engine, GpuModel, QuantModel};
 use swinq::model::SwinWeights;
 use swinq::progress;
 use swinq::quant::calib::{load_patches, Patches, PatchMode, PatchSampler, PatchSide, PATCH};
@@ -332,7 +332,7 @@ fn run_phase2(
 ) -> Result<Vec<QParams>> {
     let _first_ctrl_c_stops_after_an_iteration = swinq::interrupt::graceful();
     let start = Instant::now();
-    let quant = QuantModel::new(ctx, model, bits, &params);
+    let quant = QuantModel::new(ctx, model, bits, &params, &[Engine::Fake]);
     note_phase2_plan(ctx, (dqc, bytes), &checkpoint);
     let bar = progress::styled(dqc.iters, "DQC [{bar:30}] {pos}/{len} {per_sec} {elapsed_precise} (eta {eta}) {msg}");
     let first_iter = resume.map_or(0, |r| r.next_iter);

@@ -15,11 +15,11 @@ use swinq::data;
 use swinq::eval::{evaluate, EvalReport};
 use swinq::gpu::GpuContext;
 use swinq::model::checkpoint::{load_weights, save_safetensors, sha256_file};
-use swinq::model::graph::{GpuModel, QuantModel};
+use swinq::model::graph::{Engine, GpuModel, QuantModel};
 use swinq::progress;
 use swinq::quant::export;
 use swinq::report::ReportOptions;
-use swinq::upscale::{Engine, Upscaler};
+use swinq::upscale::Upscaler;
 
 use args::{check_scale, load_model, load_quantized, GpuArg, ModelArgs, QuantArgs, WeightsArg};
 
@@ -143,10 +143,10 @@ pub fn bench((source, gpu): (&WeightsArg, &GpuArg), (quantized, engine): (Option
     if q.is_none() && engine.is_some() {
         bail!("--engine chooses how a quantized model runs; give --quantized (or an exported model as --weights)");
     }
-    let quantized_engines = engine.map_or(vec![Engine::Fake, Engine::Int], |e| vec![e]);
+    let quantized_engines = engine.map_or(Engine::ALL.to_vec(), |e| vec![e]);
     let ctx = gpu.context()?;
     let gpu = GpuModel::upload(&ctx, &weights);
-    let quant = q.as_ref().map(|q| QuantModel::new(&ctx, &gpu, q.bits, &q.params));
+    let quant = q.as_ref().map(|q| QuantModel::new(&ctx, &gpu, q.bits, &q.params, &quantized_engines));
     let model_mib = ctx.held_bytes() as f64 / (1 << 20) as f64;
     let engines = 1 + quant.as_ref().map_or(0, |_| quantized_engines.len());
     let bar = progress::bar(sizes.len() * engines, "timing");

@@ -109,32 +109,82 @@ impl GpuModel {
     }
 }
 
-/// The fake-quantized model's state on the GPU: the parameter table and the
-/// fake-quantized copies of the quantized weights.
+/// How a quantized model runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// Integer linears and attention matmuls (dot4U8Packed, SPEC §6); windows whose token
+    /// count is not a multiple of 4 keep a fake-quantized attention.
+    #[default]
+    Int,
+    /// Every quantizer simulated in f32.
+    Fake,
+}
+
+impl Engine {
+    /// Both engines (`swinq bench` times them side by side).
+    pub const ALL: [Engine; 2] = [Engine::Fake, Engine::Int];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Int => "int",
+            Engine::Fake => "fake",
+        }
+    }
+
+    /// The graph mode that runs the quantized model `q` this way.
+    pub fn mode(self, q: &QuantModel) -> Mode<'_> {
+        match self {
+            Engine::Int => Mode::Int(q),
+            Engine::Fake => Mode::Fake(q),
+        }
+    }
+}
+
+/// The quantized model's state on the GPU: the parameter table and the weights of
+/// the engines it was made for (fake-quantized copies of the quantized linears'
+/// weights, integer codes), so that one engine does not hold the other's.
 pub struct QuantModel {
     pub bits: u32,
     pub params: GpuBuffer,
+    /// Per block, without the fake engine none.
     qweights: Vec<[GpuBuffer; 6]>,
-    /// The integer engine's weights of the same linears.
+    /// The integer engine's weights of the same linears; without it none.
     int_weights: Vec<[ops::IntWeights; 6]>,
     /// The parameters as uploaded (the plan fuses more when quantizers agree).
     host_params: Vec<QParams>,
 }
 
 impl QuantModel {
-    pub fn new(ctx: &GpuContext, model: &GpuModel, bits: u32, params: &[QParams]) -> Self {
+    /// The quantized model for `engines` (phase 2 trains with `Engine::Fake`).
+    pub fn new(ctx: &GpuContext, model: &GpuModel, bits: u32, params: &[QParams], engines: &[Engine]) -> Self {
         let params_buf = GpuBuffer::from_slice(ctx, "qparams", params);
-        let qweights = model.blocks().map(|b| b.linears().map(|l| l.weight_copy(ctx, "qweight"))).collect();
-        let int_weights = model.blocks().map(|b| std::array::from_fn(|i| ops::IntWeights::new(ctx, b.linears()[i].out_dim, b.input_codes(i)))).collect();
+        // Each engine's weights per block; none for an engine not in `engines`.
+        let blocks = |engine| model.blocks().filter(move |_| engines.contains(&engine));
+        let qweights = blocks(Engine::Fake).map(|b| b.linears().map(|l| l.weight_copy(ctx, "qweight"))).collect();
+        let int_weights = blocks(Engine::Int).map(|b| std::array::from_fn(|i| ops::IntWeights::new(ctx, b.linears()[i].out_dim, b.input_codes(i)))).collect();
         let qm = Self { bits, params: params_buf, qweights, int_weights, host_params: params.to_vec() };
         qm.requantize_weights(ctx, model);
         qm
+    }
+
+    /// Whether it holds `engine`'s weights.
+    pub fn runs(&self, engine: Engine) -> bool {
+        match engine {
+            Engine::Fake => !self.qweights.is_empty(),
+            Engine::Int => !self.int_weights.is_empty(),
+        }
     }
 
     /// Whether these quantizers of `block` have equal parameters.
     fn same_params(&self, block: usize, slots: &[Slot]) -> bool {
         let first = self.host_params[quant::index(block, slots[0])];
         slots.iter().all(|&s| self.host_params[quant::index(block, s)] == first)
+    }
+
+    /// Whether the integer engine's LayerNorms write codes in all `blocks` blocks,
+    /// so that it needs no float LayerNorm output (`BlockQuant::ln_codes`).
+    fn norms_write_codes(&self, blocks: usize) -> bool {
+        (0..blocks).all(|b| self.same_params(b, &QKV_INPUTS))
     }
 
     pub(crate) fn qref(&self, row: usize) -> QuantRef<'_> {
@@ -154,12 +204,14 @@ impl QuantModel {
 
     fn requantize(&self, ctx: &GpuContext, model: &GpuModel, with_int: bool) {
         let mut ds = Vec::new();
-        for (bi, (blk, (qw, iw))) in model.blocks().zip(self.qweights.iter().zip(&self.int_weights)).enumerate() {
-            for (i, (l, (q, int))) in blk.linears().into_iter().zip(qw.iter().zip(iw)).enumerate() {
+        for (bi, blk) in model.blocks().enumerate() {
+            for (i, l) in blk.linears().into_iter().enumerate() {
                 let w_row = quant::index(bi, Slot::Weight(i));
-                ds.push(l.copy_weights(ctx, q, Some(self.qref(w_row))));
-                if with_int {
-                    ds.push(int.fill(ctx, l, self.qref(quant::index(bi, Slot::Input(i))), w_row));
+                if let Some(q) = self.qweights.get(bi) {
+                    ds.push(l.copy_weights(ctx, &q[i], Some(self.qref(w_row))));
+                }
+                if let Some(int) = self.int_weights.get(bi).filter(|_| with_int) {
+                    ds.push(int[i].fill(ctx, l, self.qref(quant::index(bi, Slot::Input(i))), w_row));
                 }
             }
         }
@@ -240,6 +292,9 @@ pub enum Mode<'a> {
     /// FP forward that searches every activation quantizer's bounds on its input.
     Calibrate(&'a Calibration),
 }
+
+/// The input quantizers of q, k and v, which read one LayerNorm's output.
+const QKV_INPUTS: [Slot; 3] = [Slot::Input(0), Slot::Input(1), Slot::Input(2)];
 
 /// What one block does at its quantized points: its flat index and the mode's parts.
 #[derive(Clone, Copy)]
@@ -368,6 +423,10 @@ impl Plan {
         if b == 0 || h == 0 || w == 0 {
             bail!("empty input ({b}×{h}×{w})");
         }
+        if let Mode::Fake(q) | Mode::Int(q) = mode {
+            let engine = if matches!(mode, Mode::Int(_)) { Engine::Int } else { Engine::Fake };
+            assert!(q.runs(engine), "the quantized model was made without the {} engine's weights", engine.name());
+        }
         if !fits_exactly(ctx, cfg, b, h, w) {
             bail!(
                 "a {b}×{h}×{w} input needs activations larger than this adapter's {} MiB storage-binding limit",
@@ -386,18 +445,32 @@ impl Plan {
             chunk = t;
         }
         let z = |label: &str, n: usize| GpuBuffer::zeros_windowed(ctx, label, n);
+        // The integer engine reads codes where the kernel before it writes them: it
+        // needs no float LayerNorm output when every LayerNorm writes codes, no float
+        // attention output when the attention writes proj's codes, and fc2's input
+        // only as codes.
+        let int = match mode {
+            Mode::Int(q) => Some(q),
+            _ => None,
+        };
+        let float_ln = int.is_none_or(|q| !q.norms_write_codes(model.blocks().count()));
+        let float_attn = int.is_none() || !codes_attention(cfg.window);
+        let hidden = if int.is_some() { ops::code_words(chunk, cfg.mlp_hidden) } else { chunk * cfg.mlp_hidden };
         let bufs = Buffers {
             input: z("input", b * cfg.in_chans * h * w),
             x0: z("x0", t * cfg.in_chans),
             f0: z("f0", t * c),
             p: [z("p0", t * c), z("p1", t * c), z("p2", t * c)],
-            ln: z("ln", t * c),
+            ln: if float_ln { z("ln", t * c) } else { GpuBuffer::zeros(ctx, "ln", 0) },
             qkv: ["q", "k", "v"].map(|name| z(name, t * c)),
-            attn: z("attn", t * c),
-            hidden: z("hidden", chunk * cfg.mlp_hidden),
+            attn: if float_attn { z("attn", t * c) } else { GpuBuffer::zeros(ctx, "attn", 0) },
+            hidden: z("hidden", hidden),
             // Input codes of any block's q/k/v, proj or fc1 (fc2's go into `hidden`).
-            codes: z("codes", model.blocks().flat_map(|blk| (0..5).map(|i| blk.input_codes(i).words(t))).fold(ops::code_words(chunk, cfg.mlp_hidden), usize::max)),
-            attn_codes: matches!(mode, Mode::Int(_)).then(|| {
+            codes: match int {
+                Some(_) => z("codes", model.blocks().flat_map(|blk| (0..5).map(|i| blk.input_codes(i).words(t))).fold(ops::code_words(chunk, cfg.mlp_hidden), usize::max)),
+                None => GpuBuffer::zeros(ctx, "codes", 0),
+            },
+            attn_codes: int.map(|_| {
                 // The largest q/k and v codes over the groups' attention shapes.
                 let words = (0..cfg.depths.len()).map(|r| ops::window_code_words(t, attn_shape(cfg, r, 0))).fold([0, 0], |a, w| [a[0].max(w[0]), a[1].max(w[1])]);
                 ["q_codes", "k_codes", "v_codes"].map(|name| z(name, words[(name == "v_codes") as usize]))
@@ -489,13 +562,16 @@ impl Plan {
         }
         self.capture(ctx, distill, "body", Buf::P(u));
         let b = &self.bufs;
-        let mut tail = vec![ops::layer_norm(ctx, b.p[u].bind(), &m.norm, b.ln.bind(), t, "layernorm")];
-        tail.extend(conv(ctx, b.ln.operand(), &m.conv_after_body, b.p[s1].bind(), t, conv_in, Some(b.f0.bind())));
+        // The last LayerNorm writes into q's buffer, free after the blocks (the integer
+        // engine may have no `ln`).
+        let body_norm = &b.qkv[0];
+        let mut tail = vec![ops::layer_norm(ctx, b.p[u].bind(), &m.norm, body_norm.bind(), t, "layernorm")];
+        tail.extend(conv(ctx, body_norm.operand(), &m.conv_after_body, b.p[s1].bind(), t, conv_in, Some(b.f0.bind())));
         self.run(tail);
         if cap {
             // The golden feature is the conv's own output, before f0 is added.
             let b = &self.bufs;
-            let d = conv(ctx, b.ln.operand(), &m.conv_after_body, b.p[s2].bind(), t, conv_in, None);
+            let d = conv(ctx, b.qkv[0].operand(), &m.conv_after_body, b.p[s2].bind(), t, conv_in, None);
             self.run(d);
             self.capture(ctx, cap, "conv_after_body", Buf::P(s2));
         }
@@ -527,17 +603,18 @@ impl Plan {
     fn record_attention<'b>(&'b self, ctx: &GpuContext, blk: &'b GpuBlock, attn: AttnShape, [x_in, y]: [usize; 2], q: BlockQuant<'b>, ds: &mut Vec<Dispatch>) {
         let (t, c, b) = (self.tokens(), blk.fc2.out_dim, &self.bufs);
         let dims = (self.batch, self.padded.0, self.padded.1);
-        let codes = b.codes.slice(0, ops::code_words(t, c));
-        let qkv_codes = q.ln_codes(&[Slot::Input(0), Slot::Input(1), Slot::Input(2)]);
-        ds.push(match qkv_codes {
-            Some(qr) => ops::layer_norm_codes(ctx, b.p[x_in].bind(), &blk.norm1, codes.bind(), t, qr),
+        let qkv_codes = q.ln_codes(&QKV_INPUTS);
+        let coded = qkv_codes.map(|_| b.codes.slice(0, ops::code_words(t, c)));
+        ds.push(match qkv_codes.zip(coded) {
+            Some((qr, codes)) => ops::layer_norm_codes(ctx, b.p[x_in].bind(), &blk.norm1, codes.bind(), t, qr),
             None => ops::layer_norm(ctx, b.p[x_in].bind(), &blk.norm1, b.ln.bind(), t, "layernorm"),
         });
         q.search(ctx, ds, Slot::Input(0), 3, (&b.ln, t * c), 1.0);
         for (i, (lin, out)) in blk.qkv.iter().zip(&b.qkv).enumerate() {
             let windows = Some(WindowOrder { h: self.padded.0, w: self.padded.1, shape: attn });
-            let mm = Matmul { quant: q.act(Slot::Input(i)), windows, ..Matmul::tokens(b.ln.operand(), q.weights(i, lin), out.bind(), t, "qkv") };
-            let io = IntIo { coded: qkv_codes.map(|_| codes), ..Default::default() };
+            let x = coded.unwrap_or_else(|| b.ln.operand());
+            let mm = Matmul { quant: q.act(Slot::Input(i)), windows, ..Matmul::tokens(x, q.weights(i, lin), out.bind(), t, "qkv") };
+            let io = IntIo { coded, ..Default::default() };
             self.linear(ctx, ds, (q.int, q.block, i), mm, io);
         }
         let scale = (attn.head_dim as f64).powf(-0.5) as f32;
@@ -546,8 +623,7 @@ impl Plan {
             q.search(ctx, ds, Slot::Matmul(i), 1, (buf, t * c), if i == 0 { scale } else { 1.0 });
         }
         match (q.int, &b.attn_codes) {
-            // Codes pack four keys per word: windows of 4n tokens (else fake-quantized).
-            (Some(qm), Some(attn_codes)) if (attn.window * attn.window).is_multiple_of(4) => {
+            (Some(qm), Some(attn_codes)) if codes_attention(attn.window) => {
                 let qref = qm.qref(quant::index(q.block, Slot::Matmul(0)));
                 for (i, (x, code)) in b.qkv.iter().zip(attn_codes).enumerate() {
                     let mult = if i == 0 { scale } else { 1.0 };
@@ -570,7 +646,8 @@ impl Plan {
             self.search_probs(ctx, cal, blk, attn, q.block, ds);
         }
         q.search(ctx, ds, Slot::Input(3), 1, (&b.attn, t * c), 1.0);
-        let proj = Matmul { residual: Some(b.p[x_in].bind()), quant: q.act(Slot::Input(3)), ..Matmul::tokens(b.attn.operand(), q.weights(3, &blk.proj), b.p[y].bind(), t, "proj") };
+        let x = proj_codes.unwrap_or_else(|| b.attn.operand());
+        let proj = Matmul { residual: Some(b.p[x_in].bind()), quant: q.act(Slot::Input(3)), ..Matmul::tokens(x, q.weights(3, &blk.proj), b.p[y].bind(), t, "proj") };
         self.linear(ctx, ds, (q.int, q.block, 3), proj, IntIo { coded: proj_codes, ..Default::default() });
     }
 
@@ -587,23 +664,30 @@ impl Plan {
         let hid = blk.fc1.out_dim;
         for start in (0..t).step_by(chunk) {
             let n = chunk.min(t - start);
+            // The integer engine's fc1 writes fc2's input codes (into `hidden`) instead of floats.
+            let hidden_codes = q.int.map(|_| b.hidden.slice(0, ops::code_words(n, hid)));
+            let c4 = ops::code_words(1, c);
+            let coded = fc1_codes.map(|_| b.codes.slice(start * c4, n * c4));
             let fc1 = Matmul {
                 gelu: true,
                 quant: q.act(Slot::Input(4)),
-                ..Matmul::tokens(b.ln.slice(start * c, n * c), q.weights(4, &blk.fc1), b.hidden.bind_range(0, n * hid), n, "mlp")
+                ..Matmul::tokens(
+                    coded.unwrap_or_else(|| b.ln.slice(start * c, n * c)),
+                    q.weights(4, &blk.fc1),
+                    hidden_codes.map_or_else(|| b.hidden.bind_range(0, n * hid), |_| ctx.sink()),
+                    n,
+                    "mlp",
+                )
             };
-            // The integer engine's fc1 writes fc2's input codes (into `hidden`) directly.
-            let hidden_codes = || b.hidden.slice(0, ops::code_words(n, hid));
-            let c4 = ops::code_words(1, c);
-            let io = IntIo { emit: Some((hidden_codes().bind(), Slot::Input(5))), coded: fc1_codes.map(|_| b.codes.slice(start * c4, n * c4)) };
-            self.linear(ctx, ds, (q.int, q.block, 4), fc1, if q.int.is_some() { io } else { IntIo::default() });
+            let io = IntIo { emit: hidden_codes.map(|h| (h.bind(), Slot::Input(5))), coded };
+            self.linear(ctx, ds, (q.int, q.block, 4), fc1, io);
             q.search(ctx, ds, Slot::Input(5), 1, (&b.hidden, n * hid), 1.0);
             let fc2 = Matmul {
                 residual: Some(b.p[y].bind_range(start * c, n * c)),
                 quant: q.act(Slot::Input(5)),
-                ..Matmul::tokens(b.hidden.slice(0, n * hid), q.weights(5, &blk.fc2), b.p[x_out].bind_range(start * c, n * c), n, "mlp")
+                ..Matmul::tokens(hidden_codes.unwrap_or_else(|| b.hidden.slice(0, n * hid)), q.weights(5, &blk.fc2), b.p[x_out].bind_range(start * c, n * c), n, "mlp")
             };
-            let io = IntIo { coded: q.int.map(|_| hidden_codes()), ..Default::default() };
+            let io = IntIo { coded: hidden_codes, ..Default::default() };
             self.linear(ctx, ds, (q.int, q.block, 5), fc2, io);
         }
     }
@@ -773,6 +857,12 @@ struct IntIo<'b> {
     emit: Option<(wgpu::BindingResource<'b>, Slot)>,
 }
 
+/// Whether the integer engine's attention runs on codes for windows of this side:
+/// codes pack four keys per word, so windows of 4n tokens (others stay fake-quantized).
+fn codes_attention(window: usize) -> bool {
+    (window * window).is_multiple_of(4)
+}
+
 /// The attention of block `j` in group `r` (odd blocks shift their windows).
 pub(crate) fn attn_shape(cfg: &SwinConfig, r: usize, j: usize) -> AttnShape {
     let shift = if j % 2 == 1 { cfg.shift() } else { 0 };
@@ -781,8 +871,9 @@ pub(crate) fn attn_shape(cfg: &SwinConfig, r: usize, j: usize) -> AttnShape {
 
 /// Linear `i` of a block: its float weights, or their fake-quantized copy.
 pub(crate) fn block_weights<'a>(fake: Option<&'a QuantModel>, block: usize, i: usize, l: &'a GpuLinear) -> ops::Weights<'a> {
-    match fake {
-        Some(q) => l.weights_with(&q.qweights[block][i]),
+    // (The integer engine reads only the layer's shape and bias from these.)
+    match fake.and_then(|q| q.qweights.get(block)) {
+        Some(w) => l.weights_with(&w[i]),
         None => l.weights(),
     }
 }

@@ -13,7 +13,7 @@ use super::student::StudentGrad;
 use crate::gpu::profiler::Profiler;
 use crate::interrupt::Interrupted;
 use crate::gpu::{grid_1d, largest_fitting, run_now, OutOfGpuMemory, Const, Dispatch, GpuBuffer, GpuContext, Shader};
-use crate::model::graph::{fits_exactly, Capture, GpuModel, Mode, Plan, QuantModel};
+use crate::model::graph::{fits_exactly, Capture, Engine, GpuModel, Mode, Plan, QuantModel};
 use crate::model::checkpoint::{load_state_dict, read_safetensors_metadata, save_safetensors};
 use crate::model::{StateDict, SwinConfig, Tensor};
 use crate::quant::file::QuantFile;
@@ -177,7 +177,7 @@ pub fn check_batch(ctx: &GpuContext, model: &GpuModel, bits: u32, o: &DqcOptions
     }
     // Distinct parameters, so that the plans fuse no more than trained ones would.
     let params: Vec<QParams> = (0..PER_BLOCK * cfg.num_blocks()).map(|i| QParams { lower: -1.0 - i as f32 * 1e-3, upper: 1.0, ..Default::default() }).collect();
-    let quant = QuantModel::new(ctx, model, bits, &params);
+    let quant = QuantModel::new(ctx, model, bits, &params, &[Engine::Fake]);
     // The bytes a batch's buffers take, or the out-of-memory error making them gave.
     let bytes = |batch: usize| -> Result<std::result::Result<u64, OutOfGpuMemory>> {
         let before = ctx.held_bytes();

@@ -64,7 +64,7 @@ pub struct ReportOptions {
     pub quantized: Vec<PathBuf>,
     /// How the quantized models run [default: int].
     #[arg(long, value_enum)]
-    pub engine: Option<crate::upscale::Engine>,
+    pub engine: Option<crate::model::graph::Engine>,
     /// Benchmark folder holding HR/ and LR_bicubic/X2/ (X3, X4); repeat for several.
     /// Without the LR folder (or for a plain folder of HR images) the LR images are made
     /// from the HR ones with MATLAB's bicubic.
