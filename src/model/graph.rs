@@ -447,8 +447,8 @@ impl Plan {
         let z = |label: &str, n: usize| GpuBuffer::zeros_windowed(ctx, label, n);
         // The integer engine reads codes where the kernel before it writes them: it
         // needs no float LayerNorm output when every LayerNorm writes codes, no float
-        // attention output when the attention writes proj's codes, and fc2's input
-        // only as codes.
+        // attention output (and one buffer for q, k and v) when the attention runs on
+        // codes and writes proj's, and fc2's input only as codes.
         let int = match mode {
             Mode::Int(q) => Some(q),
             _ => None,
@@ -462,7 +462,8 @@ impl Plan {
             f0: z("f0", t * c),
             p: [z("p0", t * c), z("p1", t * c), z("p2", t * c)],
             ln: if float_ln { z("ln", t * c) } else { GpuBuffer::zeros(ctx, "ln", 0) },
-            qkv: ["q", "k", "v"].map(|name| z(name, t * c)),
+            // q's buffer holds k and v too when the integer attention packs each at once.
+            qkv: ["q", "k", "v"].map(|name| if name == "q" || float_attn { z(name, t * c) } else { GpuBuffer::zeros(ctx, name, 0) }),
             attn: if float_attn { z("attn", t * c) } else { GpuBuffer::zeros(ctx, "attn", 0) },
             hidden: z("hidden", hidden),
             // Input codes of any block's q/k/v, proj or fc1 (fc2's go into `hidden`).
@@ -610,33 +611,34 @@ impl Plan {
             None => ops::layer_norm(ctx, b.p[x_in].bind(), &blk.norm1, b.ln.bind(), t, "layernorm"),
         });
         q.search(ctx, ds, Slot::Input(0), 3, (&b.ln, t * c), 1.0);
-        for (i, (lin, out)) in blk.qkv.iter().zip(&b.qkv).enumerate() {
+        let scale = (attn.head_dim as f64).powf(-0.5) as f32;
+        // The integer attention on codes: q, k and v are each packed as soon as they
+        // are made, so they share one float buffer.
+        let int_attention = q.int.zip(b.attn_codes.as_ref()).filter(|_| codes_attention(attn.window));
+        for (i, lin) in blk.qkv.iter().enumerate() {
+            let out = &b.qkv[if int_attention.is_some() { 0 } else { i }];
             let windows = Some(WindowOrder { h: self.padded.0, w: self.padded.1, shape: attn });
             let x = coded.unwrap_or_else(|| b.ln.operand());
             let mm = Matmul { quant: q.act(Slot::Input(i)), windows, ..Matmul::tokens(x, q.weights(i, lin), out.bind(), t, "qkv") };
             let io = IntIo { coded, ..Default::default() };
             self.linear(ctx, ds, (q.int, q.block, i), mm, io);
+            let mult = if i == 0 { scale } else { 1.0 };
+            q.search(ctx, ds, Slot::Matmul(i), 1, (out, t * c), mult);
+            if let Some((qm, attn_codes)) = int_attention {
+                let row = qm.qref(quant::index(q.block, Slot::Matmul(i)));
+                ds.push(ops::pack_window_codes(ctx, [out, &attn_codes[i]], t, attn, i == 2, (row, mult)));
+            }
         }
-        let scale = (attn.head_dim as f64).powf(-0.5) as f32;
         let mut proj_codes = None;
-        for (i, buf) in b.qkv.iter().enumerate() {
-            q.search(ctx, ds, Slot::Matmul(i), 1, (buf, t * c), if i == 0 { scale } else { 1.0 });
-        }
-        match (q.int, &b.attn_codes) {
-            (Some(qm), Some(attn_codes)) if codes_attention(attn.window) => {
+        match int_attention {
+            Some((qm, [qc, kc, vc])) => {
                 let qref = qm.qref(quant::index(q.block, Slot::Matmul(0)));
-                for (i, (x, code)) in b.qkv.iter().zip(attn_codes).enumerate() {
-                    let mult = if i == 0 { scale } else { 1.0 };
-                    let row = QuantRef { row: qref.row + i, ..qref };
-                    ds.push(ops::pack_window_codes(ctx, [x, code], t, attn, i == 2, (row, mult)));
-                }
-                let [qc, kc, vc] = attn_codes;
                 // It writes proj's input codes (into `codes`, free once q, k and v are made).
                 let out = ops::IntAttnOut::Codes(b.codes.bind(), quant::index(q.block, Slot::Input(3)));
                 ds.extend(ops::window_attention_int(ctx, [qc, kc, vc], &blk.table, out, dims, attn, qref, "attention"));
                 proj_codes = Some(b.codes.slice(0, blk.input_codes(3).words(t)));
             }
-            _ => {
+            None => {
                 let [qb, kb, vb] = &b.qkv;
                 let extras = AttnExtras { quant: q.act(Slot::Matmul(0)), ..Default::default() };
                 ds.extend(ops::window_attention(ctx, [qb, kb, vb], &blk.table, b.attn.bind(), dims, attn, extras, "attention"));
