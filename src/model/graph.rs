@@ -352,9 +352,9 @@ struct Buffers {
     x0: GpuBuffer,
     f0: GpuBuffer,
     p: [GpuBuffer; 3],
+    /// A LayerNorm's output, and the attention's (q, k and v are made by then).
     ln: GpuBuffer,
     qkv: [GpuBuffer; 3],
-    attn: GpuBuffer,
     hidden: GpuBuffer,
     /// The integer engine's activation codes (the next linear's input).
     codes: GpuBuffer,
@@ -446,9 +446,9 @@ impl Plan {
         }
         let z = |label: &str, n: usize| GpuBuffer::zeros_windowed(ctx, label, n);
         // The integer engine reads codes where the kernel before it writes them: it
-        // needs no float LayerNorm output when every LayerNorm writes codes, no float
-        // attention output (and one buffer for q, k and v) when the attention runs on
-        // codes and writes proj's, and fc2's input only as codes.
+        // needs no `ln` when every LayerNorm writes codes and the attention runs on
+        // codes (writing proj's), one float buffer for q, k and v in that attention's
+        // case, and fc2's input only as codes.
         let int = match mode {
             Mode::Int(q) => Some(q),
             _ => None,
@@ -461,10 +461,9 @@ impl Plan {
             x0: z("x0", t * cfg.in_chans),
             f0: z("f0", t * c),
             p: [z("p0", t * c), z("p1", t * c), z("p2", t * c)],
-            ln: if float_ln { z("ln", t * c) } else { GpuBuffer::zeros(ctx, "ln", 0) },
+            ln: if float_ln || float_attn { z("ln", t * c) } else { GpuBuffer::zeros(ctx, "ln", 0) },
             // q's buffer holds k and v too when the integer attention packs each at once.
             qkv: ["q", "k", "v"].map(|name| if name == "q" || float_attn { z(name, t * c) } else { GpuBuffer::zeros(ctx, name, 0) }),
-            attn: if float_attn { z("attn", t * c) } else { GpuBuffer::zeros(ctx, "attn", 0) },
             hidden: z("hidden", hidden),
             // Input codes of any block's q/k/v, proj or fc1 (fc2's go into `hidden`).
             codes: match int {
@@ -641,14 +640,14 @@ impl Plan {
             None => {
                 let [qb, kb, vb] = &b.qkv;
                 let extras = AttnExtras { quant: q.act(Slot::Matmul(0)), ..Default::default() };
-                ds.extend(ops::window_attention(ctx, [qb, kb, vb], &blk.table, b.attn.bind(), dims, attn, extras, "attention"));
+                ds.extend(ops::window_attention(ctx, [qb, kb, vb], &blk.table, b.ln.bind(), dims, attn, extras, "attention"));
             }
         }
         if let Some(cal) = q.calib {
             self.search_probs(ctx, cal, blk, attn, q.block, ds);
         }
-        q.search(ctx, ds, Slot::Input(3), 1, (&b.attn, t * c), 1.0);
-        let x = proj_codes.unwrap_or_else(|| b.attn.operand());
+        q.search(ctx, ds, Slot::Input(3), 1, (&b.ln, t * c), 1.0);
+        let x = proj_codes.unwrap_or_else(|| b.ln.operand());
         let proj = Matmul { residual: Some(b.p[x_in].bind()), quant: q.act(Slot::Input(3)), ..Matmul::tokens(x, q.weights(3, &blk.proj), b.p[y].bind(), t, "proj") };
         self.linear(ctx, ds, (q.int, q.block, 3), proj, IntIo { coded: proj_codes, ..Default::default() });
     }
@@ -729,7 +728,7 @@ impl Plan {
         let attention = |range: &std::ops::Range<usize>| {
             let [q, k, v] = &b.qkv;
             let extras = AttnExtras { quant: None, probs: Some(cal.probs.bind()), batch: Some(range.clone()) };
-            ops::window_attention(ctx, [q, k, v], &blk.table, b.attn.bind(), dims, attn, extras, "attention")
+            ops::window_attention(ctx, [q, k, v], &blk.table, b.ln.bind(), dims, attn, extras, "attention")
         };
         let (mut base, mut total) = (0, 0);
         for r in &chunks {
