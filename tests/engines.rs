@@ -8,6 +8,7 @@ use swinq::model::{SwinConfig, SwinWeights};
 use swinq::quant::calib::Patches;
 use swinq::quant::phase1::calibrate;
 use swinq::quant::search::Method;
+use swinq::quant::{index, Slot};
 
 /// Small SwinIRs (2 groups of 2 blocks) with DOBI bounds from one random patch: 16
 /// channels in heads of 8, window 4; 18 channels in heads of 6 and 9 (proj's input
@@ -21,7 +22,9 @@ use swinq::quant::search::Method;
 /// change spreads through the later blocks. With the window-3 model, data seeds 22 and
 /// 24 have such an activation at W4 (2.7e-3 and 3.9e-3 relative error, both matmul
 /// strategies, and before proj's codes were laid out by head), eight other seeds none;
-/// the seeds below have none in either strategy.
+/// the seeds below have none in either strategy. Nor has k's input quantizer widened by 3 %
+/// (the case of q, k and v's input quantizers apart; widened by 0.5, 1 or 2 % or narrowed
+/// by 1 %, one of the three models has such an activation in some strategy).
 #[test]
 fn integer_engine_matches_fake_quantization() {
     let ctx = gpu();
@@ -48,6 +51,16 @@ fn integer_engine_matches_fake_quantization() {
             // order); at W4, W3 and W2 2.3e-7 to 3.0e-7 with both.
             let tol = if bits == 8 { 1e-3 } else { 1e-5 };
             assert!(err < tol, "{case}: relative error {err:.3e} above {tol:e}");
+            if bits == 4 {
+                // Phase 2 trains q, k and v's input quantizers apart: the LayerNorms then
+                // write floats, and each linear packs its own codes.
+                let mut apart = params.clone();
+                (0..cfg.num_blocks()).for_each(|b| apart[index(b, Slot::Input(1))].upper *= 1.03);
+                let q = QuantModel::new(ctx, &model, bits, &apart, &Engine::ALL);
+                let err = rel_err(&run(Mode::Int(&q)), &run(Mode::Fake(&q)));
+                eprintln!("{case}, k's input quantizer apart: relative error {err:.3e}");
+                assert!(err < tol, "{case}, k's input quantizer apart: relative error {err:.3e} above {tol:e}");
+            }
         }
     }
 }
