@@ -163,7 +163,7 @@ pub fn bench((source, gpu): (&WeightsArg, &GpuArg), (quantized, engine): (Option
         return Ok(());
     }
     println!("SwinIR x{} forward on {} (a kernel launch costs {launch_us:.1} µs there)", weights.config.scale, ctx.describe());
-    println!("GPU memory: {model_mib:.1} MiB for the model's weights (float, and the quantized copies); per engine below, its activations and scratch");
+    println!("GPU memory: {model_mib:.1} MiB for the model's weights (the float model, and the quantized weights of the engines timed); per engine below, its activations and scratch");
     for chunk in timings.chunks(engines) {
         let fp = chunk[0].timing.median_ms;
         let line: Vec<String> = chunk
