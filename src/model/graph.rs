@@ -355,13 +355,20 @@ struct Buffers {
     /// A LayerNorm's output, and the attention's (q, k and v are made by then).
     ln: GpuBuffer,
     qkv: [GpuBuffer; 3],
-    hidden: GpuBuffer,
+    /// The MLP's hidden activations of a chunk of tokens (None: in k's buffer).
+    hidden: Option<GpuBuffer>,
     /// The integer engine's activation codes (the next linear's input).
     codes: GpuBuffer,
     /// The integer engine's q, k, v codes for its attention.
     attn_codes: Option<[GpuBuffer; 3]>,
     up: GpuBuffer,
     output: GpuBuffer,
+}
+
+impl Buffers {
+    fn hidden(&self) -> &GpuBuffer {
+        self.hidden.as_ref().unwrap_or(&self.qkv[1])
+    }
 }
 
 enum Step {
@@ -455,7 +462,16 @@ impl Plan {
         };
         let float_ln = int.is_none_or(|q| !q.norms_write_codes(model.blocks().count()));
         let float_attn = int.is_none() || !codes_attention(cfg.window);
-        let hidden = if int.is_some() { ops::code_words(chunk, cfg.mlp_hidden) } else { chunk * cfg.mlp_hidden };
+        // Float and fake plans run the MLP in chunks whose hidden activations fit k's
+        // buffer, free during the MLP, so they need no buffer of their own (phase 1
+        // searches fc2's input whole, and the integer engine keeps it as codes).
+        let in_k = (t * c / cfg.mlp_hidden) / 64 * 64;
+        let hidden_in_k = matches!(mode, Mode::Float | Mode::Fake(_)) && in_k > 0;
+        if hidden_in_k {
+            chunk = chunk.min(in_k);
+        }
+        let hidden_words = if int.is_some() { ops::code_words(chunk, cfg.mlp_hidden) } else { chunk * cfg.mlp_hidden };
+        let hidden = (!hidden_in_k).then(|| z("hidden", hidden_words));
         let bufs = Buffers {
             input: z("input", b * cfg.in_chans * h * w),
             x0: z("x0", t * cfg.in_chans),
@@ -464,7 +480,7 @@ impl Plan {
             ln: if float_ln || float_attn { z("ln", t * c) } else { GpuBuffer::zeros(ctx, "ln", 0) },
             // q's buffer holds k and v too when the integer attention packs each at once.
             qkv: ["q", "k", "v"].map(|name| if name == "q" || float_attn { z(name, t * c) } else { GpuBuffer::zeros(ctx, name, 0) }),
-            hidden: z("hidden", hidden),
+            hidden,
             // Input codes of any block's q/k/v, proj or fc1 (fc2's go into `hidden`).
             codes: match int {
                 Some(_) => z("codes", model.blocks().flat_map(|blk| (0..5).map(|i| blk.input_codes(i).words(t))).fold(ops::code_words(chunk, cfg.mlp_hidden), usize::max)),
@@ -666,7 +682,7 @@ impl Plan {
         for start in (0..t).step_by(chunk) {
             let n = chunk.min(t - start);
             // The integer engine's fc1 writes fc2's input codes (into `hidden`) instead of floats.
-            let hidden_codes = q.int.map(|_| b.hidden.slice(0, ops::code_words(n, hid)));
+            let hidden_codes = q.int.map(|_| b.hidden().slice(0, ops::code_words(n, hid)));
             let c4 = ops::code_words(1, c);
             let coded = fc1_codes.map(|_| b.codes.slice(start * c4, n * c4));
             let fc1 = Matmul {
@@ -675,18 +691,18 @@ impl Plan {
                 ..Matmul::tokens(
                     coded.unwrap_or_else(|| b.ln.slice(start * c, n * c)),
                     q.weights(4, &blk.fc1),
-                    hidden_codes.map_or_else(|| b.hidden.bind_range(0, n * hid), |_| ctx.sink()),
+                    hidden_codes.map_or_else(|| b.hidden().bind_range(0, n * hid), |_| ctx.sink()),
                     n,
                     "mlp",
                 )
             };
             let io = IntIo { emit: hidden_codes.map(|h| (h.bind(), Slot::Input(5))), coded };
             self.linear(ctx, ds, (q.int, q.block, 4), fc1, io);
-            q.search(ctx, ds, Slot::Input(5), 1, (&b.hidden, n * hid), 1.0);
+            q.search(ctx, ds, Slot::Input(5), 1, (b.hidden(), n * hid), 1.0);
             let fc2 = Matmul {
                 residual: Some(b.p[y].bind_range(start * c, n * c)),
                 quant: q.act(Slot::Input(5)),
-                ..Matmul::tokens(hidden_codes.unwrap_or_else(|| b.hidden.slice(0, n * hid)), q.weights(5, &blk.fc2), b.p[x_out].bind_range(start * c, n * c), n, "mlp")
+                ..Matmul::tokens(hidden_codes.unwrap_or_else(|| b.hidden().slice(0, n * hid)), q.weights(5, &blk.fc2), b.p[x_out].bind_range(start * c, n * c), n, "mlp")
             };
             let io = IntIo { coded: hidden_codes, ..Default::default() };
             self.linear(ctx, ds, (q.int, q.block, 5), fc2, io);
