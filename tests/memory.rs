@@ -68,7 +68,25 @@ fn allocations_past_the_cap_fail_phase2_names_the_largest_batch_the_integer_engi
     eprintln!("plans for 64×64: float {float} B, fake {fake} B, integer {int} B");
     assert_eq!(float, fake);
     assert!(int < float, "integer {int} B, float {float} B");
-    drop(quant);
+
+    // Phase 2's student takes turns with the teacher's scratch: it holds only its own
+    // input, output and captures, and neither forward disturbs the other's results.
+    let dims = (2, 24, 16);
+    let x = common::random(&mut common::rng(9), 2 * 3 * 24 * 16, 0.0, 1.0);
+    let alone = |mode| Plan::with_mode(ctx, &model, dims, Capture::Nothing, mode).expect("plan").forward(ctx, &x, None);
+    let (teacher_alone, student_alone) = (alone(Mode::Float), alone(Mode::Fake(&quant)));
+    let before = ctx.held_bytes();
+    let teacher = Plan::with_mode(ctx, &model, dims, Capture::Distill { block_inputs: false }, Mode::Float).expect("teacher");
+    let teacher_bytes = ctx.held_bytes() - before;
+    let student = teacher.taking_turns(ctx, &model, Capture::Distill { block_inputs: true }, Mode::Fake(&quant)).expect("student");
+    let student_bytes = ctx.held_bytes() - before - teacher_bytes;
+    eprintln!("teacher {teacher_bytes} B, student taking turns {student_bytes} B");
+    let teacher_out = teacher.forward(ctx, &x, None);
+    let student_out = student.forward(ctx, &x, None);
+    assert_eq!(teacher.output().read::<f32>(ctx), teacher_out, "the student's forward left the teacher's output alone");
+    assert_eq!((teacher_out, student_out), (teacher_alone, student_alone));
+    assert!(student_bytes < teacher_bytes, "student {student_bytes} B, teacher {teacher_bytes} B");
+    drop((teacher, student, quant));
 
     // An image whose plan does not fit runs in the largest tiles that do (automatic
     // tiling); without the cap it runs whole.

@@ -7,8 +7,8 @@ use super::GpuContext;
 pub struct GpuBuffer {
     pub buffer: wgpu::Buffer,
     pub len: usize,
-    /// Its bytes in the device's memory account.
-    _held: Held,
+    /// Its bytes in the device's memory account (shared by its `share`d handles).
+    _held: std::sync::Arc<Held>,
 }
 
 /// Words of a uniform window: 64 KiB, the smallest uniform binding limit wgpu
@@ -51,7 +51,7 @@ impl GpuBuffer {
 
     fn zeros_with_room(ctx: &GpuContext, label: &str, len: usize, words: usize) -> Self {
         let (buffer, _held) = allocate(ctx, label, words, false);
-        Self { buffer, len, _held }
+        Self { buffer, len, _held: _held.into() }
     }
 
     /// Upload of any plain data whose size is a multiple of 4 bytes (`len` counts 4-byte words).
@@ -63,7 +63,13 @@ impl GpuBuffer {
             buffer.get_mapped_range_mut(..bytes.len() as u64).expect("buffer mapped at creation").copy_from_slice(bytes);
         }
         buffer.unmap();
-        Self { buffer, len: bytes.len() / 4, _held }
+        Self { buffer, len: bytes.len() / 4, _held: _held.into() }
+    }
+
+    /// A second handle to the same buffer, its memory counted once (plans that take
+    /// turns with their scratch activations).
+    pub fn share(&self) -> Self {
+        Self { buffer: self.buffer.clone(), len: self.len, _held: self._held.clone() }
     }
 
     pub fn bytes(&self) -> u64 {

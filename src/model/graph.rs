@@ -425,7 +425,18 @@ impl Plan {
         Self::with_mode(ctx, model, (b, h, w), if capture { Capture::Golden } else { Capture::Nothing }, Mode::Float)
     }
 
-    pub fn with_mode(ctx: &GpuContext, model: &GpuModel, (b, h, w): (usize, usize, usize), capture: Capture, mode: Mode<'_>) -> Result<Self> {
+    pub fn with_mode(ctx: &GpuContext, model: &GpuModel, dims: (usize, usize, usize), capture: Capture, mode: Mode<'_>) -> Result<Self> {
+        Self::build(ctx, model, dims, (capture, mode), None)
+    }
+
+    /// A plan for the same input whose scratch activations are this plan's (its input,
+    /// output and captures are its own): the two take turns, each forward overwriting
+    /// the other's scratch, as phase 2's teacher and student do.
+    pub fn taking_turns(&self, ctx: &GpuContext, model: &GpuModel, capture: Capture, mode: Mode<'_>) -> Result<Self> {
+        Self::build(ctx, model, (self.batch, self.height, self.width), (capture, mode), Some(&self.bufs))
+    }
+
+    fn build(ctx: &GpuContext, model: &GpuModel, (b, h, w): (usize, usize, usize), (capture, mode): (Capture, Mode<'_>), turns: Option<&Buffers>) -> Result<Self> {
         let cfg = &model.config;
         if b == 0 || h == 0 || w == 0 {
             bail!("empty input ({b}×{h}×{w})");
@@ -471,19 +482,27 @@ impl Plan {
             chunk = chunk.min(in_k);
         }
         let hidden_words = if int.is_some() { ops::code_words(chunk, cfg.mlp_hidden) } else { chunk * cfg.mlp_hidden };
-        let hidden = (!hidden_in_k).then(|| z("hidden", hidden_words));
+        // A scratch buffer: the other plan's of the same size when taking turns.
+        let scratch = |label: &str, n: usize, theirs: Option<&GpuBuffer>| match theirs {
+            Some(buf) if buf.len == n => buf.share(),
+            _ => z(label, n),
+        };
+        let hidden = (!hidden_in_k).then(|| scratch("hidden", hidden_words, turns.and_then(|o| o.hidden.as_ref())));
         let bufs = Buffers {
             input: z("input", b * cfg.in_chans * h * w),
-            x0: z("x0", t * cfg.in_chans),
-            f0: z("f0", t * c),
-            p: [z("p0", t * c), z("p1", t * c), z("p2", t * c)],
-            ln: if float_ln || float_attn { z("ln", t * c) } else { GpuBuffer::zeros(ctx, "ln", 0) },
+            x0: scratch("x0", t * cfg.in_chans, turns.map(|o| &o.x0)),
+            f0: scratch("f0", t * c, turns.map(|o| &o.f0)),
+            p: [0, 1, 2].map(|i| scratch(&format!("p{i}"), t * c, turns.map(|o| &o.p[i]))),
+            ln: if float_ln || float_attn { scratch("ln", t * c, turns.map(|o| &o.ln)) } else { GpuBuffer::zeros(ctx, "ln", 0) },
             // q's buffer holds k and v too when the integer attention packs each at once.
-            qkv: ["q", "k", "v"].map(|name| if name == "q" || float_attn { z(name, t * c) } else { GpuBuffer::zeros(ctx, name, 0) }),
+            qkv: [0, 1, 2].map(|i| if i == 0 || float_attn { scratch(["q", "k", "v"][i], t * c, turns.map(|o| &o.qkv[i])) } else { GpuBuffer::zeros(ctx, "kv", 0) }),
             hidden,
             // Input codes of any block's q/k/v, proj or fc1 (fc2's go into `hidden`).
             codes: match int {
-                Some(_) => z("codes", model.blocks().flat_map(|blk| (0..5).map(|i| blk.input_codes(i).words(t))).fold(ops::code_words(chunk, cfg.mlp_hidden), usize::max)),
+                Some(_) => {
+                    let words = model.blocks().flat_map(|blk| (0..5).map(|i| blk.input_codes(i).words(t))).fold(ops::code_words(chunk, cfg.mlp_hidden), usize::max);
+                    scratch("codes", words, turns.map(|o| &o.codes))
+                }
                 None => GpuBuffer::zeros(ctx, "codes", 0),
             },
             attn_codes: int.map(|_| {
@@ -491,7 +510,7 @@ impl Plan {
                 let words = (0..cfg.depths.len()).map(|r| ops::window_code_words(t, attn_shape(cfg, r, 0))).fold([0, 0], |a, w| [a[0].max(w[0]), a[1].max(w[1])]);
                 ["q_codes", "k_codes", "v_codes"].map(|name| z(name, words[(name == "v_codes") as usize]))
             }),
-            up: z("up", t * cfg.in_chans * s2),
+            up: scratch("up", t * cfg.in_chans * s2, turns.map(|o| &o.up)),
             output: z("output", b * cfg.in_chans * h * w * s2),
         };
         let mut plan = Self { batch: b, height: h, width: w, padded: (hp, wp), scale: cfg.scale, bufs, steps: Vec::new() };

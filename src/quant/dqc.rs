@@ -214,7 +214,8 @@ impl Buffers {
         let dims = (batch, patch, patch);
         ctx.allocating(&format!("a DQC batch of {batch} patches of {patch}×{patch} (a smaller --batch needs less)"), || {
             let teacher = Plan::with_mode(ctx, model, dims, Capture::Distill { block_inputs: false }, Mode::Float)?;
-            let student = Plan::with_mode(ctx, model, dims, Capture::Distill { block_inputs: true }, Mode::Fake(quant))?;
+            // They run one after the other, so the student uses the teacher's scratch.
+            let student = teacher.taking_turns(ctx, model, Capture::Distill { block_inputs: true }, Mode::Fake(quant))?;
             let grad = StudentGrad::new(ctx, model, quant, &teacher, &student, lambda)?;
             Ok(Self { teacher, student, grad })
         })
