@@ -866,6 +866,13 @@ impl Plan {
     }
 
     /// The output buffer: planar (b, ch, s·h, s·w), un-clamped.
+    /// Handles to this plan's scratch activations of `len` values, free between its
+    /// forwards (phase 2's gradient recomputes the blocks in them).
+    pub(crate) fn token_scratch(&self, len: usize) -> Vec<GpuBuffer> {
+        let b = &self.bufs;
+        [&b.f0, &b.ln].into_iter().chain(&b.p).chain(&b.qkv).filter(|x| x.len == len).map(GpuBuffer::share).collect()
+    }
+
     pub fn output(&self) -> &GpuBuffer {
         &self.bufs.output
     }

@@ -61,15 +61,18 @@ struct Scratch {
 }
 
 impl Tape {
-    /// Room for `t` tokens of `c` channels (MLP: `hid`).
-    fn new(ctx: &GpuContext, t: usize, c: usize, hid: usize) -> Self {
+    /// Room for `t` tokens of `c` channels (MLP: `hid`); the buffers of `t`·`c` values
+    /// come from `spare` (the student plan's scratch) while it has any.
+    fn new(ctx: &GpuContext, (t, c, hid): (usize, usize, usize), spare: Vec<GpuBuffer>) -> Self {
         let z = |label: &str, n: usize| GpuBuffer::zeros_windowed(ctx, label, n);
+        let mut spare = spare.into_iter();
+        let mut tokens = |label: &str| spare.next().unwrap_or_else(|| z(label, t * c));
         Self {
-            a: z("a", t * c),
-            qkv: ["q", "k", "v"].map(|n| z(n, t * c)),
-            o: z("o", t * c),
-            t1: z("t1", t * c),
-            m: z("m", t * c),
+            a: tokens("a"),
+            qkv: [tokens("q"), tokens("k"), tokens("v")],
+            o: tokens("o"),
+            t1: tokens("t1"),
+            m: tokens("m"),
             h: z("h", t * hid),
             g: z("g", t * hid),
         }
@@ -152,7 +155,8 @@ impl StudentGrad {
             bail!("phase 2: a batch of {b} patches needs MLP activations above the adapter's storage-binding limit; use a smaller batch");
         }
         let z = |label: &str, n: usize| GpuBuffer::zeros_windowed(ctx, label, n);
-        let tape = Tape::new(ctx, t, c, hid);
+        // The blocks are recomputed after both forwards: in the student's scratch.
+        let tape = Tape::new(ctx, (t, c, hid), student.token_scratch(t * c));
         let output_len = student.output().len;
         let scratch = Scratch::new(ctx, cfg, t, output_len);
         let grads = GpuBuffer::zeros(ctx, "quant_grads", 4 * PER_BLOCK * cfg.num_blocks());
