@@ -181,10 +181,10 @@ impl QuantModel {
         slots.iter().all(|&s| self.host_params[quant::index(block, s)] == first)
     }
 
-    /// Whether the integer engine's LayerNorms write codes in all `blocks` blocks,
-    /// so that it needs no float LayerNorm output (`BlockQuant::ln_codes`).
-    fn norms_write_codes(&self, blocks: usize) -> bool {
-        (0..blocks).all(|b| self.same_params(b, &QKV_INPUTS))
+    /// Whether the integer engine's LayerNorms write codes in every block, so that it
+    /// needs no float LayerNorm output (`BlockQuant::ln_codes`).
+    fn norms_write_codes(&self) -> bool {
+        (0..self.host_params.len() / quant::PER_BLOCK).all(|b| self.same_params(b, &QKV_INPUTS))
     }
 
     pub(crate) fn qref(&self, row: usize) -> QuantRef<'_> {
@@ -291,6 +291,17 @@ pub enum Mode<'a> {
     Int(&'a QuantModel),
     /// FP forward that searches every activation quantizer's bounds on its input.
     Calibrate(&'a Calibration),
+}
+
+impl<'a> Mode<'a> {
+    /// The quantized model and the engine that runs it (the inverse of `Engine::mode`).
+    fn engine(self) -> Option<(&'a QuantModel, Engine)> {
+        match self {
+            Mode::Fake(q) => Some((q, Engine::Fake)),
+            Mode::Int(q) => Some((q, Engine::Int)),
+            Mode::Float | Mode::Calibrate(_) => None,
+        }
+    }
 }
 
 /// The input quantizers of q, k and v, which read one LayerNorm's output.
@@ -441,8 +452,7 @@ impl Plan {
         if b == 0 || h == 0 || w == 0 {
             bail!("empty input ({b}×{h}×{w})");
         }
-        if let Mode::Fake(q) | Mode::Int(q) = mode {
-            let engine = if matches!(mode, Mode::Int(_)) { Engine::Int } else { Engine::Fake };
+        if let Some((q, engine)) = mode.engine() {
             assert!(q.runs(engine), "the quantized model was made without the {} engine's weights", engine.name());
         }
         if !fits_exactly(ctx, cfg, b, h, w) {
@@ -467,11 +477,8 @@ impl Plan {
         // needs no `ln` when every LayerNorm writes codes and the attention runs on
         // codes (writing proj's), one float buffer for q, k and v in that attention's
         // case, and fc2's input only as codes.
-        let int = match mode {
-            Mode::Int(q) => Some(q),
-            _ => None,
-        };
-        let float_ln = int.is_none_or(|q| !q.norms_write_codes(model.blocks().count()));
+        let int = mode.engine().filter(|&(_, e)| e == Engine::Int).map(|(q, _)| q);
+        let float_ln = int.is_none_or(|q| !q.norms_write_codes());
         let float_attn = int.is_none() || !codes_attention(cfg.window);
         // Float and fake plans run the MLP in chunks whose hidden activations fit k's
         // buffer, free during the MLP, so they need no buffer of their own (phase 1
@@ -865,7 +872,6 @@ impl Plan {
         })
     }
 
-    /// The output buffer: planar (b, ch, s·h, s·w), un-clamped.
     /// Handles to this plan's scratch activations of `len` values, free between its
     /// forwards (phase 2's gradient recomputes the blocks in them).
     pub(crate) fn token_scratch(&self, len: usize) -> Vec<GpuBuffer> {
@@ -873,6 +879,7 @@ impl Plan {
         [&b.f0, &b.ln].into_iter().chain(&b.p).chain(&b.qkv).filter(|x| x.len == len).map(GpuBuffer::share).collect()
     }
 
+    /// The output buffer: planar (b, ch, s·h, s·w), un-clamped.
     pub fn output(&self) -> &GpuBuffer {
         &self.bufs.output
     }
